@@ -1,0 +1,236 @@
+//! The `ApiRoute` custom resource: hosts, ordered routes, weighted backends.
+//!
+//! Field names are part of the public contract; new capabilities are added
+//! as new optional fields, never by renaming.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+use super::common::{Duration, LocalObjectRef, PortRef};
+use super::plugins::Plugins;
+
+/// Routes HTTP traffic for a set of hosts to Services.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "sluicegate.io",
+    version = "v1alpha1",
+    kind = "ApiRoute",
+    namespaced,
+    status = "ApiRouteStatus",
+    shortname = "ar",
+    category = "sluicegate",
+    doc = "ApiRoute routes HTTP traffic for a set of hosts to Kubernetes Services.",
+    printcolumn(name = "Hosts", type_ = "string", json_path = ".spec.hosts"),
+    printcolumn(
+        name = "Accepted",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Accepted\")].status"
+    ),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ApiRouteSpec {
+    /// IngressClass that should serve this route. Empty means the
+    /// controller's own class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress_class_name: Option<String>,
+    /// Host names this object serves: exact (`shop.example.com`) or a
+    /// single-label wildcard (`*.example.com`). Empty means any host.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(regex(pattern = r"^(\*\.)?[a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?(\.[a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?)*$")))]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    pub hosts: Vec<String>,
+    /// Routes, tried by priority and then by match specificity. Names are
+    /// unique: the list is keyed by `name`.
+    #[schemars(length(min = 1, max = 256))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub routes: Vec<RouteRule>,
+}
+
+/// One route: what it matches and where matching requests go.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RouteRule {
+    /// Name, unique within the ApiRoute; used in metrics and status.
+    #[schemars(length(min = 1, max = 63))]
+    pub name: String,
+    /// Higher priorities are tried first among routes of the same host.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub priority: i32,
+    /// Conditions a request must meet; an empty match takes every request.
+    #[serde(default, rename = "match", skip_serializing_if = "RouteMatch::is_empty")]
+    pub matches: RouteMatch,
+    /// Services that receive the matching traffic, split by weight.
+    #[schemars(length(min = 1, max = 16))]
+    pub backends: Vec<Backend>,
+    /// Upstream timeouts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeouts: Option<Timeouts>,
+    /// Allow WebSocket upgrades on this route.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub websocket: bool,
+    /// A PluginConfig in the same namespace whose plugins apply to this
+    /// route; plugins set inline on the route override it per plugin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin_config_ref: Option<LocalObjectRef>,
+    /// Plugins applied to this route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugins: Option<Plugins>,
+}
+
+/// Request conditions; all present conditions must hold.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RouteMatch {
+    /// Any one of these paths matches. Empty means prefix `/`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub paths: Vec<PathMatch>,
+    /// Any one of these methods matches. Empty means every method.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub methods: Vec<HttpMethod>,
+    /// Every header condition must hold.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub headers: Vec<HeaderMatch>,
+    /// Every query parameter condition must hold.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub query_params: Vec<ValueMatch>,
+}
+
+impl RouteMatch {
+    fn is_empty(&self) -> bool {
+        self.paths.is_empty()
+            && self.methods.is_empty()
+            && self.headers.is_empty()
+            && self.query_params.is_empty()
+    }
+}
+
+/// How a path is compared.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+pub enum PathMatchType {
+    /// The whole path equals the value.
+    Exact,
+    /// The path starts with the value, element by element (`/api`
+    /// matches `/api` and `/api/v1`, not `/apix`).
+    #[default]
+    Prefix,
+    /// The value is a regular expression that must match the whole path.
+    RegularExpression,
+}
+
+/// A path condition.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(deny_unknown_fields)]
+#[x_kube(validation = Rule::new("self.type == 'RegularExpression' || self.value.startsWith('/')").message("path value must start with '/'"))]
+pub struct PathMatch {
+    /// Exact, Prefix (default) or RegularExpression.
+    #[serde(rename = "type", default)]
+    pub kind: PathMatchType,
+    /// The path or pattern.
+    #[schemars(length(min = 1, max = 1024))]
+    pub value: String,
+}
+
+/// How a header or query parameter value is compared.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+pub enum ValueMatchType {
+    /// The value equals `value`.
+    #[default]
+    Exact,
+    /// The value matches the regular expression `value` as a whole.
+    RegularExpression,
+    /// The header or parameter is present, whatever its value.
+    Present,
+}
+
+/// A header condition; names are case-insensitive.
+pub type HeaderMatch = ValueMatch;
+
+/// A named value condition, for headers and query parameters.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(deny_unknown_fields)]
+#[x_kube(validation = Rule::new("self.type == 'Present' || has(self.value)").message("value is required unless type is Present"))]
+pub struct ValueMatch {
+    /// Header or query parameter name.
+    #[schemars(length(min = 1, max = 256))]
+    pub name: String,
+    /// Exact (default), RegularExpression or Present.
+    #[serde(rename = "type", default)]
+    pub kind: ValueMatchType,
+    /// The value or pattern; not used with Present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 4096))]
+    pub value: Option<String>,
+}
+
+/// HTTP request methods a route can be limited to.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, schemars::JsonSchema)]
+#[allow(clippy::upper_case_acronyms)]
+pub enum HttpMethod {
+    GET,
+    HEAD,
+    POST,
+    PUT,
+    DELETE,
+    PATCH,
+    OPTIONS,
+    CONNECT,
+    TRACE,
+}
+
+/// A Service receiving a share of a route's traffic.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Backend {
+    /// Service name in the ApiRoute's namespace.
+    #[schemars(length(min = 1, max = 63))]
+    pub service_name: String,
+    /// Service port, by number or by name.
+    pub service_port: PortRef,
+    /// Relative share of traffic; 0 sends none.
+    #[serde(default = "default_weight")]
+    #[schemars(range(max = 1000000))]
+    pub weight: u32,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+/// Upstream timeouts. A connect timeout or a request timeout answers 504.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Timeouts {
+    /// Time to open a TCP connection to an endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect: Option<Duration>,
+    /// Time from sending the request until the response headers arrive.
+    /// The body then streams without a deadline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<Duration>,
+}
+
+/// Observed state, written by the controller.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiRouteStatus {
+    /// The generation the conditions describe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Accepted` and `Programmed`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+}
+
+fn is_zero(v: &i32) -> bool {
+    *v == 0
+}
+
+fn is_false(v: &bool) -> bool {
+    !*v
+}

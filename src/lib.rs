@@ -1,0 +1,13 @@
+//! Sluicegate: a Kubernetes ingress controller and API gateway.
+//!
+//! Data flows one way: sources collect objects into a [`translate::ClusterState`],
+//! [`translate::translate`] compiles them into a table specification plus
+//! per-object diagnostics, [`routing`] builds an immutable route table from it,
+//! and the [`proxy`] serves each request from one snapshot of that table.
+
+pub mod api;
+pub mod metrics;
+pub mod routing;
+pub mod translate;
+pub mod proxy;
+pub mod source;

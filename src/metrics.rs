@@ -1,0 +1,111 @@
+//! Metric names and the per-route handles the proxy records into.
+//!
+//! Labels are bounded by configuration: route names and status classes,
+//! never paths or client addresses. The Prometheus exporter drops series
+//! that stay idle for [`IDLE_TIMEOUT`], so deleted routes disappear from
+//! `/metrics`. Handles are registered lazily and re-registered when older
+//! than [`REFRESH`], which is shorter than the idle timeout: a route that
+//! was idle long enough to be dropped gets a fresh series instead of
+//! counting into a handle the exporter no longer reads.
+
+use std::sync::Arc;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
+use metrics::{Counter, Histogram};
+
+/// Requests answered, by `route` and `status` class (`2xx`...).
+pub const REQUESTS_TOTAL: &str = "sluicegate_requests_total";
+/// Time from receiving the request head to sending the response head.
+pub const REQUEST_DURATION: &str = "sluicegate_request_duration_seconds";
+/// Route tables published since start.
+pub const TABLE_UPDATES: &str = "sluicegate_table_updates_total";
+/// Routes in the live table.
+pub const TABLE_ROUTES: &str = "sluicegate_table_routes";
+/// Diagnostics of the live configuration, by severity.
+pub const CONFIG_DIAGNOSTICS: &str = "sluicegate_config_diagnostics";
+
+/// Series idle this long are removed from the exposition.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+/// Handles older than this are registered again before use.
+pub const REFRESH: Duration = Duration::from_secs(120);
+
+/// Histogram buckets for request latency, in seconds.
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+struct Handles {
+    by_class: [Counter; 5],
+    duration: Histogram,
+    registered_at: u64,
+}
+
+/// Lazily registered metrics of one route.
+pub struct RouteMetrics {
+    route: Arc<str>,
+    handles: ArcSwapOption<Handles>,
+}
+
+impl std::fmt::Debug for RouteMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouteMetrics").field("route", &self.route).finish()
+    }
+}
+
+impl RouteMetrics {
+    pub fn new(route: Arc<str>) -> Self {
+        RouteMetrics {
+            route,
+            handles: ArcSwapOption::empty(),
+        }
+    }
+
+    /// Records one response.
+    pub fn record(&self, status: u16, elapsed: Duration, now: Instant) {
+        let now_s = now.saturating_duration_since(epoch()).as_secs();
+        let guard = self.handles.load();
+        let handles = match guard.as_deref() {
+            Some(h) if now_s.saturating_sub(h.registered_at) < REFRESH.as_secs() => h,
+            _ => {
+                drop(guard);
+                self.register(now_s);
+                return self.record_with(&self.handles.load(), status, elapsed);
+            }
+        };
+        Self::count(handles, status, elapsed);
+    }
+
+    fn record_with(&self, h: &Option<Arc<Handles>>, status: u16, elapsed: Duration) {
+        if let Some(h) = h {
+            Self::count(h, status, elapsed);
+        }
+    }
+
+    fn count(h: &Handles, status: u16, elapsed: Duration) {
+        let class = usize::from((status / 100).clamp(1, 5)) - 1;
+        h.by_class[class].increment(1);
+        h.duration.record(elapsed.as_secs_f64());
+    }
+
+    /// Concurrent registrations are harmless: the registry hands every
+    /// caller the same series.
+    fn register(&self, now_s: u64) {
+        let route = self.route.to_string();
+        let by_class = CLASSES.map(|c| metrics::counter!(REQUESTS_TOTAL, "route" => route.clone(), "status" => c));
+        let duration = metrics::histogram!(REQUEST_DURATION, "route" => route);
+        self.handles.store(Some(Arc::new(Handles {
+            by_class,
+            duration,
+            registered_at: now_s,
+        })));
+    }
+}

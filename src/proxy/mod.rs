@@ -1,0 +1,52 @@
+//! The data plane: an HTTP/1.1 and HTTP/2 (h2c) reverse proxy.
+//!
+//! Per request the proxy loads one snapshot of the route table, clones the
+//! matched route out of it (so that a table swap never affects a request in
+//! flight), picks an endpoint and forwards on a pooled keep-alive
+//! connection, streaming bodies both ways without buffering them.
+
+mod body;
+mod error;
+mod headers;
+mod pool;
+mod server;
+mod service;
+mod upgrade;
+
+use std::time::Duration;
+
+pub use body::ResponseBody;
+pub use error::ProxyError;
+pub use pool::PoolConfig;
+pub use server::ProxyServer;
+pub use service::Shared;
+
+/// Proxy behaviour that is not per route.
+#[derive(Clone, Debug)]
+pub struct ProxySettings {
+    /// Connect timeout when a route sets none.
+    pub connect_timeout: Duration,
+    /// Time to the upstream's response head when a route sets none.
+    pub request_timeout: Duration,
+    /// Trust `X-Forwarded-*` headers from clients (set when another proxy
+    /// or load balancer in front already sets them).
+    pub trust_forwarded: bool,
+    /// Time a client has to send a request head.
+    pub header_read_timeout: Duration,
+    /// How long in-flight requests may run after shutdown begins.
+    pub shutdown_grace: Duration,
+    pub pool: PoolConfig,
+}
+
+impl Default for ProxySettings {
+    fn default() -> Self {
+        ProxySettings {
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(60),
+            trust_forwarded: false,
+            header_read_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(25),
+            pool: PoolConfig::default(),
+        }
+    }
+}

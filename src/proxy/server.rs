@@ -1,0 +1,161 @@
+//! Listeners and worker threads.
+//!
+//! Each worker is an OS thread running a single-threaded Tokio runtime with
+//! its own listening socket (`SO_REUSEPORT`, so the kernel spreads new
+//! connections) and its own upstream pool. Requests never hop threads and
+//! pools never contend: the nginx worker model, with one worker per core.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::TcpListener;
+use tokio::sync::{oneshot, watch};
+use tracing::{debug, info, warn};
+
+use super::headers::ClientInfo;
+use super::pool::Pool;
+use super::service::{Shared, Worker};
+
+/// A running proxy listener and its workers.
+pub struct ProxyServer {
+    addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    done: Vec<oneshot::Receiver<()>>,
+}
+
+fn bind(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(4096)?;
+    Ok(socket.into())
+}
+
+impl ProxyServer {
+    /// Binds `addr` once per worker and starts the workers.
+    pub fn start(addr: SocketAddr, workers: usize, shared: Arc<Shared>) -> io::Result<ProxyServer> {
+        let workers = workers.max(1);
+        let first = bind(addr, workers > 1)?;
+        let addr = first.local_addr()?;
+        let mut listeners = vec![first];
+        for _ in 1..workers {
+            listeners.push(bind(addr, true)?);
+        }
+        let (shutdown, _) = watch::channel(false);
+        let mut done = Vec::with_capacity(workers);
+        for (i, listener) in listeners.into_iter().enumerate() {
+            let (tx, rx) = oneshot::channel();
+            done.push(rx);
+            let worker = Worker {
+                shared: shared.clone(),
+                pool: Pool::new(shared.settings.pool),
+            };
+            let stop = shutdown.subscribe();
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            std::thread::Builder::new()
+                .name(format!("sluicegate-worker-{i}"))
+                .spawn(move || {
+                    runtime.block_on(async move {
+                        match TcpListener::from_std(listener) {
+                            Ok(l) => serve(l, worker, stop).await,
+                            Err(e) => warn!(error = %e, "worker could not register its listener"),
+                        }
+                    });
+                    // Dropping the runtime here cancels whatever outlived the
+                    // shutdown grace period.
+                    drop(runtime);
+                    let _ = tx.send(());
+                })?;
+        }
+        info!(%addr, workers, "proxy listening");
+        Ok(ProxyServer { addr, shutdown, done })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting, lets in-flight requests finish within the grace
+    /// period set in the settings, and waits for the workers to exit.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for rx in self.done {
+            let _ = rx.await;
+        }
+    }
+}
+
+async fn serve(listener: TcpListener, worker: Worker, mut stop: watch::Receiver<bool>) {
+    let settings = &worker.shared.settings;
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(settings.header_read_timeout)
+        .keep_alive(true);
+    builder.http2().timer(TokioTimer::new()).max_concurrent_streams(256);
+    let builder = Arc::new(builder);
+    let graceful = GracefulShutdown::new();
+    let local = listener.local_addr().ok();
+    let grace = settings.shutdown_grace;
+
+    let sweeper = {
+        let pool = worker.pool.clone();
+        let every = (settings.pool.idle_timeout / 2).max(Duration::from_millis(100));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                pool.sweep();
+            }
+        })
+    };
+
+    loop {
+        let (stream, peer) = tokio::select! {
+            biased;
+            _ = stop.changed() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off briefly
+                    // instead of spinning.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let client = Arc::new(ClientInfo::new(peer, local.unwrap_or(peer), false));
+        let w = worker.clone();
+        let svc = service_fn(move |req| {
+            let w = w.clone();
+            let client = client.clone();
+            async move { Ok::<_, std::convert::Infallible>(w.handle(req, &client).await) }
+        });
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                debug!(%peer, error = %e, "client connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    sweeper.abort();
+    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+        warn!(?grace, "shutdown grace period over; closing remaining connections");
+    }
+}

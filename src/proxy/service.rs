@@ -1,0 +1,157 @@
+//! Handling one request: find the route, pick an endpoint, forward.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use http::uri::{PathAndQuery, Uri};
+use http::{HeaderValue, Request, Response, Version, header};
+use hyper::body::Incoming;
+use tracing::{debug, warn};
+
+use super::ProxySettings;
+use super::body::ResponseBody;
+use super::error::ProxyError;
+use super::headers::{self, ClientInfo};
+use super::pool::{Deadlines, Pool};
+use super::upgrade;
+use crate::metrics::RouteMetrics;
+use crate::routing::{RequestView, Route, RouteTable, normalize_host, normalize_path};
+
+/// What every worker shares: the live table and the settings.
+pub struct Shared {
+    pub table: Arc<ArcSwap<RouteTable>>,
+    pub settings: ProxySettings,
+}
+
+/// One worker's view: the shared state plus its own connection pool.
+#[derive(Clone)]
+pub struct Worker {
+    pub shared: Arc<Shared>,
+    pub pool: Arc<Pool>,
+}
+
+fn unmatched() -> &'static RouteMetrics {
+    static M: OnceLock<RouteMetrics> = OnceLock::new();
+    M.get_or_init(|| RouteMetrics::new("unmatched".into()))
+}
+
+/// A matched route and, when the path had to be normalized, the path to
+/// forward instead of the client's.
+struct Matched {
+    route: Arc<Route>,
+    normalized: Option<String>,
+}
+
+impl Worker {
+    pub async fn handle(&self, req: Request<Incoming>, client: &ClientInfo) -> Response<ResponseBody> {
+        let start = Instant::now();
+        let matched = match self.route_for(&req) {
+            Ok(m) => m,
+            Err(e) => {
+                debug!(host = ?req.headers().get(header::HOST), path = req.uri().path(), error = %e, "request not routed");
+                let resp = e.to_response();
+                unmatched().record(resp.status().as_u16(), start.elapsed(), start);
+                return resp;
+            }
+        };
+        let route = matched.route.clone();
+        let resp = match self.forward(matched, req, client).await {
+            Ok(resp) => resp,
+            Err(e) => {
+                warn!(route = %route.name, error = %e, "request failed");
+                e.to_response()
+            }
+        };
+        let now = Instant::now();
+        route.metrics.record(resp.status().as_u16(), now - start, now);
+        resp
+    }
+
+    fn route_for(&self, req: &Request<Incoming>) -> Result<Matched, ProxyError> {
+        // An absolute-form target or an HTTP/2 :authority names the host;
+        // otherwise the Host header does.
+        let raw_host = match req.uri().authority() {
+            Some(a) => a.as_str(),
+            None => match req.headers().get(header::HOST) {
+                Some(h) => h.to_str().map_err(|_| ProxyError::BadRequest("invalid Host header"))?,
+                None => "",
+            },
+        };
+        let mut buf = [0u8; 256];
+        let host = normalize_host(raw_host, &mut buf).ok_or(ProxyError::BadRequest("invalid Host header"))?;
+        let path = normalize_path(req.uri().path());
+        let view = RequestView {
+            host,
+            path: &path,
+            query: req.uri().query(),
+            method: req.method(),
+            headers: req.headers(),
+        };
+        let table = self.shared.table.load();
+        let route = table.find(&view).ok_or(ProxyError::NoRoute)?.clone();
+        drop(table);
+        Ok(Matched {
+            route,
+            normalized: match path {
+                std::borrow::Cow::Owned(p) => Some(p),
+                std::borrow::Cow::Borrowed(_) => None,
+            },
+        })
+    }
+
+    async fn forward(
+        &self,
+        matched: Matched,
+        mut req: Request<Incoming>,
+        client: &ClientInfo,
+    ) -> Result<Response<ResponseBody>, ProxyError> {
+        let route = &matched.route;
+        let (_upstream, addr) = route.pick().ok_or_else(|| ProxyError::NoEndpoint {
+            route: route.name.to_string(),
+        })?;
+        let settings = &self.shared.settings;
+        let deadlines = Deadlines {
+            connect: route.timeouts.connect.unwrap_or(settings.connect_timeout),
+            request: route.timeouts.request.unwrap_or(settings.request_timeout),
+        };
+        let websocket = route.websocket && headers::is_websocket_upgrade(req.headers());
+        let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
+
+        let (mut parts, body) = req.into_parts();
+        let host = match parts.uri.authority() {
+            Some(a) => Some(HeaderValue::from_str(a.as_str()).map_err(|_| ProxyError::BadRequest("invalid authority"))?),
+            None => parts.headers.get(header::HOST).cloned(),
+        };
+        parts.uri = origin_form(&parts.uri, matched.normalized.as_deref())?;
+        parts.version = Version::HTTP_11;
+        if let Some(h) = &host
+            && !parts.headers.contains_key(header::HOST)
+        {
+            parts.headers.insert(header::HOST, h.clone());
+        }
+        headers::prepare_request(&mut parts.headers, client, host.as_ref(), websocket, settings.trust_forwarded);
+        let up_req = Request::from_parts(parts, body);
+
+        if let Some(client_upgrade) = client_upgrade {
+            return upgrade::forward(addr, up_req, client_upgrade, deadlines).await;
+        }
+        let mut resp = self.pool.send(addr, up_req, deadlines).await?;
+        headers::prepare_response(resp.headers_mut(), false);
+        Ok(resp)
+    }
+}
+
+/// The request target as an upstream HTTP/1.1 server expects it.
+fn origin_form(uri: &Uri, normalized: Option<&str>) -> Result<Uri, ProxyError> {
+    let pq = match (normalized, uri.query()) {
+        (Some(p), Some(q)) => PathAndQuery::try_from(format!("{p}?{q}")),
+        (Some(p), None) => PathAndQuery::try_from(p),
+        (None, _) => match uri.path_and_query() {
+            Some(pq) => Ok(pq.clone()),
+            None => Ok(PathAndQuery::from_static("/")),
+        },
+    }
+    .map_err(|_| ProxyError::BadRequest("invalid request target"))?;
+    Ok(Uri::from(pq))
+}

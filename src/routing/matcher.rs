@@ -1,0 +1,261 @@
+//! Per-request condition checks: methods, headers, query parameters, and
+//! the normalization of hosts and paths that matching relies on.
+
+use std::borrow::Cow;
+
+use http::{HeaderMap, HeaderName, Method};
+
+use super::spec::{ValueMatcher, ValueSpec};
+
+/// What the router looks at in a request. Borrowed from the request, so
+/// building one does not allocate.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestView<'a> {
+    /// Lower case, without port.
+    pub host: &'a str,
+    /// Normalized (see [`normalize_path`]), without the query.
+    pub path: &'a str,
+    pub query: Option<&'a str>,
+    pub method: &'a Method,
+    pub headers: &'a HeaderMap,
+}
+
+/// A compiled header condition.
+#[derive(Debug)]
+pub(crate) struct HeaderCond {
+    name: HeaderName,
+    matcher: ValueMatcher,
+}
+
+impl HeaderCond {
+    pub(crate) fn new(spec: &ValueSpec) -> Option<Self> {
+        Some(HeaderCond {
+            name: HeaderName::from_bytes(spec.name.as_bytes()).ok()?,
+            matcher: spec.matcher.clone(),
+        })
+    }
+
+    /// True when any value of the header satisfies the condition.
+    pub(crate) fn matches(&self, headers: &HeaderMap) -> bool {
+        let mut values = headers.get_all(&self.name).iter().peekable();
+        match &self.matcher {
+            ValueMatcher::Present => values.peek().is_some(),
+            m => values.any(|v| v.to_str().is_ok_and(|v| value_matches(m, v))),
+        }
+    }
+}
+
+/// A compiled query parameter condition.
+#[derive(Debug)]
+pub(crate) struct QueryCond {
+    name: String,
+    matcher: ValueMatcher,
+}
+
+impl QueryCond {
+    pub(crate) fn new(spec: &ValueSpec) -> Self {
+        QueryCond {
+            name: spec.name.clone(),
+            matcher: spec.matcher.clone(),
+        }
+    }
+
+    /// True when any occurrence of the parameter satisfies the condition.
+    pub(crate) fn matches(&self, query: Option<&str>) -> bool {
+        let Some(query) = query else { return false };
+        query.split('&').any(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            decode(k) == self.name.as_str()
+                && match &self.matcher {
+                    ValueMatcher::Present => true,
+                    m => value_matches(m, &decode(v)),
+                }
+        })
+    }
+}
+
+fn value_matches(m: &ValueMatcher, value: &str) -> bool {
+    match m {
+        ValueMatcher::Exact(want) => value == want,
+        ValueMatcher::RegularExpression(p) => p.is_match(value),
+        ValueMatcher::Present => true,
+    }
+}
+
+/// Decodes `application/x-www-form-urlencoded` text, allocating only when
+/// it holds an escape.
+fn decode(s: &str) -> Cow<'_, str> {
+    if !s.bytes().any(|b| b == b'%' || b == b'+') {
+        return Cow::Borrowed(s);
+    }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                    (Some(h), Some(l)) => {
+                        out.push(h << 4 | l);
+                        i += 2;
+                    }
+                    _ => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    Cow::Owned(String::from_utf8_lossy(&out).into_owned())
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Resolves `.` and `..` segments and merges repeated slashes, so that a
+/// request cannot reach a route's upstream with a path that escapes the
+/// prefix it was matched by (`/public/../admin`). Allocates only when the
+/// path needs it.
+pub fn normalize_path(path: &str) -> Cow<'_, str> {
+    let needs = path.contains("//")
+        || path.split('/').any(|seg| seg == "." || seg == "..")
+        || !path.starts_with('/');
+    if !needs {
+        return Cow::Borrowed(path);
+    }
+    let mut segs: Vec<&str> = Vec::new();
+    for seg in path.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                segs.pop();
+            }
+            s => segs.push(s),
+        }
+    }
+    let trailing = path.ends_with('/') || path.ends_with("/.") || path.ends_with("/..");
+    let mut out = String::with_capacity(path.len());
+    for s in &segs {
+        out.push('/');
+        out.push_str(s);
+    }
+    if trailing || out.is_empty() {
+        out.push('/');
+    }
+    Cow::Owned(out)
+}
+
+/// Lower-cases a host and strips its port, using `buf` when lower-casing
+/// is needed so that the common (already lower case) host costs nothing.
+pub fn normalize_host<'a>(host: &'a str, buf: &'a mut [u8; 256]) -> Option<&'a str> {
+    let host = strip_port(host);
+    let host = host.strip_suffix('.').unwrap_or(host);
+    if !host.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Some(host);
+    }
+    let n = host.len();
+    if n > buf.len() {
+        return None;
+    }
+    buf[..n].copy_from_slice(host.as_bytes());
+    buf[..n].make_ascii_lowercase();
+    std::str::from_utf8(&buf[..n]).ok()
+}
+
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        // IPv6 literal: keep up to and including the closing bracket.
+        return host.find(']').map_or(host, |i| &host[..=i]);
+    }
+    match host.rfind(':') {
+        Some(i) if host[i + 1..].bytes().all(|b| b.is_ascii_digit()) => &host[..i],
+        _ => host,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::routing::Pattern;
+
+    #[test]
+    fn normalizes_paths() {
+        assert_eq!(normalize_path("/a/b"), "/a/b");
+        assert!(matches!(normalize_path("/a/b"), Cow::Borrowed(_)));
+        assert_eq!(normalize_path("/a//b"), "/a/b");
+        assert_eq!(normalize_path("/a/./b"), "/a/b");
+        assert_eq!(normalize_path("/public/../admin"), "/admin");
+        assert_eq!(normalize_path("/../../etc"), "/etc");
+        assert_eq!(normalize_path("/a/b/.."), "/a/");
+        assert_eq!(normalize_path("/a/"), "/a/");
+        assert_eq!(normalize_path("/"), "/");
+        assert_eq!(normalize_path("/.."), "/");
+        assert_eq!(normalize_path("/a..b/c"), "/a..b/c");
+    }
+
+    #[test]
+    fn normalizes_hosts() {
+        let mut buf = [0u8; 256];
+        assert_eq!(normalize_host("example.com", &mut buf), Some("example.com"));
+        let mut buf = [0u8; 256];
+        assert_eq!(normalize_host("Example.COM:8080", &mut buf), Some("example.com"));
+        let mut buf = [0u8; 256];
+        assert_eq!(normalize_host("example.com.", &mut buf), Some("example.com"));
+        let mut buf = [0u8; 256];
+        assert_eq!(normalize_host("[::1]:80", &mut buf), Some("[::1]"));
+        let mut buf = [0u8; 256];
+        let long = "A".repeat(300);
+        assert_eq!(normalize_host(&long, &mut buf), None);
+    }
+
+    #[test]
+    fn header_conditions() {
+        let mut h = HeaderMap::new();
+        h.append("x-canary", "0".parse().unwrap());
+        h.append("x-canary", "1".parse().unwrap());
+        let spec = |m| ValueSpec {
+            name: "x-canary".into(),
+            matcher: m,
+        };
+        assert!(HeaderCond::new(&spec(ValueMatcher::Exact("1".into()))).unwrap().matches(&h));
+        assert!(!HeaderCond::new(&spec(ValueMatcher::Exact("2".into()))).unwrap().matches(&h));
+        assert!(HeaderCond::new(&spec(ValueMatcher::Present)).unwrap().matches(&h));
+        let re = ValueMatcher::RegularExpression(Pattern::new("[0-9]").unwrap());
+        assert!(HeaderCond::new(&spec(re)).unwrap().matches(&h));
+        assert!(!HeaderCond::new(&spec(ValueMatcher::Present)).unwrap().matches(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn query_conditions() {
+        let spec = |name: &str, m| ValueSpec {
+            name: name.into(),
+            matcher: m,
+        };
+        let v2 = QueryCond::new(&spec("v", ValueMatcher::Exact("2".into())));
+        assert!(v2.matches(Some("a=1&v=2")));
+        assert!(!v2.matches(Some("v=3")));
+        assert!(!v2.matches(None));
+        let sp = QueryCond::new(&spec("q", ValueMatcher::Exact("a b/c".into())));
+        assert!(sp.matches(Some("q=a+b%2Fc")));
+        let present = QueryCond::new(&spec("debug", ValueMatcher::Present));
+        assert!(present.matches(Some("debug")));
+        assert!(present.matches(Some("x=1&debug=")));
+        assert!(!present.matches(Some("debugx=1")));
+    }
+
+    #[test]
+    fn decode_handles_bad_escapes() {
+        assert_eq!(decode("%"), "%");
+        assert_eq!(decode("%4"), "%4");
+        assert_eq!(decode("%zz"), "%zz");
+        assert_eq!(decode("%41"), "A");
+        assert_eq!(decode("%ff"), "\u{fffd}");
+    }
+}

@@ -1,0 +1,15 @@
+//! The compiled route table and the upstreams it forwards to.
+//!
+//! Nothing here knows about Kubernetes or the network: a [`TableSpec`] goes
+//! in, a [`RouteTable`] comes out, and the proxy asks it for a route.
+
+mod matcher;
+mod router;
+mod spec;
+mod table;
+mod upstream;
+
+pub use matcher::{RequestView, normalize_host, normalize_path};
+pub use spec::*;
+pub use table::{Backend, Route, RouteTable};
+pub use upstream::{EndpointSet, Upstream, UpstreamRegistry};

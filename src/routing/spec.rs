@@ -1,0 +1,222 @@
+//! The table specification: the plain-data result of translation.
+//!
+//! A `TableSpec` says what to route where, in terms of names and addresses
+//! only. It is what `/routes` shows and what translate snapshot tests
+//! compare; [`super::RouteTable::build`] turns it into the matcher that the
+//! proxy runs.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Serialize, Serializer};
+
+/// Everything one route table is built from.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct TableSpec {
+    /// Routes in declaration order (objects oldest first, then by
+    /// namespace/name); ordering only breaks ties of equal precedence.
+    pub routes: Vec<RouteSpec>,
+    /// Endpoint sets by upstream, shared by every route that uses them.
+    pub upstreams: BTreeMap<UpstreamKey, UpstreamSpec>,
+}
+
+/// Identifies one Service port: `namespace/service:port`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct UpstreamKey(Arc<str>);
+
+impl UpstreamKey {
+    /// Key for a Service port given by number or name.
+    pub fn new(namespace: &str, service: &str, port: impl fmt::Display) -> Self {
+        UpstreamKey(format!("{namespace}/{service}:{port}").into())
+    }
+
+    /// The key as text, also used as a metrics label.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for UpstreamKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The ready endpoints of one upstream, sorted and without duplicates.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct UpstreamSpec {
+    pub endpoints: Vec<SocketAddr>,
+}
+
+/// One route: match conditions and weighted backends.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteSpec {
+    /// Stable name, used in logs and as the `route` metrics label.
+    pub name: Arc<str>,
+    /// The object this route came from, e.g. `ApiRoute default/shop`.
+    pub source: Arc<str>,
+    /// Hosts served; empty means any host.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<HostMatch>,
+    /// Any of these paths matches; never empty.
+    pub paths: Vec<PathSpec>,
+    /// Any of these methods matches; empty means every method.
+    #[serde(skip_serializing_if = "Vec::is_empty", serialize_with = "methods")]
+    pub methods: Vec<http::Method>,
+    /// Every header condition must hold; names are lower case.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<ValueSpec>,
+    /// Every query parameter condition must hold.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub query: Vec<ValueSpec>,
+    /// Higher priorities are tried first within a host.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub priority: i32,
+    /// Tried only after every other route (an Ingress `defaultBackend`).
+    #[serde(skip_serializing_if = "is_false")]
+    pub fallback: bool,
+    /// Weighted backends; an empty list answers 503.
+    pub backends: Vec<BackendSpec>,
+    /// Upstream timeouts; `None` takes the proxy's defaults.
+    #[serde(skip_serializing_if = "Timeouts::is_default")]
+    pub timeouts: Timeouts,
+    /// Whether WebSocket upgrades are forwarded.
+    pub websocket: bool,
+}
+
+/// A weighted reference to an upstream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct BackendSpec {
+    pub upstream: UpstreamKey,
+    pub weight: u32,
+}
+
+/// Per-route timeouts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Timeouts {
+    #[serde(skip_serializing_if = "Option::is_none", with = "opt_duration")]
+    pub connect: Option<Duration>,
+    #[serde(skip_serializing_if = "Option::is_none", with = "opt_duration")]
+    pub request: Option<Duration>,
+}
+
+impl Timeouts {
+    fn is_default(&self) -> bool {
+        *self == Timeouts::default()
+    }
+}
+
+/// A host condition. Hosts are stored in lower case.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum HostMatch {
+    /// `shop.example.com`
+    Exact(String),
+    /// `*.example.com`, holding `example.com`: matches exactly one extra
+    /// label in front, as the Ingress specification defines.
+    Wildcard(String),
+}
+
+impl fmt::Display for HostMatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HostMatch::Exact(h) => f.write_str(h),
+            HostMatch::Wildcard(s) => write!(f, "*.{s}"),
+        }
+    }
+}
+
+impl Serialize for HostMatch {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// A path condition.
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "type", content = "value")]
+pub enum PathSpec {
+    Exact(String),
+    /// Element-wise prefix; a trailing `/` in the value is ignored.
+    Prefix(String),
+    RegularExpression(Pattern),
+}
+
+/// A named value condition on a header or query parameter.
+#[derive(Clone, Debug, Serialize)]
+pub struct ValueSpec {
+    pub name: String,
+    #[serde(flatten)]
+    pub matcher: ValueMatcher,
+}
+
+/// How a header or query value is compared.
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "type", content = "value")]
+pub enum ValueMatcher {
+    Exact(String),
+    RegularExpression(Pattern),
+    Present,
+}
+
+/// A regular expression compiled once, anchored to match a whole value.
+#[derive(Clone, Debug)]
+pub struct Pattern {
+    source: Arc<str>,
+    regex: regex::Regex,
+}
+
+impl Pattern {
+    /// Compiles `source` so that it must match the entire input.
+    pub fn new(source: &str) -> Result<Self, regex::Error> {
+        let regex = regex::RegexBuilder::new(&format!("^(?:{source})$"))
+            .size_limit(1 << 20)
+            .build()?;
+        Ok(Pattern {
+            source: source.into(),
+            regex,
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.source
+    }
+
+    pub fn is_match(&self, value: &str) -> bool {
+        self.regex.is_match(value)
+    }
+}
+
+impl Serialize for Pattern {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.source)
+    }
+}
+
+fn methods<S: Serializer>(methods: &[http::Method], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(methods.iter().map(http::Method::as_str))
+}
+
+fn is_zero(v: &i32) -> bool {
+    *v == 0
+}
+
+fn is_false(v: &bool) -> bool {
+    !*v
+}
+
+mod opt_duration {
+    use serde::Serializer;
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.collect_str(&format_args!("{}ms", d.as_millis())),
+            None => s.serialize_none(),
+        }
+    }
+}

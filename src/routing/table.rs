@@ -1,0 +1,204 @@
+//! Compiled routes and the immutable table the proxy serves from.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use http::Method;
+
+use super::matcher::{HeaderCond, QueryCond, RequestView};
+use super::router::Router;
+use super::spec::{RouteSpec, TableSpec, Timeouts};
+use super::upstream::{Upstream, UpstreamRegistry};
+use crate::metrics::RouteMetrics;
+
+/// Longest weighted schedule kept; larger weight sums are scaled down.
+const MAX_SCHEDULE: u32 = 1000;
+
+/// A backend of a compiled route.
+#[derive(Debug)]
+pub struct Backend {
+    pub upstream: Arc<Upstream>,
+    pub weight: u32,
+}
+
+/// One compiled route.
+#[derive(Debug)]
+pub struct Route {
+    pub name: Arc<str>,
+    pub source: Arc<str>,
+    methods: Box<[Method]>,
+    headers: Box<[HeaderCond]>,
+    query: Box<[QueryCond]>,
+    backends: Box<[Backend]>,
+    /// Backend indexes in smooth weighted round-robin order.
+    schedule: Box<[u16]>,
+    cursor: AtomicUsize,
+    pub timeouts: Timeouts,
+    pub websocket: bool,
+    pub metrics: RouteMetrics,
+}
+
+impl Route {
+    fn compile(spec: &RouteSpec, upstreams: &HashMap<super::UpstreamKey, Arc<Upstream>>) -> Route {
+        let backends: Vec<Backend> = spec
+            .backends
+            .iter()
+            .map(|b| Backend {
+                upstream: upstreams
+                    .get(&b.upstream)
+                    .cloned()
+                    .unwrap_or_else(|| Arc::new(Upstream::new(b.upstream.clone(), Vec::new()))),
+                weight: b.weight,
+            })
+            .collect();
+        let weights: Vec<u32> = backends.iter().map(|b| b.weight).collect();
+        Route {
+            name: spec.name.clone(),
+            source: spec.source.clone(),
+            methods: spec.methods.clone().into_boxed_slice(),
+            headers: spec.headers.iter().filter_map(HeaderCond::new).collect(),
+            query: spec.query.iter().map(QueryCond::new).collect(),
+            schedule: smooth_schedule(&weights).into_boxed_slice(),
+            backends: backends.into_boxed_slice(),
+            cursor: AtomicUsize::new(0),
+            timeouts: spec.timeouts,
+            websocket: spec.websocket,
+            metrics: RouteMetrics::new(spec.name.clone()),
+        }
+    }
+
+    /// Checks the conditions other than host and path.
+    pub fn conditions_match(&self, req: &RequestView<'_>) -> bool {
+        (self.methods.is_empty() || self.methods.contains(req.method))
+            && self.headers.iter().all(|h| h.matches(req.headers))
+            && self.query.iter().all(|q| q.matches(req.query))
+    }
+
+    pub fn backends(&self) -> &[Backend] {
+        &self.backends
+    }
+
+    /// Chooses an upstream by weight, then an endpoint in it. When the
+    /// chosen backend has no endpoints, the next weighted backend that has
+    /// some takes the request, so one empty Service does not fail a share
+    /// of the traffic while another could serve it.
+    pub fn pick(&self) -> Option<(&Arc<Upstream>, SocketAddr)> {
+        if self.schedule.is_empty() {
+            return None;
+        }
+        let turn = self.cursor.fetch_add(1, Ordering::Relaxed);
+        let first = usize::from(self.schedule[turn % self.schedule.len()]);
+        let n = self.backends.len();
+        (0..n)
+            .map(|k| &self.backends[(first + k) % n])
+            .filter(|b| b.weight > 0)
+            .find_map(|b| b.upstream.pick().map(|addr| (&b.upstream, addr)))
+    }
+}
+
+/// Backend indexes ordered by smooth weighted round robin (the sequence
+/// nginx produces), so that a 90/10 split interleaves instead of sending
+/// ninety requests in a row to one side.
+fn smooth_schedule(weights: &[u32]) -> Vec<u16> {
+    let mut w: Vec<u64> = weights.iter().map(|&w| u64::from(w)).collect();
+    let g = w.iter().copied().filter(|&x| x > 0).fold(0, gcd);
+    if g == 0 {
+        return Vec::new();
+    }
+    w.iter_mut().for_each(|x| *x /= g);
+    let total: u64 = w.iter().sum();
+    if total > u64::from(MAX_SCHEDULE) {
+        // Scale down, keeping every non-zero weight at least 1.
+        w.iter_mut().for_each(|x| {
+            if *x > 0 {
+                *x = (*x * u64::from(MAX_SCHEDULE) / total).max(1);
+            }
+        });
+    }
+    let total: i64 = w.iter().map(|&x| x as i64).sum();
+    let mut current = vec![0i64; w.len()];
+    let mut out = Vec::with_capacity(total as usize);
+    for _ in 0..total {
+        let mut best = 0;
+        for i in 0..w.len() {
+            current[i] += w[i] as i64;
+            if current[i] > current[best] {
+                best = i;
+            }
+        }
+        current[best] -= total;
+        out.push(best as u16);
+    }
+    out
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+/// An immutable route table: the router and its compiled routes.
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    router: Router,
+    routes: Box<[Arc<Route>]>,
+}
+
+impl RouteTable {
+    /// Compiles `spec`, linking its backends to the registry's upstreams
+    /// (which are created or updated as needed).
+    pub fn build(spec: &TableSpec, registry: &UpstreamRegistry) -> RouteTable {
+        let upstreams = registry.sync(&spec.upstreams);
+        let routes = spec
+            .routes
+            .iter()
+            .map(|r| Arc::new(Route::compile(r, &upstreams)))
+            .collect();
+        RouteTable {
+            router: Router::build(&spec.routes),
+            routes,
+        }
+    }
+
+    /// The route for a request, if any.
+    pub fn find(&self, req: &RequestView<'_>) -> Option<&Arc<Route>> {
+        self.router.find(req, &self.routes).map(|i| &self.routes[i])
+    }
+
+    pub fn routes(&self) -> &[Arc<Route>] {
+        &self.routes
+    }
+
+    pub fn len(&self) -> usize {
+        self.routes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedule_interleaves_by_weight() {
+        assert_eq!(smooth_schedule(&[5, 1, 1]), [0, 0, 1, 0, 2, 0, 0]);
+        assert_eq!(smooth_schedule(&[1, 1]), [0, 1]);
+        assert_eq!(smooth_schedule(&[90, 10]).len(), 10);
+        assert_eq!(smooth_schedule(&[0, 3]), [1]);
+        assert!(smooth_schedule(&[0, 0]).is_empty());
+    }
+
+    #[test]
+    fn schedule_caps_large_weights() {
+        let s = smooth_schedule(&[1_000_000, 999_999, 1]);
+        assert!(s.len() <= MAX_SCHEDULE as usize + 3);
+        assert!(s.contains(&2), "small weights keep a share");
+        let zeros = s.iter().filter(|&&i| i == 0).count();
+        let ones = s.iter().filter(|&&i| i == 1).count();
+        assert!(zeros.abs_diff(ones) <= 2);
+    }
+}

@@ -1,0 +1,228 @@
+//! Standalone mode's source: a directory of manifests, watched by polling.
+//!
+//! Polling file metadata (size, modification time, inode) is used rather
+//! than inotify because it also sees the symlink swaps with which
+//! Kubernetes updates mounted ConfigMaps, and because it needs no watch
+//! limits; at a few hundred files a scan costs microseconds.
+//!
+//! Each file is all-or-nothing: when a file stops parsing, the objects of
+//! its last good version keep serving and the error is reported, while
+//! other files' changes still apply.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+use tracing::{info, warn};
+
+use super::manifest::{self, DocIssue, Object};
+use crate::translate::{ClusterState, Severity};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Fingerprint {
+    len: u64,
+    modified: Option<SystemTime>,
+    inode: u64,
+}
+
+#[derive(Debug)]
+struct FileEntry {
+    fingerprint: Fingerprint,
+    /// Objects of the last version that parsed.
+    good: Option<Vec<Object>>,
+    error: Option<DocIssue>,
+    warnings: Vec<DocIssue>,
+}
+
+/// A problem found while reading the directory.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SourceIssue {
+    /// Path relative to the directory.
+    pub file: String,
+    pub severity: Severity,
+    pub message: String,
+}
+
+impl fmt::Display for SourceIssue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.file, self.message)
+    }
+}
+
+/// The manifests of one directory (and its non-hidden subdirectories).
+#[derive(Debug)]
+pub struct DirSource {
+    dir: PathBuf,
+    files: BTreeMap<PathBuf, FileEntry>,
+}
+
+impl DirSource {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        DirSource {
+            dir: dir.into(),
+            files: BTreeMap::new(),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Re-reads new and changed files; returns whether anything changed.
+    /// An unreadable directory is an error and leaves the state untouched.
+    pub fn scan(&mut self) -> io::Result<bool> {
+        let mut found = Vec::new();
+        list_manifests(&self.dir, &mut found)?;
+        let mut changed = false;
+        let before = self.files.len();
+        self.files.retain(|p, _| found.iter().any(|(f, _)| f == p));
+        changed |= self.files.len() != before;
+        for (path, fingerprint) in found {
+            if self.files.get(&path).is_some_and(|e| e.fingerprint == fingerprint) {
+                continue;
+            }
+            changed = true;
+            let previous = self.files.remove(&path);
+            let entry = match std::fs::read_to_string(&path) {
+                Err(e) => FileEntry {
+                    fingerprint,
+                    good: previous.and_then(|p| p.good),
+                    error: Some(DocIssue {
+                        document: None,
+                        object: None,
+                        field: None,
+                        message: format!("cannot read: {e}"),
+                    }),
+                    warnings: Vec::new(),
+                },
+                Ok(text) => match manifest::parse(&text) {
+                    Ok(parsed) => FileEntry {
+                        fingerprint,
+                        good: Some(parsed.objects),
+                        error: None,
+                        warnings: parsed.warnings,
+                    },
+                    Err(issue) => FileEntry {
+                        fingerprint,
+                        good: previous.and_then(|p| p.good),
+                        error: Some(issue),
+                        warnings: Vec::new(),
+                    },
+                },
+            };
+            self.files.insert(path, entry);
+        }
+        Ok(changed)
+    }
+
+    fn rel(&self, path: &Path) -> String {
+        path.strip_prefix(&self.dir).unwrap_or(path).display().to_string()
+    }
+
+    /// The objects of every file's last good version, and the issues found.
+    pub fn state(&self) -> (ClusterState, Vec<SourceIssue>) {
+        let mut state = ClusterState::default();
+        let mut issues = Vec::new();
+        let mut owners: BTreeMap<(crate::translate::Kind, crate::translate::ObjectKey), String> = BTreeMap::new();
+        for (path, entry) in &self.files {
+            let file = self.rel(path);
+            if let Some(e) = &entry.error {
+                let kept = if entry.good.is_some() {
+                    "; its last good version keeps serving"
+                } else {
+                    "; none of its objects are loaded"
+                };
+                issues.push(SourceIssue {
+                    file: file.clone(),
+                    severity: Severity::Error,
+                    message: format!("{e}{kept}"),
+                });
+            }
+            for w in &entry.warnings {
+                issues.push(SourceIssue {
+                    file: file.clone(),
+                    severity: Severity::Warning,
+                    message: w.to_string(),
+                });
+            }
+            for obj in entry.good.iter().flatten() {
+                let id = (obj.kind(), obj.key());
+                if let Some(first) = owners.get(&id) {
+                    issues.push(SourceIssue {
+                        file: file.clone(),
+                        severity: Severity::Warning,
+                        message: format!(
+                            "{} {}/{} is also defined in {first}, which is used instead",
+                            id.0, id.1.namespace, id.1.name
+                        ),
+                    });
+                    continue;
+                }
+                owners.insert(id, file.clone());
+                obj.clone().insert_into(&mut state);
+            }
+        }
+        (state, issues)
+    }
+}
+
+fn list_manifests(dir: &Path, out: &mut Vec<(PathBuf, Fingerprint)>) -> io::Result<()> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)?.filter_map(Result::ok).collect();
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') {
+            continue;
+        }
+        let path = entry.path();
+        // Follow symlinks, as ConfigMap volumes are made of them.
+        let Ok(meta) = std::fs::metadata(&path) else { continue };
+        if meta.is_dir() {
+            list_manifests(&path, out)?;
+        } else if name.ends_with(".yaml") || name.ends_with(".yml") {
+            out.push((
+                path,
+                Fingerprint {
+                    len: meta.len(),
+                    modified: meta.modified().ok(),
+                    inode: meta.ino(),
+                },
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Scans `source` every `interval` and calls `apply` with the new state
+/// whenever a file changed. Runs until the task is dropped.
+pub async fn watch<F>(mut source: DirSource, interval: Duration, mut apply: F)
+where
+    F: FnMut(ClusterState, Vec<SourceIssue>),
+{
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut dir_error = false;
+    loop {
+        tick.tick().await;
+        match source.scan() {
+            Ok(false) => {}
+            Ok(true) => {
+                info!(dir = %source.dir().display(), "manifests changed; applying");
+                let (state, issues) = source.state();
+                apply(state, issues);
+                dir_error = false;
+            }
+            Err(e) => {
+                if !dir_error {
+                    warn!(dir = %source.dir().display(), error = %e, "cannot read the config directory; keeping the last good config");
+                }
+                dir_error = true;
+            }
+        }
+    }
+}

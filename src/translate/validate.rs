@@ -1,0 +1,93 @@
+//! Field checks shared by every object kind.
+
+use crate::routing::{HostMatch, Pattern};
+
+/// Parses a host condition: an exact DNS name or `*.` followed by one.
+/// Hosts compare case-insensitively, so they are stored in lower case.
+pub fn host(raw: &str) -> Result<HostMatch, String> {
+    let lower = raw.to_ascii_lowercase();
+    let (wildcard, name) = match lower.strip_prefix("*.") {
+        Some(rest) => (true, rest),
+        None => (false, lower.as_str()),
+    };
+    dns_name(name).map_err(|why| format!("invalid host {raw:?}: {why}"))?;
+    Ok(if wildcard {
+        HostMatch::Wildcard(name.to_owned())
+    } else {
+        HostMatch::Exact(name.to_owned())
+    })
+}
+
+fn dns_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() {
+        return Err("empty name");
+    }
+    if name.len() > 253 {
+        return Err("longer than 253 characters");
+    }
+    for label in name.split('.') {
+        if label.is_empty() || label.len() > 63 {
+            return Err("each label must be 1-63 characters");
+        }
+        if !label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            return Err("only letters, digits, '-' and '.' are allowed (a wildcard must be the whole first label)");
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Err("a label must not start or end with '-'");
+        }
+    }
+    Ok(())
+}
+
+/// Checks a literal (Exact or Prefix) path.
+pub fn literal_path(path: &str) -> Result<(), String> {
+    if !path.starts_with('/') {
+        return Err(format!("path {path:?} must start with '/'"));
+    }
+    if let Some(c) = path.chars().find(|c| c.is_control() || c.is_whitespace() || *c == '?' || *c == '#') {
+        return Err(format!("path {path:?} contains {c:?}, which cannot appear in a request path"));
+    }
+    Ok(())
+}
+
+/// Compiles a regular expression that must match a whole value.
+pub fn pattern(source: &str) -> Result<Pattern, String> {
+    Pattern::new(source).map_err(|e| format!("invalid regular expression {source:?}: {e}"))
+}
+
+/// Checks a header name and returns it in lower case.
+pub fn header_name(name: &str) -> Result<String, String> {
+    http::HeaderName::from_bytes(name.as_bytes())
+        .map(|h| h.as_str().to_owned())
+        .map_err(|_| format!("invalid header name {name:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts() {
+        assert_eq!(host("Shop.Example.com"), Ok(HostMatch::Exact("shop.example.com".into())));
+        assert_eq!(host("*.example.com"), Ok(HostMatch::Wildcard("example.com".into())));
+        for bad in ["", "*", "*.", "a..b", "-a.com", "a-.com", "foo.*.com", "a_b.com", "host:80", "*foo.com"] {
+            assert!(host(bad).is_err(), "{bad} should be refused");
+        }
+        assert!(host(&"a".repeat(64)).is_err());
+    }
+
+    #[test]
+    fn paths() {
+        assert!(literal_path("/api/v1").is_ok());
+        assert!(literal_path("api").is_err());
+        assert!(literal_path("/a b").is_err());
+        assert!(literal_path("/a?b").is_err());
+    }
+
+    #[test]
+    fn header_names() {
+        assert_eq!(header_name("X-Canary"), Ok("x-canary".into()));
+        assert!(header_name("bad header").is_err());
+        assert!(header_name("").is_err());
+    }
+}
