@@ -5,9 +5,13 @@
 //! per-object diagnostics, [`routing`] builds an immutable route table from it,
 //! and the [`proxy`] serves each request from one snapshot of that table.
 
+pub mod admin;
 pub mod api;
+pub mod cli;
+pub mod demo;
+pub mod gateway;
 pub mod metrics;
-pub mod routing;
-pub mod translate;
 pub mod proxy;
+pub mod routing;
 pub mod source;
+pub mod translate;

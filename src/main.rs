@@ -1,1 +1,77 @@
-fn main() {}
+//! The `sluicegate` binary: parse flags, set up logging, run a mode.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use sluicegate::cli::{Cli, Command, LogFormat};
+use sluicegate::demo::Demo;
+use sluicegate::gateway::Standalone;
+use tracing::{error, info};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = EnvFilter::try_new(&cli.log.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
+    match cli.log.log_format {
+        LogFormat::Text => {
+            use std::io::IsTerminal;
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_ansi(std::io::stdout().is_terminal())
+                .init()
+        }
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init(),
+    }
+    // The control plane (admin server, config watching, signals) is light
+    // and runs here; the proxy runs on its own worker threads.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!(error = %e, "cannot start the runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Standalone { config, gateway } => {
+            let sa = Standalone::start(gateway.config(), config).await?;
+            shutdown_signal().await?;
+            info!("shutting down: draining in-flight requests");
+            sa.shutdown().await;
+        }
+        Command::Demo { dir, gateway } => {
+            let demo = Demo::start(gateway.config(), &dir).await?;
+            println!("{}", demo.instructions());
+            shutdown_signal().await?;
+            demo.standalone.shutdown().await;
+        }
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}

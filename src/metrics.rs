@@ -44,7 +44,9 @@ fn epoch() -> Instant {
 }
 
 struct Handles {
-    by_class: [Counter; 5],
+    /// Registered on first use, so a route that never answers 1xx has no
+    /// 1xx series.
+    by_class: [OnceLock<Counter>; 5],
     duration: Histogram,
     registered_at: u64,
 }
@@ -57,7 +59,9 @@ pub struct RouteMetrics {
 
 impl std::fmt::Debug for RouteMetrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RouteMetrics").field("route", &self.route).finish()
+        f.debug_struct("RouteMetrics")
+            .field("route", &self.route)
+            .finish()
     }
 }
 
@@ -78,32 +82,29 @@ impl RouteMetrics {
             _ => {
                 drop(guard);
                 self.register(now_s);
-                return self.record_with(&self.handles.load(), status, elapsed);
+                if let Some(h) = self.handles.load().as_deref() {
+                    self.count(h, status, elapsed);
+                }
+                return;
             }
         };
-        Self::count(handles, status, elapsed);
+        self.count(handles, status, elapsed);
     }
 
-    fn record_with(&self, h: &Option<Arc<Handles>>, status: u16, elapsed: Duration) {
-        if let Some(h) = h {
-            Self::count(h, status, elapsed);
-        }
-    }
-
-    fn count(h: &Handles, status: u16, elapsed: Duration) {
+    fn count(&self, h: &Handles, status: u16, elapsed: Duration) {
         let class = usize::from((status / 100).clamp(1, 5)) - 1;
-        h.by_class[class].increment(1);
+        h.by_class[class]
+            .get_or_init(|| metrics::counter!(REQUESTS_TOTAL, "route" => self.route.to_string(), "status" => CLASSES[class]))
+            .increment(1);
         h.duration.record(elapsed.as_secs_f64());
     }
 
     /// Concurrent registrations are harmless: the registry hands every
     /// caller the same series.
     fn register(&self, now_s: u64) {
-        let route = self.route.to_string();
-        let by_class = CLASSES.map(|c| metrics::counter!(REQUESTS_TOTAL, "route" => route.clone(), "status" => c));
-        let duration = metrics::histogram!(REQUEST_DURATION, "route" => route);
+        let duration = metrics::histogram!(REQUEST_DURATION, "route" => self.route.to_string());
         self.handles.store(Some(Arc::new(Handles {
-            by_class,
+            by_class: Default::default(),
             duration,
             registered_at: now_s,
         })));

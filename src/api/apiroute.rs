@@ -21,13 +21,9 @@ use super::plugins::Plugins;
     shortname = "ar",
     category = "sluicegate",
     doc = "ApiRoute routes HTTP traffic for a set of hosts to Kubernetes Services.",
-    printcolumn(name = "Hosts", type_ = "string", json_path = ".spec.hosts"),
-    printcolumn(
-        name = "Accepted",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Accepted\")].status"
-    ),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn = r#"{"name":"Hosts","type":"string","jsonPath":".spec.hosts"}"#,
+    printcolumn = r#"{"name":"Accepted","type":"string","jsonPath":".status.conditions[?(@.type==\"Accepted\")].status"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ApiRouteSpec {
@@ -38,7 +34,12 @@ pub struct ApiRouteSpec {
     /// Host names this object serves: exact (`shop.example.com`) or a
     /// single-label wildcard (`*.example.com`). Empty means any host.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64), inner(regex(pattern = r"^(\*\.)?[a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?(\.[a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?)*$")))]
+    #[schemars(
+        length(max = 64),
+        inner(regex(
+            pattern = r"^(\*\.)?[a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?(\.[a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?)*$"
+        ))
+    )]
     #[schemars(extend("x-kubernetes-list-type" = "set"))]
     pub hosts: Vec<String>,
     /// Routes, tried by priority and then by match specificity. Names are
@@ -59,7 +60,11 @@ pub struct RouteRule {
     #[serde(default, skip_serializing_if = "is_zero")]
     pub priority: i32,
     /// Conditions a request must meet; an empty match takes every request.
-    #[serde(default, rename = "match", skip_serializing_if = "RouteMatch::is_empty")]
+    #[serde(
+        default,
+        rename = "match",
+        skip_serializing_if = "RouteMatch::is_empty"
+    )]
     pub matches: RouteMatch,
     /// Services that receive the matching traffic, split by weight.
     #[schemars(length(min = 1, max = 16))]
@@ -110,7 +115,9 @@ impl RouteMatch {
 }
 
 /// How a path is compared.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
+)]
 pub enum PathMatchType {
     /// The whole path equals the value.
     Exact,
@@ -136,7 +143,9 @@ pub struct PathMatch {
 }
 
 /// How a header or query parameter value is compared.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
+)]
 pub enum ValueMatchType {
     /// The value equals `value`.
     #[default]

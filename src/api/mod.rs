@@ -19,7 +19,8 @@ pub const GROUP: &str = "sluicegate.io";
 pub const CONTROLLER_NAME: &str = "sluicegate.io/ingress-controller";
 
 /// Every CRD this crate defines, for `crdgen` and tests.
-pub fn crds() -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>
+pub fn crds()
+-> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>
 {
     use kube::CustomResourceExt;
     [ApiRoute::crd(), PluginConfig::crd()]
@@ -53,7 +54,9 @@ fn strip_false_additional_properties(v: &mut serde_json::Value) {
             }
             map.values_mut().for_each(strip_false_additional_properties);
         }
-        serde_json::Value::Array(items) => items.iter_mut().for_each(strip_false_additional_properties),
+        serde_json::Value::Array(items) => {
+            items.iter_mut().for_each(strip_false_additional_properties)
+        }
         _ => {}
     }
 }

@@ -36,14 +36,19 @@ fn main() -> ExitCode {
             if current != text {
                 stale.push(path);
             }
-        } else if let Err(e) = std::fs::create_dir_all(&dir).and_then(|_| std::fs::write(&path, text)) {
+        } else if let Err(e) =
+            std::fs::create_dir_all(&dir).and_then(|_| std::fs::write(&path, text))
+        {
             eprintln!("crdgen: cannot write {}: {e}", path.display());
             return ExitCode::FAILURE;
         }
     }
     if !stale.is_empty() {
         for p in &stale {
-            eprintln!("crdgen: {} is stale; run `cargo run --bin crdgen`", p.display());
+            eprintln!(
+                "crdgen: {} is stale; run `cargo run --bin crdgen`",
+                p.display()
+            );
         }
         return ExitCode::FAILURE;
     }

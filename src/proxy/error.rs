@@ -49,7 +49,9 @@ impl ProxyError {
             ProxyError::Connect { .. }
             | ProxyError::Handshake { .. }
             | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
-            ProxyError::ConnectTimeout { .. } | ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::ConnectTimeout { .. } | ProxyError::UpstreamTimeout { .. } => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
         }
     }
 
@@ -66,7 +68,11 @@ impl ProxyError {
             ProxyError::ConnectTimeout { .. } => "upstream connect timeout",
             ProxyError::UpstreamTimeout { .. } => "upstream request timeout",
         };
-        let body = format!("{} {}: {text}\n", status.as_u16(), status.canonical_reason().unwrap_or(""));
+        let body = format!(
+            "{} {}: {text}\n",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or("")
+        );
         let mut resp = Response::new(ResponseBody::full(body));
         *resp.status_mut() = status;
         resp.headers_mut().insert(

@@ -23,7 +23,8 @@ impl ClientInfo {
     pub fn new(peer: std::net::SocketAddr, local: std::net::SocketAddr, tls: bool) -> Self {
         let num = |n: u16| HeaderValue::from(n);
         ClientInfo {
-            ip: HeaderValue::try_from(peer.ip().to_string()).unwrap_or(HeaderValue::from_static("unknown")),
+            ip: HeaderValue::try_from(peer.ip().to_string())
+                .unwrap_or(HeaderValue::from_static("unknown")),
             port: num(local.port()),
             proto: HeaderValue::from_static(if tls { "https" } else { "http" }),
         }
@@ -35,7 +36,10 @@ pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
     let upgrade = headers
         .get(header::UPGRADE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|p| p.trim().eq_ignore_ascii_case("websocket")));
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|p| p.trim().eq_ignore_ascii_case("websocket"))
+        });
     upgrade && connection_has(headers, "upgrade")
 }
 
@@ -129,13 +133,20 @@ mod tests {
     use super::*;
 
     fn client() -> ClientInfo {
-        ClientInfo::new("10.0.0.9:5555".parse().unwrap(), "0.0.0.0:8080".parse().unwrap(), false)
+        ClientInfo::new(
+            "10.0.0.9:5555".parse().unwrap(),
+            "0.0.0.0:8080".parse().unwrap(),
+            false,
+        )
     }
 
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
-            h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
         }
         h
     }
@@ -171,7 +182,10 @@ mod tests {
 
     #[test]
     fn forwarded_headers_extend_trusted_values() {
-        let mut h = map(&[("x-forwarded-for", "1.2.3.4"), ("x-forwarded-proto", "https")]);
+        let mut h = map(&[
+            ("x-forwarded-for", "1.2.3.4"),
+            ("x-forwarded-proto", "https"),
+        ]);
         prepare_request(&mut h, &client(), None, false, true);
         assert_eq!(h["x-forwarded-for"], "1.2.3.4, 10.0.0.9");
         assert_eq!(h["x-forwarded-proto"], "https");
@@ -179,7 +193,10 @@ mod tests {
 
     #[test]
     fn websocket_upgrade_is_detected_and_kept() {
-        let mut h = map(&[("connection", "keep-alive, Upgrade"), ("upgrade", "websocket")]);
+        let mut h = map(&[
+            ("connection", "keep-alive, Upgrade"),
+            ("upgrade", "websocket"),
+        ]);
         assert!(is_websocket_upgrade(&h));
         prepare_request(&mut h, &client(), None, true, false);
         assert_eq!(h["connection"], "upgrade");

@@ -112,7 +112,9 @@ impl Pool {
             if may_wait {
                 let pool = self.clone();
                 tokio::spawn(async move {
-                    if let Ok(Ok(())) = tokio::time::timeout(Duration::from_secs(1), tx.ready()).await {
+                    if let Ok(Ok(())) =
+                        tokio::time::timeout(Duration::from_secs(1), tx.ready()).await
+                    {
                         pool.put(addr, tx, false);
                     }
                 });
@@ -176,7 +178,12 @@ impl Pool {
         }
     }
 
-    fn wrap(self: &Arc<Self>, addr: SocketAddr, tx: Sender, resp: Response<Incoming>) -> Response<ResponseBody> {
+    fn wrap(
+        self: &Arc<Self>,
+        addr: SocketAddr,
+        tx: Sender,
+        resp: Response<Incoming>,
+    ) -> Response<ResponseBody> {
         let checkin = Checkin {
             pool: self.clone(),
             addr,
@@ -188,7 +195,11 @@ impl Pool {
 
 /// Opens a new HTTP/1.1 connection; `upgrades` keeps it usable for a
 /// protocol switch (such connections are never pooled).
-pub(crate) async fn connect(addr: SocketAddr, timeout: Duration, upgrades: bool) -> Result<Sender, ProxyError> {
+pub(crate) async fn connect(
+    addr: SocketAddr,
+    timeout: Duration,
+    upgrades: bool,
+) -> Result<Sender, ProxyError> {
     let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
         Err(_) => return Err(ProxyError::ConnectTimeout { addr, timeout }),
         Ok(Err(source)) => return Err(ProxyError::Connect { addr, source }),

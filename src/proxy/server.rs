@@ -62,7 +62,9 @@ impl ProxyServer {
                 pool: Pool::new(shared.settings.pool),
             };
             let stop = shutdown.subscribe();
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
             std::thread::Builder::new()
                 .name(format!("sluicegate-worker-{i}"))
                 .spawn(move || {
@@ -79,7 +81,11 @@ impl ProxyServer {
                 })?;
         }
         info!(%addr, workers, "proxy listening");
-        Ok(ProxyServer { addr, shutdown, done })
+        Ok(ProxyServer {
+            addr,
+            shutdown,
+            done,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -104,7 +110,10 @@ async fn serve(listener: TcpListener, worker: Worker, mut stop: watch::Receiver<
         .timer(TokioTimer::new())
         .header_read_timeout(settings.header_read_timeout)
         .keep_alive(true);
-    builder.http2().timer(TokioTimer::new()).max_concurrent_streams(256);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(256);
     let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
     let local = listener.local_addr().ok();
@@ -145,7 +154,9 @@ async fn serve(listener: TcpListener, worker: Worker, mut stop: watch::Receiver<
             let client = client.clone();
             async move { Ok::<_, std::convert::Infallible>(w.handle(req, &client).await) }
         });
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).into_owned();
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+            .into_owned();
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             if let Err(e) = conn.await {
@@ -155,7 +166,13 @@ async fn serve(listener: TcpListener, worker: Worker, mut stop: watch::Receiver<
     }
     drop(listener);
     sweeper.abort();
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
-        warn!(?grace, "shutdown grace period over; closing remaining connections");
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        warn!(
+            ?grace,
+            "shutdown grace period over; closing remaining connections"
+        );
     }
 }

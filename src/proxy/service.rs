@@ -44,7 +44,11 @@ struct Matched {
 }
 
 impl Worker {
-    pub async fn handle(&self, req: Request<Incoming>, client: &ClientInfo) -> Response<ResponseBody> {
+    pub async fn handle(
+        &self,
+        req: Request<Incoming>,
+        client: &ClientInfo,
+    ) -> Response<ResponseBody> {
         let start = Instant::now();
         let matched = match self.route_for(&req) {
             Ok(m) => m,
@@ -64,7 +68,9 @@ impl Worker {
             }
         };
         let now = Instant::now();
-        route.metrics.record(resp.status().as_u16(), now - start, now);
+        route
+            .metrics
+            .record(resp.status().as_u16(), now - start, now);
         resp
     }
 
@@ -74,12 +80,15 @@ impl Worker {
         let raw_host = match req.uri().authority() {
             Some(a) => a.as_str(),
             None => match req.headers().get(header::HOST) {
-                Some(h) => h.to_str().map_err(|_| ProxyError::BadRequest("invalid Host header"))?,
+                Some(h) => h
+                    .to_str()
+                    .map_err(|_| ProxyError::BadRequest("invalid Host header"))?,
                 None => "",
             },
         };
         let mut buf = [0u8; 256];
-        let host = normalize_host(raw_host, &mut buf).ok_or(ProxyError::BadRequest("invalid Host header"))?;
+        let host = normalize_host(raw_host, &mut buf)
+            .ok_or(ProxyError::BadRequest("invalid Host header"))?;
         let path = normalize_path(req.uri().path());
         let view = RequestView {
             host,
@@ -120,7 +129,10 @@ impl Worker {
 
         let (mut parts, body) = req.into_parts();
         let host = match parts.uri.authority() {
-            Some(a) => Some(HeaderValue::from_str(a.as_str()).map_err(|_| ProxyError::BadRequest("invalid authority"))?),
+            Some(a) => Some(
+                HeaderValue::from_str(a.as_str())
+                    .map_err(|_| ProxyError::BadRequest("invalid authority"))?,
+            ),
             None => parts.headers.get(header::HOST).cloned(),
         };
         parts.uri = origin_form(&parts.uri, matched.normalized.as_deref())?;
@@ -130,7 +142,13 @@ impl Worker {
         {
             parts.headers.insert(header::HOST, h.clone());
         }
-        headers::prepare_request(&mut parts.headers, client, host.as_ref(), websocket, settings.trust_forwarded);
+        headers::prepare_request(
+            &mut parts.headers,
+            client,
+            host.as_ref(),
+            websocket,
+            settings.trust_forwarded,
+        );
         let up_req = Request::from_parts(parts, body);
 
         if let Some(client_upgrade) = client_upgrade {

@@ -94,15 +94,13 @@ fn decode(s: &str) -> Cow<'_, str> {
     while i < bytes.len() {
         match bytes[i] {
             b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                    (Some(h), Some(l)) => {
-                        out.push(h << 4 | l);
-                        i += 2;
-                    }
-                    _ => out.push(b'%'),
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h << 4 | l);
+                    i += 2;
                 }
-            }
+                _ => out.push(b'%'),
+            },
             b => out.push(b),
         }
         i += 1;
@@ -205,9 +203,15 @@ mod tests {
         let mut buf = [0u8; 256];
         assert_eq!(normalize_host("example.com", &mut buf), Some("example.com"));
         let mut buf = [0u8; 256];
-        assert_eq!(normalize_host("Example.COM:8080", &mut buf), Some("example.com"));
+        assert_eq!(
+            normalize_host("Example.COM:8080", &mut buf),
+            Some("example.com")
+        );
         let mut buf = [0u8; 256];
-        assert_eq!(normalize_host("example.com.", &mut buf), Some("example.com"));
+        assert_eq!(
+            normalize_host("example.com.", &mut buf),
+            Some("example.com")
+        );
         let mut buf = [0u8; 256];
         assert_eq!(normalize_host("[::1]:80", &mut buf), Some("[::1]"));
         let mut buf = [0u8; 256];
@@ -224,12 +228,28 @@ mod tests {
             name: "x-canary".into(),
             matcher: m,
         };
-        assert!(HeaderCond::new(&spec(ValueMatcher::Exact("1".into()))).unwrap().matches(&h));
-        assert!(!HeaderCond::new(&spec(ValueMatcher::Exact("2".into()))).unwrap().matches(&h));
-        assert!(HeaderCond::new(&spec(ValueMatcher::Present)).unwrap().matches(&h));
+        assert!(
+            HeaderCond::new(&spec(ValueMatcher::Exact("1".into())))
+                .unwrap()
+                .matches(&h)
+        );
+        assert!(
+            !HeaderCond::new(&spec(ValueMatcher::Exact("2".into())))
+                .unwrap()
+                .matches(&h)
+        );
+        assert!(
+            HeaderCond::new(&spec(ValueMatcher::Present))
+                .unwrap()
+                .matches(&h)
+        );
         let re = ValueMatcher::RegularExpression(Pattern::new("[0-9]").unwrap());
         assert!(HeaderCond::new(&spec(re)).unwrap().matches(&h));
-        assert!(!HeaderCond::new(&spec(ValueMatcher::Present)).unwrap().matches(&HeaderMap::new()));
+        assert!(
+            !HeaderCond::new(&spec(ValueMatcher::Present))
+                .unwrap()
+                .matches(&HeaderMap::new())
+        );
     }
 
     #[test]

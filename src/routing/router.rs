@@ -146,19 +146,28 @@ impl Router {
             for host in &spec.hosts {
                 let index = match host {
                     HostMatch::Exact(h) => router.exact_hosts.entry(h.as_str().into()).or_default(),
-                    HostMatch::Wildcard(s) => router.wildcard_hosts.entry(s.as_str().into()).or_default(),
+                    HostMatch::Wildcard(s) => {
+                        router.wildcard_hosts.entry(s.as_str().into()).or_default()
+                    }
                 };
                 index.insert(path, entry);
             }
         }
         router.any_host.finish();
         router.exact_hosts.values_mut().for_each(HostIndex::finish);
-        router.wildcard_hosts.values_mut().for_each(HostIndex::finish);
+        router
+            .wildcard_hosts
+            .values_mut()
+            .for_each(HostIndex::finish);
         router
     }
 
     /// Index of the route for `req` in `routes`, if any.
-    pub(crate) fn find(&self, req: &RequestView<'_>, routes: &[std::sync::Arc<Route>]) -> Option<usize> {
+    pub(crate) fn find(
+        &self,
+        req: &RequestView<'_>,
+        routes: &[std::sync::Arc<Route>],
+    ) -> Option<usize> {
         if let Some(index) = self.exact_hosts.get(req.host)
             && let Some(e) = index.best(req, routes)
         {

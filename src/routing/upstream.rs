@@ -68,7 +68,8 @@ impl Upstream {
         if *self.endpoints.load().addrs == *addrs {
             return false;
         }
-        self.endpoints.store(Arc::new(EndpointSet::new(addrs.to_vec())));
+        self.endpoints
+            .store(Arc::new(EndpointSet::new(addrs.to_vec())));
         true
     }
 
@@ -99,7 +100,10 @@ impl UpstreamRegistry {
     /// endpoints, reusing existing upstreams by key. Upstreams that are no
     /// longer referenced are dropped from the registry (tables still serving
     /// in-flight requests keep their own references).
-    pub fn sync(&self, specs: &BTreeMap<UpstreamKey, UpstreamSpec>) -> HashMap<UpstreamKey, Arc<Upstream>> {
+    pub fn sync(
+        &self,
+        specs: &BTreeMap<UpstreamKey, UpstreamSpec>,
+    ) -> HashMap<UpstreamKey, Arc<Upstream>> {
         let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
         map.retain(|k, _| specs.contains_key(k));
         for (key, spec) in specs {
@@ -130,7 +134,11 @@ impl UpstreamRegistry {
     }
 
     pub fn get(&self, key: &UpstreamKey) -> Option<Arc<Upstream>> {
-        self.map.lock().unwrap_or_else(PoisonError::into_inner).get(key).cloned()
+        self.map
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key)
+            .cloned()
     }
 }
 
@@ -144,7 +152,10 @@ mod tests {
 
     #[test]
     fn round_robin_cycles_endpoints() {
-        let up = Upstream::new(UpstreamKey::new("ns", "svc", 80), vec![addr(1), addr(2), addr(3)]);
+        let up = Upstream::new(
+            UpstreamKey::new("ns", "svc", 80),
+            vec![addr(1), addr(2), addr(3)],
+        );
         let picks: Vec<_> = (0..6).map(|_| up.pick().unwrap().port()).collect();
         assert_eq!(picks, [1, 2, 3, 1, 2, 3]);
     }
@@ -161,9 +172,19 @@ mod tests {
         let reg = UpstreamRegistry::new();
         let key = UpstreamKey::new("ns", "svc", 80);
         let mut specs = BTreeMap::new();
-        specs.insert(key.clone(), UpstreamSpec { endpoints: vec![addr(1)] });
+        specs.insert(
+            key.clone(),
+            UpstreamSpec {
+                endpoints: vec![addr(1)],
+            },
+        );
         let first = reg.sync(&specs)[&key].clone();
-        specs.insert(key.clone(), UpstreamSpec { endpoints: vec![addr(2)] });
+        specs.insert(
+            key.clone(),
+            UpstreamSpec {
+                endpoints: vec![addr(2)],
+            },
+        );
         let second = reg.sync(&specs)[&key].clone();
         assert!(Arc::ptr_eq(&first, &second));
         assert_eq!(first.endpoints().addrs(), [addr(2)]);

@@ -18,8 +18,10 @@ use serde_json::Value;
 use crate::api::{ApiRoute, PluginConfig};
 use crate::translate::{ClusterState, Kind, ObjectKey};
 
-/// One object read from a manifest.
+/// One object read from a manifest. Objects are parsed once per file
+/// change, so variant sizes do not matter.
 #[derive(Clone, Debug)]
+#[allow(clippy::large_enum_variant)]
 pub enum Object {
     Ingress(Ingress),
     IngressClass(IngressClass),
@@ -198,7 +200,10 @@ fn parse_object(doc: Value, n: usize, out: &mut Parsed) -> Result<(), DocIssue> 
         "EndpointSlice" => "discovery.k8s.io/v1",
         "ApiRoute" | "PluginConfig" => "sluicegate.io/v1alpha1",
         _ => {
-            out.warnings.push(issue(None, format!("kind {kind} is not used by Sluicegate; skipped")));
+            out.warnings.push(issue(
+                None,
+                format!("kind {kind} is not used by Sluicegate; skipped"),
+            ));
             return Ok(());
         }
     };
@@ -209,7 +214,10 @@ fn parse_object(doc: Value, n: usize, out: &mut Parsed) -> Result<(), DocIssue> 
         ));
     }
     if name.is_empty() {
-        return Err(issue(Some("metadata.name".into()), "metadata.name is required".into()));
+        return Err(issue(
+            Some("metadata.name".into()),
+            "metadata.name is required".into(),
+        ));
     }
     let mut ignored = Vec::new();
     let obj = match kind.as_str() {
@@ -224,14 +232,21 @@ fn parse_object(doc: Value, n: usize, out: &mut Parsed) -> Result<(), DocIssue> 
     .map_err(|(field, message)| issue(field, message))?;
     // Sluicegate's own kinds refuse unknown spec fields outright (their
     // types deny them); anything else unknown is reported and ignored.
-    for field in ignored.into_iter().filter(|f| f != "apiVersion" && f != "kind") {
-        out.warnings.push(issue(Some(field), "unknown field, ignored".into()));
+    for field in ignored
+        .into_iter()
+        .filter(|f| f != "apiVersion" && f != "kind")
+    {
+        out.warnings
+            .push(issue(Some(field), "unknown field, ignored".into()));
     }
     out.objects.push(with_default_namespace(obj));
     Ok(())
 }
 
-fn typed<T: DeserializeOwned>(doc: Value, ignored: &mut Vec<String>) -> Result<T, (Option<String>, String)> {
+fn typed<T: DeserializeOwned>(
+    doc: Value,
+    ignored: &mut Vec<String>,
+) -> Result<T, (Option<String>, String)> {
     let mut record = |path: serde_ignored::Path<'_>| ignored.push(field_path(&path));
     let de = serde_ignored::Deserializer::new(doc, &mut record);
     serde_path_to_error::deserialize(de).map_err(|e| {
@@ -250,9 +265,15 @@ fn field_path(path: &serde_ignored::Path<'_>) -> String {
         Path::Seq { parent, index } => format!("{}[{index}]", field_path(parent)),
         Path::Map { parent, key } => {
             let p = field_path(parent);
-            if p.is_empty() { key.clone() } else { format!("{p}.{key}") }
+            if p.is_empty() {
+                key.clone()
+            } else {
+                format!("{p}.{key}")
+            }
         }
-        Path::Some { parent } | Path::NewtypeStruct { parent } | Path::NewtypeVariant { parent } => field_path(parent),
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => field_path(parent),
     }
 }
 
@@ -338,7 +359,10 @@ spec:
         let err = parse(text).unwrap_err();
         assert_eq!(err.document, Some(2));
         assert_eq!(err.object.as_deref(), Some("ApiRoute shop"));
-        assert_eq!(err.field.as_deref(), Some("spec.routes[0].backends[0].servicePort"));
+        assert_eq!(
+            err.field.as_deref(),
+            Some("spec.routes[0].backends[0].servicePort")
+        );
         assert!(err.to_string().contains("outside 1-65535"), "{err}");
     }
 
@@ -382,7 +406,8 @@ spec:
 
     #[test]
     fn wrong_api_version_is_an_error() {
-        let err = parse("apiVersion: extensions/v1beta1\nkind: Ingress\nmetadata: {name: x}\n").unwrap_err();
+        let err = parse("apiVersion: extensions/v1beta1\nkind: Ingress\nmetadata: {name: x}\n")
+            .unwrap_err();
         assert_eq!(err.field.as_deref(), Some("apiVersion"));
     }
 

@@ -82,7 +82,11 @@ impl DirSource {
         self.files.retain(|p, _| found.iter().any(|(f, _)| f == p));
         changed |= self.files.len() != before;
         for (path, fingerprint) in found {
-            if self.files.get(&path).is_some_and(|e| e.fingerprint == fingerprint) {
+            if self
+                .files
+                .get(&path)
+                .is_some_and(|e| e.fingerprint == fingerprint)
+            {
                 continue;
             }
             changed = true;
@@ -120,14 +124,18 @@ impl DirSource {
     }
 
     fn rel(&self, path: &Path) -> String {
-        path.strip_prefix(&self.dir).unwrap_or(path).display().to_string()
+        path.strip_prefix(&self.dir)
+            .unwrap_or(path)
+            .display()
+            .to_string()
     }
 
     /// The objects of every file's last good version, and the issues found.
     pub fn state(&self) -> (ClusterState, Vec<SourceIssue>) {
         let mut state = ClusterState::default();
         let mut issues = Vec::new();
-        let mut owners: BTreeMap<(crate::translate::Kind, crate::translate::ObjectKey), String> = BTreeMap::new();
+        let mut owners: BTreeMap<(crate::translate::Kind, crate::translate::ObjectKey), String> =
+            BTreeMap::new();
         for (path, entry) in &self.files {
             let file = self.rel(path);
             if let Some(e) = &entry.error {
@@ -181,7 +189,9 @@ fn list_manifests(dir: &Path, out: &mut Vec<(PathBuf, Fingerprint)>) -> io::Resu
         }
         let path = entry.path();
         // Follow symlinks, as ConfigMap volumes are made of them.
-        let Ok(meta) = std::fs::metadata(&path) else { continue };
+        let Ok(meta) = std::fs::metadata(&path) else {
+            continue;
+        };
         if meta.is_dir() {
             list_manifests(&path, out)?;
         } else if name.ends_with(".yaml") || name.ends_with(".yml") {

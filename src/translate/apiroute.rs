@@ -21,7 +21,8 @@ pub(super) fn translate(ctx: &mut Ctx<'_>, key: &ObjectKey, ar: &ApiRoute) {
         match validate::host(h) {
             Ok(m) => hosts.push(m),
             Err(e) => {
-                ctx.diags.push(&obj, format!("spec.hosts[{i}]"), Reason::InvalidSpec, e);
+                ctx.diags
+                    .push(&obj, format!("spec.hosts[{i}]"), Reason::InvalidSpec, e);
                 return;
             }
         }
@@ -29,14 +30,24 @@ pub(super) fn translate(ctx: &mut Ctx<'_>, key: &ObjectKey, ar: &ApiRoute) {
     hosts.sort();
     hosts.dedup();
     if ar.spec.routes.is_empty() {
-        ctx.diags.push(&obj, "spec.routes", Reason::InvalidSpec, "at least one route is required");
+        ctx.diags.push(
+            &obj,
+            "spec.routes",
+            Reason::InvalidSpec,
+            "at least one route is required",
+        );
     }
     let source: Arc<str> = obj.to_string().into();
     let mut names = HashSet::new();
     for (i, rule) in ar.spec.routes.iter().enumerate() {
         let field = format!("spec.routes[{i}]");
         if rule.name.is_empty() {
-            ctx.diags.push(&obj, format!("{field}.name"), Reason::InvalidSpec, "route name must not be empty");
+            ctx.diags.push(
+                &obj,
+                format!("{field}.name"),
+                Reason::InvalidSpec,
+                "route name must not be empty",
+            );
             continue;
         }
         if !names.insert(rule.name.as_str()) {
@@ -108,7 +119,10 @@ fn route(
     }
 
     if rule.backends.is_empty() {
-        return Err(invalid(format!("{field}.backends"), "at least one backend is required".into()));
+        return Err(invalid(
+            format!("{field}.backends"),
+            "at least one backend is required".into(),
+        ));
     }
     if rule.backends.iter().all(|b| b.weight == 0) {
         return Err(invalid(
@@ -123,7 +137,10 @@ fn route(
     };
     for (name, d) in [("connect", timeouts.connect), ("request", timeouts.request)] {
         if d.is_some_and(|d| d.is_zero()) {
-            return Err(invalid(format!("{field}.timeouts.{name}"), "timeout must be greater than zero".into()));
+            return Err(invalid(
+                format!("{field}.timeouts.{name}"),
+                "timeout must be greater than zero".into(),
+            ));
         }
     }
 
@@ -147,7 +164,14 @@ fn route(
     let mut backends = Vec::with_capacity(rule.backends.len());
     for (j, b) in rule.backends.iter().enumerate() {
         let f = format!("{field}.backends[{j}]");
-        backends.push(ctx.backend(obj, &f, &key.namespace, &b.service_name, &b.service_port, b.weight));
+        backends.push(ctx.backend(
+            obj,
+            &f,
+            &key.namespace,
+            &b.service_name,
+            &b.service_port,
+            b.weight,
+        ));
     }
 
     Ok(RouteSpec {
@@ -179,7 +203,8 @@ fn value_spec(name: String, m: &ValueMatch, field: &str) -> Result<ValueSpec, Ru
     let matcher = match m.kind {
         ValueMatchType::Exact => ValueMatcher::Exact(value()?),
         ValueMatchType::RegularExpression => ValueMatcher::RegularExpression(
-            validate::pattern(&value()?).map_err(|e| (format!("{field}.value"), Reason::InvalidSpec, e))?,
+            validate::pattern(&value()?)
+                .map_err(|e| (format!("{field}.value"), Reason::InvalidSpec, e))?,
         ),
         ValueMatchType::Present => ValueMatcher::Present,
     };

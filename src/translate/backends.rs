@@ -68,7 +68,12 @@ impl<'a> BackendResolver<'a> {
     /// Resolves one backend. The returned key is always usable: when the
     /// Service or port is missing it names an upstream without endpoints,
     /// so the route answers 503 until the Service appears.
-    pub fn resolve(&mut self, namespace: &str, service: &str, port: &PortRef) -> (UpstreamKey, Option<BackendError>) {
+    pub fn resolve(
+        &mut self,
+        namespace: &str,
+        service: &str,
+        port: &PortRef,
+    ) -> (UpstreamKey, Option<BackendError>) {
         let found = self
             .state
             .services
@@ -82,8 +87,10 @@ impl<'a> BackendResolver<'a> {
             Ok(sp) => {
                 let key = UpstreamKey::new(namespace, service, sp.port);
                 if !self.upstreams.contains_key(&key) {
-                    let endpoints = self.endpoints(namespace, service, sp.name.as_deref().unwrap_or(""));
-                    self.upstreams.insert(key.clone(), UpstreamSpec { endpoints });
+                    let endpoints =
+                        self.endpoints(namespace, service, sp.name.as_deref().unwrap_or(""));
+                    self.upstreams
+                        .insert(key.clone(), UpstreamSpec { endpoints });
                 }
                 (key, None)
             }
@@ -133,7 +140,10 @@ impl<'a> BackendResolver<'a> {
                 p.name.as_deref().unwrap_or("") == port_name
                     && p.protocol.as_deref().unwrap_or("TCP") == "TCP"
             });
-            let Some(port) = port.and_then(|p| p.port).and_then(|p| u16::try_from(p).ok()) else {
+            let Some(port) = port
+                .and_then(|p| p.port)
+                .and_then(|p| u16::try_from(p).ok())
+            else {
                 continue;
             };
             for ep in &slice.endpoints {

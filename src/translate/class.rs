@@ -59,7 +59,11 @@ impl ClassFilter {
     }
 
     pub fn ingress_is_ours(&self, ingress: &Ingress) -> bool {
-        if let Some(class) = ingress.spec.as_ref().and_then(|s| s.ingress_class_name.as_deref()) {
+        if let Some(class) = ingress
+            .spec
+            .as_ref()
+            .and_then(|s| s.ingress_class_name.as_deref())
+        {
             return self.ours.contains(class);
         }
         let legacy = ingress

@@ -122,7 +122,13 @@ impl fmt::Display for Diagnostic {
 pub struct Diagnostics(Vec<Diagnostic>);
 
 impl Diagnostics {
-    pub fn push(&mut self, object: &ObjectRef, field: impl Into<String>, reason: Reason, message: impl Into<String>) {
+    pub fn push(
+        &mut self,
+        object: &ObjectRef,
+        field: impl Into<String>,
+        reason: Reason,
+        message: impl Into<String>,
+    ) {
         let severity = match reason {
             Reason::BackendNotFound | Reason::Conflict => Severity::Warning,
             _ => Severity::Error,
@@ -157,7 +163,10 @@ impl Diagnostics {
     }
 
     /// Diagnostics about one object.
-    pub fn for_object<'a>(&'a self, object: &'a ObjectRef) -> impl Iterator<Item = &'a Diagnostic> + 'a {
+    pub fn for_object<'a>(
+        &'a self,
+        object: &'a ObjectRef,
+    ) -> impl Iterator<Item = &'a Diagnostic> + 'a {
         self.0.iter().filter(move |d| &d.object == object)
     }
 }

@@ -22,7 +22,8 @@ pub(super) fn translate(ctx: &mut Ctx<'_>, key: &ObjectKey, ingress: &Ingress) {
     let name: Arc<str> = format!("ingress/{}/{}", key.namespace, key.name).into();
     let source: Arc<str> = obj.to_string().into();
     let Some(spec) = ingress.spec.as_ref() else {
-        ctx.diags.push(&obj, "spec", Reason::InvalidSpec, "spec is missing");
+        ctx.diags
+            .push(&obj, "spec", Reason::InvalidSpec, "spec is missing");
         return;
     };
     let route = |hosts, paths, backends, fallback| RouteSpec {
@@ -46,17 +47,25 @@ pub(super) fn translate(ctx: &mut Ctx<'_>, key: &ObjectKey, ingress: &Ingress) {
             Some(h) => match validate::host(h) {
                 Ok(m) => vec![m],
                 Err(e) => {
-                    ctx.diags.push(&obj, format!("spec.rules[{i}].host"), Reason::InvalidSpec, e);
+                    ctx.diags.push(
+                        &obj,
+                        format!("spec.rules[{i}].host"),
+                        Reason::InvalidSpec,
+                        e,
+                    );
                     continue;
                 }
             },
         };
-        let Some(http) = rule.http.as_ref() else { continue };
+        let Some(http) = rule.http.as_ref() else {
+            continue;
+        };
         for (j, p) in http.paths.iter().enumerate() {
             let field = format!("spec.rules[{i}].http.paths[{j}]");
             let path = p.path.clone().unwrap_or_else(|| "/".to_owned());
             if let Err(e) = validate::literal_path(&path) {
-                ctx.diags.push(&obj, format!("{field}.path"), Reason::InvalidSpec, e);
+                ctx.diags
+                    .push(&obj, format!("{field}.path"), Reason::InvalidSpec, e);
                 continue;
             }
             let path = match p.path_type.as_str() {
@@ -72,7 +81,13 @@ pub(super) fn translate(ctx: &mut Ctx<'_>, key: &ObjectKey, ingress: &Ingress) {
                     continue;
                 }
             };
-            let Some(backend) = backend(ctx, &obj, &format!("{field}.backend"), &key.namespace, &p.backend) else {
+            let Some(backend) = backend(
+                ctx,
+                &obj,
+                &format!("{field}.backend"),
+                &key.namespace,
+                &p.backend,
+            ) else {
                 continue;
             };
             let r = route(hosts.clone(), vec![path], vec![backend], false);
@@ -83,8 +98,12 @@ pub(super) fn translate(ctx: &mut Ctx<'_>, key: &ObjectKey, ingress: &Ingress) {
 
     if let Some(default) = spec.default_backend.as_ref() {
         if let Some(b) = backend(ctx, &obj, "spec.defaultBackend", &key.namespace, default) {
-            ctx.routes
-                .push(route(Vec::new(), vec![PathSpec::Prefix("/".into())], vec![b], true));
+            ctx.routes.push(route(
+                Vec::new(),
+                vec![PathSpec::Prefix("/".into())],
+                vec![b],
+                true,
+            ));
         }
     } else if spec.rules.as_ref().is_none_or(|r| r.is_empty()) {
         ctx.diags.push(
@@ -112,11 +131,17 @@ fn backend(
         ctx.diags.push(obj, field, Reason::Unsupported, why);
         return None;
     };
-    let port = svc.port.as_ref().and_then(|p| match (p.number, p.name.as_deref()) {
-        (Some(n), _) => u16::try_from(n).ok().filter(|n| *n > 0).map(PortRef::Number),
-        (None, Some(name)) if !name.is_empty() => Some(PortRef::Name(name.to_owned())),
-        _ => None,
-    });
+    let port = svc
+        .port
+        .as_ref()
+        .and_then(|p| match (p.number, p.name.as_deref()) {
+            (Some(n), _) => u16::try_from(n)
+                .ok()
+                .filter(|n| *n > 0)
+                .map(PortRef::Number),
+            (None, Some(name)) if !name.is_empty() => Some(PortRef::Name(name.to_owned())),
+            _ => None,
+        });
     let Some(port) = port else {
         ctx.diags.push(
             obj,
@@ -126,5 +151,12 @@ fn backend(
         );
         return None;
     };
-    Some(ctx.backend(obj, &format!("{field}.service"), namespace, &svc.name, &port, 1))
+    Some(ctx.backend(
+        obj,
+        &format!("{field}.service"),
+        namespace,
+        &svc.name,
+        &port,
+        1,
+    ))
 }

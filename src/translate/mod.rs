@@ -102,12 +102,22 @@ pub fn translate(state: &ClusterState, opts: &TranslateOptions) -> Translation {
     let mut objects: Vec<(Option<&Time>, Kind, &ObjectKey, Obj<'_>)> = Vec::new();
     for (k, ing) in &state.ingresses {
         if classes.ingress_is_ours(ing) {
-            objects.push((ing.metadata.creation_timestamp.as_ref(), Kind::Ingress, k, Obj::Ingress(k, ing)));
+            objects.push((
+                ing.metadata.creation_timestamp.as_ref(),
+                Kind::Ingress,
+                k,
+                Obj::Ingress(k, ing),
+            ));
         }
     }
     for (k, ar) in &state.api_routes {
         if classes.class_is_ours(ar.spec.ingress_class_name.as_deref()) {
-            objects.push((ar.metadata.creation_timestamp.as_ref(), Kind::ApiRoute, k, Obj::ApiRoute(k, ar)));
+            objects.push((
+                ar.metadata.creation_timestamp.as_ref(),
+                Kind::ApiRoute,
+                k,
+                Obj::ApiRoute(k, ar),
+            ));
         }
     }
     objects.sort_by(|a, b| (a.0.map(|t| t.0), a.1, a.2).cmp(&(b.0.map(|t| t.0), b.1, b.2)));
@@ -164,7 +174,11 @@ impl Ctx<'_> {
     /// Records the unconditional host/path pairs of `route`, and warns when
     /// an older object already declared one of them.
     fn claim(&mut self, obj: &ObjectRef, field: &str, route: &RouteSpec) {
-        if !route.methods.is_empty() || !route.headers.is_empty() || !route.query.is_empty() || route.priority != 0 {
+        if !route.methods.is_empty()
+            || !route.headers.is_empty()
+            || !route.query.is_empty()
+            || route.priority != 0
+        {
             return;
         }
         let hosts: Vec<String> = if route.hosts.is_empty() {

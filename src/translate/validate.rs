@@ -29,8 +29,13 @@ fn dns_name(name: &str) -> Result<(), &'static str> {
         if label.is_empty() || label.len() > 63 {
             return Err("each label must be 1-63 characters");
         }
-        if !label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
-            return Err("only letters, digits, '-' and '.' are allowed (a wildcard must be the whole first label)");
+        if !label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
+            return Err(
+                "only letters, digits, '-' and '.' are allowed (a wildcard must be the whole first label)",
+            );
         }
         if label.starts_with('-') || label.ends_with('-') {
             return Err("a label must not start or end with '-'");
@@ -44,8 +49,13 @@ pub fn literal_path(path: &str) -> Result<(), String> {
     if !path.starts_with('/') {
         return Err(format!("path {path:?} must start with '/'"));
     }
-    if let Some(c) = path.chars().find(|c| c.is_control() || c.is_whitespace() || *c == '?' || *c == '#') {
-        return Err(format!("path {path:?} contains {c:?}, which cannot appear in a request path"));
+    if let Some(c) = path
+        .chars()
+        .find(|c| c.is_control() || c.is_whitespace() || *c == '?' || *c == '#')
+    {
+        return Err(format!(
+            "path {path:?} contains {c:?}, which cannot appear in a request path"
+        ));
     }
     Ok(())
 }
@@ -68,9 +78,26 @@ mod tests {
 
     #[test]
     fn hosts() {
-        assert_eq!(host("Shop.Example.com"), Ok(HostMatch::Exact("shop.example.com".into())));
-        assert_eq!(host("*.example.com"), Ok(HostMatch::Wildcard("example.com".into())));
-        for bad in ["", "*", "*.", "a..b", "-a.com", "a-.com", "foo.*.com", "a_b.com", "host:80", "*foo.com"] {
+        assert_eq!(
+            host("Shop.Example.com"),
+            Ok(HostMatch::Exact("shop.example.com".into()))
+        );
+        assert_eq!(
+            host("*.example.com"),
+            Ok(HostMatch::Wildcard("example.com".into()))
+        );
+        for bad in [
+            "",
+            "*",
+            "*.",
+            "a..b",
+            "-a.com",
+            "a-.com",
+            "foo.*.com",
+            "a_b.com",
+            "host:80",
+            "*foo.com",
+        ] {
             assert!(host(bad).is_err(), "{bad} should be refused");
         }
         assert!(host(&"a".repeat(64)).is_err());

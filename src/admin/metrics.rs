@@ -1,0 +1,47 @@
+//! The process-wide Prometheus recorder.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_util::MetricKindMask;
+
+use crate::metrics as m;
+
+/// Installs the recorder on first call and returns its handle. Later calls
+/// (several gateways in one test process) share it.
+pub fn handle() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let builder = PrometheusBuilder::new()
+            .idle_timeout(MetricKindMask::ALL, Some(m::IDLE_TIMEOUT))
+            .set_buckets_for_metric(
+                Matcher::Full(m::REQUEST_DURATION.to_owned()),
+                m::LATENCY_BUCKETS,
+            )
+            .unwrap_or_else(|_| PrometheusBuilder::new());
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        if metrics::set_global_recorder(recorder).is_ok() {
+            describe();
+        }
+        handle
+    })
+}
+
+fn describe() {
+    metrics::describe_counter!(
+        m::REQUESTS_TOTAL,
+        "Requests answered, by route and status class."
+    );
+    metrics::describe_histogram!(
+        m::REQUEST_DURATION,
+        metrics::Unit::Seconds,
+        "Time from request head received to response head sent, by route."
+    );
+    metrics::describe_counter!(m::TABLE_UPDATES, "Route tables published.");
+    metrics::describe_gauge!(m::TABLE_ROUTES, "Routes in the live table.");
+    metrics::describe_gauge!(
+        m::CONFIG_DIAGNOSTICS,
+        "Configuration problems in the live config, by severity."
+    );
+}

@@ -1,0 +1,276 @@
+//! Wiring: publishing translated tables, and running the gateway's
+//! servers for standalone and demo modes.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
+
+use arc_swap::ArcSwap;
+use serde::Serialize;
+use tracing::{info, warn};
+
+use crate::admin::AdminServer;
+use crate::metrics as m;
+use crate::proxy::{ProxyServer, ProxySettings, Shared};
+use crate::routing::{RouteTable, TableSpec, UpstreamRegistry};
+use crate::source::standalone::{self, DirSource, SourceIssue};
+use crate::translate::{self, ClusterState, Diagnostics, Severity, TranslateOptions};
+
+/// What `/routes` shows: the live table and everything wrong with the
+/// configuration it came from.
+#[derive(Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigView {
+    pub generation: u64,
+    /// Seconds since the Unix epoch when this table went live.
+    pub applied_at: u64,
+    pub table: TableSpec,
+    pub diagnostics: Diagnostics,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub source_issues: Vec<SourceIssue>,
+}
+
+/// Turns cluster states into live route tables.
+pub struct Publisher {
+    table: Arc<ArcSwap<RouteTable>>,
+    registry: UpstreamRegistry,
+    options: TranslateOptions,
+    view: ArcSwap<ConfigView>,
+    ready: AtomicBool,
+    generation: AtomicU64,
+    /// Findings already logged, so that each is logged once, not per reload.
+    reported: Mutex<HashSet<String>>,
+}
+
+impl Publisher {
+    pub fn new(options: TranslateOptions) -> Arc<Self> {
+        Arc::new(Publisher {
+            table: Arc::new(ArcSwap::from_pointee(RouteTable::default())),
+            registry: UpstreamRegistry::new(),
+            options,
+            view: ArcSwap::from_pointee(ConfigView::default()),
+            ready: AtomicBool::new(false),
+            generation: AtomicU64::new(0),
+            reported: Mutex::new(HashSet::new()),
+        })
+    }
+
+    /// The table handle the proxy reads.
+    pub fn table(&self) -> Arc<ArcSwap<RouteTable>> {
+        self.table.clone()
+    }
+
+    pub fn registry(&self) -> &UpstreamRegistry {
+        &self.registry
+    }
+
+    /// True once a first table is live.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    pub fn view(&self) -> Arc<ConfigView> {
+        self.view.load_full()
+    }
+
+    /// Translates `state`, builds its table and swaps it in atomically.
+    /// Requests already running finish on the table they started with.
+    pub fn apply(&self, state: &ClusterState, source_issues: Vec<SourceIssue>) -> Arc<ConfigView> {
+        let started = Instant::now();
+        let translation = translate::translate(state, &self.options);
+        let table = RouteTable::build(&translation.table, &self.registry);
+        let routes = table.len();
+        self.table.store(Arc::new(table));
+        self.ready.store(true, Ordering::Release);
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        self.report(&translation.diagnostics, &source_issues);
+        let errors = translation
+            .diagnostics
+            .iter()
+            .filter(|d| d.severity == Severity::Error)
+            .count()
+            + source_issues
+                .iter()
+                .filter(|i| i.severity == Severity::Error)
+                .count();
+        metrics::counter!(m::TABLE_UPDATES).increment(1);
+        metrics::gauge!(m::TABLE_ROUTES).set(routes as f64);
+        metrics::gauge!(m::CONFIG_DIAGNOSTICS, "severity" => "error").set(errors as f64);
+        info!(
+            generation,
+            routes,
+            errors,
+            elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+            "route table published"
+        );
+        let view = Arc::new(ConfigView {
+            generation,
+            applied_at: SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            table: translation.table,
+            diagnostics: translation.diagnostics,
+            source_issues,
+        });
+        self.view.store(view.clone());
+        view
+    }
+
+    fn report(&self, diagnostics: &Diagnostics, issues: &[SourceIssue]) {
+        let mut reported = self.reported.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut current = HashSet::new();
+        for (severity, text) in diagnostics
+            .iter()
+            .map(|d| (d.severity, d.to_string()))
+            .chain(issues.iter().map(|i| (i.severity, i.to_string())))
+        {
+            if !reported.contains(&text) {
+                match severity {
+                    Severity::Error => warn!(problem = %text, "configuration rejected"),
+                    Severity::Warning => warn!(problem = %text, "configuration warning"),
+                }
+            }
+            current.insert(text);
+        }
+        *reported = current;
+    }
+}
+
+/// Addresses and settings of a gateway's servers.
+#[derive(Clone, Debug)]
+pub struct GatewayConfig {
+    pub http_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub workers: usize,
+    pub proxy: ProxySettings,
+    pub translate: TranslateOptions,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            http_addr: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            admin_addr: SocketAddr::from(([0, 0, 0, 0], 9180)),
+            workers: std::thread::available_parallelism().map_or(1, usize::from),
+            proxy: ProxySettings::default(),
+            translate: TranslateOptions::default(),
+        }
+    }
+}
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read config directory {dir}: {source}")]
+    ConfigDir {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A running proxy and admin server around one publisher.
+pub struct Gateway {
+    publisher: Arc<Publisher>,
+    proxy: ProxyServer,
+    admin: AdminServer,
+}
+
+impl Gateway {
+    /// Starts the servers. Must run inside a Tokio runtime, which hosts the
+    /// admin server; the proxy runs on its own worker threads.
+    pub async fn start(config: GatewayConfig) -> Result<Gateway, StartError> {
+        let publisher = Publisher::new(config.translate.clone());
+        let shared = Arc::new(Shared {
+            table: publisher.table(),
+            settings: config.proxy.clone(),
+        });
+        let proxy =
+            ProxyServer::start(config.http_addr, config.workers, shared).map_err(|source| {
+                StartError::Bind {
+                    addr: config.http_addr,
+                    source,
+                }
+            })?;
+        let admin = AdminServer::start(config.admin_addr, publisher.clone())
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: config.admin_addr,
+                source,
+            })?;
+        Ok(Gateway {
+            publisher,
+            proxy,
+            admin,
+        })
+    }
+
+    pub fn publisher(&self) -> &Arc<Publisher> {
+        &self.publisher
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.proxy.local_addr()
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin.local_addr()
+    }
+
+    /// Stops accepting and drains in-flight requests.
+    pub async fn shutdown(self) {
+        self.admin.stop();
+        self.proxy.shutdown().await;
+    }
+}
+
+/// How often standalone mode looks for changed manifests.
+pub const STANDALONE_POLL: Duration = Duration::from_millis(250);
+
+/// A gateway serving a directory of manifests.
+pub struct Standalone {
+    gateway: Gateway,
+    watcher: tokio::task::JoinHandle<()>,
+}
+
+impl Standalone {
+    /// Loads `dir`, publishes its first table, and watches it for changes.
+    pub async fn start(config: GatewayConfig, dir: PathBuf) -> Result<Standalone, StartError> {
+        let mut source = DirSource::new(dir.clone());
+        source.scan().map_err(|source| StartError::ConfigDir {
+            dir: dir.clone(),
+            source,
+        })?;
+        let gateway = Gateway::start(config).await?;
+        let (state, issues) = source.state();
+        let publisher = gateway.publisher.clone();
+        publisher.apply(&state, issues);
+        info!(dir = %dir.display(), "serving manifests; edits apply live");
+        let watcher = tokio::spawn(standalone::watch(
+            source,
+            STANDALONE_POLL,
+            move |state, issues| {
+                publisher.apply(&state, issues);
+            },
+        ));
+        Ok(Standalone { gateway, watcher })
+    }
+
+    pub fn gateway(&self) -> &Gateway {
+        &self.gateway
+    }
+
+    pub async fn shutdown(self) {
+        self.watcher.abort();
+        self.gateway.shutdown().await;
+    }
+}
