@@ -48,30 +48,34 @@ fn main() -> ExitCode {
 }
 
 async fn run(command: Command) -> anyhow::Result<()> {
+    // Handlers first, so that a SIGTERM during startup is not lost.
+    let signal = shutdown_signal()?;
     match command {
         Command::Standalone { config, gateway } => {
             let sa = Standalone::start(gateway.config(), config).await?;
-            shutdown_signal().await?;
+            signal.await;
             info!("shutting down: draining in-flight requests");
             sa.shutdown().await;
         }
         Command::Demo { dir, gateway } => {
             let demo = Demo::start(gateway.config(), &dir).await?;
             println!("{}", demo.instructions());
-            shutdown_signal().await?;
+            signal.await;
             demo.standalone.shutdown().await;
         }
     }
     Ok(())
 }
 
-async fn shutdown_signal() -> anyhow::Result<()> {
+/// Resolves on SIGTERM or SIGINT.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    Ok(())
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
 }

@@ -34,6 +34,7 @@ impl AdminServer {
     ) -> std::io::Result<AdminServer> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
+        tracing::info!(%addr, "admin listening");
         let prom = metrics::handle();
         let upkeep = tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(5));

@@ -23,24 +23,30 @@ pub struct RequestView<'a> {
 /// A compiled header condition.
 #[derive(Debug)]
 pub(crate) struct HeaderCond {
-    name: HeaderName,
+    /// `None` for a name no request can carry: the condition then never
+    /// holds, so a route is never widened by dropping a condition.
+    name: Option<HeaderName>,
     matcher: ValueMatcher,
 }
 
 impl HeaderCond {
-    pub(crate) fn new(spec: &ValueSpec) -> Option<Self> {
-        Some(HeaderCond {
-            name: HeaderName::from_bytes(spec.name.as_bytes()).ok()?,
+    pub(crate) fn new(spec: &ValueSpec) -> Self {
+        HeaderCond {
+            name: HeaderName::from_bytes(spec.name.as_bytes()).ok(),
             matcher: spec.matcher.clone(),
-        })
+        }
     }
 
-    /// True when any value of the header satisfies the condition.
+    /// True when any value of the header satisfies the condition. Values
+    /// compare as UTF-8 text.
     pub(crate) fn matches(&self, headers: &HeaderMap) -> bool {
-        let mut values = headers.get_all(&self.name).iter().peekable();
+        let Some(name) = &self.name else { return false };
+        let mut values = headers.get_all(name).iter().peekable();
         match &self.matcher {
             ValueMatcher::Present => values.peek().is_some(),
-            m => values.any(|v| v.to_str().is_ok_and(|v| value_matches(m, v))),
+            m => {
+                values.any(|v| std::str::from_utf8(v.as_bytes()).is_ok_and(|v| value_matches(m, v)))
+            }
         }
     }
 }
@@ -152,15 +158,21 @@ pub fn normalize_path(path: &str) -> Cow<'_, str> {
 
 /// Lower-cases a host and strips its port, using `buf` when lower-casing
 /// is needed so that the common (already lower case) host costs nothing.
+/// Returns `None` for a host that no route could name: too long, or with
+/// characters outside DNS names and IP literals.
 pub fn normalize_host<'a>(host: &'a str, buf: &'a mut [u8; 256]) -> Option<&'a str> {
     let host = strip_port(host);
     let host = host.strip_suffix('.').unwrap_or(host);
+    let n = host.len();
+    if n > buf.len()
+        || !host.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'[' | b']' | b':')
+        })
+    {
+        return None;
+    }
     if !host.bytes().any(|b| b.is_ascii_uppercase()) {
         return Some(host);
-    }
-    let n = host.len();
-    if n > buf.len() {
-        return None;
     }
     buf[..n].copy_from_slice(host.as_bytes());
     buf[..n].make_ascii_lowercase();
@@ -215,8 +227,12 @@ mod tests {
         let mut buf = [0u8; 256];
         assert_eq!(normalize_host("[::1]:80", &mut buf), Some("[::1]"));
         let mut buf = [0u8; 256];
-        let long = "A".repeat(300);
+        let long = "a".repeat(300);
         assert_eq!(normalize_host(&long, &mut buf), None);
+        let mut buf = [0u8; 256];
+        assert_eq!(normalize_host("bad host", &mut buf), None);
+        let mut buf = [0u8; 256];
+        assert_eq!(normalize_host("", &mut buf), Some(""));
     }
 
     #[test]
@@ -228,28 +244,28 @@ mod tests {
             name: "x-canary".into(),
             matcher: m,
         };
-        assert!(
-            HeaderCond::new(&spec(ValueMatcher::Exact("1".into())))
-                .unwrap()
-                .matches(&h)
-        );
-        assert!(
-            !HeaderCond::new(&spec(ValueMatcher::Exact("2".into())))
-                .unwrap()
-                .matches(&h)
-        );
-        assert!(
-            HeaderCond::new(&spec(ValueMatcher::Present))
-                .unwrap()
-                .matches(&h)
-        );
+        assert!(HeaderCond::new(&spec(ValueMatcher::Exact("1".into()))).matches(&h));
+        assert!(!HeaderCond::new(&spec(ValueMatcher::Exact("2".into()))).matches(&h));
+        assert!(HeaderCond::new(&spec(ValueMatcher::Present)).matches(&h));
         let re = ValueMatcher::RegularExpression(Pattern::new("[0-9]").unwrap());
-        assert!(HeaderCond::new(&spec(re)).unwrap().matches(&h));
-        assert!(
-            !HeaderCond::new(&spec(ValueMatcher::Present))
-                .unwrap()
-                .matches(&HeaderMap::new())
-        );
+        assert!(HeaderCond::new(&spec(re)).matches(&h));
+        assert!(!HeaderCond::new(&spec(ValueMatcher::Present)).matches(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn unusable_header_names_never_match_and_values_compare_as_utf8() {
+        let mut h = HeaderMap::new();
+        h.insert("x-canary", http::HeaderValue::from_bytes("été".as_bytes()).unwrap());
+        let bad = ValueSpec {
+            name: "bad name".into(),
+            matcher: ValueMatcher::Present,
+        };
+        assert!(!HeaderCond::new(&bad).matches(&h));
+        let exact = ValueSpec {
+            name: "x-canary".into(),
+            matcher: ValueMatcher::Exact("été".into()),
+        };
+        assert!(HeaderCond::new(&exact).matches(&h));
     }
 
     #[test]

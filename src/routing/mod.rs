@@ -7,6 +7,8 @@ mod matcher;
 mod router;
 mod spec;
 mod table;
+#[cfg(test)]
+mod tests;
 mod upstream;
 
 pub use matcher::{RequestView, normalize_host, normalize_path};

@@ -173,7 +173,10 @@ impl Router {
         {
             return Some(e.route as usize);
         }
-        if let Some((_, parent)) = req.host.split_once('.')
+        // A wildcard stands for exactly one label, and an empty string is
+        // not a label: `.example.com` is not under `*.example.com`.
+        if let Some((label, parent)) = req.host.split_once('.')
+            && !label.is_empty()
             && let Some(index) = self.wildcard_hosts.get(parent)
             && let Some(e) = index.best(req, routes)
         {

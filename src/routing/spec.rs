@@ -170,12 +170,35 @@ pub struct Pattern {
     regex: regex::Regex,
 }
 
+/// Why a pattern was refused, in one line (it ends up in status
+/// conditions and log lines).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct PatternError(String);
+
 impl Pattern {
     /// Compiles `source` so that it must match the entire input.
-    pub fn new(source: &str) -> Result<Self, regex::Error> {
+    ///
+    /// The source is parsed on its own first: wrapped unchecked, a source
+    /// such as `/admin)|(.*` would close the anchoring group early and
+    /// match every path.
+    pub fn new(source: &str) -> Result<Self, PatternError> {
+        regex_syntax::Parser::new().parse(source).map_err(|e| {
+            PatternError(match &e {
+                regex_syntax::Error::Parse(p) => p.kind().to_string(),
+                regex_syntax::Error::Translate(t) => t.kind().to_string(),
+                _ => "invalid pattern".to_owned(),
+            })
+        })?;
         let regex = regex::RegexBuilder::new(&format!("^(?:{source})$"))
             .size_limit(1 << 20)
-            .build()?;
+            .build()
+            .map_err(|e| match e {
+                regex::Error::CompiledTooBig(limit) => {
+                    PatternError(format!("pattern compiles to more than {limit} bytes"))
+                }
+                other => PatternError(other.to_string().replace('\n', " ")),
+            })?;
         Ok(Pattern {
             source: source.into(),
             regex,

@@ -58,7 +58,7 @@ impl Route {
             name: spec.name.clone(),
             source: spec.source.clone(),
             methods: spec.methods.clone().into_boxed_slice(),
-            headers: spec.headers.iter().filter_map(HeaderCond::new).collect(),
+            headers: spec.headers.iter().map(HeaderCond::new).collect(),
             query: spec.query.iter().map(QueryCond::new).collect(),
             schedule: smooth_schedule(&weights).into_boxed_slice(),
             backends: backends.into_boxed_slice(),

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use super::diagnostics::{Kind, ObjectRef, Reason};
 use super::state::ObjectKey;
-use super::{Ctx, validate};
+use super::{BackendFields, Ctx, validate};
 use crate::api::{ApiRoute, HttpMethod, PathMatchType, RouteRule, ValueMatch, ValueMatchType};
 use crate::routing::{HostMatch, PathSpec, RouteSpec, Timeouts, ValueMatcher, ValueSpec};
 
@@ -163,7 +163,10 @@ fn route(
 
     let mut backends = Vec::with_capacity(rule.backends.len());
     for (j, b) in rule.backends.iter().enumerate() {
-        let f = format!("{field}.backends[{j}]");
+        let f = BackendFields {
+            name: format!("{field}.backends[{j}].serviceName"),
+            port: format!("{field}.backends[{j}].servicePort"),
+        };
         backends.push(ctx.backend(
             obj,
             &f,

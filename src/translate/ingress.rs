@@ -13,7 +13,7 @@ use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 
 use super::diagnostics::{Kind, ObjectRef, Reason};
 use super::state::ObjectKey;
-use super::{Ctx, validate};
+use super::{BackendFields, Ctx, validate};
 use crate::api::PortRef;
 use crate::routing::{BackendSpec, PathSpec, RouteSpec, Timeouts};
 
@@ -123,12 +123,21 @@ fn backend(
     backend: &IngressBackend,
 ) -> Option<BackendSpec> {
     let Some(svc) = backend.service.as_ref() else {
-        let why = if backend.resource.is_some() {
-            "resource backends are not supported; use a Service"
+        if backend.resource.is_some() {
+            ctx.diags.push(
+                obj,
+                format!("{field}.resource"),
+                Reason::Unsupported,
+                "resource backends are not supported; use a Service",
+            );
         } else {
-            "a service backend is required"
-        };
-        ctx.diags.push(obj, field, Reason::Unsupported, why);
+            ctx.diags.push(
+                obj,
+                field,
+                Reason::Unsupported,
+                "a service backend is required",
+            );
+        }
         return None;
     };
     let port = svc
@@ -151,12 +160,9 @@ fn backend(
         );
         return None;
     };
-    Some(ctx.backend(
-        obj,
-        &format!("{field}.service"),
-        namespace,
-        &svc.name,
-        &port,
-        1,
-    ))
+    let fields = BackendFields {
+        name: format!("{field}.service.name"),
+        port: format!("{field}.service.port"),
+    };
+    Some(ctx.backend(obj, &fields, namespace, &svc.name, &port, 1))
 }

@@ -120,7 +120,8 @@ pub fn translate(state: &ClusterState, opts: &TranslateOptions) -> Translation {
             ));
         }
     }
-    objects.sort_by(|a, b| (a.0.map(|t| t.0), a.1, a.2).cmp(&(b.0.map(|t| t.0), b.1, b.2)));
+    // Kind only separates an Ingress and an ApiRoute of the same name.
+    objects.sort_by(|a, b| (a.0.map(|t| t.0), a.2, a.1).cmp(&(b.0.map(|t| t.0), b.2, b.1)));
     for (_, _, _, obj) in objects {
         match obj {
             Obj::Ingress(k, ing) => ingress::translate(&mut ctx, k, ing),
@@ -135,6 +136,13 @@ pub fn translate(state: &ClusterState, opts: &TranslateOptions) -> Translation {
         },
         diagnostics: ctx.diags,
     }
+}
+
+/// Where an object writes a backend's Service name and port, so that a
+/// diagnostic names the one that is wrong.
+struct BackendFields {
+    name: String,
+    port: String,
 }
 
 /// State shared by the per-kind translators.
@@ -153,7 +161,7 @@ impl Ctx<'_> {
     fn backend(
         &mut self,
         obj: &ObjectRef,
-        field: &str,
+        fields: &BackendFields,
         namespace: &str,
         service: &str,
         port: &PortRef,
@@ -161,9 +169,15 @@ impl Ctx<'_> {
     ) -> BackendSpec {
         let (upstream, err) = self.resolver.resolve(namespace, service, port);
         if let Some(e) = err {
+            let field = match e {
+                BackendError::PortNotFound { .. } => &fields.port,
+                BackendError::ServiceNotFound { .. } | BackendError::ExternalName { .. } => {
+                    &fields.name
+                }
+            };
             self.diags.push(
                 obj,
-                field,
+                field.as_str(),
                 Reason::BackendNotFound,
                 format!("{e}; requests to this backend get 503"),
             );

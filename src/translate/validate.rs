@@ -112,6 +112,23 @@ mod tests {
     }
 
     #[test]
+    fn patterns_cannot_escape_anchoring() {
+        assert!(pattern("/api/v[0-9]+").is_ok());
+        assert!(pattern("/admin)|(.*").is_err());
+        assert!(pattern("a)(?:b").is_err());
+        let e = pattern("/(unclosed").unwrap_err();
+        assert_eq!(
+            e,
+            r#"invalid regular expression "/(unclosed": unclosed group"#
+        );
+        assert!(
+            pattern(&"(a{1000}){1000}".repeat(5))
+                .unwrap_err()
+                .contains("more than")
+        );
+    }
+
+    #[test]
     fn header_names() {
         assert_eq!(header_name("X-Canary"), Ok("x-canary".into()));
         assert!(header_name("bad header").is_err());

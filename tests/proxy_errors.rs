@@ -1,0 +1,151 @@
+//! Failure answers: each failure class gets its status and a short body.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use http::{Response, StatusCode};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpListener;
+
+fn route(service: &str, extra: &str) -> String {
+    format!(
+        r#"---
+apiVersion: sluicegate.io/v1alpha1
+kind: ApiRoute
+metadata: {{name: {service}}}
+spec:
+  hosts: [{service}.test]
+  routes:
+  - name: r
+    backends: [{{serviceName: {service}, servicePort: 80}}]
+{extra}"#
+    )
+}
+
+#[tokio::test]
+async fn no_route_is_404() {
+    let gw = TestGateway::start("").await;
+    let r = get(gw.http(), "nothing.test", "/").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(r.text(), "404 Not Found: no route\n");
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn no_endpoints_or_missing_service_is_503() {
+    let mut m = service("empty", &[]);
+    m.push_str(&route("empty", ""));
+    m.push_str(&route("ghost", ""));
+    let gw = TestGateway::start(&m).await;
+    for host in ["empty.test", "ghost.test"] {
+        let r = get(gw.http(), host, "/").await;
+        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{host}");
+        assert!(r.text().contains("no healthy upstream"));
+    }
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn refused_connection_is_502() {
+    // Bind then drop: nothing listens on this port any more.
+    let addr = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut m = service("down", &[addr]);
+    m.push_str(&route("down", ""));
+    let gw = TestGateway::start(&m).await;
+    let r = get(gw.http(), "down.test", "/").await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(r.text(), "502 Bad Gateway: upstream connect error\n");
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn upstream_that_never_answers_is_504_after_the_route_timeout() {
+    // Accepts and reads, never answers.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hole = tokio::spawn(async move {
+        let mut held = Vec::new();
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf).await;
+            held.push(s);
+        }
+    });
+    let mut m = service("slow", &[addr]);
+    m.push_str(&route("slow", "    timeouts: {request: 300ms}\n"));
+    let gw = TestGateway::start(&m).await;
+    let started = std::time::Instant::now();
+    let r = get(gw.http(), "slow.test", "/").await;
+    assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(r.text(), "504 Gateway Timeout: upstream request timeout\n");
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    hole.abort();
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn upstream_closing_without_answer_is_502() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let closer = tokio::spawn(async move {
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf).await;
+            drop(s);
+        }
+    });
+    let mut m = service("rst", &[addr]);
+    m.push_str(&route("rst", ""));
+    let gw = TestGateway::start(&m).await;
+    let r = get(gw.http(), "rst.test", "/").await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(r.text(), "502 Bad Gateway: upstream error\n");
+    closer.abort();
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn keepalive_connection_closed_by_upstream_is_replaced_transparently() {
+    // The backend closes every connection after one response; the proxy must
+    // notice and open a new one instead of failing the next request.
+    let b = Backend::start(|_req| async {
+        Response::builder()
+            .header("connection", "close")
+            .body(full("once"))
+            .unwrap()
+    })
+    .await;
+    let mut m = service("once", &[b.addr]);
+    m.push_str(&route("once", ""));
+    let gw = TestGateway::start(&m).await;
+    let mut conn = Conn::open(gw.http()).await.unwrap();
+    for _ in 0..20 {
+        let r = conn.get("once.test", "/").await.unwrap();
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(r.text(), "once");
+        // The client connection stays open: `connection: close` is
+        // hop-by-hop and not relayed.
+        assert!(r.header("connection").is_none());
+    }
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn malformed_host_is_400() {
+    let b = Backend::named("x").await;
+    let mut m = service("x", &[b.addr]);
+    m.push_str(&route("x", ""));
+    let gw = TestGateway::start(&m).await;
+    let long = "a".repeat(300);
+    let r = get(gw.http(), &long, "/").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    gw.shutdown().await;
+}
