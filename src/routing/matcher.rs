@@ -255,7 +255,10 @@ mod tests {
     #[test]
     fn unusable_header_names_never_match_and_values_compare_as_utf8() {
         let mut h = HeaderMap::new();
-        h.insert("x-canary", http::HeaderValue::from_bytes("été".as_bytes()).unwrap());
+        h.insert(
+            "x-canary",
+            http::HeaderValue::from_bytes("été".as_bytes()).unwrap(),
+        );
         let bad = ValueSpec {
             name: "bad name".into(),
             matcher: ValueMatcher::Present,

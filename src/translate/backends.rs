@@ -24,7 +24,7 @@ const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 pub enum BackendError {
     #[error("Service {namespace}/{name} not found")]
     ServiceNotFound { namespace: String, name: String },
-    #[error("Service {namespace}/{name} has no port {port}")]
+    #[error("Service {namespace}/{name} has no TCP port {port}")]
     PortNotFound {
         namespace: String,
         name: String,
@@ -123,6 +123,7 @@ impl<'a> BackendResolver<'a> {
                 PortRef::Number(n) => p.port == i32::from(*n),
                 PortRef::Name(n) => p.name.as_deref() == Some(n.as_str()),
             })
+            .filter(|p| p.protocol.as_deref().unwrap_or("TCP") == "TCP")
             .ok_or_else(|| BackendError::PortNotFound {
                 namespace: namespace.to_owned(),
                 name: name.to_owned(),

@@ -98,6 +98,15 @@ pub(super) fn translate(ctx: &mut Ctx<'_>, key: &ObjectKey, ingress: &Ingress) {
 
     if let Some(default) = spec.default_backend.as_ref() {
         if let Some(b) = backend(ctx, &obj, "spec.defaultBackend", &key.namespace, default) {
+            match &ctx.default_backend_owner {
+                Some(owner) => ctx.diags.push(
+                    &obj,
+                    "spec.defaultBackend",
+                    Reason::Conflict,
+                    format!("{owner} also has a defaultBackend and takes precedence"),
+                ),
+                None => ctx.default_backend_owner = Some(source.clone()),
+            }
             ctx.routes.push(route(
                 Vec::new(),
                 vec![PathSpec::Prefix("/".into())],

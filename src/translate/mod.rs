@@ -92,6 +92,7 @@ pub fn translate(state: &ClusterState, opts: &TranslateOptions) -> Translation {
         diags: Diagnostics::default(),
         routes: Vec::new(),
         claims: HashMap::new(),
+        default_backend_owner: None,
     };
 
     // Oldest objects first: ties in precedence go to whoever came first.
@@ -153,6 +154,8 @@ struct Ctx<'a> {
     routes: Vec<RouteSpec>,
     /// Unconditional (host, path) pairs already declared, with their owner.
     claims: HashMap<(String, String), Arc<str>>,
+    /// The Ingress whose `defaultBackend` serves unmatched requests.
+    default_backend_owner: Option<Arc<str>>,
 }
 
 impl Ctx<'_> {
@@ -211,7 +214,7 @@ impl Ctx<'_> {
                 match self.claims.get(&key) {
                     Some(owner) if **owner != *route.source => {
                         let msg = format!(
-                            "host {} path {} is also declared by {owner}, which is older and wins",
+                            "host {} path {} is also declared by {owner}, which takes precedence (older, or first by namespace and name)",
                             key.0, key.1
                         );
                         self.diags.push(obj, field, Reason::Conflict, msg);
