@@ -1,1 +1,257 @@
-fn main() {}
+//! Route matching and table compilation.
+//!
+//! Inputs are generated as YAML manifests and parsed with the standalone
+//! source's parser, so they go through the same path as real
+//! configuration: ApiRoutes, each with its own Service and EndpointSlice,
+//! spread over many hosts (ten routes per host) with paths of the shape
+//! real APIs have (`/api/v2/orders`, `/static/assets`, `/healthz`), some
+//! with method or header conditions and a higher-priority canary route.
+//!
+//! Groups:
+//! - `match/<routes>/<case>`: `RouteTable::find` on a prebuilt table, for a
+//!   hit on a host in the middle of the host list, an exact-path hit, a
+//!   miss on an unknown host and a miss on a known host;
+//! - `match/<routes>/hit_normalized`: the same hit, including the host and
+//!   path normalization the proxy does before matching;
+//! - `compile/10000/*`: `translate()` of the cluster state, `RouteTable::build`
+//!   of its result against a registry that already holds the upstreams (a
+//!   reload), the same build against an empty registry (first start), and
+//!   translate and build together; `parse` is the YAML parsing that
+//!   standalone mode does before them (files of 300 ApiRoutes each).
+
+use std::fmt::Write as _;
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use http::{HeaderMap, Method};
+use sluicegate::routing::{
+    RequestView, RouteTable, UpstreamRegistry, normalize_host, normalize_path,
+};
+use sluicegate::source::manifest::state_from_str;
+use sluicegate::translate::{ClusterState, TranslateOptions, translate};
+
+/// Routes per host; route `i` belongs to host `i / ROUTES_PER_HOST`.
+const ROUTES_PER_HOST: usize = 10;
+
+fn host(h: usize) -> String {
+    format!("app-{h:05}.team-{:02}.example.com", h % 50)
+}
+
+fn namespace(h: usize) -> String {
+    format!("team-{:02}", h % 50)
+}
+
+/// The `match` block of route slot `slot` (0..ROUTES_PER_HOST) and its priority.
+fn slot(slot: usize) -> (&'static str, i32) {
+    match slot {
+        0 => ("paths: [{type: Prefix, value: /api/v1/users}]", 0),
+        1 => ("paths: [{type: Prefix, value: /api/v1/orders}]", 0),
+        2 => ("paths: [{type: Prefix, value: /api/v2/orders}]", 0),
+        3 => ("paths: [{type: Prefix, value: /api/v2/carts}]", 0),
+        4 => ("paths: [{type: Prefix, value: /api/v2/payments}]", 0),
+        5 => ("paths: [{type: Exact, value: /healthz}]", 0),
+        6 => ("paths: [{type: Prefix, value: /static/assets}]", 0),
+        7 => ("paths: [{type: Prefix, value: /auth/oauth/token}]", 0),
+        8 => (
+            "paths: [{type: Prefix, value: /api/v1/inventory}]\n        methods: [GET, POST]",
+            0,
+        ),
+        // A canary in front of slot 2: same prefix, header condition.
+        _ => (
+            "paths: [{type: Prefix, value: /api/v2/orders}]\n        headers: [{name: x-canary, type: Exact, value: \"1\"}]",
+            10,
+        ),
+    }
+}
+
+/// ApiRoutes per manifest file: the YAML parser accepts at most 1024
+/// documents per file, and each ApiRoute comes with two more objects.
+const ROUTES_PER_FILE: usize = 300;
+
+/// Manifest files for `n` ApiRoutes, each with one route, one Service and
+/// one EndpointSlice of three ready endpoints.
+fn manifests(n: usize) -> Vec<String> {
+    (0..n)
+        .step_by(ROUTES_PER_FILE)
+        .map(|start| manifest_file(start..(start + ROUTES_PER_FILE).min(n)))
+        .collect()
+}
+
+fn manifest_file(routes: std::ops::Range<usize>) -> String {
+    let mut y = String::with_capacity(routes.len() * 900);
+    for i in routes {
+        let h = i / ROUTES_PER_HOST;
+        let (m, priority) = slot(i % ROUTES_PER_HOST);
+        let ns = namespace(h);
+        let hostname = host(h);
+        let (a, b) = ((i >> 8) & 0xff, i & 0xff);
+        let _ = write!(
+            y,
+            "\
+apiVersion: sluicegate.io/v1alpha1
+kind: ApiRoute
+metadata: {{name: r-{i:05}, namespace: {ns}}}
+spec:
+  hosts: [{hostname}]
+  routes:
+  - name: main
+    priority: {priority}
+    match:
+        {m}
+    backends:
+    - {{serviceName: svc-{i:05}, servicePort: http}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: svc-{i:05}, namespace: {ns}}}
+spec:
+  ports: [{{name: http, port: 80, targetPort: 8080}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: svc-{i:05}-x7k2p
+  namespace: {ns}
+  labels: {{kubernetes.io/service-name: svc-{i:05}}}
+addressType: IPv4
+ports: [{{name: http, port: 8080}}]
+endpoints:
+- {{addresses: [10.{a}.{b}.1], conditions: {{ready: true}}}}
+- {{addresses: [10.{a}.{b}.2], conditions: {{ready: true}}}}
+- {{addresses: [10.{a}.{b}.3], conditions: {{ready: true}}}}
+---
+"
+        );
+    }
+    y
+}
+
+/// Parses the files and merges them, as the standalone source does.
+fn parse(files: &[String]) -> ClusterState {
+    let mut state = ClusterState::default();
+    for text in files {
+        let s = state_from_str(text).expect("generated manifests parse");
+        state.api_routes.extend(s.api_routes);
+        state.services.extend(s.services);
+        state.endpoint_slices.extend(s.endpoint_slices);
+    }
+    state
+}
+
+fn state(n: usize) -> ClusterState {
+    let state = parse(&manifests(n));
+    assert_eq!(state.api_routes.len(), n);
+    assert_eq!(state.endpoint_slices.len(), n);
+    state
+}
+
+fn table(state: &ClusterState) -> RouteTable {
+    let t = translate(state, &TranslateOptions::default());
+    assert!(
+        t.diagnostics.is_empty(),
+        "generated manifests have problems: {:?}",
+        t.diagnostics
+    );
+    RouteTable::build(&t.table, &UpstreamRegistry::new())
+}
+
+fn bench_match(c: &mut Criterion) {
+    let headers = HeaderMap::new();
+    let get = Method::GET;
+    let mut group = c.benchmark_group("match");
+    group
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    for n in [100, 10_000] {
+        let table = table(&state(n));
+        assert_eq!(table.len(), n);
+        let middle = host(n / ROUTES_PER_HOST / 2);
+        let view = |host: &'static str, path: &'static str| RequestView {
+            host,
+            path,
+            query: Some("page=2&sort=desc"),
+            method: &get,
+            headers: &headers,
+        };
+        let middle: &'static str = Box::leak(middle.into_boxed_str());
+        let cases = [
+            // Passes the canary (its header is absent) and lands on slot 2.
+            ("hit_prefix", view(middle, "/api/v2/orders/8812"), true),
+            ("hit_exact", view(middle, "/healthz"), true),
+            (
+                "miss_host",
+                view("unknown.example.org", "/api/v2/orders/8812"),
+                false,
+            ),
+            ("miss_path", view(middle, "/api/v3/orders/8812"), false),
+        ];
+        for (name, req, hit) in cases {
+            assert_eq!(table.find(&req).is_some(), hit, "{name} at {n}");
+            group.bench_with_input(BenchmarkId::new(n.to_string(), name), &req, |b, req| {
+                b.iter(|| table.find(black_box(req)).map(|r| r.name.len()))
+            });
+        }
+        // As the proxy does it: normalize the Host header and the path first.
+        let raw_host = format!("{middle}:443");
+        group.bench_function(BenchmarkId::new(n.to_string(), "hit_normalized"), |b| {
+            b.iter(|| {
+                let mut buf = [0u8; 256];
+                let host = normalize_host(black_box(&raw_host), &mut buf)?;
+                let path = normalize_path(black_box("/api/v2/orders/8812"));
+                let req = RequestView {
+                    host,
+                    path: &path,
+                    query: Some("page=2&sort=desc"),
+                    method: &get,
+                    headers: &headers,
+                };
+                table.find(&req).map(|r| r.name.len())
+            })
+        });
+    }
+    group.finish();
+}
+
+fn bench_compile(c: &mut Criterion) {
+    const N: usize = 10_000;
+    let files = manifests(N);
+    let state = parse(&files);
+    assert_eq!(state.api_routes.len(), N);
+    let opts = TranslateOptions::default();
+    let spec = translate(&state, &opts).table;
+    assert_eq!(spec.routes.len(), N);
+    // A registry that already holds every upstream, as on a reload.
+    let registry = UpstreamRegistry::new();
+    drop(RouteTable::build(&spec, &registry));
+
+    let mut group = c.benchmark_group("compile");
+    group
+        .sample_size(20)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(8));
+    let id = |what: &str| BenchmarkId::new(N.to_string(), what);
+    group.bench_function(id("translate"), |b| {
+        b.iter(|| translate(black_box(&state), &opts))
+    });
+    group.bench_function(id("build"), |b| {
+        b.iter(|| RouteTable::build(black_box(&spec), &registry))
+    });
+    group.bench_function(id("build_cold"), |b| {
+        b.iter(|| RouteTable::build(black_box(&spec), &UpstreamRegistry::new()))
+    });
+    group.bench_function(id("translate_and_build"), |b| {
+        b.iter(|| {
+            let t = translate(black_box(&state), &opts);
+            RouteTable::build(&t.table, &registry)
+        })
+    });
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(15));
+    group.bench_function(id("parse"), |b| b.iter(|| parse(black_box(&files)).len()));
+    group.finish();
+}
+
+criterion_group!(benches, bench_match, bench_compile);
+criterion_main!(benches);

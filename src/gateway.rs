@@ -246,10 +246,19 @@ impl Standalone {
     /// Loads `dir`, publishes its first table, and watches it for changes.
     pub async fn start(config: GatewayConfig, dir: PathBuf) -> Result<Standalone, StartError> {
         let mut source = DirSource::new(dir.clone());
-        source.scan().map_err(|source| StartError::ConfigDir {
-            dir: dir.clone(),
-            source,
-        })?;
+        // The first table should hold every file, so files still being
+        // written get a moment to settle (bounded: a file rewritten without
+        // pause is picked up by the watcher later).
+        for _ in 0..100 {
+            let scan = source.scan().map_err(|source| StartError::ConfigDir {
+                dir: dir.clone(),
+                source,
+            })?;
+            if !scan.pending {
+                break;
+            }
+            tokio::time::sleep(standalone::QUIET).await;
+        }
         let gateway = Gateway::start(config).await?;
         let (state, issues) = source.state();
         let publisher = gateway.publisher.clone();

@@ -129,12 +129,24 @@ pub struct Parsed {
 /// Parses every document of `text`. Any invalid document fails the whole
 /// text, so that a half-applied file never becomes live.
 pub fn parse(text: &str) -> Result<Parsed, DocIssue> {
-    let docs: Vec<Value> = serde_saphyr::from_multiple(text).map_err(|e| DocIssue {
-        document: None,
-        object: None,
-        field: None,
-        message: format!("invalid YAML: {e}"),
-    })?;
+    // The parser's default budget (1,024 documents, 250,000 nodes) is
+    // meant for single config files; manifest files of a few thousand
+    // objects are normal. The limits stay finite so that a pathological
+    // file cannot exhaust memory.
+    let options = serde_saphyr::options! {
+        budget: serde_saphyr::budget! {
+            max_documents: 1_000_000,
+            max_nodes: 50_000_000,
+            max_events: 200_000_000,
+        },
+    };
+    let docs: Vec<Value> =
+        serde_saphyr::from_multiple_with_options(text, options).map_err(|e| DocIssue {
+            document: None,
+            object: None,
+            field: None,
+            message: format!("invalid YAML: {e}"),
+        })?;
     let mut out = Parsed::default();
     for (i, doc) in docs.into_iter().enumerate() {
         let n = i + 1;
@@ -409,6 +421,15 @@ spec:
         let err = parse("apiVersion: extensions/v1beta1\nkind: Ingress\nmetadata: {name: x}\n")
             .unwrap_err();
         assert_eq!(err.field.as_deref(), Some("apiVersion"));
+    }
+
+    #[test]
+    fn large_files_are_accepted() {
+        let doc = "apiVersion: v1\nkind: Service\nmetadata: {name: s%}\nspec:\n  ports: [{name: http, port: 80}]\n---\n";
+        let text: String = (0..5000)
+            .map(|i| doc.replace('%', &i.to_string()))
+            .collect();
+        assert_eq!(parse(&text).unwrap().objects.len(), 5000);
     }
 
     #[test]

@@ -9,12 +9,12 @@
 //! its last good version keep serving and the error is reported, while
 //! other files' changes still apply.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 use tracing::{info, warn};
@@ -38,6 +38,18 @@ struct FileEntry {
     warnings: Vec<DocIssue>,
 }
 
+/// How long a file must stay unmodified before it is read.
+pub const QUIET: Duration = Duration::from_millis(50);
+
+/// What one scan found.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Scan {
+    /// Some file was added, changed or removed, and the state differs.
+    pub changed: bool,
+    /// Some file is still being written; scan again soon.
+    pub pending: bool,
+}
+
 /// A problem found while reading the directory.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct SourceIssue {
@@ -58,6 +70,9 @@ impl fmt::Display for SourceIssue {
 pub struct DirSource {
     dir: PathBuf,
     files: BTreeMap<PathBuf, FileEntry>,
+    /// Changed files waiting to be seen unchanged for [`QUIET`], with the
+    /// fingerprint and the time (by this process's clock) it was first seen.
+    settling: BTreeMap<PathBuf, (Fingerprint, Instant)>,
 }
 
 impl DirSource {
@@ -65,6 +80,7 @@ impl DirSource {
         DirSource {
             dir: dir.into(),
             files: BTreeMap::new(),
+            settling: BTreeMap::new(),
         }
     }
 
@@ -72,15 +88,27 @@ impl DirSource {
         &self.dir
     }
 
-    /// Re-reads new and changed files; returns whether anything changed.
-    /// An unreadable directory is an error and leaves the state untouched.
-    pub fn scan(&mut self) -> io::Result<bool> {
+    /// Re-reads new and changed files.
+    ///
+    /// A changed file is read only once two scans at least [`QUIET`] apart
+    /// (by this process's clock, not the file's timestamps, which can lag)
+    /// have seen the same fingerprint: a file being rewritten in place can
+    /// be valid YAML while only half written (even empty), and applying
+    /// that would drop routes. A file that changes while being read is
+    /// retried. An unreadable directory is an error and leaves the state
+    /// untouched.
+    pub fn scan(&mut self) -> io::Result<Scan> {
         let mut found = Vec::new();
         list_manifests(&self.dir, &mut found)?;
-        let mut changed = false;
+        let present: BTreeSet<&PathBuf> = found.iter().map(|(p, _)| p).collect();
         let before = self.files.len();
-        self.files.retain(|p, _| found.iter().any(|(f, _)| f == p));
-        changed |= self.files.len() != before;
+        self.files.retain(|p, _| present.contains(p));
+        let mut scan = Scan {
+            changed: self.files.len() != before,
+            pending: false,
+        };
+        self.settling.retain(|p, _| present.contains(p));
+        let now = Instant::now();
         for (path, fingerprint) in found {
             if self
                 .files
@@ -89,9 +117,26 @@ impl DirSource {
             {
                 continue;
             }
-            changed = true;
+            let settled = match self.settling.get(&path) {
+                Some((seen, since)) if *seen == fingerprint => now.duration_since(*since) >= QUIET,
+                _ => {
+                    self.settling.insert(path.clone(), (fingerprint, now));
+                    false
+                }
+            };
+            if !settled {
+                scan.pending = true;
+                continue;
+            }
+            self.settling.remove(&path);
+            let read = std::fs::read_to_string(&path);
+            if fingerprint_of(&path) != Some(fingerprint) {
+                scan.pending = true;
+                continue;
+            }
+            scan.changed = true;
             let previous = self.files.remove(&path);
-            let entry = match std::fs::read_to_string(&path) {
+            let entry = match read {
                 Err(e) => FileEntry {
                     fingerprint,
                     good: previous.and_then(|p| p.good),
@@ -120,7 +165,7 @@ impl DirSource {
             };
             self.files.insert(path, entry);
         }
-        Ok(changed)
+        Ok(scan)
     }
 
     fn rel(&self, path: &Path) -> String {
@@ -178,6 +223,18 @@ impl DirSource {
     }
 }
 
+fn fingerprint(meta: &std::fs::Metadata) -> Fingerprint {
+    Fingerprint {
+        len: meta.len(),
+        modified: meta.modified().ok(),
+        inode: meta.ino(),
+    }
+}
+
+fn fingerprint_of(path: &Path) -> Option<Fingerprint> {
+    std::fs::metadata(path).ok().map(|m| fingerprint(&m))
+}
+
 fn list_manifests(dir: &Path, out: &mut Vec<(PathBuf, Fingerprint)>) -> io::Result<()> {
     let mut entries: Vec<_> = std::fs::read_dir(dir)?.filter_map(Result::ok).collect();
     entries.sort_by_key(|e| e.file_name());
@@ -195,36 +252,34 @@ fn list_manifests(dir: &Path, out: &mut Vec<(PathBuf, Fingerprint)>) -> io::Resu
         if meta.is_dir() {
             list_manifests(&path, out)?;
         } else if name.ends_with(".yaml") || name.ends_with(".yml") {
-            out.push((
-                path,
-                Fingerprint {
-                    len: meta.len(),
-                    modified: meta.modified().ok(),
-                    inode: meta.ino(),
-                },
-            ));
+            out.push((path, fingerprint(&meta)));
         }
     }
     Ok(())
 }
 
-/// Scans `source` every `interval` and calls `apply` with the new state
-/// whenever a file changed. Runs until the task is dropped.
+/// Scans `source` every `interval` (sooner while a file is still being
+/// written) and calls `apply` with the new state whenever a file changed.
+/// Runs until the task is dropped.
 pub async fn watch<F>(mut source: DirSource, interval: Duration, mut apply: F)
 where
     F: FnMut(ClusterState, Vec<SourceIssue>),
 {
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut dir_error = false;
+    let mut wait = interval;
     loop {
-        tick.tick().await;
+        tokio::time::sleep(wait).await;
+        wait = interval;
         match source.scan() {
-            Ok(false) => {}
-            Ok(true) => {
-                info!(dir = %source.dir().display(), "manifests changed; applying");
-                let (state, issues) = source.state();
-                apply(state, issues);
+            Ok(scan) => {
+                if scan.changed {
+                    info!(dir = %source.dir().display(), "manifests changed; applying");
+                    let (state, issues) = source.state();
+                    apply(state, issues);
+                }
+                if scan.pending {
+                    wait = QUIET.min(interval);
+                }
                 dir_error = false;
             }
             Err(e) => {
