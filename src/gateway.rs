@@ -190,6 +190,15 @@ impl Gateway {
     /// admin server; the proxy runs on its own worker threads.
     pub async fn start(config: GatewayConfig) -> Result<Gateway, StartError> {
         let publisher = Publisher::new(config.translate.clone());
+        Self::start_with(config, publisher).await
+    }
+
+    /// Starts the servers around an existing publisher, which may already
+    /// hold a table: then no request is ever answered from an empty one.
+    pub async fn start_with(
+        config: GatewayConfig,
+        publisher: Arc<Publisher>,
+    ) -> Result<Gateway, StartError> {
         let shared = Arc::new(Shared {
             table: publisher.table(),
             settings: config.proxy.clone(),
@@ -259,10 +268,10 @@ impl Standalone {
             }
             tokio::time::sleep(standalone::QUIET).await;
         }
-        let gateway = Gateway::start(config).await?;
         let (state, issues) = source.state();
-        let publisher = gateway.publisher.clone();
+        let publisher = Publisher::new(config.translate.clone());
         publisher.apply(&state, issues);
+        let gateway = Gateway::start_with(config, publisher.clone()).await?;
         info!(dir = %dir.display(), "serving manifests; edits apply live");
         let watcher = tokio::spawn(standalone::watch(
             source,

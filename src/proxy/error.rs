@@ -24,19 +24,13 @@ pub enum ProxyError {
     },
     #[error("connecting to {addr} timed out after {timeout:?}")]
     ConnectTimeout { addr: SocketAddr, timeout: Duration },
-    #[error("HTTP handshake with {addr} failed: {source}")]
-    Handshake {
-        addr: SocketAddr,
-        #[source]
-        source: hyper::Error,
-    },
     #[error("upstream {addr} sent no response within {timeout:?}")]
     UpstreamTimeout { addr: SocketAddr, timeout: Duration },
     #[error("upstream {addr} failed: {source}")]
     Upstream {
         addr: SocketAddr,
         #[source]
-        source: hyper::Error,
+        source: super::upstream::UpstreamError,
     },
 }
 
@@ -46,9 +40,7 @@ impl ProxyError {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::NoEndpoint { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::Connect { .. }
-            | ProxyError::Handshake { .. }
-            | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::Connect { .. } | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::ConnectTimeout { .. } | ProxyError::UpstreamTimeout { .. } => {
                 StatusCode::GATEWAY_TIMEOUT
             }
@@ -63,7 +55,7 @@ impl ProxyError {
             ProxyError::NoRoute => "no route",
             ProxyError::BadRequest(why) => why,
             ProxyError::NoEndpoint { .. } => "no healthy upstream",
-            ProxyError::Connect { .. } | ProxyError::Handshake { .. } => "upstream connect error",
+            ProxyError::Connect { .. } => "upstream connect error",
             ProxyError::Upstream { .. } => "upstream error",
             ProxyError::ConnectTimeout { .. } => "upstream connect timeout",
             ProxyError::UpstreamTimeout { .. } => "upstream request timeout",

@@ -1,5 +1,7 @@
-//! Header handling between client and upstream: hop-by-hop headers are
-//! removed (RFC 9110 §7.6.1) and the `X-Forwarded-*` family is set.
+//! Request header handling between client and upstream: hop-by-hop
+//! headers are removed (RFC 9110 §7.6.1) and the `X-Forwarded-*` family is
+//! set. Response heads are filtered while they are parsed (see
+//! `upstream::codec`).
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
@@ -75,6 +77,10 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     headers.remove(header::TE);
     headers.remove(header::TRAILER);
     headers.remove(header::TRANSFER_ENCODING);
+    // The proxy answers `Expect: 100-continue` itself when it starts
+    // reading the body; passed on, the upstream's interim answer would be
+    // a second one.
+    headers.remove(header::EXPECT);
     if keep_upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     } else {
@@ -121,11 +127,6 @@ pub fn prepare_request(
     if let Some(host) = host {
         set(headers, &X_FORWARDED_HOST, host);
     }
-}
-
-/// Prepares an upstream's response headers for the client.
-pub fn prepare_response(headers: &mut HeaderMap, keep_upgrade: bool) {
-    strip_hop_by_hop(headers, keep_upgrade);
 }
 
 #[cfg(test)]

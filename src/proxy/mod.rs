@@ -8,18 +8,17 @@
 mod body;
 mod error;
 mod headers;
-mod pool;
 mod server;
 mod service;
-mod upgrade;
+mod upstream;
 
 use std::time::Duration;
 
 pub use body::ResponseBody;
 pub use error::ProxyError;
-pub use pool::PoolConfig;
 pub use server::ProxyServer;
 pub use service::Shared;
+pub use upstream::{PoolConfig, UpstreamError};
 
 /// Proxy behaviour that is not per route.
 #[derive(Clone, Debug)]

@@ -20,8 +20,8 @@ use tokio::sync::{oneshot, watch};
 use tracing::{debug, info, warn};
 
 use super::headers::ClientInfo;
-use super::pool::Pool;
 use super::service::{Shared, Worker};
+use super::upstream::Pool;
 
 /// A running proxy listener and its workers.
 pub struct ProxyServer {

@@ -13,8 +13,7 @@ use super::ProxySettings;
 use super::body::ResponseBody;
 use super::error::ProxyError;
 use super::headers::{self, ClientInfo};
-use super::pool::{Deadlines, Pool};
-use super::upgrade;
+use super::upstream::{self, Deadlines, Pool};
 use crate::metrics::RouteMetrics;
 use crate::routing::{RequestView, Route, RouteTable, normalize_host, normalize_path};
 
@@ -151,12 +150,7 @@ impl Worker {
         );
         let up_req = Request::from_parts(parts, body);
 
-        if let Some(client_upgrade) = client_upgrade {
-            return upgrade::forward(addr, up_req, client_upgrade, deadlines).await;
-        }
-        let mut resp = self.pool.send(addr, up_req, deadlines).await?;
-        headers::prepare_response(resp.headers_mut(), false);
-        Ok(resp)
+        upstream::send(&self.pool, addr, up_req, deadlines, client_upgrade).await
     }
 }
 

@@ -8,7 +8,7 @@
 //! trie node per path element and the regexes of the host, stopping early
 //! once no candidate can beat the best match so far. Nothing allocates.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 
 use super::matcher::RequestView;
 use super::spec::{HostMatch, PathSpec, Pattern, RouteSpec};
@@ -21,16 +21,70 @@ struct Entry {
     route: u32,
 }
 
+/// Most keys a [`TextMap`] scans in order before it switches to hashing.
+const SCAN_MAX: usize = 8;
+
+/// Values by text key. Path elements and exact paths are few per node or
+/// host: comparing a handful of short keys is cheaper than hashing one,
+/// and a short list costs one allocation where a map costs one per node.
+/// A map holds the keys beyond that, so a wide node stays cheap to search.
+#[derive(Debug)]
+enum TextMap<V> {
+    Scan(Vec<(Box<str>, V)>),
+    Hash(HashMap<Box<str>, V>),
+}
+
+impl<V> Default for TextMap<V> {
+    fn default() -> Self {
+        TextMap::Scan(Vec::new())
+    }
+}
+
+impl<V> TextMap<V> {
+    fn get(&self, key: &str) -> Option<&V> {
+        match self {
+            TextMap::Scan(items) => items.iter().find(|(k, _)| **k == *key).map(|(_, v)| v),
+            TextMap::Hash(map) => map.get(key),
+        }
+    }
+
+    /// The value for `key`, inserting `new()` first if there is none.
+    fn get_or_insert_with(&mut self, key: &str, new: impl FnOnce() -> V) -> &mut V {
+        if let TextMap::Scan(items) = self
+            && items.len() >= SCAN_MAX
+            && !items.iter().any(|(k, _)| **k == *key)
+        {
+            let mut map = HashMap::with_capacity(items.len() * 2);
+            map.extend(items.drain(..));
+            *self = TextMap::Hash(map);
+        }
+        match self {
+            TextMap::Scan(items) => {
+                let i = match items.iter().position(|(k, _)| **k == *key) {
+                    Some(i) => i,
+                    None => {
+                        items.push((key.into(), new()));
+                        items.len() - 1
+                    }
+                };
+                &mut items[i].1
+            }
+            TextMap::Hash(map) => map.entry(key.into()).or_insert_with(new),
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct TrieNode {
-    children: HashMap<Box<str>, u32>,
+    children: TextMap<u32>,
     entries: Vec<Entry>,
 }
 
-/// The routes of one host group.
+/// The routes of one host group. Pairs are inserted in rank order, so
+/// every list of entries is sorted by rank.
 #[derive(Debug, Default)]
 struct HostIndex {
-    exact: HashMap<Box<str>, Vec<Entry>>,
+    exact: TextMap<Vec<Entry>>,
     /// Node 0 is the root, holding prefix `/`.
     trie: Vec<TrieNode>,
     regex: Vec<(Pattern, Entry)>,
@@ -39,34 +93,28 @@ struct HostIndex {
 impl HostIndex {
     fn insert(&mut self, path: &PathSpec, entry: Entry) {
         match path {
-            PathSpec::Exact(p) => self.exact.entry(p.as_str().into()).or_default().push(entry),
+            PathSpec::Exact(p) => self.exact.get_or_insert_with(p, Vec::new).push(entry),
             PathSpec::Prefix(p) => {
                 if self.trie.is_empty() {
                     self.trie.push(TrieNode::default());
                 }
                 let mut node = 0usize;
                 for seg in segments(p) {
-                    let next = match self.trie[node].children.get(seg) {
-                        Some(&n) => n as usize,
-                        None => {
-                            let n = self.trie.len();
-                            self.trie.push(TrieNode::default());
-                            self.trie[node].children.insert(seg.into(), n as u32);
-                            n
-                        }
-                    };
-                    node = next;
+                    let len = self.trie.len() as u32;
+                    let mut added = false;
+                    let next = *self.trie[node].children.get_or_insert_with(seg, || {
+                        added = true;
+                        len
+                    });
+                    if added {
+                        self.trie.push(TrieNode::default());
+                    }
+                    node = next as usize;
                 }
                 self.trie[node].entries.push(entry);
             }
             PathSpec::RegularExpression(p) => self.regex.push((p.clone(), entry)),
         }
-    }
-
-    fn finish(&mut self) {
-        self.exact.values_mut().for_each(|v| v.sort_unstable());
-        self.trie.iter_mut().for_each(|n| n.entries.sort_unstable());
-        self.regex.sort_unstable_by_key(|(_, e)| *e);
     }
 
     /// The best-ranked entry whose route's other conditions hold.
@@ -86,8 +134,7 @@ impl HostIndex {
         if let Some(v) = self.exact.get(req.path) {
             consider(v);
         }
-        if !self.trie.is_empty() {
-            let mut node = &self.trie[0];
+        if let Some(mut node) = self.trie.first() {
             consider(&node.entries);
             for seg in segments(req.path) {
                 match node.children.get(seg) {
@@ -113,11 +160,13 @@ fn segments(path: &str) -> impl Iterator<Item = &str> {
     path.split('/').filter(|s| !s.is_empty())
 }
 
-/// Host groups from most to least specific.
+/// Host groups from most to least specific. Hosts map to positions in
+/// `hosts`, which lets the build find or add a host with a borrowed name.
 #[derive(Debug, Default)]
 pub struct Router {
-    exact_hosts: HashMap<Box<str>, HostIndex>,
-    wildcard_hosts: HashMap<Box<str>, HostIndex>,
+    exact_hosts: HashMap<Box<str>, u32>,
+    wildcard_hosts: HashMap<Box<str>, u32>,
+    hosts: Vec<HostIndex>,
     any_host: HostIndex,
 }
 
@@ -125,7 +174,7 @@ impl Router {
     /// Builds the index for `specs`, whose compiled routes are `routes`
     /// (same order).
     pub(crate) fn build(specs: &[RouteSpec]) -> Router {
-        let mut pairs: Vec<(RankKey, u32, &PathSpec)> = Vec::new();
+        let mut pairs: Vec<(RankKey, u32, &PathSpec)> = Vec::with_capacity(specs.len());
         for (i, spec) in specs.iter().enumerate() {
             for (j, path) in spec.paths.iter().enumerate() {
                 pairs.push((RankKey::new(spec, path, i, j), i as u32, path));
@@ -144,21 +193,22 @@ impl Router {
                 router.any_host.insert(path, entry);
             }
             for host in &spec.hosts {
-                let index = match host {
-                    HostMatch::Exact(h) => router.exact_hosts.entry(h.as_str().into()).or_default(),
-                    HostMatch::Wildcard(s) => {
-                        router.wildcard_hosts.entry(s.as_str().into()).or_default()
+                let (map, name) = match host {
+                    HostMatch::Exact(h) => (&mut router.exact_hosts, h),
+                    HostMatch::Wildcard(s) => (&mut router.wildcard_hosts, s),
+                };
+                let i = match map.get(name.as_str()) {
+                    Some(&i) => i as usize,
+                    None => {
+                        let i = router.hosts.len();
+                        map.insert(name.as_str().into(), i as u32);
+                        router.hosts.push(HostIndex::default());
+                        i
                     }
                 };
-                index.insert(path, entry);
+                router.hosts[i].insert(path, entry);
             }
         }
-        router.any_host.finish();
-        router.exact_hosts.values_mut().for_each(HostIndex::finish);
-        router
-            .wildcard_hosts
-            .values_mut()
-            .for_each(HostIndex::finish);
         router
     }
 
@@ -168,7 +218,10 @@ impl Router {
         req: &RequestView<'_>,
         routes: &[std::sync::Arc<Route>],
     ) -> Option<usize> {
-        if let Some(index) = self.exact_hosts.get(req.host)
+        let host = |map: &HashMap<Box<str>, u32>, name: &str| {
+            map.get(name).and_then(|&i| self.hosts.get(i as usize))
+        };
+        if let Some(index) = host(&self.exact_hosts, req.host)
             && let Some(e) = index.best(req, routes)
         {
             return Some(e.route as usize);
@@ -177,7 +230,7 @@ impl Router {
         // not a label: `.example.com` is not under `*.example.com`.
         if let Some((label, parent)) = req.host.split_once('.')
             && !label.is_empty()
-            && let Some(index) = self.wildcard_hosts.get(parent)
+            && let Some(index) = host(&self.wildcard_hosts, parent)
             && let Some(e) = index.best(req, routes)
         {
             return Some(e.route as usize);

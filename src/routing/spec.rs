@@ -5,8 +5,9 @@
 //! compare; [`super::RouteTable::build`] turns it into the matcher that the
 //! proxy runs.
 
+use std::borrow::Borrow;
 use std::collections::BTreeMap;
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,11 +32,42 @@ pub struct UpstreamKey(Arc<str>);
 impl UpstreamKey {
     /// Key for a Service port given by number or name.
     pub fn new(namespace: &str, service: &str, port: impl fmt::Display) -> Self {
-        UpstreamKey(format!("{namespace}/{service}:{port}").into())
+        let mut text = String::new();
+        Self::write_text(&mut text, namespace, service, port);
+        Self::from_text(&text)
+    }
+
+    /// Replaces `buf` with the text of a key, so that a key can be looked
+    /// up (see the `Borrow<str>` impl) before one is allocated.
+    pub(crate) fn write_text(
+        buf: &mut String,
+        namespace: &str,
+        service: &str,
+        port: impl fmt::Display,
+    ) {
+        buf.clear();
+        buf.push_str(namespace);
+        buf.push('/');
+        buf.push_str(service);
+        buf.push(':');
+        // Writing into a String cannot fail.
+        let _ = write!(buf, "{port}");
+    }
+
+    /// The key whose text [`Self::write_text`] wrote.
+    pub(crate) fn from_text(text: &str) -> Self {
+        UpstreamKey(text.into())
     }
 
     /// The key as text, also used as a metrics label.
     pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Keys hash, compare and order exactly as their text does.
+impl Borrow<str> for UpstreamKey {
+    fn borrow(&self) -> &str {
         &self.0
     }
 }

@@ -1,15 +1,15 @@
 //! Compiled routes and the immutable table the proxy serves from.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use foldhash::{HashMap, HashMapExt};
 use http::Method;
 
 use super::matcher::{HeaderCond, QueryCond, RequestView};
 use super::router::Router;
-use super::spec::{RouteSpec, TableSpec, Timeouts};
+use super::spec::{RouteSpec, TableSpec, Timeouts, UpstreamKey};
 use super::upstream::{Upstream, UpstreamRegistry};
 use crate::metrics::RouteMetrics;
 
@@ -41,7 +41,7 @@ pub struct Route {
 }
 
 impl Route {
-    fn compile(spec: &RouteSpec, upstreams: &HashMap<super::UpstreamKey, Arc<Upstream>>) -> Route {
+    fn compile(spec: &RouteSpec, upstreams: &HashMap<&UpstreamKey, Arc<Upstream>>) -> Route {
         let backends: Vec<Backend> = spec
             .backends
             .iter()
@@ -53,14 +53,17 @@ impl Route {
                 weight: b.weight,
             })
             .collect();
-        let weights: Vec<u32> = backends.iter().map(|b| b.weight).collect();
+        let schedule = match backends.as_slice() {
+            [b] => smooth_schedule(&[b.weight]),
+            _ => smooth_schedule(&backends.iter().map(|b| b.weight).collect::<Vec<_>>()),
+        };
         Route {
             name: spec.name.clone(),
             source: spec.source.clone(),
             methods: spec.methods.clone().into_boxed_slice(),
             headers: spec.headers.iter().map(HeaderCond::new).collect(),
             query: spec.query.iter().map(QueryCond::new).collect(),
-            schedule: smooth_schedule(&weights).into_boxed_slice(),
+            schedule: schedule.into_boxed_slice(),
             backends: backends.into_boxed_slice(),
             cursor: AtomicUsize::new(0),
             timeouts: spec.timeouts,
@@ -102,6 +105,10 @@ impl Route {
 /// nginx produces), so that a 90/10 split interleaves instead of sending
 /// ninety requests in a row to one side.
 fn smooth_schedule(weights: &[u32]) -> Vec<u16> {
+    // The common single backend, without the bookkeeping below.
+    if let [w] = weights {
+        return if *w > 0 { vec![0] } else { Vec::new() };
+    }
     let mut w: Vec<u64> = weights.iter().map(|&w| u64::from(w)).collect();
     let g = w.iter().copied().filter(|&x| x > 0).fold(0, gcd);
     if g == 0 {
@@ -149,7 +156,10 @@ impl RouteTable {
     /// Compiles `spec`, linking its backends to the registry's upstreams
     /// (which are created or updated as needed).
     pub fn build(spec: &TableSpec, registry: &UpstreamRegistry) -> RouteTable {
-        let upstreams = registry.sync(&spec.upstreams);
+        let mut upstreams = HashMap::with_capacity(spec.upstreams.len());
+        registry.sync_each(&spec.upstreams, |key, up| {
+            upstreams.insert(key, up.clone());
+        });
         let routes = spec
             .routes
             .iter()

@@ -88,7 +88,7 @@ impl Upstream {
 /// The live upstreams, one per key, shared by successive tables.
 #[derive(Debug, Default)]
 pub struct UpstreamRegistry {
-    map: Mutex<HashMap<UpstreamKey, Arc<Upstream>>>,
+    map: Mutex<foldhash::HashMap<UpstreamKey, Arc<Upstream>>>,
 }
 
 impl UpstreamRegistry {
@@ -104,20 +104,42 @@ impl UpstreamRegistry {
         &self,
         specs: &BTreeMap<UpstreamKey, UpstreamSpec>,
     ) -> HashMap<UpstreamKey, Arc<Upstream>> {
+        let mut out = HashMap::with_capacity(specs.len());
+        self.sync_each(specs, |key, up| {
+            out.insert(key.clone(), up.clone());
+        });
+        out
+    }
+
+    /// Like [`Self::sync`], but hands each key and its upstream to `each`
+    /// instead of returning a copy of the whole registry.
+    pub(crate) fn sync_each<'s>(
+        &self,
+        specs: &'s BTreeMap<UpstreamKey, UpstreamSpec>,
+        mut each: impl FnMut(&'s UpstreamKey, &Arc<Upstream>),
+    ) {
         let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
-        map.retain(|k, _| specs.contains_key(k));
+        let held = map.len();
+        map.reserve(specs.len().saturating_sub(held));
         for (key, spec) in specs {
             match map.get(key) {
                 Some(up) => {
                     up.set_endpoints(&spec.endpoints);
+                    each(key, up);
                 }
                 None => {
                     let up = Arc::new(Upstream::new(key.clone(), spec.endpoints.clone()));
+                    each(key, &up);
                     map.insert(key.clone(), up);
                 }
             }
         }
-        map.clone()
+        // Every key of `specs` is in the map now, so the map holds others
+        // exactly when it is larger. Most reloads remove no upstream and
+        // skip the search.
+        if map.len() > specs.len() {
+            map.retain(|k, _| specs.contains_key(k));
+        }
     }
 
     /// Updates one upstream's endpoints without touching any route; returns

@@ -8,94 +8,115 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use super::diagnostics::{Kind, ObjectRef, Reason};
+use super::diagnostics::{Kind, Reason, Subject};
 use super::state::ObjectKey;
-use super::{BackendFields, Ctx, validate};
+use super::{BackendField, Ctx, validate};
 use crate::api::{ApiRoute, HttpMethod, PathMatchType, RouteRule, ValueMatch, ValueMatchType};
 use crate::routing::{HostMatch, PathSpec, RouteSpec, Timeouts, ValueMatcher, ValueSpec};
 
+/// Above this many routes in one object, duplicate names are found with a
+/// hash set instead of by scanning the routes before.
+const SCAN_NAMES_UP_TO: usize = 16;
+
 pub(super) fn translate(ctx: &mut Ctx<'_>, key: &ObjectKey, ar: &ApiRoute) {
-    let obj = ObjectRef::new(Kind::ApiRoute, &key.namespace, &key.name);
+    let obj = Subject {
+        kind: Kind::ApiRoute,
+        key,
+    };
     let mut hosts = Vec::with_capacity(ar.spec.hosts.len());
     for (i, h) in ar.spec.hosts.iter().enumerate() {
         match validate::host(h) {
             Ok(m) => hosts.push(m),
             Err(e) => {
                 ctx.diags
-                    .push(&obj, format!("spec.hosts[{i}]"), Reason::InvalidSpec, e);
+                    .report(obj, format!("spec.hosts[{i}]"), Reason::InvalidSpec, e);
                 return;
             }
         }
     }
     hosts.sort();
     hosts.dedup();
-    if ar.spec.routes.is_empty() {
-        ctx.diags.push(
-            &obj,
+    let rules = &ar.spec.routes;
+    if rules.is_empty() {
+        ctx.diags.report(
+            obj,
             "spec.routes",
             Reason::InvalidSpec,
             "at least one route is required",
         );
     }
-    let source: Arc<str> = obj.to_string().into();
+    let source = ctx.shared_text(format_args!("{obj}"));
     let mut names = HashSet::new();
-    for (i, rule) in ar.spec.routes.iter().enumerate() {
-        let field = format!("spec.routes[{i}]");
+    for (i, rule) in rules.iter().enumerate() {
         if rule.name.is_empty() {
-            ctx.diags.push(
-                &obj,
-                format!("{field}.name"),
+            ctx.diags.report(
+                obj,
+                format!("spec.routes[{i}].name"),
                 Reason::InvalidSpec,
                 "route name must not be empty",
             );
             continue;
         }
-        if !names.insert(rule.name.as_str()) {
-            ctx.diags.push(
-                &obj,
-                format!("{field}.name"),
+        // Every earlier route with a name went into the set, so either way
+        // this asks whether an earlier route has the same name.
+        let duplicate = if rules.len() <= SCAN_NAMES_UP_TO {
+            rules[..i].iter().any(|r| r.name == rule.name)
+        } else {
+            !names.insert(rule.name.as_str())
+        };
+        if duplicate {
+            ctx.diags.report(
+                obj,
+                format!("spec.routes[{i}].name"),
                 Reason::InvalidSpec,
                 format!("duplicate route name {:?}", rule.name),
             );
             continue;
         }
-        match route(ctx, &obj, key, &field, rule, &hosts, &source) {
+        // The last route takes the hosts themselves rather than a copy.
+        let rule_hosts = if i + 1 == rules.len() {
+            std::mem::take(&mut hosts)
+        } else {
+            hosts.clone()
+        };
+        match route(ctx, obj, i, rule, rule_hosts, &source) {
             Ok(r) => {
-                ctx.claim(&obj, &field, &r);
+                ctx.claim(obj, || format!("spec.routes[{i}]"), &r);
                 ctx.routes.push(r);
             }
-            Err((f, reason, msg)) => ctx.diags.push(&obj, f, reason, msg),
+            Err((f, reason, msg)) => ctx.diags.report(obj, f, reason, msg),
         }
     }
 }
 
 type RuleError = (String, Reason, String);
 
+/// Translates rule `i`. Field paths are formatted only for a diagnostic.
 fn route(
     ctx: &mut Ctx<'_>,
-    obj: &ObjectRef,
-    key: &ObjectKey,
-    field: &str,
+    obj: Subject<'_>,
+    i: usize,
     rule: &RouteRule,
-    hosts: &[HostMatch],
+    hosts: Vec<HostMatch>,
     source: &Arc<str>,
 ) -> Result<RouteSpec, RuleError> {
+    let key = obj.key;
     let invalid = |f: String, msg: String| (f, Reason::InvalidSpec, msg);
     let m = &rule.matches;
 
     let mut paths = Vec::with_capacity(m.paths.len().max(1));
     for (j, p) in m.paths.iter().enumerate() {
-        let f = format!("{field}.match.paths[{j}].value");
+        let f = || format!("spec.routes[{i}].match.paths[{j}].value");
         paths.push(match p.kind {
             PathMatchType::Exact => validate::literal_path(&p.value)
                 .map(|_| PathSpec::Exact(p.value.clone()))
-                .map_err(|e| invalid(f, e))?,
+                .map_err(|e| invalid(f(), e))?,
             PathMatchType::Prefix => validate::literal_path(&p.value)
                 .map(|_| PathSpec::Prefix(p.value.clone()))
-                .map_err(|e| invalid(f, e))?,
+                .map_err(|e| invalid(f(), e))?,
             PathMatchType::RegularExpression => validate::pattern(&p.value)
                 .map(PathSpec::RegularExpression)
-                .map_err(|e| invalid(f, e))?,
+                .map_err(|e| invalid(f(), e))?,
         });
     }
     if paths.is_empty() {
@@ -108,25 +129,26 @@ fn route(
 
     let mut headers = Vec::with_capacity(m.headers.len());
     for (j, h) in m.headers.iter().enumerate() {
-        let f = format!("{field}.match.headers[{j}]");
-        let name = validate::header_name(&h.name).map_err(|e| invalid(format!("{f}.name"), e))?;
-        headers.push(value_spec(name, h, &f)?);
+        let f = || format!("spec.routes[{i}].match.headers[{j}]");
+        let name =
+            validate::header_name(&h.name).map_err(|e| invalid(format!("{}.name", f()), e))?;
+        headers.push(value_spec(name, h, f)?);
     }
     let mut query = Vec::with_capacity(m.query_params.len());
     for (j, q) in m.query_params.iter().enumerate() {
-        let f = format!("{field}.match.queryParams[{j}]");
-        query.push(value_spec(q.name.clone(), q, &f)?);
+        let f = || format!("spec.routes[{i}].match.queryParams[{j}]");
+        query.push(value_spec(q.name.clone(), q, f)?);
     }
 
     if rule.backends.is_empty() {
         return Err(invalid(
-            format!("{field}.backends"),
+            format!("spec.routes[{i}].backends"),
             "at least one backend is required".into(),
         ));
     }
     if rule.backends.iter().all(|b| b.weight == 0) {
         return Err(invalid(
-            format!("{field}.backends"),
+            format!("spec.routes[{i}].backends"),
             "every backend has weight 0, so no request could be served".into(),
         ));
     }
@@ -138,7 +160,7 @@ fn route(
     for (name, d) in [("connect", timeouts.connect), ("request", timeouts.request)] {
         if d.is_some_and(|d| d.is_zero()) {
             return Err(invalid(
-                format!("{field}.timeouts.{name}"),
+                format!("spec.routes[{i}].timeouts.{name}"),
                 "timeout must be greater than zero".into(),
             ));
         }
@@ -151,7 +173,7 @@ fn route(
             .contains_key(&ObjectKey::new(key.namespace.clone(), r.name.clone()));
         if !exists {
             return Err((
-                format!("{field}.pluginConfigRef.name"),
+                format!("spec.routes[{i}].pluginConfigRef.name"),
                 Reason::PluginConfigNotFound,
                 format!(
                     "PluginConfig {}/{} not found; the route is not served until it exists",
@@ -163,13 +185,13 @@ fn route(
 
     let mut backends = Vec::with_capacity(rule.backends.len());
     for (j, b) in rule.backends.iter().enumerate() {
-        let f = BackendFields {
-            name: format!("{field}.backends[{j}].serviceName"),
-            port: format!("{field}.backends[{j}].servicePort"),
+        let field = |which| match which {
+            BackendField::Name => format!("spec.routes[{i}].backends[{j}].serviceName"),
+            BackendField::Port => format!("spec.routes[{i}].backends[{j}].servicePort"),
         };
         backends.push(ctx.backend(
             obj,
-            &f,
+            field,
             &key.namespace,
             &b.service_name,
             &b.service_port,
@@ -177,10 +199,14 @@ fn route(
         ));
     }
 
+    let name = ctx.shared_text(format_args!(
+        "apiroute/{}/{}/{}",
+        key.namespace, key.name, rule.name
+    ));
     Ok(RouteSpec {
-        name: format!("apiroute/{}/{}/{}", key.namespace, key.name, rule.name).into(),
+        name,
         source: source.clone(),
-        hosts: hosts.to_vec(),
+        hosts,
         paths,
         methods,
         headers,
@@ -193,22 +219,24 @@ fn route(
     })
 }
 
-fn value_spec(name: String, m: &ValueMatch, field: &str) -> Result<ValueSpec, RuleError> {
+/// A header or query condition; `field` names the condition, for a
+/// diagnostic.
+fn value_spec(
+    name: String,
+    m: &ValueMatch,
+    field: impl Fn() -> String,
+) -> Result<ValueSpec, RuleError> {
+    let invalid = |msg: String| (format!("{}.value", field()), Reason::InvalidSpec, msg);
     let value = || {
-        m.value.clone().ok_or_else(|| {
-            (
-                format!("{field}.value"),
-                Reason::InvalidSpec,
-                "value is required unless type is Present".to_owned(),
-            )
-        })
+        m.value
+            .clone()
+            .ok_or_else(|| invalid("value is required unless type is Present".to_owned()))
     };
     let matcher = match m.kind {
         ValueMatchType::Exact => ValueMatcher::Exact(value()?),
-        ValueMatchType::RegularExpression => ValueMatcher::RegularExpression(
-            validate::pattern(&value()?)
-                .map_err(|e| (format!("{field}.value"), Reason::InvalidSpec, e))?,
-        ),
+        ValueMatchType::RegularExpression => {
+            ValueMatcher::RegularExpression(validate::pattern(&value()?).map_err(invalid)?)
+        }
         ValueMatchType::Present => ValueMatcher::Present,
     };
     Ok(ValueSpec { name, matcher })

@@ -6,13 +6,15 @@
 //! (slices may differ during a rollout that changes a named targetPort).
 //! Only endpoints whose `ready` condition is not false receive traffic.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::{IpAddr, SocketAddr};
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use foldhash::{HashMap, HashMapExt};
 
 use k8s_openapi::api::core::v1::{Service, ServicePort};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
-use super::state::{ClusterState, ObjectKey};
+use super::state::ClusterState;
 use crate::api::PortRef;
 use crate::routing::{UpstreamKey, UpstreamSpec};
 
@@ -34,34 +36,68 @@ pub enum BackendError {
     ExternalName { namespace: String, name: String },
 }
 
+/// A Service and the EndpointSlices labelled for it.
+#[derive(Clone, Copy, Default)]
+struct ServiceEntry<'a> {
+    service: Option<&'a Service>,
+    /// The first of its slices in [`BackendResolver::slices`].
+    first_slice: Option<u32>,
+}
+
 /// Resolves backends against the Services and EndpointSlices of a state,
 /// and accumulates the upstreams that the resolved routes use.
+///
+/// Lookups go through one hash index by borrowed namespace and name, built
+/// once per translation: searching the state's ordered stores needs an
+/// owned key per lookup, and string comparisons all the way down.
 pub struct BackendResolver<'a> {
-    state: &'a ClusterState,
-    slices: HashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
-    upstreams: BTreeMap<UpstreamKey, UpstreamSpec>,
+    services: HashMap<(&'a str, &'a str), ServiceEntry<'a>>,
+    /// Every slice that names its Service, with the next slice of the same
+    /// Service: a list per Service without an allocation per Service.
+    slices: Vec<(&'a EndpointSlice, Option<u32>)>,
+    /// Upstreams in the order they were first resolved; `index` finds them
+    /// by key text.
+    upstreams: Vec<(UpstreamKey, UpstreamSpec)>,
+    index: HashMap<UpstreamKey, usize>,
+    /// Reused to write the text of a key before knowing whether it is new.
+    key_text: String,
 }
 
 impl<'a> BackendResolver<'a> {
     pub fn new(state: &'a ClusterState) -> Self {
-        let mut slices: HashMap<(&str, &str), Vec<&EndpointSlice>> = HashMap::new();
+        let mut services: HashMap<(&str, &str), ServiceEntry<'_>> =
+            HashMap::with_capacity(state.services.len());
+        for (key, svc) in &state.services {
+            services.insert(
+                (key.namespace.as_str(), key.name.as_str()),
+                ServiceEntry {
+                    service: Some(svc.as_ref()),
+                    first_slice: None,
+                },
+            );
+        }
+        let mut slices = Vec::with_capacity(state.endpoint_slices.len());
         for (key, slice) in &state.endpoint_slices {
             let service = slice
                 .metadata
                 .labels
                 .as_ref()
                 .and_then(|l| l.get(SERVICE_NAME_LABEL));
-            if let Some(service) = service {
-                slices
-                    .entry((key.namespace.as_str(), service.as_str()))
-                    .or_default()
-                    .push(slice);
-            }
+            let (Some(service), Ok(n)) = (service, u32::try_from(slices.len())) else {
+                continue;
+            };
+            let entry = services
+                .entry((key.namespace.as_str(), service.as_str()))
+                .or_default();
+            slices.push((slice.as_ref(), entry.first_slice));
+            entry.first_slice = Some(n);
         }
         BackendResolver {
-            state,
+            services,
             slices,
-            upstreams: BTreeMap::new(),
+            upstreams: Vec::with_capacity(state.services.len()),
+            index: HashMap::with_capacity(state.services.len()),
+            key_text: String::new(),
         }
     }
 
@@ -74,95 +110,198 @@ impl<'a> BackendResolver<'a> {
         service: &str,
         port: &PortRef,
     ) -> (UpstreamKey, Option<BackendError>) {
-        let found = self
-            .state
+        let entry = self
             .services
-            .get(&ObjectKey::new(namespace, service))
+            .get(&(namespace, service))
+            .copied()
+            .unwrap_or_default();
+        let found = entry
+            .service
             .ok_or_else(|| BackendError::ServiceNotFound {
                 namespace: namespace.to_owned(),
                 name: service.to_owned(),
             })
-            .and_then(|svc| self.service_port(namespace, service, svc, port));
+            .and_then(|svc| service_port(namespace, service, svc, port));
         match found {
             Ok(sp) => {
-                let key = UpstreamKey::new(namespace, service, sp.port);
-                if !self.upstreams.contains_key(&key) {
-                    let endpoints =
-                        self.endpoints(namespace, service, sp.name.as_deref().unwrap_or(""));
-                    self.upstreams
-                        .insert(key.clone(), UpstreamSpec { endpoints });
-                }
+                UpstreamKey::write_text(&mut self.key_text, namespace, service, sp.port);
+                let key = self.existing().unwrap_or_else(|| {
+                    let port_name = sp.name.as_deref().unwrap_or("");
+                    let endpoints = endpoints(&self.slices, entry.first_slice, port_name);
+                    self.add(UpstreamSpec { endpoints })
+                });
                 (key, None)
             }
             Err(e) => {
-                let key = UpstreamKey::new(namespace, service, port);
-                self.upstreams.entry(key.clone()).or_default();
+                UpstreamKey::write_text(&mut self.key_text, namespace, service, port);
+                let key = self
+                    .existing()
+                    .unwrap_or_else(|| self.add(UpstreamSpec::default()));
                 (key, Some(e))
             }
         }
     }
 
-    fn service_port(
-        &self,
-        namespace: &str,
-        name: &str,
-        svc: &'a Service,
-        port: &PortRef,
-    ) -> Result<&'a ServicePort, BackendError> {
-        let spec = svc.spec.as_ref();
-        if spec.and_then(|s| s.type_.as_deref()) == Some("ExternalName") {
-            return Err(BackendError::ExternalName {
-                namespace: namespace.to_owned(),
-                name: name.to_owned(),
-            });
-        }
-        spec.and_then(|s| s.ports.as_ref())
-            .into_iter()
-            .flatten()
-            .find(|p| match port {
-                PortRef::Number(n) => p.port == i32::from(*n),
-                PortRef::Name(n) => p.name.as_deref() == Some(n.as_str()),
-            })
-            .filter(|p| p.protocol.as_deref().unwrap_or("TCP") == "TCP")
-            .ok_or_else(|| BackendError::PortNotFound {
-                namespace: namespace.to_owned(),
-                name: name.to_owned(),
-                port: port.to_string(),
-            })
+    /// The upstream whose key text is in `key_text`, if already resolved.
+    fn existing(&self) -> Option<UpstreamKey> {
+        let &i = self.index.get(self.key_text.as_str())?;
+        self.upstreams.get(i).map(|(k, _)| k.clone())
     }
 
-    fn endpoints(&self, namespace: &str, service: &str, port_name: &str) -> Vec<SocketAddr> {
-        let mut out = BTreeSet::new();
-        for slice in self.slices.get(&(namespace, service)).into_iter().flatten() {
-            if !matches!(slice.address_type.as_str(), "IPv4" | "IPv6") {
-                continue;
-            }
-            let port = slice.ports.iter().flatten().find(|p| {
-                p.name.as_deref().unwrap_or("") == port_name
-                    && p.protocol.as_deref().unwrap_or("TCP") == "TCP"
-            });
-            let Some(port) = port
-                .and_then(|p| p.port)
-                .and_then(|p| u16::try_from(p).ok())
-            else {
-                continue;
-            };
-            for ep in &slice.endpoints {
-                let ready = ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
-                if !ready {
-                    continue;
-                }
-                // Consumers use the first address only, per the EndpointSlice API.
-                if let Some(ip) = ep.addresses.first().and_then(|a| a.parse::<IpAddr>().ok()) {
-                    out.insert(SocketAddr::new(ip, port));
-                }
-            }
-        }
-        out.into_iter().collect()
+    /// Adds the upstream whose key text is in `key_text`.
+    fn add(&mut self, spec: UpstreamSpec) -> UpstreamKey {
+        let key = UpstreamKey::from_text(&self.key_text);
+        self.index.insert(key.clone(), self.upstreams.len());
+        self.upstreams.push((key.clone(), spec));
+        key
     }
 
     /// The upstreams resolved so far.
     pub fn finish(self) -> BTreeMap<UpstreamKey, UpstreamSpec> {
-        self.upstreams
+        // Keys are unique. Objects are resolved in key order, so the input
+        // is mostly sorted already and the sort inside is close to linear.
+        self.upstreams.into_iter().collect()
+    }
+}
+
+fn service_port<'s>(
+    namespace: &str,
+    name: &str,
+    svc: &'s Service,
+    port: &PortRef,
+) -> Result<&'s ServicePort, BackendError> {
+    let spec = svc.spec.as_ref();
+    if spec.and_then(|s| s.type_.as_deref()) == Some("ExternalName") {
+        return Err(BackendError::ExternalName {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        });
+    }
+    spec.and_then(|s| s.ports.as_ref())
+        .into_iter()
+        .flatten()
+        .find(|p| match port {
+            PortRef::Number(n) => p.port == i32::from(*n),
+            PortRef::Name(n) => p.name.as_deref() == Some(n.as_str()),
+        })
+        .filter(|p| p.protocol.as_deref().unwrap_or("TCP") == "TCP")
+        .ok_or_else(|| BackendError::PortNotFound {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            port: port.to_string(),
+        })
+}
+
+/// The ready endpoints of the slices listed from `first`, sorted and
+/// without duplicates.
+fn endpoints(
+    slices: &[(&EndpointSlice, Option<u32>)],
+    first: Option<u32>,
+    port_name: &str,
+) -> Vec<SocketAddr> {
+    let mut out = Vec::new();
+    let mut next = first;
+    while let Some((slice, after)) = next.and_then(|i| slices.get(i as usize)) {
+        next = *after;
+        if !matches!(slice.address_type.as_str(), "IPv4" | "IPv6") {
+            continue;
+        }
+        let port = slice.ports.iter().flatten().find(|p| {
+            p.name.as_deref().unwrap_or("") == port_name
+                && p.protocol.as_deref().unwrap_or("TCP") == "TCP"
+        });
+        let Some(port) = port
+            .and_then(|p| p.port)
+            .and_then(|p| u16::try_from(p).ok())
+        else {
+            continue;
+        };
+        out.reserve(slice.endpoints.len());
+        for ep in &slice.endpoints {
+            let ready = ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
+            if !ready {
+                continue;
+            }
+            // Consumers use the first address only, per the EndpointSlice API.
+            if let Some(ip) = ep.addresses.first().and_then(|a| parse_ip(a)) {
+                out.push(SocketAddr::new(ip, port));
+            }
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// Parses an endpoint address as `IpAddr::from_str` does. Plain dotted
+/// IPv4, nearly every address in practice, takes a direct path: the general
+/// parser was a noticeable share of translation. Everything else, including
+/// whatever is invalid, is left to the general parser.
+fn parse_ip(text: &str) -> Option<IpAddr> {
+    parse_ipv4(text.as_bytes())
+        .map(IpAddr::V4)
+        .or_else(|| text.parse().ok())
+}
+
+/// Four decimal octets of one to three digits, without leading zeros.
+fn parse_ipv4(b: &[u8]) -> Option<Ipv4Addr> {
+    let mut octets = [0u8; 4];
+    let mut i = 0;
+    for (n, octet) in octets.iter_mut().enumerate() {
+        if n > 0 {
+            if b.get(i) != Some(&b'.') {
+                return None;
+            }
+            i += 1;
+        }
+        let start = i;
+        let mut value = 0u32;
+        while i - start < 3
+            && let Some(d) = b.get(i).filter(|d| d.is_ascii_digit())
+        {
+            value = value * 10 + u32::from(d - b'0');
+            i += 1;
+        }
+        let len = i - start;
+        if len == 0 || (len > 1 && b[start] == b'0') {
+            return None;
+        }
+        *octet = u8::try_from(value).ok()?;
+    }
+    (i == b.len()).then_some(Ipv4Addr::from(octets))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv4_fast_path_agrees_with_std() {
+        for text in [
+            "10.0.0.1",
+            "0.0.0.0",
+            "255.255.255.255",
+            "256.1.1.1",
+            "01.2.3.4",
+            "1.2.3",
+            "1.2.3.4.",
+            "1.2.3.4.5",
+            "1..2.3",
+            "1234.1.1.1",
+            "1.2.3.04",
+            " 1.2.3.4",
+            "1.2.3.4 ",
+            "+1.2.3.4",
+            "",
+            "::1",
+            "fe80::1",
+            "::ffff:1.2.3.4",
+            "1.2.3.a",
+        ] {
+            assert_eq!(parse_ip(text), text.parse().ok(), "{text:?}");
+            if let Some(ip) = parse_ipv4(text.as_bytes()) {
+                assert_eq!(Ok(ip), text.parse::<Ipv4Addr>(), "{text:?}");
+            }
+        }
     }
 }

@@ -8,6 +8,8 @@ use std::fmt;
 
 use serde::Serialize;
 
+use super::state::ObjectKey;
+
 /// The kinds of object Sluicegate reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub enum Kind {
@@ -62,11 +64,41 @@ impl ObjectRef {
 
 impl fmt::Display for ObjectRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.namespace.is_empty() {
-            write!(f, "{} {}", self.kind, self.name)
-        } else {
-            write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
-        }
+        write_object(f, self.kind, &self.namespace, &self.name)
+    }
+}
+
+fn write_object(
+    f: &mut fmt::Formatter<'_>,
+    kind: Kind,
+    namespace: &str,
+    name: &str,
+) -> fmt::Result {
+    if namespace.is_empty() {
+        write!(f, "{kind} {name}")
+    } else {
+        write!(f, "{kind} {namespace}/{name}")
+    }
+}
+
+/// The object being translated. Unlike an [`ObjectRef`] it borrows its
+/// names, so that an object without findings costs no copies of them.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Subject<'a> {
+    pub kind: Kind,
+    pub key: &'a ObjectKey,
+}
+
+impl Subject<'_> {
+    pub fn object_ref(self) -> ObjectRef {
+        ObjectRef::new(self.kind, &self.key.namespace, &self.key.name)
+    }
+}
+
+/// The same text as the subject's [`ObjectRef`].
+impl fmt::Display for Subject<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_object(f, self.kind, &self.key.namespace, &self.key.name)
     }
 }
 
@@ -129,16 +161,31 @@ impl Diagnostics {
         reason: Reason,
         message: impl Into<String>,
     ) {
+        self.push_owned(object.clone(), field.into(), reason, message.into());
+    }
+
+    /// Like [`Self::push`], for the object being translated.
+    pub(crate) fn report(
+        &mut self,
+        object: Subject<'_>,
+        field: impl Into<String>,
+        reason: Reason,
+        message: impl Into<String>,
+    ) {
+        self.push_owned(object.object_ref(), field.into(), reason, message.into());
+    }
+
+    fn push_owned(&mut self, object: ObjectRef, field: String, reason: Reason, message: String) {
         let severity = match reason {
             Reason::BackendNotFound | Reason::Conflict => Severity::Warning,
             _ => Severity::Error,
         };
         self.0.push(Diagnostic {
-            object: object.clone(),
-            field: field.into(),
+            object,
+            field,
             reason,
             severity,
-            message: message.into(),
+            message,
         });
     }
 

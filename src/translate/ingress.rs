@@ -7,23 +7,24 @@
 //! tried only after every other route. WebSocket upgrades are allowed, as
 //! users migrating from ingress-nginx expect.
 
-use std::sync::Arc;
-
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 
-use super::diagnostics::{Kind, ObjectRef, Reason};
+use super::diagnostics::{Kind, Reason, Subject};
 use super::state::ObjectKey;
-use super::{BackendFields, Ctx, validate};
+use super::{BackendField, Ctx, validate};
 use crate::api::PortRef;
 use crate::routing::{BackendSpec, PathSpec, RouteSpec, Timeouts};
 
 pub(super) fn translate(ctx: &mut Ctx<'_>, key: &ObjectKey, ingress: &Ingress) {
-    let obj = ObjectRef::new(Kind::Ingress, &key.namespace, &key.name);
-    let name: Arc<str> = format!("ingress/{}/{}", key.namespace, key.name).into();
-    let source: Arc<str> = obj.to_string().into();
+    let obj = Subject {
+        kind: Kind::Ingress,
+        key,
+    };
+    let name = ctx.shared_text(format_args!("ingress/{}/{}", key.namespace, key.name));
+    let source = ctx.shared_text(format_args!("{obj}"));
     let Some(spec) = ingress.spec.as_ref() else {
         ctx.diags
-            .push(&obj, "spec", Reason::InvalidSpec, "spec is missing");
+            .report(obj, "spec", Reason::InvalidSpec, "spec is missing");
         return;
     };
     let route = |hosts, paths, backends, fallback| RouteSpec {
@@ -47,12 +48,8 @@ pub(super) fn translate(ctx: &mut Ctx<'_>, key: &ObjectKey, ingress: &Ingress) {
             Some(h) => match validate::host(h) {
                 Ok(m) => vec![m],
                 Err(e) => {
-                    ctx.diags.push(
-                        &obj,
-                        format!("spec.rules[{i}].host"),
-                        Reason::InvalidSpec,
-                        e,
-                    );
+                    ctx.diags
+                        .report(obj, format!("spec.rules[{i}].host"), Reason::InvalidSpec, e);
                     continue;
                 }
             },
@@ -61,46 +58,42 @@ pub(super) fn translate(ctx: &mut Ctx<'_>, key: &ObjectKey, ingress: &Ingress) {
             continue;
         };
         for (j, p) in http.paths.iter().enumerate() {
-            let field = format!("spec.rules[{i}].http.paths[{j}]");
+            let field = || format!("spec.rules[{i}].http.paths[{j}]");
             let path = p.path.clone().unwrap_or_else(|| "/".to_owned());
             if let Err(e) = validate::literal_path(&path) {
                 ctx.diags
-                    .push(&obj, format!("{field}.path"), Reason::InvalidSpec, e);
+                    .report(obj, format!("{}.path", field()), Reason::InvalidSpec, e);
                 continue;
             }
             let path = match p.path_type.as_str() {
                 "Exact" => PathSpec::Exact(path),
                 "Prefix" | "ImplementationSpecific" => PathSpec::Prefix(path),
                 other => {
-                    ctx.diags.push(
-                        &obj,
-                        format!("{field}.pathType"),
+                    ctx.diags.report(
+                        obj,
+                        format!("{}.pathType", field()),
                         Reason::InvalidSpec,
                         format!("unknown pathType {other:?}; expected Exact, Prefix or ImplementationSpecific"),
                     );
                     continue;
                 }
             };
-            let Some(backend) = backend(
-                ctx,
-                &obj,
-                &format!("{field}.backend"),
-                &key.namespace,
-                &p.backend,
-            ) else {
+            let backend_field = || format!("{}.backend", field());
+            let Some(backend) = backend(ctx, obj, backend_field, &key.namespace, &p.backend) else {
                 continue;
             };
             let r = route(hosts.clone(), vec![path], vec![backend], false);
-            ctx.claim(&obj, &field, &r);
+            ctx.claim(obj, field, &r);
             ctx.routes.push(r);
         }
     }
 
     if let Some(default) = spec.default_backend.as_ref() {
-        if let Some(b) = backend(ctx, &obj, "spec.defaultBackend", &key.namespace, default) {
+        let field = || "spec.defaultBackend".to_owned();
+        if let Some(b) = backend(ctx, obj, field, &key.namespace, default) {
             match &ctx.default_backend_owner {
-                Some(owner) => ctx.diags.push(
-                    &obj,
+                Some(owner) => ctx.diags.report(
+                    obj,
                     "spec.defaultBackend",
                     Reason::Conflict,
                     format!("{owner} also has a defaultBackend and takes precedence"),
@@ -115,8 +108,8 @@ pub(super) fn translate(ctx: &mut Ctx<'_>, key: &ObjectKey, ingress: &Ingress) {
             ));
         }
     } else if spec.rules.as_ref().is_none_or(|r| r.is_empty()) {
-        ctx.diags.push(
-            &obj,
+        ctx.diags.report(
+            obj,
             "spec",
             Reason::InvalidSpec,
             "an Ingress needs rules or a defaultBackend",
@@ -124,25 +117,26 @@ pub(super) fn translate(ctx: &mut Ctx<'_>, key: &ObjectKey, ingress: &Ingress) {
     }
 }
 
+/// Resolves an Ingress backend; `field` names it, for a diagnostic.
 fn backend(
     ctx: &mut Ctx<'_>,
-    obj: &ObjectRef,
-    field: &str,
+    obj: Subject<'_>,
+    field: impl Fn() -> String,
     namespace: &str,
     backend: &IngressBackend,
 ) -> Option<BackendSpec> {
     let Some(svc) = backend.service.as_ref() else {
         if backend.resource.is_some() {
-            ctx.diags.push(
+            ctx.diags.report(
                 obj,
-                format!("{field}.resource"),
+                format!("{}.resource", field()),
                 Reason::Unsupported,
                 "resource backends are not supported; use a Service",
             );
         } else {
-            ctx.diags.push(
+            ctx.diags.report(
                 obj,
-                field,
+                field(),
                 Reason::Unsupported,
                 "a service backend is required",
             );
@@ -161,17 +155,17 @@ fn backend(
             _ => None,
         });
     let Some(port) = port else {
-        ctx.diags.push(
+        ctx.diags.report(
             obj,
-            format!("{field}.service.port"),
+            format!("{}.service.port", field()),
             Reason::InvalidSpec,
             "a port number (1-65535) or name is required",
         );
         return None;
     };
-    let fields = BackendFields {
-        name: format!("{field}.service.name"),
-        port: format!("{field}.service.port"),
+    let fields = |which| match which {
+        BackendField::Name => format!("{}.service.name", field()),
+        BackendField::Port => format!("{}.service.port", field()),
     };
-    Some(ctx.backend(obj, &fields, namespace, &svc.name, &port, 1))
+    Some(ctx.backend(obj, fields, namespace, &svc.name, &port, 1))
 }

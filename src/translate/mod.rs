@@ -42,8 +42,10 @@ mod ingress;
 mod state;
 mod validate;
 
-use std::collections::HashMap;
+use std::fmt::{self, Write as _};
 use std::sync::Arc;
+
+use foldhash::{HashMap, HashMapExt};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde::Serialize;
@@ -54,9 +56,10 @@ pub use diagnostics::{Diagnostic, Diagnostics, Kind, ObjectRef, Reason, Severity
 pub use state::{ClusterState, ObjectKey, Store};
 
 use crate::api::PortRef;
-use crate::routing::{BackendSpec, PathSpec, RouteSpec, TableSpec};
+use crate::routing::{BackendSpec, HostMatch, PathSpec, RouteSpec, TableSpec};
 use backends::BackendResolver;
 use class::ClassFilter;
+use diagnostics::Subject;
 
 /// Settings that change how objects are read.
 #[derive(Clone, Debug)]
@@ -90,9 +93,10 @@ pub fn translate(state: &ClusterState, opts: &TranslateOptions) -> Translation {
         state,
         resolver: BackendResolver::new(state),
         diags: Diagnostics::default(),
-        routes: Vec::new(),
-        claims: HashMap::new(),
+        routes: Vec::with_capacity(state.ingresses.len() + state.api_routes.len()),
+        claims: HashMap::with_capacity(state.ingresses.len() + state.api_routes.len()),
         default_backend_owner: None,
+        text: String::new(),
     };
 
     // Oldest objects first: ties in precedence go to whoever came first.
@@ -100,30 +104,44 @@ pub fn translate(state: &ClusterState, opts: &TranslateOptions) -> Translation {
         Ingress(&'a ObjectKey, &'a k8s_openapi::api::networking::v1::Ingress),
         ApiRoute(&'a ObjectKey, &'a crate::api::ApiRoute),
     }
-    let mut objects: Vec<(Option<&Time>, Kind, &ObjectKey, Obj<'_>)> = Vec::new();
-    for (k, ing) in &state.ingresses {
-        if classes.ingress_is_ours(ing) {
-            objects.push((
-                ing.metadata.creation_timestamp.as_ref(),
-                Kind::Ingress,
-                k,
-                Obj::Ingress(k, ing),
-            ));
-        }
+    // Both stores iterate in key order, so merging them orders objects by
+    // key, and Ingress before ApiRoute for the same key (kind only
+    // separates those). A stable sort by creation time then gives the
+    // order (time, key, kind) without comparing keys again.
+    let mut ingresses = state
+        .ingresses
+        .iter()
+        .filter(|(_, ing)| classes.ingress_is_ours(ing))
+        .peekable();
+    let mut api_routes = state
+        .api_routes
+        .iter()
+        .filter(|(_, ar)| classes.class_is_ours(ar.spec.ingress_class_name.as_deref()))
+        .peekable();
+    let mut objects: Vec<(Option<&Time>, Obj<'_>)> =
+        Vec::with_capacity(state.ingresses.len() + state.api_routes.len());
+    loop {
+        let ingress_first = match (ingresses.peek(), api_routes.peek()) {
+            (Some((ki, _)), Some((ka, _))) => ki <= ka,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (None, None) => break,
+        };
+        let next = if ingress_first {
+            ingresses.next().map(|(k, ing)| {
+                let created = ing.metadata.creation_timestamp.as_ref();
+                (created, Obj::Ingress(k, ing.as_ref()))
+            })
+        } else {
+            api_routes.next().map(|(k, ar)| {
+                let created = ar.metadata.creation_timestamp.as_ref();
+                (created, Obj::ApiRoute(k, ar.as_ref()))
+            })
+        };
+        objects.extend(next);
     }
-    for (k, ar) in &state.api_routes {
-        if classes.class_is_ours(ar.spec.ingress_class_name.as_deref()) {
-            objects.push((
-                ar.metadata.creation_timestamp.as_ref(),
-                Kind::ApiRoute,
-                k,
-                Obj::ApiRoute(k, ar),
-            ));
-        }
-    }
-    // Kind only separates an Ingress and an ApiRoute of the same name.
-    objects.sort_by(|a, b| (a.0.map(|t| t.0), a.2, a.1).cmp(&(b.0.map(|t| t.0), b.2, b.1)));
-    for (_, _, _, obj) in objects {
+    objects.sort_by_key(|(created, _)| created.map(|t| t.0));
+    for (_, obj) in objects {
         match obj {
             Obj::Ingress(k, ing) => ingress::translate(&mut ctx, k, ing),
             Obj::ApiRoute(k, ar) => apiroute::translate(&mut ctx, k, ar),
@@ -139,11 +157,11 @@ pub fn translate(state: &ClusterState, opts: &TranslateOptions) -> Translation {
     }
 }
 
-/// Where an object writes a backend's Service name and port, so that a
-/// diagnostic names the one that is wrong.
-struct BackendFields {
-    name: String,
-    port: String,
+/// Which field of a backend a diagnostic is about.
+#[derive(Clone, Copy)]
+enum BackendField {
+    Name,
+    Port,
 }
 
 /// State shared by the per-kind translators.
@@ -152,19 +170,32 @@ struct Ctx<'a> {
     resolver: BackendResolver<'a>,
     diags: Diagnostics,
     routes: Vec<RouteSpec>,
-    /// Unconditional (host, path) pairs already declared, with their owner.
-    claims: HashMap<(String, String), Arc<str>>,
+    /// Unconditional host/path pairs already declared, with their owner,
+    /// keyed by [`claim_key`] text.
+    claims: HashMap<Box<str>, Arc<str>>,
     /// The Ingress whose `defaultBackend` serves unmatched requests.
     default_backend_owner: Option<Arc<str>>,
+    /// Reused to format text before it is known to be needed, or before it
+    /// is copied into its final allocation.
+    text: String,
 }
 
 impl Ctx<'_> {
+    /// Formats shared text (a route name or source) with one allocation.
+    fn shared_text(&mut self, args: fmt::Arguments<'_>) -> Arc<str> {
+        self.text.clear();
+        // Writing into a String cannot fail.
+        let _ = self.text.write_fmt(args);
+        Arc::from(self.text.as_str())
+    }
+
     /// Resolves a backend, reporting a missing Service or port as a warning
-    /// on `obj`: the route is still installed and answers 503.
+    /// on `obj`: the route is still installed and answers 503. `field`
+    /// names the fields, and is called only for a diagnostic.
     fn backend(
         &mut self,
-        obj: &ObjectRef,
-        fields: &BackendFields,
+        obj: Subject<'_>,
+        field: impl FnOnce(BackendField) -> String,
         namespace: &str,
         service: &str,
         port: &PortRef,
@@ -172,15 +203,15 @@ impl Ctx<'_> {
     ) -> BackendSpec {
         let (upstream, err) = self.resolver.resolve(namespace, service, port);
         if let Some(e) = err {
-            let field = match e {
-                BackendError::PortNotFound { .. } => &fields.port,
+            let which = match e {
+                BackendError::PortNotFound { .. } => BackendField::Port,
                 BackendError::ServiceNotFound { .. } | BackendError::ExternalName { .. } => {
-                    &fields.name
+                    BackendField::Name
                 }
             };
-            self.diags.push(
+            self.diags.report(
                 obj,
-                field.as_str(),
+                field(which),
                 Reason::BackendNotFound,
                 format!("{e}; requests to this backend get 503"),
             );
@@ -189,8 +220,9 @@ impl Ctx<'_> {
     }
 
     /// Records the unconditional host/path pairs of `route`, and warns when
-    /// an older object already declared one of them.
-    fn claim(&mut self, obj: &ObjectRef, field: &str, route: &RouteSpec) {
+    /// an older object already declared one of them. `field` is called
+    /// only for a diagnostic.
+    fn claim(&mut self, obj: Subject<'_>, field: impl Fn() -> String, route: &RouteSpec) {
         if !route.methods.is_empty()
             || !route.headers.is_empty()
             || !route.query.is_empty()
@@ -198,35 +230,59 @@ impl Ctx<'_> {
         {
             return;
         }
-        let hosts: Vec<String> = if route.hosts.is_empty() {
-            vec!["*".to_owned()]
-        } else {
-            route.hosts.iter().map(ToString::to_string).collect()
-        };
-        for host in hosts {
+        // No hosts means any host, which claims as `*`.
+        let any_host = route.hosts.is_empty().then_some(None);
+        for host in any_host.into_iter().chain(route.hosts.iter().map(Some)) {
             for path in &route.paths {
-                let p = match path {
-                    PathSpec::Exact(p) => format!("Exact {p}"),
-                    PathSpec::Prefix(p) => format!("Prefix {}", normalize_prefix(p)),
-                    PathSpec::RegularExpression(_) => continue,
+                let Some(host_len) = claim_key(&mut self.text, host, path) else {
+                    continue;
                 };
-                let key = (host.clone(), p);
-                match self.claims.get(&key) {
+                match self.claims.get(self.text.as_str()) {
                     Some(owner) if **owner != *route.source => {
+                        let (host, path) = (&self.text[..host_len], &self.text[host_len + 1..]);
                         let msg = format!(
-                            "host {} path {} is also declared by {owner}, which takes precedence (older, or first by namespace and name)",
-                            key.0, key.1
+                            "host {host} path {path} is also declared by {owner}, which takes precedence (older, or first by namespace and name)"
                         );
-                        self.diags.push(obj, field, Reason::Conflict, msg);
+                        self.diags.report(obj, field(), Reason::Conflict, msg);
                     }
                     Some(_) => {}
                     None => {
-                        self.claims.insert(key, route.source.clone());
+                        self.claims
+                            .insert(self.text.as_str().into(), route.source.clone());
                     }
                 }
             }
         }
     }
+}
+
+/// Writes the claim key of a host (`None` for any host) and a literal path
+/// into `buf`: the host as written (`*` for any host), a space, then the
+/// match type and the path as the Conflict message shows them. A host never
+/// holds a space, so distinct pairs never share a key. Returns the length
+/// of the host part, or `None` for a regular expression, which claims
+/// nothing.
+fn claim_key(buf: &mut String, host: Option<&HostMatch>, path: &PathSpec) -> Option<usize> {
+    let (kind, path) = match path {
+        PathSpec::Exact(p) => ("Exact", p.as_str()),
+        PathSpec::Prefix(p) => ("Prefix", normalize_prefix(p)),
+        PathSpec::RegularExpression(_) => return None,
+    };
+    buf.clear();
+    match host {
+        None => buf.push('*'),
+        Some(HostMatch::Exact(h)) => buf.push_str(h),
+        Some(HostMatch::Wildcard(s)) => {
+            buf.push_str("*.");
+            buf.push_str(s);
+        }
+    }
+    let host_len = buf.len();
+    buf.push(' ');
+    buf.push_str(kind);
+    buf.push(' ');
+    buf.push_str(path);
+    Some(host_len)
 }
 
 fn normalize_prefix(p: &str) -> &str {

@@ -5,16 +5,18 @@ use crate::routing::{HostMatch, Pattern};
 /// Parses a host condition: an exact DNS name or `*.` followed by one.
 /// Hosts compare case-insensitively, so they are stored in lower case.
 pub fn host(raw: &str) -> Result<HostMatch, String> {
-    let lower = raw.to_ascii_lowercase();
-    let (wildcard, name) = match lower.strip_prefix("*.") {
+    // Lower-casing changes neither the `*.` prefix nor which names are
+    // valid, so the name is checked as written and lower-cased once.
+    let (wildcard, name) = match raw.strip_prefix("*.") {
         Some(rest) => (true, rest),
-        None => (false, lower.as_str()),
+        None => (false, raw),
     };
     dns_name(name).map_err(|why| format!("invalid host {raw:?}: {why}"))?;
+    let name = name.to_ascii_lowercase();
     Ok(if wildcard {
-        HostMatch::Wildcard(name.to_owned())
+        HostMatch::Wildcard(name)
     } else {
-        HostMatch::Exact(name.to_owned())
+        HostMatch::Exact(name)
     })
 }
 
@@ -48,6 +50,14 @@ fn dns_name(name: &str) -> Result<(), &'static str> {
 pub fn literal_path(path: &str) -> Result<(), String> {
     if !path.starts_with('/') {
         return Err(format!("path {path:?} must start with '/'"));
+    }
+    // Printable ASCII other than `?` and `#` is neither a control character
+    // nor whitespace, so the search below could only find nothing.
+    if path
+        .bytes()
+        .all(|b| b.is_ascii_graphic() && b != b'?' && b != b'#')
+    {
+        return Ok(());
     }
     if let Some(c) = path
         .chars()
@@ -109,6 +119,11 @@ mod tests {
         assert!(literal_path("api").is_err());
         assert!(literal_path("/a b").is_err());
         assert!(literal_path("/a?b").is_err());
+        assert!(literal_path("/a#b").is_err());
+        assert!(literal_path("/a\tb").is_err());
+        assert!(literal_path("/a\u{7f}").is_err());
+        assert!(literal_path("/caf\u{e9}/\u{3000}").is_err());
+        assert!(literal_path("/caf\u{e9}").is_ok());
     }
 
     #[test]

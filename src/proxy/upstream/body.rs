@@ -1,0 +1,255 @@
+//! Request bodies out and response bodies in, streamed frame by frame.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Bytes, BytesMut};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::task::JoinHandle;
+
+use super::UpstreamError;
+use super::codec::{BodyFraming, Chunk, ChunkedDecoder, encode_chunk, encode_last_chunk};
+use super::conn::{Conn, Pool};
+
+/// Bytes read from an upstream per system call, at most.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Reads more bytes into `conn.buf`; `Ok(0)` means the upstream closed.
+/// Waits for readiness first, so no read is attempted that would block.
+pub(crate) fn poll_fill(
+    conn: &mut Conn,
+    cx: &mut Context<'_>,
+) -> Poll<Result<usize, std::io::Error>> {
+    if conn.buf.capacity() - conn.buf.len() < READ_CHUNK / 4 {
+        conn.buf.reserve(READ_CHUNK);
+    }
+    loop {
+        ready!(conn.read.as_ref().poll_read_ready(cx))?;
+        match conn.read.try_read_buf(&mut conn.buf) {
+            Ok(n) => return Poll::Ready(Ok(n)),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Poll::Ready(Err(e)),
+        }
+    }
+}
+
+/// Streams the rest of a request body to the upstream, then hands the
+/// write half back so that the connection can be reused.
+pub(crate) async fn write_body(
+    mut w: OwnedWriteHalf,
+    mut body: Incoming,
+    first: Option<Frame<Bytes>>,
+    chunked: bool,
+) -> Result<OwnedWriteHalf, UpstreamError> {
+    use http_body_util::BodyExt;
+    let mut scratch = Vec::new();
+    let mut next = first;
+    loop {
+        let frame = match next.take() {
+            Some(f) => f,
+            None => match body.frame().await {
+                Some(f) => f.map_err(|_| UpstreamError::ClientBody)?,
+                None => break,
+            },
+        };
+        match frame.into_data() {
+            Ok(data) => {
+                if data.is_empty() {
+                    continue;
+                }
+                if chunked {
+                    scratch.clear();
+                    encode_chunk(&mut scratch, &data);
+                    w.write_all(&scratch).await?;
+                } else {
+                    w.write_all(&data).await?;
+                }
+            }
+            Err(frame) => {
+                if let (true, Ok(trailers)) = (chunked, frame.into_trailers()) {
+                    scratch.clear();
+                    encode_last_chunk(&mut scratch, Some(&trailers));
+                    w.write_all(&scratch).await?;
+                    return Ok(w);
+                }
+            }
+        }
+    }
+    if chunked {
+        w.write_all(b"0\r\n\r\n").await?;
+    }
+    Ok(w)
+}
+
+#[derive(Debug)]
+enum State {
+    Length(u64),
+    Chunked(ChunkedDecoder),
+    UntilClose,
+    Done,
+}
+
+/// A response body read from an upstream connection as the client
+/// consumes it. Once complete, the connection goes back to the pool if it
+/// can carry another request; a body dropped early closes it.
+#[derive(Debug)]
+pub struct UpstreamBody {
+    conn: Option<Conn>,
+    state: State,
+    keep_alive: bool,
+    /// The task still writing the request body, if any.
+    writer: Option<JoinHandle<Result<OwnedWriteHalf, UpstreamError>>>,
+    pool: Arc<Pool>,
+}
+
+impl UpstreamBody {
+    pub(crate) fn new(
+        conn: Conn,
+        framing: BodyFraming,
+        keep_alive: bool,
+        writer: Option<JoinHandle<Result<OwnedWriteHalf, UpstreamError>>>,
+        pool: Arc<Pool>,
+    ) -> Self {
+        let state = match framing {
+            BodyFraming::Empty => State::Done,
+            BodyFraming::Length(n) => State::Length(n),
+            BodyFraming::Chunked => State::Chunked(ChunkedDecoder::default()),
+            BodyFraming::UntilClose => State::UntilClose,
+        };
+        UpstreamBody {
+            conn: Some(conn),
+            state,
+            keep_alive,
+            writer,
+            pool,
+        }
+    }
+
+    /// Ends the exchange: the connection is pooled only when the response
+    /// was complete, the upstream allows reuse and the request body was
+    /// written in full.
+    fn finish(&mut self, cx: &mut Context<'_>) {
+        self.state = State::Done;
+        let Some(mut conn) = self.conn.take() else {
+            return;
+        };
+        if !self.keep_alive {
+            return;
+        }
+        if let Some(mut writer) = self.writer.take() {
+            match Pin::new(&mut writer).poll(cx) {
+                Poll::Ready(Ok(Ok(w))) => conn.write = Some(w),
+                Poll::Ready(_) => return,
+                Poll::Pending => {
+                    writer.abort();
+                    return;
+                }
+            }
+        }
+        self.pool.put(conn);
+    }
+
+    fn data(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, UpstreamError>>> {
+        loop {
+            let Some(conn) = self.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match &mut self.state {
+                State::Done => return Poll::Ready(None),
+                State::Length(remaining) => {
+                    if !conn.buf.is_empty() {
+                        let n = (conn.buf.len() as u64).min(*remaining) as usize;
+                        let data = conn.buf.split_to(n).freeze();
+                        *remaining -= n as u64;
+                        if *remaining == 0 {
+                            self.finish(cx);
+                        }
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                    if ready!(poll_fill(conn, cx))? == 0 {
+                        return Poll::Ready(Some(Err(UpstreamError::Truncated)));
+                    }
+                }
+                State::Chunked(dec) => match dec.decode(&mut conn.buf)? {
+                    Chunk::Data(d) => return Poll::Ready(Some(Ok(Frame::data(d)))),
+                    Chunk::End(trailers) => {
+                        self.finish(cx);
+                        if trailers.is_empty() {
+                            return Poll::Ready(None);
+                        }
+                        return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+                    }
+                    Chunk::NeedMore => {
+                        if ready!(poll_fill(conn, cx))? == 0 {
+                            return Poll::Ready(Some(Err(UpstreamError::Truncated)));
+                        }
+                    }
+                },
+                State::UntilClose => {
+                    if !conn.buf.is_empty() {
+                        let data = conn.buf.split().freeze();
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                    if ready!(poll_fill(conn, cx))? == 0 {
+                        self.state = State::Done;
+                        self.conn = None;
+                        return Poll::Ready(None);
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = UpstreamError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        let res = this.data(cx);
+        if let Poll::Ready(Some(Err(_))) = res {
+            this.state = State::Done;
+            this.conn = None;
+        }
+        res
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.state, State::Done)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.state {
+            State::Length(n) => SizeHint::with_exact(n),
+            State::Done => SizeHint::with_exact(0),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+impl Drop for UpstreamBody {
+    fn drop(&mut self) {
+        if let Some(w) = self.writer.take() {
+            w.abort();
+        }
+    }
+}
+
+/// Splits a complete body out of the read buffer when it is already
+/// there, the common case for small responses, so that the connection can
+/// be pooled before the response is even returned.
+pub(crate) fn take_complete(buf: &mut BytesMut, framing: BodyFraming) -> Option<Bytes> {
+    match framing {
+        BodyFraming::Empty => Some(Bytes::new()),
+        BodyFraming::Length(n) if buf.len() as u64 >= n => Some(buf.split_to(n as usize).freeze()),
+        _ => None,
+    }
+}

@@ -1,0 +1,162 @@
+//! Upstream connections and the per-worker pool that keeps them.
+//!
+//! A connection is used by one request at a time, inside that request's
+//! own task: no connection task, no channels, no wake-ups between tasks.
+//! Idle connections are checked for a close by the server without a
+//! system call, from the readiness the event loop already recorded.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+
+use crate::proxy::error::ProxyError;
+
+/// Initial read buffer; grows for large heads.
+const READ_BUF: usize = 16 * 1024;
+
+/// An HTTP/1.1 connection to one endpoint.
+#[derive(Debug)]
+pub struct Conn {
+    pub addr: SocketAddr,
+    pub read: OwnedReadHalf,
+    /// Lent to the task writing a request body, then given back.
+    pub write: Option<OwnedWriteHalf>,
+    /// Bytes read but not consumed yet.
+    pub buf: BytesMut,
+    /// Whether this connection already carried a request.
+    pub reused: bool,
+}
+
+impl Conn {
+    /// Opens a connection within `timeout`.
+    pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Conn, ProxyError> {
+        let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+            Err(_) => return Err(ProxyError::ConnectTimeout { addr, timeout }),
+            Ok(Err(source)) => return Err(ProxyError::Connect { addr, source }),
+            Ok(Ok(s)) => s,
+        };
+        let _ = stream.set_nodelay(true);
+        let (read, write) = stream.into_split();
+        Ok(Conn {
+            addr,
+            read,
+            write: Some(write),
+            buf: BytesMut::with_capacity(READ_BUF),
+            reused: false,
+        })
+    }
+
+    /// Whether the server may have closed this idle connection: any
+    /// readiness on an idle connection means a close (or stray bytes,
+    /// which make it unusable too). Uses the readiness the reactor has
+    /// already recorded, so it costs no system call.
+    fn looks_closed(&self) -> bool {
+        if !self.buf.is_empty() || self.write.is_none() {
+            return true;
+        }
+        let mut cx = Context::from_waker(Waker::noop());
+        matches!(self.read.as_ref().poll_read_ready(&mut cx), Poll::Ready(_))
+    }
+
+    /// Puts the halves back together, for protocol upgrades.
+    pub fn into_stream(self) -> Option<(TcpStream, BytesMut)> {
+        let write = self.write?;
+        self.read.reunite(write).ok().map(|s| (s, self.buf))
+    }
+}
+
+struct Idle {
+    conn: Conn,
+    since: Instant,
+}
+
+/// Pool settings.
+#[derive(Clone, Copy, Debug)]
+pub struct PoolConfig {
+    /// Idle connections kept per endpoint.
+    pub max_idle_per_endpoint: usize,
+    /// Idle connections older than this are closed.
+    pub idle_timeout: Duration,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            max_idle_per_endpoint: 64,
+            idle_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// One worker's idle upstream connections, newest last (the newest is
+/// the least likely to have been closed by the server).
+pub struct Pool {
+    idle: Mutex<HashMap<SocketAddr, Vec<Idle>>>,
+    config: PoolConfig,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl Pool {
+    pub fn new(config: PoolConfig) -> Arc<Self> {
+        Arc::new(Pool {
+            idle: Mutex::new(HashMap::new()),
+            config,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, Vec<Idle>>> {
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// An idle connection to `addr` that still looks usable.
+    pub fn take(&self, addr: SocketAddr, now: Instant) -> Option<Conn> {
+        let mut idle = self.lock();
+        let list = idle.get_mut(&addr)?;
+        while let Some(i) = list.pop() {
+            if now.duration_since(i.since) < self.config.idle_timeout && !i.conn.looks_closed() {
+                return Some(i.conn);
+            }
+        }
+        None
+    }
+
+    /// Keeps a connection that finished its exchange cleanly.
+    pub fn put(&self, mut conn: Conn) {
+        if conn.looks_closed() {
+            return;
+        }
+        conn.reused = true;
+        let mut idle = self.lock();
+        let list = idle.entry(conn.addr).or_default();
+        if list.len() >= self.config.max_idle_per_endpoint {
+            list.remove(0);
+        }
+        list.push(Idle {
+            conn,
+            since: Instant::now(),
+        });
+    }
+
+    /// Drops closed and expired idle connections; run periodically.
+    pub fn sweep(&self) {
+        let timeout = self.config.idle_timeout;
+        let now = Instant::now();
+        self.lock().retain(|_, list| {
+            list.retain(|i| now.duration_since(i.since) < timeout && !i.conn.looks_closed());
+            !list.is_empty()
+        });
+    }
+}

@@ -1,0 +1,295 @@
+//! The upstream side of the proxy: a lean HTTP/1.1 client that runs inside
+//! the request's own task.
+//!
+//! One request is one exchange on one connection: write the head (and a
+//! small body in the same write), read the response head, then stream the
+//! response body as the client reads it. A longer request body is written
+//! by a helper task so that request and response can flow at the same time.
+//! Compared with a general-purpose client there is no connection task and
+//! no channel between tasks on the way, which is most of the per-request
+//! cost of proxying.
+
+mod body;
+mod codec;
+mod conn;
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Method, Request, Response};
+use http_body::{Body, Frame};
+use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWriteExt;
+use tracing::debug;
+
+pub use body::UpstreamBody;
+pub use codec::CodecError;
+pub use conn::{Pool, PoolConfig};
+
+use super::body::ResponseBody;
+use super::error::ProxyError;
+use codec::{BodyFraming, RequestFraming, ResponseHead};
+use conn::Conn;
+
+/// Why an exchange with an upstream failed after connecting.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    #[error("connection closed before a response arrived")]
+    ClosedEarly,
+    #[error("connection closed in the middle of the response body")]
+    Truncated,
+    #[error("the client's request body failed")]
+    ClientBody,
+}
+
+/// Per-request deadlines.
+#[derive(Clone, Copy, Debug)]
+pub struct Deadlines {
+    pub connect: Duration,
+    pub request: Duration,
+}
+
+/// A request body that is either complete in hand or still streaming.
+enum ReqBody {
+    /// Everything there is (possibly nothing), sent with the head.
+    Inline(Bytes),
+    /// The rest is read from the client while the exchange runs.
+    Streaming {
+        body: Incoming,
+        first: Option<Frame<Bytes>>,
+        chunked: bool,
+    },
+}
+
+/// Looks at the client's body without waiting: bodies that are already
+/// complete (no body, or a small one that arrived with the head) are sent
+/// in the same write as the head, and the request can be retried.
+async fn classify(method: &Method, mut body: Incoming) -> (RequestFraming, ReqBody) {
+    if body.is_end_stream() {
+        let framing = if matches!(*method, Method::POST | Method::PUT | Method::PATCH) {
+            RequestFraming::Length(0)
+        } else {
+            RequestFraming::None
+        };
+        return (framing, ReqBody::Inline(Bytes::new()));
+    }
+    let exact = body.size_hint().exact();
+    let framing = exact.map_or(RequestFraming::Chunked, RequestFraming::Length);
+    let chunked = framing == RequestFraming::Chunked;
+    let polled = std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx))).await;
+    let first = match polled {
+        Poll::Ready(Some(Ok(frame))) => Some(frame),
+        _ => None,
+    };
+    if let (Some(frame), Some(n)) = (&first, exact)
+        && body.is_end_stream()
+        && let Some(data) = frame.data_ref()
+        && data.len() as u64 == n
+    {
+        return (framing, ReqBody::Inline(data.clone()));
+    }
+    (
+        framing,
+        ReqBody::Streaming {
+            body,
+            first,
+            chunked,
+        },
+    )
+}
+
+/// Sends `req` to `addr` and returns the response once its head arrived.
+/// With `client_upgrade`, a `101` answer splices client and upstream.
+pub async fn send(
+    pool: &Arc<Pool>,
+    addr: SocketAddr,
+    req: Request<Incoming>,
+    deadlines: Deadlines,
+    client_upgrade: Option<OnUpgrade>,
+) -> Result<Response<ResponseBody>, ProxyError> {
+    let (parts, body) = req.into_parts();
+    let (framing, body) = classify(&parts.method, body).await;
+    let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let mut head = Vec::with_capacity(512);
+    codec::encode_request_head(&mut head, &parts.method, target, &parts.headers, framing);
+    let upstream_err = |source: UpstreamError| ProxyError::Upstream { addr, source };
+
+    let exchange = async {
+        let replayable = matches!(body, ReqBody::Inline(_));
+        let mut conn = match pool.take(addr, Instant::now()) {
+            Some(c) => c,
+            None => Conn::connect(addr, deadlines.connect).await?,
+        };
+        let mut body = Some(body);
+        loop {
+            let attempt = exchange(&mut conn, &head, &parts.method, &mut body).await;
+            match attempt {
+                Ok(ok) => return Ok((conn, ok)),
+                // A kept-alive connection the server closed just before our
+                // request: nothing was processed, so a request that can be
+                // sent again goes out once more on a fresh connection.
+                Err(Attempt::Stale(e)) if conn.reused && replayable => {
+                    debug!(%addr, error = %e, "pooled connection was closed; retrying on a new one");
+                    conn = Conn::connect(addr, deadlines.connect).await?;
+                }
+                Err(Attempt::Stale(e) | Attempt::Failed(e)) => return Err(upstream_err(e)),
+            }
+        }
+    };
+    let (mut conn, (head, writer)) = match tokio::time::timeout(deadlines.request, exchange).await {
+        Err(_) => {
+            return Err(ProxyError::UpstreamTimeout {
+                addr,
+                timeout: deadlines.request,
+            });
+        }
+        Ok(r) => r?,
+    };
+
+    let ResponseHead {
+        status,
+        headers,
+        framing,
+        keep_alive,
+        upgrade,
+    } = head;
+    let mut resp = Response::new(ResponseBody::empty());
+    *resp.status_mut() = status;
+    *resp.headers_mut() = headers;
+
+    if upgrade {
+        match (client_upgrade, conn.into_stream()) {
+            (Some(client), Some((stream, leftover))) => splice(addr, client, stream, leftover),
+            _ => {
+                return Err(upstream_err(UpstreamError::Codec(CodecError::Head(
+                    "unexpected 101 response",
+                ))));
+            }
+        }
+        return Ok(resp);
+    }
+
+    if writer.is_none()
+        && let Some(bytes) = body::take_complete(&mut conn.buf, framing)
+    {
+        if keep_alive {
+            pool.put(conn);
+        }
+        if framing != BodyFraming::Empty {
+            *resp.body_mut() = ResponseBody::full(bytes);
+        }
+        return Ok(resp);
+    }
+    *resp.body_mut() = ResponseBody::Upstream(UpstreamBody::new(
+        conn,
+        framing,
+        keep_alive,
+        writer,
+        pool.clone(),
+    ));
+    Ok(resp)
+}
+
+/// How one attempt failed: `Stale` when nothing came back at all (the
+/// connection may simply have been closed by the server while idle).
+enum Attempt {
+    Stale(UpstreamError),
+    Failed(UpstreamError),
+}
+
+type Writer = tokio::task::JoinHandle<Result<tokio::net::tcp::OwnedWriteHalf, UpstreamError>>;
+
+/// Writes the request and reads the response head on `conn`.
+async fn exchange(
+    conn: &mut Conn,
+    head: &[u8],
+    method: &Method,
+    body: &mut Option<ReqBody>,
+) -> Result<(ResponseHead, Option<Writer>), Attempt> {
+    let Some(mut w) = conn.write.take() else {
+        return Err(Attempt::Stale(UpstreamError::ClosedEarly));
+    };
+    let mut writer = None;
+    let write = match body.take() {
+        Some(ReqBody::Inline(bytes)) => {
+            let r = if bytes.is_empty() {
+                w.write_all(head).await
+            } else {
+                let mut both = Vec::with_capacity(head.len() + bytes.len());
+                both.extend_from_slice(head);
+                both.extend_from_slice(&bytes);
+                w.write_all(&both).await
+            };
+            // Keep it for a possible retry.
+            *body = Some(ReqBody::Inline(bytes));
+            conn.write = Some(w);
+            r
+        }
+        Some(ReqBody::Streaming {
+            body,
+            first,
+            chunked,
+        }) => {
+            let r = w.write_all(head).await;
+            if r.is_ok() {
+                writer = Some(tokio::spawn(body::write_body(w, body, first, chunked)));
+            }
+            r
+        }
+        None => Err(std::io::Error::other("request body already consumed")),
+    };
+    if let Err(e) = write {
+        return Err(Attempt::Stale(e.into()));
+    }
+    let mut received = false;
+    loop {
+        match codec::parse_response_head(&mut conn.buf, method) {
+            Ok(Some(head)) if head.status.is_informational() && !head.upgrade => continue,
+            Ok(Some(head)) => return Ok((head, writer)),
+            Ok(None) => {}
+            Err(e) => return Err(Attempt::Failed(e.into())),
+        }
+        match std::future::poll_fn(|cx| body::poll_fill(conn, cx)).await {
+            Ok(0) if received => return Err(Attempt::Failed(UpstreamError::ClosedEarly)),
+            Ok(0) => return Err(Attempt::Stale(UpstreamError::ClosedEarly)),
+            Ok(_) => received = true,
+            Err(e) if received => return Err(Attempt::Failed(e.into())),
+            Err(e) => return Err(Attempt::Stale(e.into())),
+        }
+    }
+}
+
+/// Joins the client's upgraded connection to the upstream's.
+fn splice(
+    addr: SocketAddr,
+    client: OnUpgrade,
+    mut upstream: tokio::net::TcpStream,
+    leftover: bytes::BytesMut,
+) {
+    tokio::spawn(async move {
+        let upgraded = match client.await {
+            Ok(u) => u,
+            Err(e) => {
+                debug!(%addr, error = %e, "client upgrade did not complete");
+                return;
+            }
+        };
+        let mut client = TokioIo::new(upgraded);
+        if !leftover.is_empty() && client.write_all(&leftover).await.is_err() {
+            return;
+        }
+        if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+            debug!(%addr, error = %e, "upgraded connection ended");
+        }
+    });
+}
