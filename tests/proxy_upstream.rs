@@ -208,3 +208,44 @@ async fn request_bodies_of_known_length_and_expect_continue() {
     assert!(r.text().contains("content-length: 0"), "{}", r.text());
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn upstream_connections_are_reused() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let accepted = std::sync::Arc::new(AtomicUsize::new(0));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::Relaxed);
+            tokio::spawn(async move {
+                while read_head(&mut s).await.is_some() {
+                    let big = "y".repeat(40_000);
+                    let resp = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{big}",
+                        big.len()
+                    );
+                    if s.write_all(resp.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let gw = gateway_for("reuse", addr).await;
+    let mut conn = Conn::open(gw.http()).await.unwrap();
+    for _ in 0..30 {
+        let r = conn.get("reuse.test", "/").await.unwrap();
+        assert_eq!(r.body.len(), 40_000);
+    }
+    for _ in 0..10 {
+        assert_eq!(get(gw.http(), "reuse.test", "/").await.body.len(), 40_000);
+    }
+    assert_eq!(
+        accepted.load(Ordering::Relaxed),
+        1,
+        "one upstream connection serves sequential requests"
+    );
+    gw.shutdown().await;
+}

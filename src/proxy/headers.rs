@@ -3,7 +3,10 @@
 //! set. Response heads are filtered while they are parsed (see
 //! `upstream::codec`).
 
+use http::Method;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+use super::upstream::RequestFraming;
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -54,79 +57,150 @@ fn connection_has(headers: &HeaderMap, token: &str) -> bool {
         .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
-/// Removes hop-by-hop headers, including those the `Connection` header
-/// names. With `keep_upgrade`, the upgrade handshake headers stay.
-fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-            .collect();
-        for name in named {
-            if !(keep_upgrade && name == header::UPGRADE) {
-                headers.remove(&name);
+/// Headers never passed to the upstream as the client sent them: the
+/// hop-by-hop ones (RFC 9110 §7.6.1), framing (the proxy frames the
+/// request itself), `Expect` (the proxy answers `100-continue` itself when
+/// it starts reading the body) and the forwarding headers (set below).
+fn is_replaced(name: &HeaderName) -> bool {
+    [
+        &header::CONNECTION,
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &header::TE,
+        &header::TRAILER,
+        &header::TRANSFER_ENCODING,
+        &header::CONTENT_LENGTH,
+        &header::EXPECT,
+        &X_FORWARDED_FOR,
+        &X_FORWARDED_PROTO,
+        &X_FORWARDED_HOST,
+        &X_FORWARDED_PORT,
+        &X_REAL_IP,
+    ]
+    .contains(&name)
+}
+
+/// A request as it is written to the upstream.
+pub struct RequestHead<'a> {
+    pub method: &'a Method,
+    /// Origin-form target: path and query.
+    pub target: &'a str,
+    /// The client's headers, as received.
+    pub headers: &'a HeaderMap,
+    /// The host the client asked for (URI authority or `Host`); written as
+    /// `Host` when the client sent none, as HTTP/2 clients do.
+    pub host: Option<&'a HeaderValue>,
+    pub client: &'a ClientInfo,
+    /// Keep the WebSocket upgrade handshake headers.
+    pub upgrade: bool,
+    /// Extend the client's forwarding headers instead of replacing them.
+    pub trust_forwarded: bool,
+}
+
+impl RequestHead<'_> {
+    /// Writes the head in HTTP/1.1 form. Header policy is applied while
+    /// writing rather than by editing the header map, which would hash
+    /// every removed and inserted name once more.
+    pub fn encode(&self, out: &mut Vec<u8>, framing: RequestFraming) {
+        out.clear();
+        out.extend_from_slice(self.method.as_str().as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(self.target.as_bytes());
+        out.extend_from_slice(b" HTTP/1.1\r\n");
+        let named: Vec<&str> = if self.headers.contains_key(header::CONNECTION) {
+            self.headers
+                .get_all(header::CONNECTION)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .map(str::trim)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let mut have_host = false;
+        for (name, value) in self.headers {
+            if is_replaced(name) {
+                continue;
+            }
+            if *name == header::UPGRADE && !self.upgrade {
+                continue;
+            }
+            if !named.is_empty()
+                && named.iter().any(|n| n.eq_ignore_ascii_case(name.as_str()))
+                && *name != header::UPGRADE
+            {
+                continue;
+            }
+            have_host |= *name == header::HOST;
+            put(out, name.as_str(), value.as_bytes());
+        }
+        if !have_host && let Some(host) = self.host {
+            put(out, "host", host.as_bytes());
+        }
+        self.forwarded(out);
+        if self.upgrade {
+            put(out, "connection", b"upgrade");
+        }
+        match framing {
+            RequestFraming::None => {}
+            RequestFraming::Length(n) => put(out, "content-length", n.to_string().as_bytes()),
+            RequestFraming::Chunked => put(out, "transfer-encoding", b"chunked"),
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+
+    /// Unless the client is a trusted proxy, forwarding headers it sent are
+    /// replaced rather than extended, so that a client cannot forge its
+    /// address for the upstream.
+    fn forwarded(&self, out: &mut Vec<u8>) {
+        let client = self.client;
+        let trusted = |name: &HeaderName| {
+            if self.trust_forwarded {
+                self.headers.get(name)
+            } else {
+                None
+            }
+        };
+        out.extend_from_slice(b"x-forwarded-for: ");
+        if self.trust_forwarded && self.headers.contains_key(&X_FORWARDED_FOR) {
+            for v in self.headers.get_all(&X_FORWARDED_FOR) {
+                out.extend_from_slice(v.as_bytes());
+                out.extend_from_slice(b", ");
             }
         }
-        headers.remove(header::CONNECTION);
-    }
-    headers.remove(&KEEP_ALIVE);
-    headers.remove(&PROXY_CONNECTION);
-    headers.remove(header::TE);
-    headers.remove(header::TRAILER);
-    headers.remove(header::TRANSFER_ENCODING);
-    // The proxy answers `Expect: 100-continue` itself when it starts
-    // reading the body; passed on, the upstream's interim answer would be
-    // a second one.
-    headers.remove(header::EXPECT);
-    if keep_upgrade {
-        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
-        headers.remove(header::UPGRADE);
+        out.extend_from_slice(client.ip.as_bytes());
+        out.extend_from_slice(b"\r\n");
+        put(
+            out,
+            "x-real-ip",
+            trusted(&X_REAL_IP).unwrap_or(&client.ip).as_bytes(),
+        );
+        put(
+            out,
+            "x-forwarded-proto",
+            trusted(&X_FORWARDED_PROTO)
+                .unwrap_or(&client.proto)
+                .as_bytes(),
+        );
+        put(
+            out,
+            "x-forwarded-port",
+            trusted(&X_FORWARDED_PORT)
+                .unwrap_or(&client.port)
+                .as_bytes(),
+        );
+        if let Some(host) = trusted(&X_FORWARDED_HOST).or(self.host) {
+            put(out, "x-forwarded-host", host.as_bytes());
+        }
     }
 }
 
-/// Prepares a client's request headers for the upstream.
-///
-/// Unless the client is a trusted proxy, forwarding headers it sent are
-/// replaced rather than extended, so that a client cannot forge its
-/// address for the upstream.
-pub fn prepare_request(
-    headers: &mut HeaderMap,
-    client: &ClientInfo,
-    host: Option<&HeaderValue>,
-    keep_upgrade: bool,
-    trust_forwarded: bool,
-) {
-    strip_hop_by_hop(headers, keep_upgrade);
-    let xff = if trust_forwarded && headers.contains_key(&X_FORWARDED_FOR) {
-        let mut joined = Vec::with_capacity(64);
-        for v in headers.get_all(&X_FORWARDED_FOR) {
-            if !joined.is_empty() {
-                joined.extend_from_slice(b", ");
-            }
-            joined.extend_from_slice(v.as_bytes());
-        }
-        joined.extend_from_slice(b", ");
-        joined.extend_from_slice(client.ip.as_bytes());
-        HeaderValue::from_bytes(&joined).unwrap_or_else(|_| client.ip.clone())
-    } else {
-        client.ip.clone()
-    };
-    headers.insert(X_FORWARDED_FOR.clone(), xff);
-    let set = |headers: &mut HeaderMap, name: &HeaderName, value: &HeaderValue| {
-        if !trust_forwarded || !headers.contains_key(name) {
-            headers.insert(name.clone(), value.clone());
-        }
-    };
-    set(headers, &X_REAL_IP, &client.ip);
-    set(headers, &X_FORWARDED_PROTO, &client.proto);
-    set(headers, &X_FORWARDED_PORT, &client.port);
-    if let Some(host) = host {
-        set(headers, &X_FORWARDED_HOST, host);
-    }
+fn put(out: &mut Vec<u8>, name: &str, value: &[u8]) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
 }
 
 #[cfg(test)]
@@ -152,56 +226,119 @@ mod tests {
         h
     }
 
+    fn encode(
+        h: &HeaderMap,
+        host: Option<&HeaderValue>,
+        upgrade: bool,
+        trust: bool,
+        framing: RequestFraming,
+    ) -> String {
+        let client = client();
+        let head = RequestHead {
+            method: &Method::GET,
+            target: "/p?q=1",
+            headers: h,
+            host,
+            client: &client,
+            upgrade,
+            trust_forwarded: trust,
+        };
+        let mut out = Vec::new();
+        head.encode(&mut out, framing);
+        String::from_utf8(out).unwrap()
+    }
+
     #[test]
-    fn strips_hop_by_hop_and_connection_named_headers() {
-        let mut h = map(&[
+    fn hop_by_hop_and_connection_named_headers_are_not_sent() {
+        let h = map(&[
+            ("host", "a.example"),
             ("connection", "keep-alive, x-secret"),
             ("keep-alive", "timeout=5"),
             ("x-secret", "1"),
             ("te", "trailers"),
             ("upgrade", "h2c"),
+            ("expect", "100-continue"),
+            ("content-length", "999"),
             ("x-kept", "yes"),
         ]);
-        prepare_request(&mut h, &client(), None, false, false);
-        for gone in ["connection", "keep-alive", "x-secret", "te", "upgrade"] {
-            assert!(!h.contains_key(gone), "{gone} should be removed");
+        let text = encode(&h, None, false, false, RequestFraming::Length(3));
+        assert!(
+            text.starts_with("GET /p?q=1 HTTP/1.1\r\nhost: a.example\r\nx-kept: yes\r\n"),
+            "{text}"
+        );
+        for gone in [
+            "connection",
+            "keep-alive",
+            "x-secret",
+            "te:",
+            "upgrade",
+            "expect",
+            "999",
+        ] {
+            assert!(!text.contains(gone), "{gone} must not be sent: {text}");
         }
-        assert_eq!(h["x-kept"], "yes");
+        assert!(text.ends_with("content-length: 3\r\n\r\n"), "{text}");
     }
 
     #[test]
     fn forwarded_headers_replace_untrusted_values() {
-        let mut h = map(&[("x-forwarded-for", "1.2.3.4"), ("x-real-ip", "1.2.3.4")]);
+        let h = map(&[("x-forwarded-for", "1.2.3.4"), ("x-real-ip", "1.2.3.4")]);
         let host = HeaderValue::from_static("shop.example.com");
-        prepare_request(&mut h, &client(), Some(&host), false, false);
-        assert_eq!(h["x-forwarded-for"], "10.0.0.9");
-        assert_eq!(h["x-real-ip"], "10.0.0.9");
-        assert_eq!(h["x-forwarded-proto"], "http");
-        assert_eq!(h["x-forwarded-host"], "shop.example.com");
-        assert_eq!(h["x-forwarded-port"], "8080");
+        let text = encode(&h, Some(&host), false, false, RequestFraming::None);
+        assert!(
+            text.contains("host: shop.example.com\r\n"),
+            "missing Host is added: {text}"
+        );
+        assert!(text.contains("x-forwarded-for: 10.0.0.9\r\n"), "{text}");
+        assert!(text.contains("x-real-ip: 10.0.0.9\r\n"), "{text}");
+        assert!(text.contains("x-forwarded-proto: http\r\n"), "{text}");
+        assert!(
+            text.contains("x-forwarded-host: shop.example.com\r\n"),
+            "{text}"
+        );
+        assert!(text.contains("x-forwarded-port: 8080\r\n"), "{text}");
+        assert!(!text.contains("1.2.3.4"), "{text}");
     }
 
     #[test]
     fn forwarded_headers_extend_trusted_values() {
-        let mut h = map(&[
+        let h = map(&[
             ("x-forwarded-for", "1.2.3.4"),
             ("x-forwarded-proto", "https"),
         ]);
-        prepare_request(&mut h, &client(), None, false, true);
-        assert_eq!(h["x-forwarded-for"], "1.2.3.4, 10.0.0.9");
-        assert_eq!(h["x-forwarded-proto"], "https");
+        let text = encode(&h, None, false, true, RequestFraming::None);
+        assert!(
+            text.contains("x-forwarded-for: 1.2.3.4, 10.0.0.9\r\n"),
+            "{text}"
+        );
+        assert!(text.contains("x-forwarded-proto: https\r\n"), "{text}");
     }
 
     #[test]
     fn websocket_upgrade_is_detected_and_kept() {
-        let mut h = map(&[
+        let h = map(&[
             ("connection", "keep-alive, Upgrade"),
             ("upgrade", "websocket"),
         ]);
         assert!(is_websocket_upgrade(&h));
-        prepare_request(&mut h, &client(), None, true, false);
-        assert_eq!(h["connection"], "upgrade");
-        assert_eq!(h["upgrade"], "websocket");
+        let text = encode(&h, None, true, false, RequestFraming::None);
+        assert!(text.contains("upgrade: websocket\r\n"), "{text}");
+        assert!(text.contains("connection: upgrade\r\n"), "{text}");
         assert!(!is_websocket_upgrade(&map(&[("upgrade", "websocket")])));
+    }
+
+    #[test]
+    fn chunked_framing() {
+        let text = encode(
+            &HeaderMap::new(),
+            None,
+            false,
+            false,
+            RequestFraming::Chunked,
+        );
+        assert!(
+            text.ends_with("transfer-encoding: chunked\r\n\r\n"),
+            "{text}"
+        );
     }
 }

@@ -1,18 +1,19 @@
 //! Handling one request: find the route, pick an endpoint, forward.
 
+use std::borrow::Cow;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
-use http::uri::{PathAndQuery, Uri};
-use http::{HeaderValue, Request, Response, Version, header};
+use http::uri::Uri;
+use http::{HeaderValue, Request, Response, header};
 use hyper::body::Incoming;
 use tracing::{debug, warn};
 
 use super::ProxySettings;
 use super::body::ResponseBody;
 use super::error::ProxyError;
-use super::headers::{self, ClientInfo};
+use super::headers::{self, ClientInfo, RequestHead};
 use super::upstream::{self, Deadlines, Pool};
 use crate::metrics::RouteMetrics;
 use crate::routing::{RequestView, Route, RouteTable, normalize_host, normalize_path};
@@ -59,7 +60,7 @@ impl Worker {
             }
         };
         let route = matched.route.clone();
-        let resp = match self.forward(matched, req, client).await {
+        let resp = match self.forward(matched, req, client, start).await {
             Ok(resp) => resp,
             Err(e) => {
                 warn!(route = %route.name, error = %e, "request failed");
@@ -113,6 +114,7 @@ impl Worker {
         matched: Matched,
         mut req: Request<Incoming>,
         client: &ClientInfo,
+        started: Instant,
     ) -> Result<Response<ResponseBody>, ProxyError> {
         let route = &matched.route;
         let (_upstream, addr) = route.pick().ok_or_else(|| ProxyError::NoEndpoint {
@@ -120,13 +122,14 @@ impl Worker {
         })?;
         let settings = &self.shared.settings;
         let deadlines = Deadlines {
+            started,
             connect: route.timeouts.connect.unwrap_or(settings.connect_timeout),
             request: route.timeouts.request.unwrap_or(settings.request_timeout),
         };
         let websocket = route.websocket && headers::is_websocket_upgrade(req.headers());
         let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
 
-        let (mut parts, body) = req.into_parts();
+        let (parts, body) = req.into_parts();
         let host = match parts.uri.authority() {
             Some(a) => Some(
                 HeaderValue::from_str(a.as_str())
@@ -134,36 +137,26 @@ impl Worker {
             ),
             None => parts.headers.get(header::HOST).cloned(),
         };
-        parts.uri = origin_form(&parts.uri, matched.normalized.as_deref())?;
-        parts.version = Version::HTTP_11;
-        if let Some(h) = &host
-            && !parts.headers.contains_key(header::HOST)
-        {
-            parts.headers.insert(header::HOST, h.clone());
-        }
-        headers::prepare_request(
-            &mut parts.headers,
+        let target = target(&parts.uri, matched.normalized.as_deref());
+        let head = RequestHead {
+            method: &parts.method,
+            target: &target,
+            headers: &parts.headers,
+            host: host.as_ref(),
             client,
-            host.as_ref(),
-            websocket,
-            settings.trust_forwarded,
-        );
-        let up_req = Request::from_parts(parts, body);
-
-        upstream::send(&self.pool, addr, up_req, deadlines, client_upgrade).await
+            upgrade: websocket,
+            trust_forwarded: settings.trust_forwarded,
+        };
+        upstream::send(&self.pool, addr, &head, body, deadlines, client_upgrade).await
     }
 }
 
-/// The request target as an upstream HTTP/1.1 server expects it.
-fn origin_form(uri: &Uri, normalized: Option<&str>) -> Result<Uri, ProxyError> {
-    let pq = match (normalized, uri.query()) {
-        (Some(p), Some(q)) => PathAndQuery::try_from(format!("{p}?{q}")),
-        (Some(p), None) => PathAndQuery::try_from(p),
-        (None, _) => match uri.path_and_query() {
-            Some(pq) => Ok(pq.clone()),
-            None => Ok(PathAndQuery::from_static("/")),
-        },
+/// The request target as an upstream HTTP/1.1 server expects it: the
+/// normalized path when normalization changed it, then the query.
+fn target<'a>(uri: &'a Uri, normalized: Option<&str>) -> Cow<'a, str> {
+    match (normalized, uri.query()) {
+        (Some(p), Some(q)) => Cow::Owned(format!("{p}?{q}")),
+        (Some(p), None) => Cow::Owned(p.to_owned()),
+        (None, _) => Cow::Borrowed(uri.path_and_query().map_or("/", |pq| pq.as_str())),
     }
-    .map_err(|_| ProxyError::BadRequest("invalid request target"))?;
-    Ok(Uri::from(pq))
 }

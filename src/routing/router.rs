@@ -174,42 +174,60 @@ impl Router {
     /// Builds the index for `specs`, whose compiled routes are `routes`
     /// (same order).
     pub(crate) fn build(specs: &[RouteSpec]) -> Router {
+        let mut router = Router::default();
+        // Specs are read in order here, and only paths in rank order
+        // below: each route's host groups are found now, as positions in
+        // `hosts` (`None` for the any-host group), and listed in `groups`
+        // from `first_group[route]` on.
+        let mut groups: Vec<Option<u32>> = Vec::with_capacity(specs.len());
+        let mut first_group: Vec<u32> = Vec::with_capacity(specs.len() + 1);
         let mut pairs: Vec<(RankKey, u32, &PathSpec)> = Vec::with_capacity(specs.len());
         for (i, spec) in specs.iter().enumerate() {
+            first_group.push(groups.len() as u32);
+            if spec.hosts.is_empty() {
+                groups.push(None);
+            }
+            for host in &spec.hosts {
+                groups.push(Some(router.host_group(host)));
+            }
             for (j, path) in spec.paths.iter().enumerate() {
                 pairs.push((RankKey::new(spec, path, i, j), i as u32, path));
             }
         }
+        first_group.push(groups.len() as u32);
         pairs.sort_unstable_by(|a, b| a.0.cmp(&b.0));
 
-        let mut router = Router::default();
         for (rank, (_, route, path)) in pairs.into_iter().enumerate() {
             let entry = Entry {
                 rank: rank as u32,
                 route,
             };
-            let spec = &specs[route as usize];
-            if spec.hosts.is_empty() {
-                router.any_host.insert(path, entry);
-            }
-            for host in &spec.hosts {
-                let (map, name) = match host {
-                    HostMatch::Exact(h) => (&mut router.exact_hosts, h),
-                    HostMatch::Wildcard(s) => (&mut router.wildcard_hosts, s),
+            let r = route as usize;
+            let (from, to) = (first_group[r] as usize, first_group[r + 1] as usize);
+            for group in &groups[from..to] {
+                let index = match group {
+                    None => &mut router.any_host,
+                    Some(i) => &mut router.hosts[*i as usize],
                 };
-                let i = match map.get(name.as_str()) {
-                    Some(&i) => i as usize,
-                    None => {
-                        let i = router.hosts.len();
-                        map.insert(name.as_str().into(), i as u32);
-                        router.hosts.push(HostIndex::default());
-                        i
-                    }
-                };
-                router.hosts[i].insert(path, entry);
+                index.insert(path, entry);
             }
         }
         router
+    }
+
+    /// The position in `hosts` of the group for `host`, added if new.
+    fn host_group(&mut self, host: &HostMatch) -> u32 {
+        let (map, name) = match host {
+            HostMatch::Exact(h) => (&mut self.exact_hosts, h),
+            HostMatch::Wildcard(s) => (&mut self.wildcard_hosts, s),
+        };
+        if let Some(&i) = map.get(name.as_str()) {
+            return i;
+        }
+        let i = self.hosts.len() as u32;
+        map.insert(name.as_str().into(), i);
+        self.hosts.push(HostIndex::default());
+        i
     }
 
     /// Index of the route for `req` in `routes`, if any.

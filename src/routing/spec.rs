@@ -59,6 +59,12 @@ impl UpstreamKey {
         UpstreamKey(text.into())
     }
 
+    /// Tells apart clones of one key from equal keys made separately:
+    /// clones share their text, and so its address.
+    pub(crate) fn identity(&self) -> usize {
+        self.0.as_ptr().addr()
+    }
+
     /// The key as text, also used as a metrics label.
     pub fn as_str(&self) -> &str {
         &self.0

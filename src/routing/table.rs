@@ -41,14 +41,13 @@ pub struct Route {
 }
 
 impl Route {
-    fn compile(spec: &RouteSpec, upstreams: &HashMap<&UpstreamKey, Arc<Upstream>>) -> Route {
+    fn compile(spec: &RouteSpec, upstreams: &mut Upstreams<'_>) -> Route {
         let backends: Vec<Backend> = spec
             .backends
             .iter()
             .map(|b| Backend {
                 upstream: upstreams
                     .get(&b.upstream)
-                    .cloned()
                     .unwrap_or_else(|| Arc::new(Upstream::new(b.upstream.clone(), Vec::new()))),
                 weight: b.weight,
             })
@@ -145,6 +144,35 @@ fn gcd(a: u64, b: u64) -> u64 {
     if b == 0 { a } else { gcd(b, a % b) }
 }
 
+/// The upstreams of one build, by key.
+///
+/// Translation gives every backend a clone of its upstream's key, so a
+/// lookup by the key's identity (its address) nearly always succeeds
+/// without reading or hashing the text. A key made any other way is found
+/// by text, in a map built on the first such lookup.
+struct Upstreams<'s> {
+    by_identity: HashMap<usize, (&'s UpstreamKey, Arc<Upstream>)>,
+    by_text: Option<HashMap<&'s UpstreamKey, Arc<Upstream>>>,
+}
+
+impl Upstreams<'_> {
+    fn get(&mut self, key: &UpstreamKey) -> Option<Arc<Upstream>> {
+        if let Some((_, up)) = self.by_identity.get(&key.identity()) {
+            return Some(up.clone());
+        }
+        let by_identity = &self.by_identity;
+        self.by_text
+            .get_or_insert_with(|| {
+                by_identity
+                    .values()
+                    .map(|(k, up)| (*k, up.clone()))
+                    .collect()
+            })
+            .get(key)
+            .cloned()
+    }
+}
+
 /// An immutable route table: the router and its compiled routes.
 #[derive(Debug, Default)]
 pub struct RouteTable {
@@ -156,14 +184,19 @@ impl RouteTable {
     /// Compiles `spec`, linking its backends to the registry's upstreams
     /// (which are created or updated as needed).
     pub fn build(spec: &TableSpec, registry: &UpstreamRegistry) -> RouteTable {
-        let mut upstreams = HashMap::with_capacity(spec.upstreams.len());
+        let mut upstreams = Upstreams {
+            by_identity: HashMap::with_capacity(spec.upstreams.len()),
+            by_text: None,
+        };
         registry.sync_each(&spec.upstreams, |key, up| {
-            upstreams.insert(key, up.clone());
+            upstreams
+                .by_identity
+                .insert(key.identity(), (key, up.clone()));
         });
         let routes = spec
             .routes
             .iter()
-            .map(|r| Arc::new(Route::compile(r, &upstreams)))
+            .map(|r| Arc::new(Route::compile(r, &mut upstreams)))
             .collect();
         RouteTable {
             router: Router::build(&spec.routes),

@@ -45,7 +45,7 @@ pub(super) fn translate(ctx: &mut Ctx<'_>, key: &ObjectKey, ar: &ApiRoute) {
             "at least one route is required",
         );
     }
-    let source = ctx.shared_text(format_args!("{obj}"));
+    let source = ctx.source(obj);
     let mut names = HashSet::new();
     for (i, rule) in rules.iter().enumerate() {
         if rule.name.is_empty() {
@@ -199,10 +199,7 @@ fn route(
         ));
     }
 
-    let name = ctx.shared_text(format_args!(
-        "apiroute/{}/{}/{}",
-        key.namespace, key.name, rule.name
-    ));
+    let name = ctx.shared_text(&["apiroute/", &key.namespace, "/", &key.name, "/", &rule.name]);
     Ok(RouteSpec {
         name,
         source: source.clone(),

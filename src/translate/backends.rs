@@ -67,17 +67,32 @@ impl<'a> BackendResolver<'a> {
     pub fn new(state: &'a ClusterState) -> Self {
         let mut services: HashMap<(&str, &str), ServiceEntry<'_>> =
             HashMap::with_capacity(state.services.len());
-        for (key, svc) in &state.services {
-            services.insert(
-                (key.namespace.as_str(), key.name.as_str()),
-                ServiceEntry {
-                    service: Some(svc.as_ref()),
-                    first_slice: None,
-                },
-            );
-        }
         let mut slices = Vec::with_capacity(state.endpoint_slices.len());
-        for (key, slice) in &state.endpoint_slices {
+        // Slices are usually named after their Service, so taking both
+        // stores in key order together meets a slice soon after its Service,
+        // while the Service's entry is still in cache. The result does not
+        // depend on the order.
+        let mut svc_iter = state.services.iter().peekable();
+        let mut slice_iter = state.endpoint_slices.iter().peekable();
+        loop {
+            let service_next = match (svc_iter.peek(), slice_iter.peek()) {
+                (Some((a, _)), Some((b, _))) => a <= b,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (None, None) => break,
+            };
+            if service_next {
+                if let Some((key, svc)) = svc_iter.next() {
+                    services
+                        .entry((key.namespace.as_str(), key.name.as_str()))
+                        .or_default()
+                        .service = Some(svc.as_ref());
+                }
+                continue;
+            }
+            let Some((key, slice)) = slice_iter.next() else {
+                continue;
+            };
             let service = slice
                 .metadata
                 .labels

@@ -64,20 +64,11 @@ impl ObjectRef {
 
 impl fmt::Display for ObjectRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write_object(f, self.kind, &self.namespace, &self.name)
-    }
-}
-
-fn write_object(
-    f: &mut fmt::Formatter<'_>,
-    kind: Kind,
-    namespace: &str,
-    name: &str,
-) -> fmt::Result {
-    if namespace.is_empty() {
-        write!(f, "{kind} {name}")
-    } else {
-        write!(f, "{kind} {namespace}/{name}")
+        if self.namespace.is_empty() {
+            write!(f, "{} {}", self.kind, self.name)
+        } else {
+            write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+        }
     }
 }
 
@@ -92,13 +83,6 @@ pub(crate) struct Subject<'a> {
 impl Subject<'_> {
     pub fn object_ref(self) -> ObjectRef {
         ObjectRef::new(self.kind, &self.key.namespace, &self.key.name)
-    }
-}
-
-/// The same text as the subject's [`ObjectRef`].
-impl fmt::Display for Subject<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write_object(f, self.kind, &self.key.namespace, &self.key.name)
     }
 }
 

@@ -20,8 +20,8 @@ pub(super) fn translate(ctx: &mut Ctx<'_>, key: &ObjectKey, ingress: &Ingress) {
         kind: Kind::Ingress,
         key,
     };
-    let name = ctx.shared_text(format_args!("ingress/{}/{}", key.namespace, key.name));
-    let source = ctx.shared_text(format_args!("{obj}"));
+    let name = ctx.shared_text(&["ingress/", &key.namespace, "/", &key.name]);
+    let source = ctx.source(obj);
     let Some(spec) = ingress.spec.as_ref() else {
         ctx.diags
             .report(obj, "spec", Reason::InvalidSpec, "spec is missing");

@@ -42,7 +42,6 @@ mod ingress;
 mod state;
 mod validate;
 
-use std::fmt::{self, Write as _};
 use std::sync::Arc;
 
 use foldhash::{HashMap, HashMapExt};
@@ -181,12 +180,22 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    /// Formats shared text (a route name or source) with one allocation.
-    fn shared_text(&mut self, args: fmt::Arguments<'_>) -> Arc<str> {
+    /// Joins `parts` into shared text (a route name or source) with one
+    /// allocation and no formatting machinery: there is one per route.
+    fn shared_text(&mut self, parts: &[&str]) -> Arc<str> {
         self.text.clear();
-        // Writing into a String cannot fail.
-        let _ = self.text.write_fmt(args);
+        parts.iter().for_each(|p| self.text.push_str(p));
         Arc::from(self.text.as_str())
+    }
+
+    /// The `source` of routes from `obj`: its [`ObjectRef`] as text.
+    fn source(&mut self, obj: Subject<'_>) -> Arc<str> {
+        let (namespace, name) = (obj.key.namespace.as_str(), obj.key.name.as_str());
+        if namespace.is_empty() {
+            self.shared_text(&[obj.kind.as_str(), " ", name])
+        } else {
+            self.shared_text(&[obj.kind.as_str(), " ", namespace, "/", name])
+        }
     }
 
     /// Resolves a backend, reporting a missing Service or port as a warning
@@ -289,5 +298,30 @@ fn normalize_prefix(p: &str) -> &str {
     match p.trim_end_matches('/') {
         "" => "/",
         trimmed => trimmed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_source_is_the_object_ref_text() {
+        let state = ClusterState::default();
+        let mut ctx = Ctx {
+            state: &state,
+            resolver: BackendResolver::new(&state),
+            diags: Diagnostics::default(),
+            routes: Vec::new(),
+            claims: HashMap::new(),
+            default_backend_owner: None,
+            text: String::new(),
+        };
+        for key in [ObjectKey::new("shop", "cart"), ObjectKey::new("", "global")] {
+            for kind in [Kind::Ingress, Kind::ApiRoute] {
+                let obj = Subject { kind, key: &key };
+                assert_eq!(*ctx.source(obj), obj.object_ref().to_string());
+            }
+        }
     }
 }

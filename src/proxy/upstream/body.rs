@@ -20,6 +20,12 @@ const READ_CHUNK: usize = 16 * 1024;
 
 /// Reads more bytes into `conn.buf`; `Ok(0)` means the upstream closed.
 /// Waits for readiness first, so no read is attempted that would block.
+///
+/// A read that returns less than it asked for has drained the socket, so
+/// the event loop's cached readiness is cleared then, without the extra
+/// read that would otherwise be needed to learn it. An idle pooled
+/// connection then usually shows no readiness, and [`Conn::usable`] can
+/// tell it is alive without a system call.
 pub(crate) fn poll_fill(
     conn: &mut Conn,
     cx: &mut Context<'_>,
@@ -29,8 +35,14 @@ pub(crate) fn poll_fill(
     }
     loop {
         ready!(conn.read.as_ref().poll_read_ready(cx))?;
+        let spare = conn.buf.capacity() - conn.buf.len();
         match conn.read.try_read_buf(&mut conn.buf) {
-            Ok(n) => return Poll::Ready(Ok(n)),
+            Ok(n) => {
+                if n > 0 && n < spare {
+                    conn.clear_read_readiness();
+                }
+                return Poll::Ready(Ok(n));
+            }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
             Err(e) => return Poll::Ready(Err(e)),
         }

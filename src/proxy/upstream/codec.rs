@@ -37,53 +37,6 @@ pub enum RequestFraming {
     Chunked,
 }
 
-/// Writes a request head. `headers` must already be free of hop-by-hop
-/// headers; framing headers are replaced by `framing`'s.
-pub fn encode_request_head(
-    out: &mut Vec<u8>,
-    method: &Method,
-    target: &str,
-    headers: &HeaderMap,
-    framing: RequestFraming,
-) {
-    out.clear();
-    out.extend_from_slice(method.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(target.as_bytes());
-    out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in headers {
-        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
-            continue;
-        }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    match framing {
-        RequestFraming::None => {}
-        RequestFraming::Length(n) => {
-            out.extend_from_slice(b"content-length: ");
-            out.extend_from_slice(itoa(n, &mut [0u8; 20]));
-            out.extend_from_slice(b"\r\n");
-        }
-        RequestFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
-    }
-    out.extend_from_slice(b"\r\n");
-}
-
-fn itoa(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            return &buf[i..];
-        }
-    }
-}
-
 /// Appends one chunk of a chunked body.
 pub fn encode_chunk(out: &mut Vec<u8>, data: &[u8]) {
     out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
@@ -431,31 +384,6 @@ mod tests {
     fn head(text: &str, method: &Method) -> Result<Option<ResponseHead>, CodecError> {
         let mut buf = BytesMut::from(text);
         parse_response_head(&mut buf, method)
-    }
-
-    #[test]
-    fn request_heads_carry_our_framing_only() {
-        let mut h = HeaderMap::new();
-        h.insert("host", "a.example".parse().unwrap());
-        h.insert("content-length", "999".parse().unwrap());
-        h.insert("transfer-encoding", "chunked".parse().unwrap());
-        let mut out = Vec::new();
-        encode_request_head(
-            &mut out,
-            &Method::POST,
-            "/x?y=1",
-            &h,
-            RequestFraming::Length(12),
-        );
-        assert_eq!(
-            String::from_utf8(out.clone()).unwrap(),
-            "POST /x?y=1 HTTP/1.1\r\nhost: a.example\r\ncontent-length: 12\r\n\r\n"
-        );
-        encode_request_head(&mut out, &Method::GET, "/", &h, RequestFraming::None);
-        assert_eq!(
-            String::from_utf8(out).unwrap(),
-            "GET / HTTP/1.1\r\nhost: a.example\r\n\r\n"
-        );
     }
 
     #[test]

@@ -2,16 +2,19 @@
 //!
 //! A connection is used by one request at a time, inside that request's
 //! own task: no connection task, no channels, no wake-ups between tasks.
-//! Idle connections are checked for a close by the server without a
-//! system call, from the readiness the event loop already recorded.
+//! Idle connections are checked for a close by the server from the
+//! readiness the event loop already recorded, usually without a system
+//! call.
 
 use std::collections::HashMap;
+use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
@@ -31,6 +34,8 @@ pub struct Conn {
     pub buf: BytesMut,
     /// Whether this connection already carried a request.
     pub reused: bool,
+    /// When its latest request started; idle time is counted from there.
+    pub last_used: Instant,
 }
 
 impl Conn {
@@ -49,19 +54,36 @@ impl Conn {
             write: Some(write),
             buf: BytesMut::with_capacity(READ_BUF),
             reused: false,
+            last_used: Instant::now(),
         })
     }
 
-    /// Whether the server may have closed this idle connection: any
-    /// readiness on an idle connection means a close (or stray bytes,
-    /// which make it unusable too). Uses the readiness the reactor has
-    /// already recorded, so it costs no system call.
-    fn looks_closed(&self) -> bool {
+    /// Forgets readiness the event loop recorded for bytes already read.
+    pub(crate) fn clear_read_readiness(&self) {
+        let _ = self.read.as_ref().try_io(Interest::READABLE, || {
+            Err::<(), _>(io::ErrorKind::WouldBlock.into())
+        });
+    }
+
+    /// Whether this idle connection can carry a request. A connection with
+    /// no recorded readiness is alive as far as the event loop knows, which
+    /// costs nothing to ask. Recorded readiness may be the server's close
+    /// or only a late notice of bytes already read; one non-blocking read
+    /// tells which.
+    fn usable(&mut self) -> bool {
         if !self.buf.is_empty() || self.write.is_none() {
-            return true;
+            return false;
         }
         let mut cx = Context::from_waker(Waker::noop());
-        matches!(self.read.as_ref().poll_read_ready(&mut cx), Poll::Ready(_))
+        if self.read.as_ref().poll_read_ready(&mut cx).is_pending() {
+            return true;
+        }
+        let mut probe = [0u8; 1];
+        match self.read.try_read(&mut probe) {
+            Err(e) => e.kind() == io::ErrorKind::WouldBlock,
+            // A close, or bytes nobody asked for: either way unusable.
+            Ok(_) => false,
+        }
     }
 
     /// Puts the halves back together, for protocol upgrades.
@@ -125,8 +147,8 @@ impl Pool {
     pub fn take(&self, addr: SocketAddr, now: Instant) -> Option<Conn> {
         let mut idle = self.lock();
         let list = idle.get_mut(&addr)?;
-        while let Some(i) = list.pop() {
-            if now.duration_since(i.since) < self.config.idle_timeout && !i.conn.looks_closed() {
+        while let Some(mut i) = list.pop() {
+            if now.duration_since(i.since) < self.config.idle_timeout && i.conn.usable() {
                 return Some(i.conn);
             }
         }
@@ -135,7 +157,7 @@ impl Pool {
 
     /// Keeps a connection that finished its exchange cleanly.
     pub fn put(&self, mut conn: Conn) {
-        if conn.looks_closed() {
+        if !conn.buf.is_empty() || conn.write.is_none() {
             return;
         }
         conn.reused = true;
@@ -144,10 +166,8 @@ impl Pool {
         if list.len() >= self.config.max_idle_per_endpoint {
             list.remove(0);
         }
-        list.push(Idle {
-            conn,
-            since: Instant::now(),
-        });
+        let since = conn.last_used;
+        list.push(Idle { conn, since });
     }
 
     /// Drops closed and expired idle connections; run periodically.
@@ -155,7 +175,7 @@ impl Pool {
         let timeout = self.config.idle_timeout;
         let now = Instant::now();
         self.lock().retain(|_, list| {
-            list.retain(|i| now.duration_since(i.since) < timeout && !i.conn.looks_closed());
+            list.retain_mut(|i| now.duration_since(i.since) < timeout && i.conn.usable());
             !list.is_empty()
         });
     }

@@ -20,7 +20,7 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{Method, Request, Response};
+use http::{Method, Response};
 use http_body::{Body, Frame};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
@@ -29,12 +29,13 @@ use tokio::io::AsyncWriteExt;
 use tracing::debug;
 
 pub use body::UpstreamBody;
-pub use codec::CodecError;
+pub use codec::{CodecError, RequestFraming};
 pub use conn::{Pool, PoolConfig};
 
 use super::body::ResponseBody;
 use super::error::ProxyError;
-use codec::{BodyFraming, RequestFraming, ResponseHead};
+use super::headers::RequestHead;
+use codec::{BodyFraming, ResponseHead};
 use conn::Conn;
 
 /// Why an exchange with an upstream failed after connecting.
@@ -55,6 +56,8 @@ pub enum UpstreamError {
 /// Per-request deadlines.
 #[derive(Clone, Copy, Debug)]
 pub struct Deadlines {
+    /// When the request arrived; the clock is read once per request.
+    pub started: Instant,
     pub connect: Duration,
     pub request: Duration,
 }
@@ -108,31 +111,33 @@ async fn classify(method: &Method, mut body: Incoming) -> (RequestFraming, ReqBo
     )
 }
 
-/// Sends `req` to `addr` and returns the response once its head arrived.
-/// With `client_upgrade`, a `101` answer splices client and upstream.
+/// Sends a request to `addr` and returns the response once its head
+/// arrived. With `client_upgrade`, a `101` answer splices client and
+/// upstream together.
 pub async fn send(
     pool: &Arc<Pool>,
     addr: SocketAddr,
-    req: Request<Incoming>,
+    request: &RequestHead<'_>,
+    body: Incoming,
     deadlines: Deadlines,
     client_upgrade: Option<OnUpgrade>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
-    let (parts, body) = req.into_parts();
-    let (framing, body) = classify(&parts.method, body).await;
-    let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let method = request.method;
+    let (framing, body) = classify(method, body).await;
     let mut head = Vec::with_capacity(512);
-    codec::encode_request_head(&mut head, &parts.method, target, &parts.headers, framing);
+    request.encode(&mut head, framing);
     let upstream_err = |source: UpstreamError| ProxyError::Upstream { addr, source };
 
     let exchange = async {
         let replayable = matches!(body, ReqBody::Inline(_));
-        let mut conn = match pool.take(addr, Instant::now()) {
+        let mut conn = match pool.take(addr, deadlines.started) {
             Some(c) => c,
             None => Conn::connect(addr, deadlines.connect).await?,
         };
+        conn.last_used = deadlines.started;
         let mut body = Some(body);
         loop {
-            let attempt = exchange(&mut conn, &head, &parts.method, &mut body).await;
+            let attempt = exchange(&mut conn, &head, method, &mut body).await;
             match attempt {
                 Ok(ok) => return Ok((conn, ok)),
                 // A kept-alive connection the server closed just before our
@@ -141,12 +146,14 @@ pub async fn send(
                 Err(Attempt::Stale(e)) if conn.reused && replayable => {
                     debug!(%addr, error = %e, "pooled connection was closed; retrying on a new one");
                     conn = Conn::connect(addr, deadlines.connect).await?;
+                    conn.last_used = deadlines.started;
                 }
                 Err(Attempt::Stale(e) | Attempt::Failed(e)) => return Err(upstream_err(e)),
             }
         }
     };
-    let (mut conn, (head, writer)) = match tokio::time::timeout(deadlines.request, exchange).await {
+    let deadline = tokio::time::Instant::from_std(deadlines.started + deadlines.request);
+    let (mut conn, (head, writer)) = match tokio::time::timeout_at(deadline, exchange).await {
         Err(_) => {
             return Err(ProxyError::UpstreamTimeout {
                 addr,
