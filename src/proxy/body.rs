@@ -11,8 +11,9 @@ use super::upstream::{UpstreamBody, UpstreamError};
 /// The body the proxy answers with.
 #[derive(Debug)]
 pub enum ResponseBody {
-    /// Streamed from an upstream as the client reads it.
-    Upstream(UpstreamBody),
+    /// Streamed from an upstream as the client reads it. Boxed: it is
+    /// large, and most responses are small enough to be `Full`.
+    Upstream(Box<UpstreamBody>),
     /// A complete body: small upstream responses, and answers produced by
     /// the gateway itself (errors, admin pages).
     Full(Option<Bytes>),
@@ -37,7 +38,7 @@ impl Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match self.get_mut() {
-            ResponseBody::Upstream(b) => Pin::new(b).poll_frame(cx),
+            ResponseBody::Upstream(b) => Pin::new(b.as_mut()).poll_frame(cx),
             ResponseBody::Full(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
         }
     }
