@@ -14,7 +14,7 @@ use foldhash::{HashMap, HashMapExt};
 use k8s_openapi::api::core::v1::{Service, ServicePort};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
-use super::state::ClusterState;
+use super::state::{ClusterState, ObjectKey};
 use crate::api::PortRef;
 use crate::routing::{UpstreamKey, UpstreamSpec};
 
@@ -65,55 +65,54 @@ pub struct BackendResolver<'a> {
 
 impl<'a> BackendResolver<'a> {
     pub fn new(state: &'a ClusterState) -> Self {
-        let mut services: HashMap<(&str, &str), ServiceEntry<'_>> =
-            HashMap::with_capacity(state.services.len());
-        let mut slices = Vec::with_capacity(state.endpoint_slices.len());
-        // Slices are usually named after their Service, so taking both
-        // stores in key order together meets a slice soon after its Service,
-        // while the Service's entry is still in cache. The result does not
-        // depend on the order.
-        let mut svc_iter = state.services.iter().peekable();
-        let mut slice_iter = state.endpoint_slices.iter().peekable();
-        loop {
-            let service_next = match (svc_iter.peek(), slice_iter.peek()) {
-                (Some((a, _)), Some((b, _))) => a <= b,
-                (Some(_), None) => true,
-                (None, Some(_)) => false,
-                (None, None) => break,
-            };
-            if service_next {
-                if let Some((key, svc)) = svc_iter.next() {
-                    services
-                        .entry((key.namespace.as_str(), key.name.as_str()))
-                        .or_default()
-                        .service = Some(svc.as_ref());
-                }
-                continue;
-            }
-            let Some((key, slice)) = slice_iter.next() else {
-                continue;
-            };
-            let service = slice
-                .metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(SERVICE_NAME_LABEL));
-            let (Some(service), Ok(n)) = (service, u32::try_from(slices.len())) else {
-                continue;
-            };
-            let entry = services
-                .entry((key.namespace.as_str(), service.as_str()))
-                .or_default();
-            slices.push((slice.as_ref(), entry.first_slice));
-            entry.first_slice = Some(n);
-        }
-        BackendResolver {
-            services,
-            slices,
+        let mut resolver = BackendResolver {
+            services: HashMap::with_capacity(state.services.len()),
+            slices: Vec::with_capacity(state.endpoint_slices.len()),
             upstreams: Vec::with_capacity(state.services.len()),
             index: HashMap::with_capacity(state.services.len()),
             key_text: String::new(),
+        };
+        // Slices are usually named after their Service, so both stores in
+        // key order, taken at the same pace, meet a slice soon after its
+        // Service, while the Service's entry is still in cache. The result
+        // does not depend on the order.
+        let (n_services, n_slices) = (state.services.len(), state.endpoint_slices.len());
+        let mut slices = state.endpoint_slices.iter();
+        let mut taken = 0;
+        for (i, (key, svc)) in state.services.iter().enumerate() {
+            resolver
+                .services
+                .entry((key.namespace.as_str(), key.name.as_str()))
+                .or_default()
+                .service = Some(svc.as_ref());
+            let due = (i + 1).saturating_mul(n_slices) / n_services;
+            while taken < due {
+                taken += 1;
+                if let Some((key, slice)) = slices.next() {
+                    resolver.add_slice(key, slice);
+                }
+            }
         }
+        slices.for_each(|(key, slice)| resolver.add_slice(key, slice));
+        resolver
+    }
+
+    /// Lists `slice` under the Service its label names, if any.
+    fn add_slice(&mut self, key: &'a ObjectKey, slice: &'a EndpointSlice) {
+        let service = slice
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(SERVICE_NAME_LABEL));
+        let (Some(service), Ok(n)) = (service, u32::try_from(self.slices.len())) else {
+            return;
+        };
+        let entry = self
+            .services
+            .entry((key.namespace.as_str(), service.as_str()))
+            .or_default();
+        self.slices.push((slice, entry.first_slice));
+        entry.first_slice = Some(n);
     }
 
     /// Resolves one backend. The returned key is always usable: when the

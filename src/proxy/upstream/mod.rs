@@ -197,13 +197,13 @@ pub async fn send(
         }
         return Ok(resp);
     }
-    *resp.body_mut() = ResponseBody::Upstream(UpstreamBody::new(
+    *resp.body_mut() = ResponseBody::Upstream(Box::new(UpstreamBody::new(
         conn,
         framing,
         keep_alive,
         writer,
         pool.clone(),
-    ));
+    )));
     Ok(resp)
 }
 
