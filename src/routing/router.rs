@@ -74,17 +74,48 @@ impl<V> TextMap<V> {
     }
 }
 
+/// The entries of one path, in rank order. Most paths have one, which is
+/// then kept without an allocation of its own.
+#[derive(Debug, Default)]
+enum Entries {
+    #[default]
+    None,
+    One(Entry),
+    Many(Vec<Entry>),
+}
+
+impl Entries {
+    fn push(&mut self, entry: Entry) {
+        *self = match std::mem::take(self) {
+            Entries::None => Entries::One(entry),
+            Entries::One(first) => Entries::Many(vec![first, entry]),
+            Entries::Many(mut all) => {
+                all.push(entry);
+                Entries::Many(all)
+            }
+        };
+    }
+
+    fn as_slice(&self) -> &[Entry] {
+        match self {
+            Entries::None => &[],
+            Entries::One(entry) => std::slice::from_ref(entry),
+            Entries::Many(all) => all,
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct TrieNode {
     children: TextMap<u32>,
-    entries: Vec<Entry>,
+    entries: Entries,
 }
 
 /// The routes of one host group. Pairs are inserted in rank order, so
 /// every list of entries is sorted by rank.
 #[derive(Debug, Default)]
 struct HostIndex {
-    exact: TextMap<Vec<Entry>>,
+    exact: TextMap<Entries>,
     /// Node 0 is the root, holding prefix `/`.
     trie: Vec<TrieNode>,
     regex: Vec<(Pattern, Entry)>,
@@ -93,7 +124,10 @@ struct HostIndex {
 impl HostIndex {
     fn insert(&mut self, path: &PathSpec, entry: Entry) {
         match path {
-            PathSpec::Exact(p) => self.exact.get_or_insert_with(p, Vec::new).push(entry),
+            PathSpec::Exact(p) => self
+                .exact
+                .get_or_insert_with(p, Entries::default)
+                .push(entry),
             PathSpec::Prefix(p) => {
                 if self.trie.is_empty() {
                     self.trie.push(TrieNode::default());
@@ -132,16 +166,16 @@ impl HostIndex {
             }
         };
         if let Some(v) = self.exact.get(req.path) {
-            consider(v);
+            consider(v.as_slice());
         }
         if let Some(mut node) = self.trie.first() {
-            consider(&node.entries);
+            consider(node.entries.as_slice());
             for seg in segments(req.path) {
                 match node.children.get(seg) {
                     Some(&n) => node = &self.trie[n as usize],
                     None => break,
                 }
-                consider(&node.entries);
+                consider(node.entries.as_slice());
             }
         }
         for (pattern, e) in &self.regex {

@@ -1,5 +1,6 @@
 //! Compiled routes and the immutable table the proxy serves from.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -33,7 +34,7 @@ pub struct Route {
     query: Box<[QueryCond]>,
     backends: Box<[Backend]>,
     /// Backend indexes in smooth weighted round-robin order.
-    schedule: Box<[u16]>,
+    schedule: Cow<'static, [u16]>,
     cursor: AtomicUsize,
     pub timeouts: Timeouts,
     pub websocket: bool,
@@ -52,9 +53,14 @@ impl Route {
                 weight: b.weight,
             })
             .collect();
+        // A single backend, the common case, takes every turn or none:
+        // its schedule needs no allocation.
         let schedule = match backends.as_slice() {
-            [b] => smooth_schedule(&[b.weight]),
-            _ => smooth_schedule(&backends.iter().map(|b| b.weight).collect::<Vec<_>>()),
+            [b] if b.weight > 0 => Cow::Borrowed(&[0][..]),
+            [_] => Cow::Borrowed(&[][..]),
+            _ => Cow::Owned(smooth_schedule(
+                &backends.iter().map(|b| b.weight).collect::<Vec<_>>(),
+            )),
         };
         Route {
             name: spec.name.clone(),
@@ -62,7 +68,7 @@ impl Route {
             methods: spec.methods.clone().into_boxed_slice(),
             headers: spec.headers.iter().map(HeaderCond::new).collect(),
             query: spec.query.iter().map(QueryCond::new).collect(),
-            schedule: schedule.into_boxed_slice(),
+            schedule,
             backends: backends.into_boxed_slice(),
             cursor: AtomicUsize::new(0),
             timeouts: spec.timeouts,
@@ -104,10 +110,6 @@ impl Route {
 /// nginx produces), so that a 90/10 split interleaves instead of sending
 /// ninety requests in a row to one side.
 fn smooth_schedule(weights: &[u32]) -> Vec<u16> {
-    // The common single backend, without the bookkeeping below.
-    if let [w] = weights {
-        return if *w > 0 { vec![0] } else { Vec::new() };
-    }
     let mut w: Vec<u64> = weights.iter().map(|&w| u64::from(w)).collect();
     let g = w.iter().copied().filter(|&x| x > 0).fold(0, gcd);
     if g == 0 {
@@ -230,6 +232,8 @@ mod tests {
     fn schedule_interleaves_by_weight() {
         assert_eq!(smooth_schedule(&[5, 1, 1]), [0, 0, 1, 0, 2, 0, 0]);
         assert_eq!(smooth_schedule(&[1, 1]), [0, 1]);
+        assert_eq!(smooth_schedule(&[7]), [0]);
+        assert!(smooth_schedule(&[0]).is_empty());
         assert_eq!(smooth_schedule(&[90, 10]).len(), 10);
         assert_eq!(smooth_schedule(&[0, 3]), [1]);
         assert!(smooth_schedule(&[0, 0]).is_empty());

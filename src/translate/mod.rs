@@ -45,7 +45,6 @@ mod validate;
 use std::sync::Arc;
 
 use foldhash::{HashMap, HashMapExt};
-
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde::Serialize;
 

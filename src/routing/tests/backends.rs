@@ -178,3 +178,25 @@ fn unknown_upstream_is_not_in_registry() {
     assert!(!reg.update_endpoints(&missing, &[addr(1)]));
     assert!(t.routes()[0].pick().is_none());
 }
+
+#[test]
+fn backends_find_upstreams_by_key_text() {
+    // Keys made separately are equal but not clones of each other.
+    let (a, b) = (key("a"), key("b"));
+    let reg = UpstreamRegistry::new();
+    let t = table_with(
+        vec![
+            route("same").backend(&a, 1),
+            route("separate").backend(&key("b"), 1),
+            route("unknown").backend(&key("c"), 1),
+        ],
+        &[(&a, vec![addr(1)]), (&b, vec![addr(2)])],
+        &reg,
+    );
+    let picked = |i: usize| t.routes()[i].pick().map(|(_, addr)| addr);
+    assert_eq!(picked(0), Some(addr(1)));
+    assert_eq!(picked(1), Some(addr(2)));
+    assert_eq!(picked(2), None);
+    let shared = reg.get(&b).expect("b is registered");
+    assert!(Arc::ptr_eq(&t.routes()[1].backends()[0].upstream, &shared));
+}

@@ -74,3 +74,50 @@ fn large_table_answers_correctly() {
         ],
     );
 }
+
+/// Nodes with many children look them up by hash; every child, and every
+/// path below one, must still be found.
+#[test]
+fn wide_nodes_find_every_child() {
+    const WIDE: usize = 200;
+    let host = "wide.example.com";
+    let mut routes = vec![route("default").host(host).prefix("/")];
+    for i in 0..WIDE {
+        routes.push(route(&format!("p{i}")).host(host).prefix(&format!("/p{i}")));
+        routes.push(
+            route(&format!("api{i}"))
+                .host(host)
+                .prefix(&format!("/api/v{i}")),
+        );
+        routes.push(
+            route(&format!("deep{i}"))
+                .host(host)
+                .prefix(&format!("/api/v{i}/x/y")),
+        );
+        routes.push(route(&format!("x{i}")).host(host).exact(&format!("/x{i}")));
+    }
+    let t = table(routes);
+    for i in 0..WIDE {
+        let name = |kind: &str| Some(format!("{kind}{i}"));
+        assert_eq!(super::get(&t, host, &format!("/p{i}/more")), name("p"));
+        assert_eq!(super::get(&t, host, &format!("/api/v{i}")), name("api"));
+        assert_eq!(super::get(&t, host, &format!("/api/v{i}/x")), name("api"));
+        assert_eq!(
+            super::get(&t, host, &format!("/api/v{i}/x/y/z")),
+            name("deep")
+        );
+        assert_eq!(super::get(&t, host, &format!("/x{i}")), name("x"));
+        assert_eq!(
+            super::get(&t, host, &format!("/x{i}/")).as_deref(),
+            Some("default")
+        );
+    }
+    assert_routes(
+        &t,
+        &[
+            (host, "/p200", Some("default")),
+            (host, "/api/v200", Some("default")),
+            (host, "/x", Some("default")),
+        ],
+    );
+}
