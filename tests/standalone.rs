@@ -149,7 +149,7 @@ async fn churn_under_load(rewrite: Rewrite) {
             }
         }));
     }
-    // Ten changes a second for three seconds: alternate the backend and add
+    // Several changes a second for four seconds: alternate the backend and add
     // unrelated routes so that every table differs.
     let first = gw.generation();
     let path = gw.dir.path().join("route.yaml");
@@ -168,7 +168,7 @@ async fn churn_under_load(rewrite: Rewrite) {
                 f.write_all(text.as_bytes()).unwrap();
             }
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(120)).await;
     }
     stop.store(true, Ordering::Relaxed);
     for c in clients {

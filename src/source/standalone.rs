@@ -278,7 +278,9 @@ where
                     apply(state, issues);
                 }
                 if scan.pending {
-                    wait = QUIET.min(interval);
+                    // Twice per quiet period, so that a file that settles
+                    // between two rewrites is caught inside its quiet window.
+                    wait = (QUIET / 2).min(interval);
                 }
                 dir_error = false;
             }
