@@ -25,6 +25,14 @@ pub const TABLE_UPDATES: &str = "sluicegate_table_updates_total";
 pub const TABLE_ROUTES: &str = "sluicegate_table_routes";
 /// Diagnostics of the live configuration, by severity.
 pub const CONFIG_DIAGNOSTICS: &str = "sluicegate_config_diagnostics";
+/// Counter: failed watch requests, by kind (Kubernetes mode).
+pub const WATCH_ERRORS: &str = "sluicegate_watch_errors_total";
+/// Counter: endpoint sets updated in place, without a table rebuild.
+pub const ENDPOINT_UPDATES: &str = "sluicegate_endpoint_updates_total";
+/// Counter: status writes to the API server, by kind and result.
+pub const STATUS_WRITES: &str = "sluicegate_status_writes_total";
+/// Gauge: 1 while this replica holds the leader Lease.
+pub const LEADER: &str = "sluicegate_leader";
 
 /// Series idle this long are removed from the exposition.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(600);

@@ -71,10 +71,10 @@ impl QueryCond {
         let Some(query) = query else { return false };
         query.split('&').any(|pair| {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            decode(k) == self.name.as_str()
+            form_decode(k) == self.name.as_str()
                 && match &self.matcher {
                     ValueMatcher::Present => true,
-                    m => value_matches(m, &decode(v)),
+                    m => value_matches(m, &form_decode(v)),
                 }
         })
     }
@@ -88,9 +88,10 @@ fn value_matches(m: &ValueMatcher, value: &str) -> bool {
     }
 }
 
-/// Decodes `application/x-www-form-urlencoded` text, allocating only when
-/// it holds an escape.
-fn decode(s: &str) -> Cow<'_, str> {
+/// Decodes `application/x-www-form-urlencoded` text (`+` is a space,
+/// `%XX` a byte; malformed escapes stay literal), allocating only when it
+/// holds an escape.
+pub fn form_decode(s: &str) -> Cow<'_, str> {
     if !s.bytes().any(|b| b == b'%' || b == b'+') {
         return Cow::Borrowed(s);
     }
@@ -291,10 +292,10 @@ mod tests {
 
     #[test]
     fn decode_handles_bad_escapes() {
-        assert_eq!(decode("%"), "%");
-        assert_eq!(decode("%4"), "%4");
-        assert_eq!(decode("%zz"), "%zz");
-        assert_eq!(decode("%41"), "A");
-        assert_eq!(decode("%ff"), "\u{fffd}");
+        assert_eq!(form_decode("%"), "%");
+        assert_eq!(form_decode("%4"), "%4");
+        assert_eq!(form_decode("%zz"), "%zz");
+        assert_eq!(form_decode("%41"), "A");
+        assert_eq!(form_decode("%ff"), "\u{fffd}");
     }
 }

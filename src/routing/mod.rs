@@ -11,7 +11,7 @@ mod table;
 mod tests;
 mod upstream;
 
-pub use matcher::{RequestView, normalize_host, normalize_path};
+pub use matcher::{RequestView, form_decode, normalize_host, normalize_path};
 pub use spec::*;
 pub use table::{Backend, Route, RouteTable};
 pub use upstream::{EndpointSet, Upstream, UpstreamRegistry};

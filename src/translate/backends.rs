@@ -177,6 +177,61 @@ impl<'a> BackendResolver<'a> {
     }
 }
 
+/// The current endpoints of every TCP port of one Service, keyed as the
+/// upstreams that routes to that port use.
+///
+/// This is how an EndpointSlice change reaches the proxy without a new
+/// translation: only the Service's own slices are read (those of its
+/// namespace, found by their label), and only the endpoint sets change.
+pub fn service_endpoints(
+    state: &ClusterState,
+    namespace: &str,
+    service: &str,
+) -> Vec<(UpstreamKey, Vec<SocketAddr>)> {
+    let Some(svc) = state.services.get(&ObjectKey::new(namespace, service)) else {
+        return Vec::new();
+    };
+    let ours: Vec<&EndpointSlice> = state
+        .endpoint_slices
+        .range(ObjectKey::new(namespace, "")..)
+        .take_while(|(k, _)| k.namespace == namespace)
+        .filter(|(_, slice)| {
+            slice
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(SERVICE_NAME_LABEL))
+                .is_some_and(|s| s == service)
+        })
+        .map(|(_, slice)| slice.as_ref())
+        .collect();
+    // The linked form `endpoints` walks: each slice points at the next.
+    let linked: Vec<(&EndpointSlice, Option<u32>)> = ours
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let next = u32::try_from(i + 1)
+                .ok()
+                .filter(|&n| (n as usize) < ours.len());
+            (*s, next)
+        })
+        .collect();
+    let first = (!linked.is_empty()).then_some(0);
+    svc.spec
+        .as_ref()
+        .and_then(|s| s.ports.as_ref())
+        .into_iter()
+        .flatten()
+        .filter(|p| p.protocol.as_deref().unwrap_or("TCP") == "TCP")
+        .filter_map(|p| {
+            let port = u16::try_from(p.port).ok()?;
+            let key = UpstreamKey::new(namespace, service, port);
+            let addrs = endpoints(&linked, first, p.name.as_deref().unwrap_or(""));
+            Some((key, addrs))
+        })
+        .collect()
+}
+
 fn service_port<'s>(
     namespace: &str,
     name: &str,
@@ -316,5 +371,91 @@ mod tests {
                 assert_eq!(Ok(ip), text.parse::<Ipv4Addr>(), "{text:?}");
             }
         }
+    }
+
+    #[test]
+    fn service_endpoints_match_a_full_translation() {
+        let state = crate::source::manifest::state_from_str(
+            r#"
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec:
+  ports:
+  - {name: http, port: 80, targetPort: http}
+  - {name: admin, port: 9000}
+  - {name: dns, port: 53, protocol: UDP}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: web-1, namespace: shop, labels: {kubernetes.io/service-name: web}}
+addressType: IPv4
+ports: [{name: http, port: 8080}, {name: admin, port: 9001}]
+endpoints:
+- addresses: [10.0.0.2]
+- addresses: [10.0.0.1]
+- addresses: [10.0.0.9]
+  conditions: {ready: false}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: web-2, namespace: shop, labels: {kubernetes.io/service-name: web}}
+addressType: IPv4
+ports: [{name: http, port: 8081}]
+endpoints:
+- addresses: [10.0.0.3]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: web-x, namespace: shop, labels: {kubernetes.io/service-name: other}}
+addressType: IPv4
+ports: [{name: http, port: 1}]
+endpoints:
+- addresses: [10.9.9.9]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: web-1, namespace: zzz, labels: {kubernetes.io/service-name: web}}
+addressType: IPv4
+ports: [{name: http, port: 1}]
+endpoints:
+- addresses: [10.8.8.8]
+"#,
+        )
+        .unwrap();
+        let got = service_endpoints(&state, "shop", "web");
+        let text: Vec<(String, Vec<String>)> = got
+            .iter()
+            .map(|(k, a)| (k.to_string(), a.iter().map(|a| a.to_string()).collect()))
+            .collect();
+        assert_eq!(
+            text,
+            [
+                (
+                    "shop/web:80".to_owned(),
+                    vec![
+                        "10.0.0.1:8080".to_owned(),
+                        "10.0.0.2:8080".to_owned(),
+                        "10.0.0.3:8081".to_owned()
+                    ]
+                ),
+                (
+                    "shop/web:9000".to_owned(),
+                    vec!["10.0.0.1:9001".to_owned(), "10.0.0.2:9001".to_owned()]
+                ),
+            ]
+        );
+        // The same sets a full resolution computes.
+        let mut resolver = BackendResolver::new(&state);
+        for (port, (key, _)) in [80u16, 9000].into_iter().zip(&got) {
+            let (k, err) = resolver.resolve("shop", "web", &PortRef::Number(port));
+            assert!(err.is_none());
+            assert_eq!(&k, key);
+        }
+        let full = resolver.finish();
+        for (key, addrs) in &got {
+            assert_eq!(&full[key].endpoints, addrs);
+        }
+        assert!(service_endpoints(&state, "shop", "missing").is_empty());
     }
 }

@@ -48,15 +48,14 @@ use foldhash::{HashMap, HashMapExt};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde::Serialize;
 
-pub use backends::BackendError;
-pub use class::{DEFAULT_CLASS_ANNOTATION, LEGACY_CLASS_ANNOTATION};
+pub use backends::{BackendError, service_endpoints};
+pub use class::{ClassFilter, DEFAULT_CLASS_ANNOTATION, LEGACY_CLASS_ANNOTATION};
 pub use diagnostics::{Diagnostic, Diagnostics, Kind, ObjectRef, Reason, Severity};
 pub use state::{ClusterState, ObjectKey, Store};
 
 use crate::api::PortRef;
 use crate::routing::{BackendSpec, HostMatch, PathSpec, RouteSpec, TableSpec};
 use backends::BackendResolver;
-use class::ClassFilter;
 use diagnostics::Subject;
 
 /// Settings that change how objects are read.

@@ -1,0 +1,403 @@
+//! Kubernetes mode's source: watchers that keep the cluster's objects in
+//! memory.
+//!
+//! One watcher runs per kind, or per kind and namespace when namespaces are
+//! restricted. Each keeps its objects directly in the shared
+//! [`ClusterState`], so a snapshot for translation is a copy of maps of
+//! `Arc`s. A (re)list replaces the watcher's objects only once it is
+//! complete, so a watch error, a `410 Gone` or an API server outage never
+//! empties the state: the last objects stay until a fresh list replaces
+//! them. Data that is never used (managed fields, the last-applied
+//! annotation) is dropped before objects are stored, and only TLS Secrets
+//! are watched at all.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Debug;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use kube::{Api, Client, Resource};
+use serde::de::DeserializeOwned;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use crate::api::{ApiRoute, PluginConfig};
+use crate::translate::{ClusterState, Kind, ObjectKey, Store};
+
+/// The label that ties an EndpointSlice to its Service.
+const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+/// Annotation `kubectl apply` stores a whole copy of the object in.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// What changed since changes were last taken.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Something other than EndpointSlices changed: translate again.
+    pub full: bool,
+    /// Services whose EndpointSlices changed, as (namespace, name).
+    pub endpoints: BTreeSet<(String, String)>,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        !self.full && self.endpoints.is_empty()
+    }
+}
+
+/// A kind the source watches.
+trait Watched:
+    Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static
+{
+    const KIND: Kind;
+    /// The API for this kind in `namespace`, or in every namespace.
+    fn api(client: Client, namespace: Option<&str>) -> Api<Self>;
+    fn store(state: &mut ClusterState) -> &mut Store<Self>;
+    /// Records what a change to this object means for translation.
+    fn note(&self, changes: &mut Changes) {
+        let _ = self;
+        changes.full = true;
+    }
+    /// True when `other` differs from `self` only in what translation
+    /// never reads (status, resourceVersion): our own status writes come
+    /// back as watch events, and must not cost a new translation.
+    fn same_input(&self, other: &Self) -> bool {
+        let _ = other;
+        false
+    }
+    /// Drops what translation never reads.
+    fn strip(&mut self) {
+        let meta = self.meta_mut();
+        meta.managed_fields = None;
+        if let Some(a) = meta.annotations.as_mut() {
+            a.remove(LAST_APPLIED);
+        }
+    }
+    fn config() -> watcher::Config {
+        watcher::Config::default()
+    }
+}
+
+macro_rules! watched {
+    ($ty:ty, $kind:expr, $field:ident) => {
+        impl Watched for $ty {
+            const KIND: Kind = $kind;
+            fn api(client: Client, namespace: Option<&str>) -> Api<Self> {
+                namespaced(client, namespace)
+            }
+            fn store(state: &mut ClusterState) -> &mut Store<Self> {
+                &mut state.$field
+            }
+        }
+    };
+}
+
+watched!(Service, Kind::Service, services);
+
+fn namespaced<K>(client: Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client, ns),
+        None => Api::all(client),
+    }
+}
+
+impl Watched for IngressClass {
+    const KIND: Kind = Kind::IngressClass;
+    /// Cluster-scoped: one watcher whatever the namespaces.
+    fn api(client: Client, _namespace: Option<&str>) -> Api<Self> {
+        Api::all(client)
+    }
+    fn store(state: &mut ClusterState) -> &mut Store<Self> {
+        &mut state.ingress_classes
+    }
+}
+
+/// Objects with a spec and status: the same input when the spec, labels
+/// and annotations are.
+macro_rules! watched_with_status {
+    ($ty:ty, $kind:expr, $field:ident) => {
+        impl Watched for $ty {
+            const KIND: Kind = $kind;
+            fn api(client: Client, namespace: Option<&str>) -> Api<Self> {
+                namespaced(client, namespace)
+            }
+            fn store(state: &mut ClusterState) -> &mut Store<Self> {
+                &mut state.$field
+            }
+            fn same_input(&self, other: &Self) -> bool {
+                self.spec == other.spec
+                    && self.metadata.labels == other.metadata.labels
+                    && self.metadata.annotations == other.metadata.annotations
+                    && self.metadata.generation == other.metadata.generation
+            }
+        }
+    };
+}
+
+watched_with_status!(Ingress, Kind::Ingress, ingresses);
+watched_with_status!(ApiRoute, Kind::ApiRoute, api_routes);
+watched_with_status!(PluginConfig, Kind::PluginConfig, plugin_configs);
+
+impl Watched for EndpointSlice {
+    const KIND: Kind = Kind::EndpointSlice;
+    fn api(client: Client, namespace: Option<&str>) -> Api<Self> {
+        namespaced(client, namespace)
+    }
+    fn store(state: &mut ClusterState) -> &mut Store<Self> {
+        &mut state.endpoint_slices
+    }
+    fn note(&self, changes: &mut Changes) {
+        let ns = self.metadata.namespace.clone().unwrap_or_default();
+        // A slice without the label belongs to no Service we route to.
+        if let Some(svc) = self
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(SERVICE_NAME_LABEL))
+        {
+            changes.endpoints.insert((ns, svc.clone()));
+        }
+    }
+}
+
+impl Watched for Secret {
+    const KIND: Kind = Kind::Secret;
+    fn api(client: Client, namespace: Option<&str>) -> Api<Self> {
+        namespaced(client, namespace)
+    }
+    fn store(state: &mut ClusterState) -> &mut Store<Self> {
+        &mut state.secrets
+    }
+    /// Only TLS Secrets: a cluster's other secrets are never held here.
+    fn config() -> watcher::Config {
+        watcher::Config::default().fields("type=kubernetes.io/tls")
+    }
+}
+
+struct Inner {
+    state: ClusterState,
+    changes: Changes,
+    /// Watchers that have not completed a first list yet.
+    unsynced: usize,
+}
+
+/// The live objects of the cluster, filled by watchers.
+pub struct KubeSource {
+    inner: Arc<Mutex<Inner>>,
+    notify: Arc<Notify>,
+    synced: watch::Receiver<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Where to watch.
+#[derive(Clone, Debug, Default)]
+pub struct WatchScope {
+    /// Namespaces to watch; empty means every namespace.
+    pub namespaces: Vec<String>,
+}
+
+impl KubeSource {
+    /// Starts every watcher. Returns at once; [`KubeSource::synced`] tells
+    /// when each has listed its objects once.
+    pub fn start(client: Client, scope: &WatchScope) -> KubeSource {
+        let namespaces: Vec<Option<String>> = if scope.namespaces.is_empty() {
+            vec![None]
+        } else {
+            scope.namespaces.iter().cloned().map(Some).collect()
+        };
+        let (synced_tx, synced) = watch::channel(false);
+        let synced_tx = Arc::new(synced_tx);
+        let inner = Arc::new(Mutex::new(Inner {
+            state: ClusterState::default(),
+            changes: Changes::default(),
+            unsynced: 0,
+        }));
+        let notify = Arc::new(Notify::new());
+        let mut tasks = Vec::new();
+        let ctx = WatchCtx {
+            inner: inner.clone(),
+            notify: notify.clone(),
+            synced: synced_tx,
+        };
+        for ns in &namespaces {
+            tasks.push(ctx.spawn::<Ingress>(&client, ns.as_deref()));
+            tasks.push(ctx.spawn::<Service>(&client, ns.as_deref()));
+            tasks.push(ctx.spawn::<EndpointSlice>(&client, ns.as_deref()));
+            tasks.push(ctx.spawn::<Secret>(&client, ns.as_deref()));
+            tasks.push(ctx.spawn::<ApiRoute>(&client, ns.as_deref()));
+            tasks.push(ctx.spawn::<PluginConfig>(&client, ns.as_deref()));
+        }
+        // Cluster-scoped.
+        tasks.push(ctx.spawn::<IngressClass>(&client, None));
+        KubeSource {
+            inner,
+            notify,
+            synced,
+            tasks,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Resolves once every watcher has listed its objects once.
+    pub async fn wait_synced(&self) {
+        let mut rx = self.synced.clone();
+        let _ = rx.wait_for(|s| *s).await;
+    }
+
+    /// Waits for the next change notification.
+    pub async fn changed(&self) {
+        self.notify.notified().await;
+    }
+
+    /// A copy of the current objects and what changed since the last call.
+    pub fn take(&self) -> (ClusterState, Changes) {
+        let mut inner = self.lock();
+        let changes = std::mem::take(&mut inner.changes);
+        (inner.state.clone(), changes)
+    }
+
+    /// A copy of the current objects.
+    pub fn snapshot(&self) -> ClusterState {
+        self.lock().state.clone()
+    }
+
+    /// What changed since the last call, without copying the objects.
+    pub fn take_changes(&self) -> Changes {
+        std::mem::take(&mut self.lock().changes)
+    }
+
+    /// Runs `f` on the current objects, under the lock: for small lookups
+    /// that need no copy of the whole state.
+    pub fn read<T>(&self, f: impl FnOnce(&ClusterState) -> T) -> T {
+        f(&self.lock().state)
+    }
+}
+
+impl Drop for KubeSource {
+    fn drop(&mut self) {
+        self.tasks.iter().for_each(JoinHandle::abort);
+    }
+}
+
+#[derive(Clone)]
+struct WatchCtx {
+    inner: Arc<Mutex<Inner>>,
+    notify: Arc<Notify>,
+    synced: Arc<watch::Sender<bool>>,
+}
+
+impl WatchCtx {
+    fn spawn<K: Watched>(&self, client: &Client, namespace: Option<&str>) -> JoinHandle<()> {
+        let api = K::api(client.clone(), namespace);
+        self.inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .unsynced += 1;
+        let ctx = self.clone();
+        let scope = namespace.map(str::to_owned);
+        tokio::spawn(async move { ctx.run::<K>(api, scope).await })
+    }
+
+    async fn run<K: Watched>(self, api: Api<K>, scope: Option<String>) {
+        let mut stream = watcher::watcher(api, K::config()).default_backoff().boxed();
+        // Objects of a (re)list in progress; they replace the watcher's
+        // current objects only once the list is complete.
+        let mut relist: Option<BTreeMap<ObjectKey, Arc<K>>> = None;
+        let mut synced = false;
+        let mut failing = false;
+        while let Some(event) = stream.next().await {
+            let event = match event {
+                Ok(e) => {
+                    if failing {
+                        info!(kind = %K::KIND, "watch recovered");
+                        failing = false;
+                    }
+                    e
+                }
+                Err(e) => {
+                    if !failing {
+                        warn!(kind = %K::KIND, error = %e, "watch failed; serving the last known objects and retrying");
+                    }
+                    metrics::counter!(crate::metrics::WATCH_ERRORS, "kind" => K::KIND.as_str())
+                        .increment(1);
+                    failing = true;
+                    continue;
+                }
+            };
+            let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+            match event {
+                Event::Init => relist = Some(BTreeMap::new()),
+                Event::InitApply(mut obj) => {
+                    obj.strip();
+                    if let Some(r) = relist.as_mut() {
+                        r.insert(ObjectKey::of(&obj), Arc::new(obj));
+                    }
+                }
+                Event::InitDone => {
+                    let fresh = relist.take().unwrap_or_default();
+                    let store = K::store(&mut inner.state);
+                    let in_scope =
+                        |k: &ObjectKey| scope.as_ref().is_none_or(|ns| &k.namespace == ns);
+                    let before: Vec<Arc<K>> = store
+                        .iter()
+                        .filter(|(k, _)| in_scope(k))
+                        .map(|(_, v)| v.clone())
+                        .collect();
+                    store.retain(|k, _| !in_scope(k));
+                    let mut changes = std::mem::take(&mut inner.changes);
+                    for o in &before {
+                        o.note(&mut changes);
+                    }
+                    for o in fresh.values() {
+                        o.note(&mut changes);
+                    }
+                    let store = K::store(&mut inner.state);
+                    store.extend(fresh);
+                    inner.changes = changes;
+                    if !synced {
+                        synced = true;
+                        inner.unsynced = inner.unsynced.saturating_sub(1);
+                        if inner.unsynced == 0 {
+                            let _ = self.synced.send(true);
+                        }
+                    }
+                }
+                Event::Apply(mut obj) => {
+                    obj.strip();
+                    let key = ObjectKey::of(&obj);
+                    let store = K::store(&mut inner.state);
+                    let same = store.get(&key).is_some_and(|old| old.same_input(&obj));
+                    store.insert(key, Arc::new(obj.clone()));
+                    if same {
+                        // Stored for its fresh status; nothing to recompile.
+                        continue;
+                    }
+                    obj.note(&mut inner.changes);
+                }
+                Event::Delete(obj) => {
+                    obj.note(&mut inner.changes);
+                    K::store(&mut inner.state).remove(&ObjectKey::of(&obj));
+                }
+            }
+            drop(inner);
+            self.notify.notify_one();
+        }
+    }
+}
+
+/// How long changes are collected before they are applied: bursts (a
+/// rollout touching many EndpointSlices, `kubectl apply -f dir/`) become
+/// one table instead of many.
+pub const DEBOUNCE: Duration = Duration::from_millis(20);
