@@ -8,8 +8,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::api::Duration;
+use crate::controller::{ControllerConfig, Publish};
 use crate::gateway::GatewayConfig;
 use crate::proxy::{PoolConfig, ProxySettings};
+use crate::source::kube::WatchScope;
+use crate::status::lease::{LeaseConfig, LeaseConfigError};
 use crate::translate::TranslateOptions;
 
 #[derive(Debug, Parser)]
@@ -36,6 +39,14 @@ pub enum Command {
         #[command(flatten)]
         gateway: GatewayArgs,
     },
+    /// Run as the ingress controller of a Kubernetes cluster (in-cluster
+    /// config, or --kubeconfig).
+    Controller {
+        #[command(flatten)]
+        kube: Box<KubeArgs>,
+        #[command(flatten)]
+        gateway: GatewayArgs,
+    },
     /// Run the gateway on the demo manifests with two echo backends.
     Demo {
         /// Manifest directory; the built-in copies are used when it does
@@ -45,6 +56,123 @@ pub enum Command {
         #[command(flatten)]
         gateway: GatewayArgs,
     },
+}
+
+/// Flags of Kubernetes mode.
+#[derive(Debug, Args)]
+pub struct KubeArgs {
+    /// Kubeconfig file; without it the in-cluster configuration is used,
+    /// else $KUBECONFIG or ~/.kube/config.
+    #[arg(long, env = "SLUICEGATE_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Namespace to watch (repeatable, or comma-separated in the
+    /// environment variable); all namespaces when absent.
+    #[arg(
+        long = "watch-namespace",
+        env = "SLUICEGATE_WATCH_NAMESPACES",
+        value_delimiter = ','
+    )]
+    pub watch_namespaces: Vec<String>,
+    /// Service (NAMESPACE/NAME) whose addresses Ingresses show in
+    /// status.loadBalancer.
+    #[arg(long, env = "SLUICEGATE_PUBLISH_SERVICE", value_parser = parse_namespaced)]
+    pub publish_service: Option<(String, String)>,
+    /// IPs or hostnames Ingresses show in status.loadBalancer, instead of a
+    /// Service's (repeatable, or comma-separated).
+    #[arg(
+        long = "publish-address",
+        env = "SLUICEGATE_PUBLISH_ADDRESSES",
+        value_delimiter = ',',
+        conflicts_with = "publish_service"
+    )]
+    pub publish_addresses: Vec<String>,
+    /// Write status without leader election (only for a single replica).
+    #[arg(long, env = "SLUICEGATE_DISABLE_LEADER_ELECTION")]
+    pub disable_leader_election: bool,
+    /// Namespace of the leader election Lease; defaults to the pod's.
+    #[arg(long, env = "SLUICEGATE_LEADER_ELECTION_NAMESPACE")]
+    pub leader_election_namespace: Option<String>,
+    /// Name of the leader election Lease.
+    #[arg(
+        long,
+        env = "SLUICEGATE_LEADER_ELECTION_NAME",
+        default_value = "sluicegate-leader"
+    )]
+    pub leader_election_name: String,
+    /// How long the Lease is valid after its last renewal.
+    #[arg(long, env = "SLUICEGATE_LEASE_DURATION", default_value = "15s")]
+    pub lease_duration: Duration,
+    /// How long the leader keeps retrying a renewal before it steps down.
+    #[arg(long, env = "SLUICEGATE_RENEW_DEADLINE", default_value = "10s")]
+    pub renew_deadline: Duration,
+    /// How often the Lease is renewed or tried.
+    #[arg(long, env = "SLUICEGATE_RETRY_PERIOD", default_value = "2s")]
+    pub retry_period: Duration,
+    /// This replica's name: the leader election identity.
+    #[arg(long, env = "POD_NAME")]
+    pub pod_name: Option<String>,
+    /// The namespace this replica runs in.
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub pod_namespace: Option<String>,
+}
+
+fn parse_namespaced(text: &str) -> Result<(String, String), String> {
+    match text.split_once('/') {
+        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+            Ok((ns.to_owned(), name.to_owned()))
+        }
+        _ => Err(format!("expected NAMESPACE/NAME, got {text:?}")),
+    }
+}
+
+impl KubeArgs {
+    /// The controller's settings around `gateway`.
+    pub fn config(&self, gateway: GatewayConfig) -> Result<ControllerConfig, LeaseConfigError> {
+        let identity = self
+            .pod_name
+            .clone()
+            .filter(|n| !n.is_empty())
+            .or_else(|| std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()))
+            .unwrap_or_else(|| format!("sluicegate-{}", std::process::id()));
+        let lease = if self.disable_leader_election {
+            None
+        } else {
+            let lease = LeaseConfig {
+                namespace: self
+                    .leader_election_namespace
+                    .clone()
+                    .or_else(|| self.pod_namespace.clone())
+                    .unwrap_or_else(|| "default".to_owned()),
+                name: self.leader_election_name.clone(),
+                identity: identity.clone(),
+                lease_duration: self.lease_duration.0,
+                renew_deadline: self.renew_deadline.0,
+                retry_period: self.retry_period.0,
+            };
+            lease.validate()?;
+            Some(lease)
+        };
+        let publish = match (&self.publish_service, &self.publish_addresses) {
+            (Some((ns, name)), _) => Publish::Service(ns.clone(), name.clone()),
+            (None, list) if !list.is_empty() => Publish::Addresses(list.clone()),
+            _ => Publish::Nothing,
+        };
+        let mut namespaces: Vec<String> = self
+            .watch_namespaces
+            .iter()
+            .map(|n| n.trim().to_owned())
+            .filter(|n| !n.is_empty())
+            .collect();
+        namespaces.sort();
+        namespaces.dedup();
+        Ok(ControllerConfig {
+            gateway,
+            scope: WatchScope { namespaces },
+            publish,
+            lease,
+            instance: Some(identity),
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -175,5 +303,64 @@ mod tests {
             std::time::Duration::from_millis(250)
         );
         assert_eq!(cfg.http_addr.port(), 18080);
+    }
+
+    #[test]
+    fn controller_flags() {
+        let cli = Cli::parse_from([
+            "sluicegate",
+            "controller",
+            "--watch-namespace",
+            "b,a",
+            "--watch-namespace",
+            "a",
+            "--publish-service",
+            "ingress/sluicegate",
+            "--pod-name",
+            "sg-0",
+            "--pod-namespace",
+            "ingress",
+            "--lease-duration",
+            "20s",
+        ]);
+        let Command::Controller { kube, gateway } = cli.command else {
+            panic!("expected controller");
+        };
+        let cfg = kube.config(gateway.config()).unwrap();
+        assert_eq!(cfg.scope.namespaces, ["a", "b"]);
+        assert!(
+            matches!(cfg.publish, Publish::Service(ref ns, ref n) if ns == "ingress" && n == "sluicegate")
+        );
+        let lease = cfg.lease.unwrap();
+        assert_eq!(
+            (lease.namespace.as_str(), lease.identity.as_str()),
+            ("ingress", "sg-0")
+        );
+        assert_eq!(lease.lease_duration, std::time::Duration::from_secs(20));
+    }
+
+    #[test]
+    fn bad_controller_flags_are_refused() {
+        for args in [
+            &["--publish-service", "no-slash"][..],
+            &["--publish-service", "a/b", "--publish-address", "1.2.3.4"],
+        ] {
+            let mut argv = vec!["sluicegate", "controller"];
+            argv.extend_from_slice(args);
+            assert!(Cli::try_parse_from(argv).is_err(), "{args:?}");
+        }
+        let cli = Cli::parse_from([
+            "sluicegate",
+            "controller",
+            "--renew-deadline",
+            "20s",
+            "--pod-name",
+            "x",
+        ]);
+        let Command::Controller { kube, gateway } = cli.command else {
+            panic!("expected controller");
+        };
+        let err = kube.config(gateway.config()).unwrap_err().to_string();
+        assert!(err.contains("--renew-deadline"), "{err}");
     }
 }

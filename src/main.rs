@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use sluicegate::cli::{Cli, Command, LogFormat};
+use sluicegate::controller::Controller;
 use sluicegate::demo::Demo;
 use sluicegate::gateway::Standalone;
 use tracing::{error, info};
@@ -57,6 +58,15 @@ async fn run(command: Command) -> anyhow::Result<()> {
             info!("shutting down: draining in-flight requests");
             sa.shutdown().await;
         }
+        Command::Controller { kube, gateway } => {
+            let config = kube.config(gateway.config())?;
+            let client = kube_client(kube.kubeconfig.as_deref()).await?;
+            let controller = Controller::start(config, client).await?;
+            info!("controller running; waiting for every watcher to sync");
+            signal.await;
+            info!("shutting down: releasing the lease, draining in-flight requests");
+            controller.shutdown().await;
+        }
         Command::Demo { dir, gateway } => {
             let demo = Demo::start(gateway.config(), &dir).await?;
             println!("{}", demo.instructions());
@@ -65,6 +75,24 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// A client from `kubeconfig`, or else the in-cluster configuration, or
+/// else $KUBECONFIG / ~/.kube/config.
+async fn kube_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let file = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
+                .await
+                .with_context(|| format!("using kubeconfig {}", path.display()))?
+        }
+        None => kube::Config::infer()
+            .await
+            .context("no in-cluster configuration and no kubeconfig")?,
+    };
+    kube::Client::try_from(config).context("creating the Kubernetes client")
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -91,7 +91,7 @@ fn route(req: &Request<Incoming>, publisher: &Publisher) -> Response<ResponseBod
             StatusCode::SERVICE_UNAVAILABLE,
             "no route table is live yet\n",
         ),
-        "/routes" => match serde_json::to_vec_pretty(&*publisher.view()) {
+        "/routes" => match routes_json(publisher) {
             Ok(json) => respond(StatusCode::OK, "application/json", json),
             Err(e) => text(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -130,4 +130,26 @@ fn respond(
         header::HeaderValue::from_static(content_type),
     );
     resp
+}
+
+/// The live view as JSON, with each upstream's current endpoints: in
+/// Kubernetes mode endpoint changes are applied in place, after the view
+/// was made.
+fn routes_json(publisher: &Publisher) -> serde_json::Result<Vec<u8>> {
+    let view = publisher.view();
+    let mut json = serde_json::to_value(&*view)?;
+    if let Some(upstreams) = json
+        .pointer_mut("/table/upstreams")
+        .and_then(|u| u.as_object_mut())
+    {
+        for key in view.table.upstreams.keys() {
+            if let (Some(up), Some(entry)) = (
+                publisher.registry().get(key),
+                upstreams.get_mut(key.to_string().as_str()),
+            ) {
+                entry["endpoints"] = serde_json::to_value(up.endpoints().addrs())?;
+            }
+        }
+    }
+    serde_json::to_vec_pretty(&json)
 }
