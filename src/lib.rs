@@ -8,10 +8,12 @@
 pub mod admin;
 pub mod api;
 pub mod cli;
+pub mod controller;
 pub mod demo;
 pub mod gateway;
 pub mod metrics;
 pub mod proxy;
 pub mod routing;
 pub mod source;
+pub mod status;
 pub mod translate;
