@@ -1,6 +1,7 @@
 //! The `sluicegate` binary as users run it: flags from the environment,
 //! readiness, SIGTERM draining, the demo.
 
+mod apiserver;
 mod common;
 
 use std::io::{BufRead, BufReader};
@@ -194,4 +195,104 @@ async fn demo_routes_to_its_echo_backends() {
     );
     sigterm(&child);
     assert!(child.wait().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controller_binary_runs_from_a_kubeconfig_as_the_chart_configures_it() {
+    let api = apiserver::ApiServer::start().await;
+    let b = Backend::named("blue").await;
+    api.apply(serde_json::json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "web", "namespace": "shop"},
+        "spec": {"ports": [{"name": "http", "port": 80}]}
+    }));
+    api.apply(serde_json::json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": "web-1", "namespace": "shop",
+                     "labels": {"kubernetes.io/service-name": "web"}},
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": b.addr.port()}],
+        "endpoints": [{"addresses": ["127.0.0.1"]}]
+    }));
+    api.apply(serde_json::json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+        "metadata": {"name": "web", "namespace": "shop"},
+        "spec": {"ingressClassName": "sluicegate", "rules": [{"host": "web.test", "http": {"paths": [
+            {"path": "/", "pathType": "Prefix",
+             "backend": {"service": {"name": "web", "port": {"name": "http"}}}}]}}]}
+    }));
+    let dir = TempDir::new();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters: [{{name: t, cluster: {{server: \"{}\"}}}}]\n\
+             users: [{{name: t, user: {{}}}}]\n\
+             contexts: [{{name: t, context: {{cluster: t, user: t}}}}]\ncurrent-context: t\n",
+            api.url()
+        ),
+    )
+    .unwrap();
+    // The arguments and environment of the chart's Deployment.
+    let (child, http, admin, _log) = spawn(
+        &[
+            "controller",
+            "--lease-duration=15s",
+            "--renew-deadline=10s",
+            "--retry-period=2s",
+        ],
+        &[
+            ("SLUICEGATE_KUBECONFIG", kubeconfig.to_str().unwrap()),
+            ("POD_NAME", "sluicegate-7d9f-abcde"),
+            ("POD_NAMESPACE", "sluicegate-system"),
+            ("SLUICEGATE_HTTP_ADDR", "127.0.0.1:0"),
+            ("SLUICEGATE_HTTPS_ADDR", "127.0.0.1:0"),
+            ("SLUICEGATE_ADMIN_ADDR", "127.0.0.1:0"),
+            ("SLUICEGATE_INGRESS_CLASS", "sluicegate"),
+            ("SLUICEGATE_WATCH_INGRESS_WITHOUT_CLASS", "false"),
+            ("SLUICEGATE_PUBLISH_ADDRESSES", "lb.example.com"),
+            ("SLUICEGATE_LEADER_ELECTION_NAMESPACE", "sluicegate-system"),
+            ("SLUICEGATE_LEADER_ELECTION_NAME", "sluicegate-leader"),
+        ],
+    );
+    let mut ready = false;
+    for _ in 0..200 {
+        if get(admin, "a", "/readyz").await.status == StatusCode::OK {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ready, "never ready");
+    let r = get(http, "web.test", "/").await;
+    assert_eq!((r.status, r.text()), (StatusCode::OK, "blue".to_owned()));
+    let lease = || {
+        api.get(
+            "coordination.k8s.io/v1",
+            "Lease",
+            Some("sluicegate-system"),
+            "sluicegate-leader",
+        )
+        .map(|l| l["spec"]["holderIdentity"].clone())
+    };
+    let published = api
+        .wait_for(
+            |a| {
+                a.get("networking.k8s.io/v1", "Ingress", Some("shop"), "web")
+                    .is_some_and(|i| {
+                        i["status"]["loadBalancer"]["ingress"][0]["hostname"] == "lb.example.com"
+                    })
+            },
+            Duration::from_secs(10),
+        )
+        .await;
+    assert!(published, "Ingress status not written");
+    assert_eq!(lease(), Some(serde_json::json!("sluicegate-7d9f-abcde")));
+    sigterm(&child);
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap();
+    assert!(status.success(), "exit status {status}");
+    // The lease was handed back on the way out.
+    assert_eq!(lease(), Some(serde_json::Value::Null));
 }
