@@ -473,3 +473,111 @@ async fn one_leader_writes_status_and_a_successor_takes_over() {
     }
     c.shutdown().await;
 }
+
+#[tokio::test]
+async fn ingresses_show_the_published_services_addresses() {
+    let api = ApiServer::start().await;
+    let blue = Backend::named("blue").await;
+    api.apply(service("shop", "web"));
+    api.apply(slice("shop", "web", blue.addr, true));
+    api.apply(ingress("shop", "web", "shop.test", "web"));
+    let mut lb = json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "sluicegate", "namespace": "sluicegate-system"},
+        "spec": {"type": "LoadBalancer", "clusterIP": "10.96.0.10",
+                 "ports": [{"name": "http", "port": 80}]}
+    });
+    api.apply(lb.clone());
+    let c = Controller::start(
+        config(
+            Publish::Service("sluicegate-system".into(), "sluicegate".into()),
+            None,
+        ),
+        api.client(),
+    )
+    .await
+    .unwrap();
+    let shows = |want: Value| {
+        let api = &api;
+        async move {
+            api.wait_for(
+                |a| {
+                    a.get("networking.k8s.io/v1", "Ingress", Some("shop"), "web")
+                        .is_some_and(|i| i["status"]["loadBalancer"]["ingress"] == want)
+                },
+                WAIT,
+            )
+            .await
+        }
+    };
+    // No load balancer address yet: the cluster IP.
+    assert!(shows(json!([{"ip": "10.96.0.10"}])).await);
+    // The cloud assigns addresses: they replace it.
+    lb["status"] = json!({"loadBalancer": {"ingress": [
+        {"ip": "198.51.100.4"}, {"hostname": "lb.example.net"}]}});
+    api.apply(lb);
+    assert!(
+        shows(json!([{"ip": "198.51.100.4"}, {"hostname": "lb.example.net"}])).await,
+        "{:?}",
+        api.get("networking.k8s.io/v1", "Ingress", Some("shop"), "web")
+    );
+    c.shutdown().await;
+}
+
+#[tokio::test]
+async fn only_watched_namespaces_and_our_class_are_served() {
+    let api = ApiServer::start().await;
+    let blue = Backend::named("blue").await;
+    for ns in ["team-a", "team-b"] {
+        api.apply(service(ns, "web"));
+        api.apply(slice(ns, "web", blue.addr, true));
+        api.apply(ingress(ns, "web", &format!("{ns}.test"), "web"));
+    }
+    let mut other = ingress("team-a", "other", "other.test", "web");
+    other["spec"]["ingressClassName"] = json!("nginx");
+    api.apply(other);
+    let mut cfg = config(Publish::Addresses(vec!["192.0.2.1".into()]), None);
+    cfg.scope = WatchScope {
+        namespaces: vec!["team-a".into()],
+    };
+    let c = Controller::start(cfg, api.client()).await.unwrap();
+    assert_eq!(
+        until(&c, "team-a.test", |_, b| b == "blue").await,
+        "200 blue"
+    );
+    let addr = c.gateway().http_addr();
+    assert_eq!(
+        common::get(addr, "team-b.test", "/").await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        common::get(addr, "other.test", "/").await.status,
+        StatusCode::NOT_FOUND
+    );
+    // Nothing outside the namespace was even listed.
+    assert!(
+        api.requests()
+            .iter()
+            .filter(|r| r.method == "GET" && !r.path.contains("ingressclasses"))
+            .all(|r| r.path.contains("/namespaces/team-a/")),
+        "a request outside team-a"
+    );
+    // Status goes to our Ingress only.
+    assert!(
+        api.wait_for(
+            |a| a
+                .get("networking.k8s.io/v1", "Ingress", Some("team-a"), "web")
+                .is_some_and(|i| !i["status"]["loadBalancer"]["ingress"].is_null()),
+            WAIT
+        )
+        .await
+    );
+    let other = api
+        .get("networking.k8s.io/v1", "Ingress", Some("team-a"), "other")
+        .unwrap();
+    assert!(
+        other["status"]["loadBalancer"]["ingress"].is_null(),
+        "{other}"
+    );
+    c.shutdown().await;
+}
