@@ -31,9 +31,15 @@ fn service(ns: &str, name: &str) -> Value {
 /// loopback ports of `backends` (all on one port: a slice has one port
 /// per name).
 fn slice(ns: &str, svc: &str, backend: SocketAddr, ready: bool) -> Value {
+    slice_named(ns, svc, &format!("{svc}-abc"), backend, ready)
+}
+
+/// Another slice of the same Service: each slice names its own port, so
+/// two loopback backends on different ports can serve one Service.
+fn slice_named(ns: &str, svc: &str, name: &str, backend: SocketAddr, ready: bool) -> Value {
     json!({
         "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-        "metadata": {"name": format!("{svc}-abc"), "namespace": ns,
+        "metadata": {"name": name, "namespace": ns,
                      "labels": {"kubernetes.io/service-name": svc}},
         "addressType": "IPv4",
         "ports": [{"name": "http", "port": backend.port(), "protocol": "TCP"}],
@@ -184,14 +190,50 @@ async fn endpoint_changes_apply_in_place_without_a_new_table() {
     assert_eq!(until(&c, "shop.test", |_, b| b == "blue").await, "200 blue");
     let generation = c.gateway().publisher().view().generation;
 
-    // A rollout: the endpoint moves to another pod.
-    api.apply(slice("shop", "web", green.addr, true));
+    // Scale up: a second pod, in a second slice, gets traffic too.
+    api.apply(slice_named("shop", "web", "web-def", green.addr, true));
     assert_eq!(
         until(&c, "shop.test", |_, b| b == "green").await,
         "200 green"
     );
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..20 {
+        seen.insert(
+            common::get(c.gateway().http_addr(), "shop.test", "/")
+                .await
+                .text(),
+        );
+    }
+    assert_eq!(seen.len(), 2, "both pods get traffic: {seen:?}");
+    // The first pod goes away: it gets nothing more.
+    api.delete(
+        "discovery.k8s.io/v1",
+        "EndpointSlice",
+        Some("shop"),
+        "web-abc",
+    );
+    let key = sluicegate::routing::UpstreamKey::new("shop", "web", 80);
+    let endpoints = || {
+        c.gateway()
+            .publisher()
+            .registry()
+            .get(&key)
+            .map_or(0, |u| u.endpoints().addrs().len())
+    };
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while endpoints() != 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "deletion not applied"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for _ in 0..20 {
+        let r = common::get(c.gateway().http_addr(), "shop.test", "/").await;
+        assert_eq!(r.text(), "green", "a removed endpoint got traffic");
+    }
     // Not ready: no endpoint at all, 503.
-    api.apply(slice("shop", "web", green.addr, false));
+    api.apply(slice_named("shop", "web", "web-def", green.addr, false));
     let r = until(&c, "shop.test", |s, _| s == StatusCode::SERVICE_UNAVAILABLE).await;
     assert!(r.starts_with("503"), "{r}");
     assert_eq!(
