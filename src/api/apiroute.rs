@@ -47,6 +47,18 @@ pub struct ApiRouteSpec {
     #[schemars(length(min = 1, max = 256))]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub routes: Vec<RouteRule>,
+    /// Serve `hosts` over HTTPS with the certificate of a Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ApiRouteTls>,
+}
+
+/// The certificate of an ApiRoute's hosts.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ApiRouteTls {
+    /// A `kubernetes.io/tls` Secret in the ApiRoute's namespace.
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: String,
 }
 
 /// One route: what it matches and where matching requests go.

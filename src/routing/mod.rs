@@ -9,9 +9,11 @@ mod spec;
 mod table;
 #[cfg(test)]
 mod tests;
+mod tls;
 mod upstream;
 
 pub use matcher::{RequestView, form_decode, normalize_host, normalize_path};
 pub use spec::*;
 pub use table::{Backend, Route, RouteTable};
+pub use tls::{CertStore, TlsCertificate};
 pub use upstream::{EndpointSet, Upstream, UpstreamRegistry};

@@ -22,6 +22,10 @@ pub struct TableSpec {
     pub routes: Vec<RouteSpec>,
     /// Endpoint sets by upstream, shared by every route that uses them.
     pub upstreams: BTreeMap<UpstreamKey, UpstreamSpec>,
+    /// Server certificates by host, in precedence order (oldest object
+    /// first).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tls: Vec<super::TlsCertificate>,
 }
 
 /// Identifies one Service port: `namespace/service:port`.

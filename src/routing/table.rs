@@ -11,6 +11,7 @@ use http::Method;
 use super::matcher::{HeaderCond, QueryCond, RequestView};
 use super::router::Router;
 use super::spec::{RouteSpec, TableSpec, Timeouts, UpstreamKey};
+use super::tls::CertStore;
 use super::upstream::{Upstream, UpstreamRegistry};
 use crate::metrics::RouteMetrics;
 
@@ -180,6 +181,7 @@ impl Upstreams<'_> {
 pub struct RouteTable {
     router: Router,
     routes: Box<[Arc<Route>]>,
+    certs: CertStore,
 }
 
 impl RouteTable {
@@ -203,7 +205,13 @@ impl RouteTable {
         RouteTable {
             router: Router::build(&spec.routes),
             routes,
+            certs: CertStore::build(&spec.tls),
         }
+    }
+
+    /// The server certificates of this table, by SNI.
+    pub fn certs(&self) -> &CertStore {
+        &self.certs
     }
 
     /// The route for a request, if any.

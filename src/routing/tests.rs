@@ -159,6 +159,7 @@ fn table_with(
     let spec = TableSpec {
         routes: routes.into_iter().map(RouteBuilder::spec).collect(),
         upstreams,
+        tls: Vec::new(),
     };
     RouteTable::build(&spec, registry)
 }

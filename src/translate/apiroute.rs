@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use super::diagnostics::{Kind, Reason, Subject};
 use super::state::ObjectKey;
-use super::{BackendField, Ctx, validate};
+use super::{BackendField, Ctx, tls, validate};
 use crate::api::{ApiRoute, HttpMethod, PathMatchType, RouteRule, ValueMatch, ValueMatchType};
 use crate::routing::{HostMatch, PathSpec, RouteSpec, Timeouts, ValueMatcher, ValueSpec};
 
@@ -36,6 +36,18 @@ pub(super) fn translate(ctx: &mut Ctx<'_>, key: &ObjectKey, ar: &ApiRoute) {
     }
     hosts.sort();
     hosts.dedup();
+    if let Some(t) = ar.spec.tls.as_ref() {
+        if hosts.is_empty() {
+            ctx.diags.report(
+                obj,
+                "spec.tls",
+                Reason::InvalidSpec,
+                "a certificate needs hosts: set spec.hosts",
+            );
+        } else {
+            tls::bind(ctx, obj, "spec.tls.secretName", &t.secret_name, &hosts);
+        }
+    }
     let rules = &ar.spec.routes;
     if rules.is_empty() {
         ctx.diags.report(

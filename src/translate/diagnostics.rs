@@ -100,6 +100,9 @@ pub enum Reason {
     Unsupported,
     /// The same match is declared by an older object, which wins.
     Conflict,
+    /// A TLS Secret is missing or unusable; its hosts get the default
+    /// certificate, the routes keep serving.
+    InvalidCertificate,
 }
 
 /// How bad a finding is.
@@ -161,7 +164,9 @@ impl Diagnostics {
 
     fn push_owned(&mut self, object: ObjectRef, field: String, reason: Reason, message: String) {
         let severity = match reason {
-            Reason::BackendNotFound | Reason::Conflict => Severity::Warning,
+            Reason::BackendNotFound | Reason::Conflict | Reason::InvalidCertificate => {
+                Severity::Warning
+            }
             _ => Severity::Error,
         };
         self.0.push(Diagnostic {

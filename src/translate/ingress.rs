@@ -7,11 +7,11 @@
 //! tried only after every other route. WebSocket upgrades are allowed, as
 //! users migrating from ingress-nginx expect.
 
-use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
+use k8s_openapi::api::networking::v1::{Ingress, IngressBackend, IngressSpec};
 
 use super::diagnostics::{Kind, Reason, Subject};
 use super::state::ObjectKey;
-use super::{BackendField, Ctx, validate};
+use super::{BackendField, Ctx, tls, validate};
 use crate::api::PortRef;
 use crate::routing::{BackendSpec, PathSpec, RouteSpec, Timeouts};
 
@@ -113,6 +113,50 @@ pub(super) fn translate(ctx: &mut Ctx<'_>, key: &ObjectKey, ingress: &Ingress) {
             "spec",
             Reason::InvalidSpec,
             "an Ingress needs rules or a defaultBackend",
+        );
+    }
+    certificates(ctx, obj, spec);
+}
+
+/// `spec.tls`: each entry binds its Secret to its hosts, or, when it lists
+/// none, to the hosts of the Ingress's rules. An entry without a Secret
+/// leaves its hosts on the default certificate, as the Ingress
+/// specification intends.
+fn certificates(ctx: &mut Ctx<'_>, obj: Subject<'_>, spec: &IngressSpec) {
+    for (i, entry) in spec.tls.iter().flatten().enumerate() {
+        let Some(secret) = entry.secret_name.as_deref().filter(|s| !s.is_empty()) else {
+            continue;
+        };
+        let listed = entry.hosts.as_deref().unwrap_or_default();
+        let mut hosts = Vec::new();
+        if listed.is_empty() {
+            hosts.extend(
+                spec.rules
+                    .iter()
+                    .flatten()
+                    .filter_map(|r| r.host.as_deref())
+                    .filter_map(|h| validate::host(h).ok()),
+            );
+        }
+        for (j, h) in listed.iter().enumerate() {
+            match validate::host(h) {
+                Ok(m) => hosts.push(m),
+                Err(e) => ctx.diags.report(
+                    obj,
+                    format!("spec.tls[{i}].hosts[{j}]"),
+                    Reason::InvalidSpec,
+                    e,
+                ),
+            }
+        }
+        hosts.sort();
+        hosts.dedup();
+        tls::bind(
+            ctx,
+            obj,
+            &format!("spec.tls[{i}].secretName"),
+            secret,
+            &hosts,
         );
     }
 }

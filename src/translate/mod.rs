@@ -40,6 +40,7 @@ mod class;
 mod diagnostics;
 mod ingress;
 mod state;
+mod tls;
 mod validate;
 
 use std::sync::Arc;
@@ -52,9 +53,10 @@ pub use backends::{BackendError, service_endpoints};
 pub use class::{ClassFilter, DEFAULT_CLASS_ANNOTATION, LEGACY_CLASS_ANNOTATION};
 pub use diagnostics::{Diagnostic, Diagnostics, Kind, ObjectRef, Reason, Severity};
 pub use state::{ClusterState, ObjectKey, Store};
+pub use tls::certified_key;
 
 use crate::api::PortRef;
-use crate::routing::{BackendSpec, HostMatch, PathSpec, RouteSpec, TableSpec};
+use crate::routing::{BackendSpec, HostMatch, PathSpec, RouteSpec, TableSpec, TlsCertificate};
 use backends::BackendResolver;
 use diagnostics::Subject;
 
@@ -65,6 +67,8 @@ pub struct TranslateOptions {
     pub ingress_class: String,
     /// Claim Ingresses that name no class at all.
     pub watch_ingress_without_class: bool,
+    /// The Secret whose certificate clients get when no other matches.
+    pub default_certificate: Option<ObjectKey>,
 }
 
 impl Default for TranslateOptions {
@@ -72,6 +76,7 @@ impl Default for TranslateOptions {
         TranslateOptions {
             ingress_class: "sluicegate".to_owned(),
             watch_ingress_without_class: false,
+            default_certificate: None,
         }
     }
 }
@@ -93,6 +98,8 @@ pub fn translate(state: &ClusterState, opts: &TranslateOptions) -> Translation {
         routes: Vec::with_capacity(state.ingresses.len() + state.api_routes.len()),
         claims: HashMap::with_capacity(state.ingresses.len() + state.api_routes.len()),
         default_backend_owner: None,
+        tls: Vec::new(),
+        tls_claims: HashMap::new(),
         text: String::new(),
     };
 
@@ -145,10 +152,15 @@ pub fn translate(state: &ClusterState, opts: &TranslateOptions) -> Translation {
         }
     }
 
+    if let Some(key) = &opts.default_certificate {
+        tls::bind_default(&mut ctx, key);
+    }
+    tls::prune(&ctx);
     Translation {
         table: TableSpec {
             routes: ctx.routes,
             upstreams: ctx.resolver.finish(),
+            tls: ctx.tls,
         },
         diagnostics: ctx.diags,
     }
@@ -172,6 +184,10 @@ struct Ctx<'a> {
     claims: HashMap<Box<str>, Arc<str>>,
     /// The Ingress whose `defaultBackend` serves unmatched requests.
     default_backend_owner: Option<Arc<str>>,
+    /// Server certificates bound so far.
+    tls: Vec<TlsCertificate>,
+    /// Hosts with a certificate, with the object and Secret that bound it.
+    tls_claims: HashMap<String, (Arc<str>, String)>,
     /// Reused to format text before it is known to be needed, or before it
     /// is copied into its final allocation.
     text: String,
@@ -313,6 +329,8 @@ mod tests {
             routes: Vec::new(),
             claims: HashMap::new(),
             default_backend_owner: None,
+            tls: Vec::new(),
+            tls_claims: HashMap::new(),
             text: String::new(),
         };
         for key in [ObjectKey::new("shop", "cart"), ObjectKey::new("", "global")] {
