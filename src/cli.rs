@@ -13,7 +13,7 @@ use crate::gateway::GatewayConfig;
 use crate::proxy::{PoolConfig, ProxySettings};
 use crate::source::kube::WatchScope;
 use crate::status::lease::{LeaseConfig, LeaseConfigError};
-use crate::translate::TranslateOptions;
+use crate::translate::{ObjectKey, TranslateOptions};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -116,6 +116,23 @@ pub struct KubeArgs {
     pub pod_namespace: Option<String>,
 }
 
+/// A listener address, or `off`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OptionalAddr(pub Option<SocketAddr>);
+
+impl std::str::FromStr for OptionalAddr {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "off" | "" => Ok(OptionalAddr(None)),
+            t => t
+                .parse()
+                .map(|a| OptionalAddr(Some(a)))
+                .map_err(|e| format!("expected an address like 0.0.0.0:8443, or off: {e}")),
+        }
+    }
+}
+
 fn parse_namespaced(text: &str) -> Result<(String, String), String> {
     match text.split_once('/') {
         Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
@@ -203,6 +220,13 @@ pub struct GatewayArgs {
     /// Address of the HTTP proxy listener.
     #[arg(long, env = "SLUICEGATE_HTTP_ADDR", default_value = "0.0.0.0:8080")]
     pub http_addr: SocketAddr,
+    /// Address of the HTTPS listener; `off` disables TLS.
+    #[arg(long, env = "SLUICEGATE_HTTPS_ADDR", default_value = "0.0.0.0:8443")]
+    pub https_addr: OptionalAddr,
+    /// Secret (NAMESPACE/NAME) whose certificate clients get when no other
+    /// matches their SNI; a self-signed one otherwise.
+    #[arg(long, env = "SLUICEGATE_DEFAULT_CERTIFICATE", value_parser = parse_namespaced)]
+    pub default_certificate: Option<(String, String)>,
     /// Address of the admin server (/healthz, /readyz, /routes, /metrics).
     #[arg(long, env = "SLUICEGATE_ADMIN_ADDR", default_value = "0.0.0.0:9180")]
     pub admin_addr: SocketAddr,
@@ -244,6 +268,7 @@ impl GatewayArgs {
     pub fn config(&self) -> GatewayConfig {
         GatewayConfig {
             http_addr: self.http_addr,
+            https_addr: self.https_addr.0,
             admin_addr: self.admin_addr,
             workers: self
                 .workers
@@ -263,6 +288,10 @@ impl GatewayArgs {
             translate: TranslateOptions {
                 ingress_class: self.ingress_class.clone(),
                 watch_ingress_without_class: self.watch_ingress_without_class,
+                default_certificate: self
+                    .default_certificate
+                    .as_ref()
+                    .map(|(ns, name)| ObjectKey::new(ns.clone(), name.clone())),
             },
         }
     }
@@ -303,6 +332,19 @@ mod tests {
             std::time::Duration::from_millis(250)
         );
         assert_eq!(cfg.http_addr.port(), 18080);
+        assert_eq!(cfg.https_addr, Some("0.0.0.0:8443".parse().unwrap()));
+        let cli = Cli::parse_from([
+            "sluicegate",
+            "standalone",
+            "--config",
+            "d",
+            "--https-addr",
+            "off",
+        ]);
+        let Command::Standalone { gateway, .. } = cli.command else {
+            panic!("expected standalone");
+        };
+        assert_eq!(gateway.config().https_addr, None);
     }
 
     #[test]

@@ -143,6 +143,8 @@ impl Publisher {
 #[derive(Clone, Debug)]
 pub struct GatewayConfig {
     pub http_addr: SocketAddr,
+    /// The HTTPS listener; none when TLS is off.
+    pub https_addr: Option<SocketAddr>,
     pub admin_addr: SocketAddr,
     pub workers: usize,
     pub proxy: ProxySettings,
@@ -153,6 +155,7 @@ impl Default for GatewayConfig {
     fn default() -> Self {
         GatewayConfig {
             http_addr: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            https_addr: None,
             admin_addr: SocketAddr::from(([0, 0, 0, 0], 9180)),
             workers: std::thread::available_parallelism().map_or(1, usize::from),
             proxy: ProxySettings::default(),
@@ -203,12 +206,10 @@ impl Gateway {
             table: publisher.table(),
             settings: config.proxy.clone(),
         });
-        let proxy =
-            ProxyServer::start(config.http_addr, config.workers, shared).map_err(|source| {
-                StartError::Bind {
-                    addr: config.http_addr,
-                    source,
-                }
+        let proxy = ProxyServer::start(config.http_addr, config.https_addr, config.workers, shared)
+            .map_err(|source| StartError::Bind {
+                addr: config.http_addr,
+                source,
             })?;
         let admin = AdminServer::start(config.admin_addr, publisher.clone())
             .await
@@ -229,6 +230,10 @@ impl Gateway {
 
     pub fn http_addr(&self) -> SocketAddr {
         self.proxy.local_addr()
+    }
+
+    pub fn https_addr(&self) -> Option<SocketAddr> {
+        self.proxy.https_addr()
     }
 
     pub fn admin_addr(&self) -> SocketAddr {

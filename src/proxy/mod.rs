@@ -10,6 +10,7 @@ mod error;
 mod headers;
 mod server;
 mod service;
+mod tls;
 mod upstream;
 
 use std::time::Duration;
@@ -18,6 +19,7 @@ pub use body::ResponseBody;
 pub use error::ProxyError;
 pub use server::ProxyServer;
 pub use service::Shared;
+pub use tls::{TlsSetupError, self_signed};
 pub use upstream::{PoolConfig, UpstreamError};
 
 /// Proxy behaviour that is not per route.

@@ -17,15 +17,18 @@ use hyper_util::server::graceful::GracefulShutdown;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
+use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
 use super::headers::ClientInfo;
 use super::service::{Shared, Worker};
+use super::tls;
 use super::upstream::Pool;
 
 /// A running proxy listener and its workers.
 pub struct ProxyServer {
     addr: SocketAddr,
+    https_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     done: Vec<oneshot::Receiver<()>>,
 }
@@ -43,18 +46,34 @@ fn bind(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::TcpListener>
 }
 
 impl ProxyServer {
-    /// Binds `addr` once per worker and starts the workers.
-    pub fn start(addr: SocketAddr, workers: usize, shared: Arc<Shared>) -> io::Result<ProxyServer> {
+    /// Binds `addr` (and `https`, when given) once per worker and starts
+    /// the workers.
+    pub fn start(
+        addr: SocketAddr,
+        https: Option<SocketAddr>,
+        workers: usize,
+        shared: Arc<Shared>,
+    ) -> io::Result<ProxyServer> {
         let workers = workers.max(1);
-        let first = bind(addr, workers > 1)?;
-        let addr = first.local_addr()?;
-        let mut listeners = vec![first];
-        for _ in 1..workers {
-            listeners.push(bind(addr, true)?);
-        }
+        let (addr, listeners) = bind_all(addr, workers)?;
+        let (https_addr, mut tls_listeners): (_, Vec<Option<std::net::TcpListener>>) = match https {
+            Some(a) => {
+                let (a, l) = bind_all(a, workers)?;
+                (Some(a), l.into_iter().map(Some).collect())
+            }
+            None => (None, (0..workers).map(|_| None).collect()),
+        };
+        let acceptor = match https_addr {
+            Some(_) => Some(TlsAcceptor::from(
+                tls::server_config(shared.table.clone()).map_err(io::Error::other)?,
+            )),
+            None => None,
+        };
         let (shutdown, _) = watch::channel(false);
         let mut done = Vec::with_capacity(workers);
         for (i, listener) in listeners.into_iter().enumerate() {
+            let tls_listener = tls_listeners.get_mut(i).and_then(Option::take);
+            let acceptor = acceptor.clone();
             let (tx, rx) = oneshot::channel();
             done.push(rx);
             let worker = Worker {
@@ -69,9 +88,23 @@ impl ProxyServer {
                 .name(format!("sluicegate-worker-{i}"))
                 .spawn(move || {
                     runtime.block_on(async move {
-                        match TcpListener::from_std(listener) {
-                            Ok(l) => serve(l, worker, stop).await,
-                            Err(e) => warn!(error = %e, "worker could not register its listener"),
+                        let plain = TcpListener::from_std(listener);
+                        let secure = tls_listener.map(TcpListener::from_std).transpose();
+                        match (plain, secure) {
+                            (Ok(plain), Ok(secure)) => {
+                                let tls = secure.zip(acceptor);
+                                tokio::join!(
+                                    serve(plain, None, worker.clone(), stop.clone()),
+                                    async {
+                                        if let Some((l, a)) = tls {
+                                            serve(l, Some(a), worker, stop).await;
+                                        }
+                                    }
+                                );
+                            }
+                            (Err(e), _) | (_, Err(e)) => {
+                                warn!(error = %e, "worker could not register its listener")
+                            }
                         }
                     });
                     // Dropping the runtime here cancels whatever outlived the
@@ -81,8 +114,12 @@ impl ProxyServer {
                 })?;
         }
         info!(%addr, workers, "proxy listening");
+        if let Some(addr) = https_addr {
+            info!(%addr, workers, "https listening");
+        }
         Ok(ProxyServer {
             addr,
+            https_addr,
             shutdown,
             done,
         })
@@ -90,6 +127,10 @@ impl ProxyServer {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    pub fn https_addr(&self) -> Option<SocketAddr> {
+        self.https_addr
     }
 
     /// Stops accepting, lets in-flight requests finish within the grace
@@ -102,7 +143,26 @@ impl ProxyServer {
     }
 }
 
-async fn serve(listener: TcpListener, worker: Worker, mut stop: watch::Receiver<bool>) {
+/// Binds `addr` once per worker; the first bind resolves port 0.
+fn bind_all(
+    addr: SocketAddr,
+    workers: usize,
+) -> io::Result<(SocketAddr, Vec<std::net::TcpListener>)> {
+    let first = bind(addr, workers > 1)?;
+    let addr = first.local_addr()?;
+    let mut listeners = vec![first];
+    for _ in 1..workers {
+        listeners.push(bind(addr, true)?);
+    }
+    Ok((addr, listeners))
+}
+
+async fn serve(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    worker: Worker,
+    mut stop: watch::Receiver<bool>,
+) {
     let settings = &worker.shared.settings;
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -147,22 +207,53 @@ async fn serve(listener: TcpListener, worker: Worker, mut stop: watch::Receiver<
             },
         };
         let _ = stream.set_nodelay(true);
-        let client = Arc::new(ClientInfo::new(peer, local.unwrap_or(peer), false));
+        let client = Arc::new(ClientInfo::new(peer, local.unwrap_or(peer), tls.is_some()));
         let w = worker.clone();
         let svc = service_fn(move |req| {
             let w = w.clone();
             let client = client.clone();
             async move { Ok::<_, std::convert::Infallible>(w.handle(req, &client).await) }
         });
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), svc)
-            .into_owned();
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                debug!(%peer, error = %e, "client connection ended with an error");
+        match &tls {
+            None => {
+                let conn = builder
+                    .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                    .into_owned();
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        debug!(%peer, error = %e, "client connection ended with an error");
+                    }
+                });
             }
-        });
+            Some(acceptor) => {
+                // The handshake runs in the connection's own task, so a
+                // slow client never holds up the accept loop; it gets the
+                // header read timeout to finish it.
+                let accept = acceptor.accept(stream);
+                let (builder, watcher) = (builder.clone(), graceful.watcher());
+                let limit = settings.header_read_timeout;
+                tokio::spawn(async move {
+                    let stream = match tokio::time::timeout(limit, accept).await {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
+                    };
+                    let conn = builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                        .into_owned();
+                    if let Err(e) = watcher.watch(conn).await {
+                        debug!(%peer, error = %e, "client connection ended with an error");
+                    }
+                });
+            }
+        }
     }
     drop(listener);
     sweeper.abort();

@@ -140,6 +140,7 @@ fn reason_text(d: &Diagnostic) -> &'static str {
         Reason::PluginConfigNotFound => "PluginConfigNotFound",
         Reason::Unsupported => "Unsupported",
         Reason::Conflict => "Conflict",
+        Reason::InvalidCertificate => "InvalidCertificate",
     }
 }
 

@@ -273,15 +273,20 @@ impl StatusWriter {
 
 /// The Event for an object with errors: reason and note.
 fn rejection(diags: &[&Diagnostic]) -> Option<(String, String)> {
+    // Errors, and unusable certificates: the routes serve, but the hosts
+    // get the wrong certificate, which users must hear about.
+    let noteworthy = |d: &&&Diagnostic| {
+        d.severity == Severity::Error || d.reason == crate::translate::Reason::InvalidCertificate
+    };
     let errors: Vec<String> = diags
         .iter()
-        .filter(|d| d.severity == Severity::Error)
+        .filter(noteworthy)
         .map(|d| match d.field.as_str() {
             "" => d.message.clone(),
             f => format!("{f}: {}", d.message),
         })
         .collect();
-    let first = diags.iter().find(|d| d.severity == Severity::Error)?;
+    let first = diags.iter().find(noteworthy)?;
     let reason = format!("{:?}", first.reason);
     Some((
         reason,

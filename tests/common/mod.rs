@@ -95,6 +95,11 @@ impl TestGateway {
         self.sa().gateway().http_addr()
     }
 
+    /// The HTTPS listener, when the config enabled one.
+    pub fn https(&self) -> SocketAddr {
+        self.sa().gateway().https_addr().expect("HTTPS enabled")
+    }
+
     pub fn admin(&self) -> SocketAddr {
         self.sa().gateway().admin_addr()
     }
