@@ -223,6 +223,10 @@ pub struct GatewayArgs {
     /// Address of the HTTPS listener; `off` disables TLS.
     #[arg(long, env = "SLUICEGATE_HTTPS_ADDR", default_value = "0.0.0.0:8443")]
     pub https_addr: OptionalAddr,
+    /// The HTTPS port clients use (the load balancer's), for redirects
+    /// from HTTP.
+    #[arg(long, env = "SLUICEGATE_HTTPS_REDIRECT_PORT", default_value_t = 443)]
+    pub https_redirect_port: u16,
     /// Secret (NAMESPACE/NAME) whose certificate clients get when no other
     /// matches their SNI; a self-signed one otherwise.
     #[arg(long, env = "SLUICEGATE_DEFAULT_CERTIFICATE", value_parser = parse_namespaced)]
@@ -280,6 +284,7 @@ impl GatewayArgs {
                 trust_forwarded: self.trust_forwarded_headers,
                 header_read_timeout: self.header_read_timeout.0,
                 shutdown_grace: self.shutdown_grace.0,
+                https_redirect_port: self.https_redirect_port,
                 pool: PoolConfig {
                     max_idle_per_endpoint: self.upstream_max_idle,
                     idle_timeout: self.upstream_idle_timeout.0,

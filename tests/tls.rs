@@ -384,3 +384,41 @@ async fn a_broken_secret_is_reported_and_other_hosts_keep_their_certificates() {
     assert!(tls[0].get("key").is_none());
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn plain_http_redirects_to_https_for_hosts_with_certificates() {
+    let b = Backend::named("app").await;
+    let c = cert(&["secure.test"]);
+    let mut m = service("app", &[b.addr]);
+    m.push_str(&secret("secure-tls", &c.pem, &c.key));
+    m.push_str(&tls_ingress("secure", "secure.test", "secure-tls", "app"));
+    m.push_str(
+        r#"---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: plain, namespace: default}
+spec:
+  ingressClassName: sluicegate
+  rules:
+  - host: plain.test
+    http:
+      paths: [{path: /, pathType: Prefix, backend: {service: {name: app, port: {number: 80}}}}]
+"#,
+    );
+    let mut cfg = https_config();
+    cfg.proxy.https_redirect_port = 8443;
+    let gw = TestGateway::start_with(&m, cfg).await;
+    let r = get(gw.http(), "secure.test:8080", "/a/b%20c?x=1&y=2").await;
+    assert_eq!(r.status, StatusCode::PERMANENT_REDIRECT);
+    assert_eq!(
+        r.header("location"),
+        Some("https://secure.test:8443/a/b%20c?x=1&y=2")
+    );
+    // Hosts without a certificate are served over HTTP.
+    let r = get(gw.http(), "plain.test", "/a").await;
+    assert_eq!((r.status, r.text()), (StatusCode::OK, "app".into()));
+    // Over HTTPS the same host is served, not redirected again.
+    let mut c = H1::open(connect(gw.https(), Some("secure.test"), &[]).await).await;
+    assert_eq!(c.get("secure.test").await, (StatusCode::OK, "app".into()));
+    gw.shutdown().await;
+}

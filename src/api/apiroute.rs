@@ -87,6 +87,14 @@ pub struct RouteRule {
     /// Allow WebSocket upgrades on this route.
     #[serde(default, skip_serializing_if = "is_false")]
     pub websocket: bool,
+    /// Answer plain-HTTP requests with a redirect (308) to the same URL
+    /// over HTTPS. Defaults to true when the ApiRoute has `tls`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub https_redirect: Option<bool>,
+    /// Redirect plain-HTTP requests to HTTPS with a chosen status code;
+    /// takes precedence over `httpsRedirect`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect: Option<Redirect>,
     /// A PluginConfig in the same namespace whose plugins apply to this
     /// route; plugins set inline on the route override it per plugin.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -94,6 +102,25 @@ pub struct RouteRule {
     /// Plugins applied to this route.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plugins: Option<Plugins>,
+}
+
+/// A redirect of plain-HTTP requests.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Redirect {
+    /// The scheme to redirect to.
+    pub scheme: RedirectScheme,
+    /// 301 or 308 (the default; keeps the method and body), or 302 / 307.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = [301, 302, 307, 308]))]
+    pub code: Option<u16>,
+}
+
+/// Schemes a route redirects to.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RedirectScheme {
+    Https,
 }
 
 /// Request conditions; all present conditions must hold.

@@ -22,6 +22,8 @@ pub struct ClientInfo {
     pub ip: HeaderValue,
     pub port: HeaderValue,
     pub proto: HeaderValue,
+    /// Whether the connection is TLS.
+    pub tls: bool,
 }
 
 impl ClientInfo {
@@ -32,6 +34,7 @@ impl ClientInfo {
                 .unwrap_or(HeaderValue::from_static("unknown")),
             port: num(local.port()),
             proto: HeaderValue::from_static(if tls { "https" } else { "http" }),
+            tls,
         }
     }
 }

@@ -36,6 +36,9 @@ pub struct ProxySettings {
     pub header_read_timeout: Duration,
     /// How long in-flight requests may run after shutdown begins.
     pub shutdown_grace: Duration,
+    /// The HTTPS port clients reach (the load balancer's, not the
+    /// listener's), for redirects; 443 is left out of the URL.
+    pub https_redirect_port: u16,
     pub pool: PoolConfig,
 }
 
@@ -47,6 +50,7 @@ impl Default for ProxySettings {
             trust_forwarded: false,
             header_read_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(25),
+            https_redirect_port: 443,
             pool: PoolConfig::default(),
         }
     }

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use http::uri::Uri;
-use http::{HeaderValue, Request, Response, header};
+use http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use tracing::{debug, warn};
 
@@ -60,6 +60,13 @@ impl Worker {
             }
         };
         let route = matched.route.clone();
+        if let (Some(code), false) = (route.https_redirect, client.tls) {
+            let resp = redirect(code, &req, self.shared.settings.https_redirect_port);
+            route
+                .metrics
+                .record(resp.status().as_u16(), start.elapsed(), start);
+            return resp;
+        }
         let resp = match self.forward(matched, req, client, start).await {
             Ok(resp) => resp,
             Err(e) => {
@@ -149,6 +156,41 @@ impl Worker {
         };
         upstream::send(&self.pool, addr, &head, body, deadlines, client_upgrade).await
     }
+}
+
+/// The same URL over HTTPS: host without its port, then `https_port`
+/// unless it is 443, then the path and query as the client sent them.
+fn redirect(code: StatusCode, req: &Request<Incoming>, https_port: u16) -> Response<ResponseBody> {
+    let raw = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+        })
+        .unwrap_or("");
+    // Without a port: `[v6]:port`, `[v6]`, `name:port`, `name`.
+    let host = match raw.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) && !h.ends_with(':') => h,
+        _ => raw,
+    };
+    let port = match https_port {
+        443 => String::new(),
+        p => format!(":{p}"),
+    };
+    let path = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    let location = format!("https://{host}{port}{path}");
+    let mut resp = Response::new(ResponseBody::empty());
+    *resp.status_mut() = code;
+    match HeaderValue::try_from(location) {
+        Ok(v) => {
+            resp.headers_mut().insert(header::LOCATION, v);
+        }
+        Err(_) => *resp.status_mut() = StatusCode::BAD_REQUEST,
+    }
+    resp
 }
 
 /// The request target as an upstream HTTP/1.1 server expects it: the

@@ -129,6 +129,10 @@ pub struct RouteSpec {
     pub timeouts: Timeouts,
     /// Whether WebSocket upgrades are forwarded.
     pub websocket: bool,
+    /// Plain-HTTP requests get a redirect with this status to the same URL
+    /// over HTTPS instead of being forwarded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub https_redirect: Option<u16>,
 }
 
 /// A weighted reference to an upstream.

@@ -39,6 +39,8 @@ pub struct Route {
     cursor: AtomicUsize,
     pub timeouts: Timeouts,
     pub websocket: bool,
+    /// Redirect status for plain-HTTP requests, when they go to HTTPS.
+    pub https_redirect: Option<http::StatusCode>,
     pub metrics: RouteMetrics,
 }
 
@@ -74,6 +76,9 @@ impl Route {
             cursor: AtomicUsize::new(0),
             timeouts: spec.timeouts,
             websocket: spec.websocket,
+            https_redirect: spec
+                .https_redirect
+                .and_then(|c| http::StatusCode::from_u16(c).ok()),
             metrics: RouteMetrics::new(spec.name.clone()),
         }
     }

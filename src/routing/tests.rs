@@ -39,6 +39,7 @@ fn route(name: &str) -> RouteBuilder {
         backends: Vec::new(),
         timeouts: Timeouts::default(),
         websocket: false,
+        https_redirect: None,
     })
 }
 

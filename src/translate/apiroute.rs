@@ -91,7 +91,15 @@ pub(super) fn translate(ctx: &mut Ctx<'_>, key: &ObjectKey, ar: &ApiRoute) {
         } else {
             hosts.clone()
         };
-        match route(ctx, obj, i, rule, rule_hosts, &source) {
+        match route(
+            ctx,
+            obj,
+            i,
+            rule,
+            rule_hosts,
+            &source,
+            ar.spec.tls.is_some(),
+        ) {
             Ok(r) => {
                 ctx.claim(obj, || format!("spec.routes[{i}]"), &r);
                 ctx.routes.push(r);
@@ -111,10 +119,19 @@ fn route(
     rule: &RouteRule,
     hosts: Vec<HostMatch>,
     source: &Arc<str>,
+    has_tls: bool,
 ) -> Result<RouteSpec, RuleError> {
     let key = obj.key;
     let invalid = |f: String, msg: String| (f, Reason::InvalidSpec, msg);
     let m = &rule.matches;
+    if let Some(code) = rule.redirect.as_ref().and_then(|r| r.code)
+        && ![301, 302, 307, 308].contains(&code)
+    {
+        return Err(invalid(
+            format!("spec.routes[{i}].redirect.code"),
+            format!("{code} is not a redirect status; use 301, 302, 307 or 308"),
+        ));
+    }
 
     let mut paths = Vec::with_capacity(m.paths.len().max(1));
     for (j, p) in m.paths.iter().enumerate() {
@@ -225,7 +242,18 @@ fn route(
         backends,
         timeouts,
         websocket: rule.websocket,
+        https_redirect: https_redirect(rule, has_tls),
     })
+}
+
+/// The redirect status for plain-HTTP requests: an explicit `redirect`,
+/// else `httpsRedirect`, else on when the ApiRoute has a certificate.
+fn https_redirect(rule: &RouteRule, has_tls: bool) -> Option<u16> {
+    match (&rule.redirect, rule.https_redirect) {
+        (Some(r), _) => Some(r.code.unwrap_or(308)),
+        (None, Some(on)) => on.then_some(308),
+        (None, None) => has_tls.then_some(308),
+    }
 }
 
 /// A header or query condition; `field` names the condition, for a

@@ -27,7 +27,8 @@ pub(super) fn translate(ctx: &mut Ctx<'_>, key: &ObjectKey, ingress: &Ingress) {
             .report(obj, "spec", Reason::InvalidSpec, "spec is missing");
         return;
     };
-    let route = |hosts, paths, backends, fallback| RouteSpec {
+    let policy = redirect_policy(ctx, obj, ingress);
+    let route = |hosts, paths, backends, fallback, https_redirect| RouteSpec {
         name: name.clone(),
         source: source.clone(),
         hosts,
@@ -40,6 +41,7 @@ pub(super) fn translate(ctx: &mut Ctx<'_>, key: &ObjectKey, ingress: &Ingress) {
         backends,
         timeouts: Timeouts::default(),
         websocket: true,
+        https_redirect,
     };
 
     for (i, rule) in spec.rules.iter().flatten().enumerate() {
@@ -57,6 +59,7 @@ pub(super) fn translate(ctx: &mut Ctx<'_>, key: &ObjectKey, ingress: &Ingress) {
         let Some(http) = rule.http.as_ref() else {
             continue;
         };
+        let redirect = policy.redirect(spec, rule.host.as_deref());
         for (j, p) in http.paths.iter().enumerate() {
             let field = || format!("spec.rules[{i}].http.paths[{j}]");
             let path = p.path.clone().unwrap_or_else(|| "/".to_owned());
@@ -82,7 +85,7 @@ pub(super) fn translate(ctx: &mut Ctx<'_>, key: &ObjectKey, ingress: &Ingress) {
             let Some(backend) = backend(ctx, obj, backend_field, &key.namespace, &p.backend) else {
                 continue;
             };
-            let r = route(hosts.clone(), vec![path], vec![backend], false);
+            let r = route(hosts.clone(), vec![path], vec![backend], false, redirect);
             ctx.claim(obj, field, &r);
             ctx.routes.push(r);
         }
@@ -105,6 +108,7 @@ pub(super) fn translate(ctx: &mut Ctx<'_>, key: &ObjectKey, ingress: &Ingress) {
                 vec![PathSpec::Prefix("/".into())],
                 vec![b],
                 true,
+                None,
             ));
         }
     } else if spec.rules.as_ref().is_none_or(|r| r.is_empty()) {
@@ -116,6 +120,67 @@ pub(super) fn translate(ctx: &mut Ctx<'_>, key: &ObjectKey, ingress: &Ingress) {
         );
     }
     certificates(ctx, obj, spec);
+}
+
+/// Annotations that turn HTTPS redirects on or off; Sluicegate's own win
+/// over ingress-nginx's, which are read for migration.
+const SSL_REDIRECT: [&str; 2] = [
+    "sluicegate.io/ssl-redirect",
+    "nginx.ingress.kubernetes.io/ssl-redirect",
+];
+const FORCE_SSL_REDIRECT: [&str; 2] = [
+    "sluicegate.io/force-ssl-redirect",
+    "nginx.ingress.kubernetes.io/force-ssl-redirect",
+];
+
+/// When an Ingress's routes redirect plain HTTP to HTTPS. As in
+/// ingress-nginx: hosts listed in `spec.tls` redirect unless `ssl-redirect`
+/// is "false"; `force-ssl-redirect` makes every host redirect.
+struct RedirectPolicy {
+    ssl: bool,
+    force: bool,
+}
+
+impl RedirectPolicy {
+    /// The redirect status for the rule of `host`, if it redirects.
+    fn redirect(&self, spec: &IngressSpec, host: Option<&str>) -> Option<u16> {
+        let has_tls = host.is_some_and(|h| {
+            spec.tls.iter().flatten().any(|t| match t.hosts.as_deref() {
+                Some(list) if !list.is_empty() => list.iter().any(|l| l.eq_ignore_ascii_case(h)),
+                _ => true,
+            })
+        });
+        (self.force || (self.ssl && has_tls)).then_some(308)
+    }
+}
+
+fn redirect_policy(ctx: &mut Ctx<'_>, obj: Subject<'_>, ingress: &Ingress) -> RedirectPolicy {
+    let mut flag = |names: [&str; 2], default: bool| {
+        let annotations = ingress.metadata.annotations.as_ref();
+        let Some((name, value)) = names
+            .iter()
+            .find_map(|n| annotations.and_then(|a| a.get(*n)).map(|v| (*n, v)))
+        else {
+            return default;
+        };
+        match value.trim() {
+            "true" => true,
+            "false" => false,
+            other => {
+                ctx.diags.report(
+                    obj,
+                    format!("metadata.annotations[{name:?}]"),
+                    Reason::InvalidSpec,
+                    format!("{other:?} is not \"true\" or \"false\"; using {default}"),
+                );
+                default
+            }
+        }
+    };
+    RedirectPolicy {
+        ssl: flag(SSL_REDIRECT, true),
+        force: flag(FORCE_SSL_REDIRECT, false),
+    }
 }
 
 /// `spec.tls`: each entry binds its Secret to its hosts, or, when it lists
