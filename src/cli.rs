@@ -227,6 +227,10 @@ pub struct GatewayArgs {
     /// from HTTP.
     #[arg(long, env = "SLUICEGATE_HTTPS_REDIRECT_PORT", default_value_t = 443)]
     pub https_redirect_port: u16,
+    /// `Strict-Transport-Security` header for responses over HTTPS, e.g.
+    /// `max-age=31536000; includeSubDomains`; none when unset.
+    #[arg(long, env = "SLUICEGATE_HSTS")]
+    pub hsts: Option<http::HeaderValue>,
     /// Secret (NAMESPACE/NAME) whose certificate clients get when no other
     /// matches their SNI; a self-signed one otherwise.
     #[arg(long, env = "SLUICEGATE_DEFAULT_CERTIFICATE", value_parser = parse_namespaced)]
@@ -285,6 +289,7 @@ impl GatewayArgs {
                 header_read_timeout: self.header_read_timeout.0,
                 shutdown_grace: self.shutdown_grace.0,
                 https_redirect_port: self.https_redirect_port,
+                hsts: self.hsts.clone(),
                 pool: PoolConfig {
                     max_idle_per_endpoint: self.upstream_max_idle,
                     idle_timeout: self.upstream_idle_timeout.0,

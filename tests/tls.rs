@@ -160,14 +160,19 @@ impl H1 {
     }
 
     async fn get(&mut self, host: &str) -> (StatusCode, String) {
+        let (status, _, body) = self.get_full(host).await;
+        (status, body)
+    }
+
+    async fn get_full(&mut self, host: &str) -> (StatusCode, http::HeaderMap, String) {
         let req = Request::get("/")
             .header("host", host)
             .body(Empty::new())
             .unwrap();
         let resp = self.0.send_request(req).await.unwrap();
-        let status = resp.status();
+        let (status, headers) = (resp.status(), resp.headers().clone());
         let body = resp.into_body().collect().await.unwrap().to_bytes();
-        (status, String::from_utf8_lossy(&body).into_owned())
+        (status, headers, String::from_utf8_lossy(&body).into_owned())
     }
 }
 
@@ -407,6 +412,7 @@ spec:
     );
     let mut cfg = https_config();
     cfg.proxy.https_redirect_port = 8443;
+    cfg.proxy.hsts = Some(http::HeaderValue::from_static("max-age=600"));
     let gw = TestGateway::start_with(&m, cfg).await;
     let r = get(gw.http(), "secure.test:8080", "/a/b%20c?x=1&y=2").await;
     assert_eq!(r.status, StatusCode::PERMANENT_REDIRECT);
@@ -417,8 +423,11 @@ spec:
     // Hosts without a certificate are served over HTTP.
     let r = get(gw.http(), "plain.test", "/a").await;
     assert_eq!((r.status, r.text()), (StatusCode::OK, "app".into()));
-    // Over HTTPS the same host is served, not redirected again.
+    assert_eq!(r.header("strict-transport-security"), None);
+    // Over HTTPS the same host is served, not redirected again, with HSTS.
     let mut c = H1::open(connect(gw.https(), Some("secure.test"), &[]).await).await;
-    assert_eq!(c.get("secure.test").await, (StatusCode::OK, "app".into()));
+    let (status, headers, body) = c.get_full("secure.test").await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "app"));
+    assert_eq!(headers["strict-transport-security"], "max-age=600");
     gw.shutdown().await;
 }

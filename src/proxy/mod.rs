@@ -39,6 +39,9 @@ pub struct ProxySettings {
     /// The HTTPS port clients reach (the load balancer's, not the
     /// listener's), for redirects; 443 is left out of the URL.
     pub https_redirect_port: u16,
+    /// `Strict-Transport-Security` value added to responses sent over TLS
+    /// that do not carry one already.
+    pub hsts: Option<http::HeaderValue>,
     pub pool: PoolConfig,
 }
 
@@ -51,6 +54,7 @@ impl Default for ProxySettings {
             header_read_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(25),
             https_redirect_port: 443,
+            hsts: None,
             pool: PoolConfig::default(),
         }
     }

@@ -67,13 +67,20 @@ impl Worker {
                 .record(resp.status().as_u16(), start.elapsed(), start);
             return resp;
         }
-        let resp = match self.forward(matched, req, client, start).await {
+        let mut resp = match self.forward(matched, req, client, start).await {
             Ok(resp) => resp,
             Err(e) => {
                 warn!(route = %route.name, error = %e, "request failed");
                 e.to_response()
             }
         };
+        if client.tls
+            && let Some(hsts) = &self.shared.settings.hsts
+        {
+            resp.headers_mut()
+                .entry(header::STRICT_TRANSPORT_SECURITY)
+                .or_insert_with(|| hsts.clone());
+        }
         let now = Instant::now();
         route
             .metrics
