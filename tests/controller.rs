@@ -623,3 +623,93 @@ async fn only_watched_namespaces_and_our_class_are_served() {
     );
     c.shutdown().await;
 }
+
+/// A `kubernetes.io/tls` Secret as the API server stores it (base64 data).
+fn tls_secret(ns: &str, name: &str, c: &common::tls::Cert) -> Value {
+    use k8s_openapi::ByteString;
+    let secret = k8s_openapi::api::core::v1::Secret {
+        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(ns.into()),
+            ..Default::default()
+        },
+        type_: Some("kubernetes.io/tls".into()),
+        data: Some(
+            [
+                ("tls.crt".to_owned(), ByteString(c.pem.clone().into_bytes())),
+                ("tls.key".to_owned(), ByteString(c.key.clone().into_bytes())),
+            ]
+            .into(),
+        ),
+        ..Default::default()
+    };
+    let mut v = serde_json::to_value(secret).unwrap();
+    v["apiVersion"] = json!("v1");
+    v["kind"] = json!("Secret");
+    v
+}
+
+#[tokio::test]
+async fn certificates_follow_tls_secrets_and_other_secrets_are_never_read() {
+    let api = ApiServer::start().await;
+    let blue = Backend::named("blue").await;
+    let (first, renewed) = (
+        common::tls::cert(&["shop.test"]),
+        common::tls::cert(&["shop.test"]),
+    );
+    api.apply(service("shop", "web"));
+    api.apply(slice("shop", "web", blue.addr, true));
+    api.apply(tls_secret("shop", "web-tls", &first));
+    api.apply(json!({
+        "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+        "metadata": {"name": "db-password", "namespace": "shop"},
+        "data": {"password": "aHVudGVyMg=="}
+    }));
+    let mut ing = ingress("shop", "web", "shop.test", "web");
+    ing["spec"]["tls"] = json!([{"hosts": ["shop.test"], "secretName": "web-tls"}]);
+    api.apply(ing);
+    let mut cfg = config(Publish::Nothing, None);
+    cfg.gateway.https_addr = Some("127.0.0.1:0".parse().unwrap());
+    let c = Controller::start(cfg, api.client()).await.unwrap();
+    let https = c.gateway().https_addr().unwrap();
+    assert_eq!(
+        until(&c, "shop.test", |s, _| s.is_redirection())
+            .await
+            .get(..3),
+        Some("308")
+    );
+    let s = common::tls::connect(https, Some("shop.test"), &[]).await;
+    assert_eq!(common::tls::presented(&s), first.der);
+
+    // cert-manager renews the Secret: new handshakes get the new one.
+    api.apply(tls_secret("shop", "web-tls", &renewed));
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let s = common::tls::connect(https, Some("shop.test"), &[]).await;
+        if common::tls::presented(&s) == renewed.der {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "renewal not applied"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Only TLS Secrets were ever listed or watched.
+    let secret_reads: Vec<_> = api
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.contains("/secrets"))
+        .collect();
+    assert!(!secret_reads.is_empty());
+    for r in &secret_reads {
+        assert_eq!(
+            r.param("fieldSelector").as_deref(),
+            Some("type=kubernetes.io/tls"),
+            "{} {}",
+            r.path,
+            r.query
+        );
+    }
+    c.shutdown().await;
+}

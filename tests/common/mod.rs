@@ -2,6 +2,8 @@
 //! ports, real backends, and plain HTTP clients.
 #![allow(dead_code)]
 
+pub mod tls;
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
