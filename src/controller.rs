@@ -175,7 +175,8 @@ async fn reconcile(
         if changes.full {
             let state = source.snapshot();
             let view = publisher.apply(&state, Vec::new());
-            let _ = tables.send(Some((Arc::new(state), view)));
+            let previous = tables.send_replace(Some((Arc::new(state), view)));
+            crate::gateway::retire(previous);
         } else if !changes.endpoints.is_empty() {
             let updates: Vec<_> = source.read(|state| {
                 changes
