@@ -232,7 +232,19 @@ async fn endpoint_changes_apply_in_place_without_a_new_table() {
         let r = common::get(c.gateway().http_addr(), "shop.test", "/").await;
         assert_eq!(r.text(), "green", "a removed endpoint got traffic");
     }
-    // Not ready: no endpoint at all, 503.
+    // The remaining slice is relabelled to another Service: it leaves
+    // this one, which has no endpoint left.
+    let mut moved = slice_named("shop", "web", "web-def", green.addr, true);
+    moved["metadata"]["labels"]["kubernetes.io/service-name"] = json!("other");
+    api.apply(moved);
+    let r = until(&c, "shop.test", |s, _| s == StatusCode::SERVICE_UNAVAILABLE).await;
+    assert!(r.starts_with("503"), "relabelled slice still serving: {r}");
+    // Back, then not ready: no endpoint at all, 503.
+    api.apply(slice_named("shop", "web", "web-def", green.addr, true));
+    assert_eq!(
+        until(&c, "shop.test", |_, b| b == "green").await,
+        "200 green"
+    );
     api.apply(slice_named("shop", "web", "web-def", green.addr, false));
     let r = until(&c, "shop.test", |s, _| s == StatusCode::SERVICE_UNAVAILABLE).await;
     assert!(r.starts_with("503"), "{r}");

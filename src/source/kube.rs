@@ -376,13 +376,17 @@ impl WatchCtx {
                 }
                 Event::Apply(mut obj) => {
                     obj.strip();
-                    let key = ObjectKey::of(&obj);
-                    let store = K::store(&mut inner.state);
-                    let same = store.get(&key).is_some_and(|old| old.same_input(&obj));
-                    store.insert(key, Arc::new(obj.clone()));
-                    if same {
+                    let obj = Arc::new(obj);
+                    let previous =
+                        K::store(&mut inner.state).insert(ObjectKey::of(obj.as_ref()), obj.clone());
+                    if previous.as_ref().is_some_and(|p| p.same_input(&obj)) {
                         // Stored for its fresh status; nothing to recompile.
                         continue;
+                    }
+                    // Both versions: a slice relabelled to another Service
+                    // must also leave the first one's endpoints.
+                    if let Some(p) = previous {
+                        p.note(&mut inner.changes);
                     }
                     obj.note(&mut inner.changes);
                 }
