@@ -127,6 +127,18 @@ fn condition<'a>(obj: &'a Value, type_: &str) -> Option<&'a Value> {
         .find(|c| c["type"] == type_)
 }
 
+/// Waits until ApiRoute `shop/NAME` carries a `Ready` condition.
+async fn has_status(api: &ApiServer, name: &str) -> bool {
+    api.wait_for(
+        |a| {
+            a.get("sluicegate.io/v1alpha1", "ApiRoute", Some("shop"), name)
+                .is_some_and(|o| condition(&o, "Ready").is_some())
+        },
+        WAIT,
+    )
+    .await
+}
+
 fn status_patches(api: &ApiServer) -> usize {
     api.requests()
         .iter()
@@ -284,18 +296,7 @@ async fn api_route_status_reports_acceptance_and_rejection_with_an_event() {
         api.get("sluicegate.io/v1alpha1", "ApiRoute", Some("shop"), name)
             .unwrap_or(Value::Null)
     };
-    let written = api
-        .wait_for(
-            |a| {
-                let done = |n: &str| {
-                    a.get("sluicegate.io/v1alpha1", "ApiRoute", Some("shop"), n)
-                        .is_some_and(|o| condition(&o, "Ready").is_some())
-                };
-                done("good") && done("bad")
-            },
-            WAIT,
-        )
-        .await;
+    let written = has_status(&api, "good").await && has_status(&api, "bad").await;
     assert!(written, "status not written");
     let good = get("good");
     for t in ["Accepted", "Programmed", "Ready"] {
@@ -472,15 +473,7 @@ async fn one_leader_writes_status_and_a_successor_takes_over() {
         lease_holder(&api),
         Some(json!(if a_leads { "a" } else { "b" }))
     );
-    assert!(
-        api.wait_for(
-            |a| a
-                .get("sluicegate.io/v1alpha1", "ApiRoute", Some("shop"), "web")
-                .is_some_and(|o| condition(&o, "Ready").is_some()),
-            WAIT
-        )
-        .await
-    );
+    assert!(has_status(&api, "web").await, "no status on web");
     // Both replicas agree: one status write, not two.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(status_patches(&api), 1);
@@ -500,15 +493,7 @@ async fn one_leader_writes_status_and_a_successor_takes_over() {
     );
     // The new leader writes status: a new route gets its conditions.
     api.apply(api_route("shop", "late", "late.test", "web", json!({})));
-    assert!(
-        api.wait_for(
-            |a| a
-                .get("sluicegate.io/v1alpha1", "ApiRoute", Some("shop"), "late")
-                .is_some_and(|o| condition(&o, "Ready").is_some()),
-            WAIT
-        )
-        .await
-    );
+    assert!(has_status(&api, "late").await, "no status on late");
 
     // A graceful shutdown hands the lease back at once.
     let c = Controller::start(config(Publish::Nothing, Some(lease("c"))), api.client())
@@ -722,6 +707,44 @@ async fn certificates_follow_tls_secrets_and_other_secrets_are_never_read() {
             r.path,
             r.query
         );
+    }
+    c.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_leader_that_cannot_renew_steps_down_and_keeps_serving() {
+    let api = ApiServer::start().await;
+    let blue = Backend::named("blue").await;
+    seed(&api, blue.addr);
+    let c = Controller::start(config(Publish::Nothing, Some(lease("a"))), api.client())
+        .await
+        .unwrap();
+    assert_eq!(until(&c, "shop.test", |_, b| b == "blue").await, "200 blue");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !c.is_leader() {
+        assert!(tokio::time::Instant::now() < deadline, "never leader");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The API server is unreachable for longer than the renew deadline:
+    // the replica stops writing status before its Lease could expire for
+    // others, and traffic is unaffected.
+    api.set_down(true);
+    let started = tokio::time::Instant::now();
+    while c.is_leader() {
+        assert!(started.elapsed() < Duration::from_secs(8), "still leader");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        started.elapsed() >= Duration::from_millis(1000),
+        "stepped down early"
+    );
+    assert_eq!(until(&c, "shop.test", |_, b| b == "blue").await, "200 blue");
+    // Back: it takes the Lease again.
+    api.set_down(false);
+    let started = tokio::time::Instant::now();
+    while !c.is_leader() {
+        assert!(started.elapsed() < WAIT, "not leader again");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     c.shutdown().await;
 }

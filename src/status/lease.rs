@@ -139,7 +139,22 @@ async fn campaign(
     let mut observed: Option<Observed> = None;
     let mut last_renewal: Option<Instant> = None;
     loop {
-        match try_acquire_or_renew(&api, &config, &mut observed).await {
+        // An attempt never outlives the renew deadline: the client retries
+        // unavailable API servers on its own, and a leader stuck in those
+        // retries must still step down before its Lease expires for others.
+        let budget = match (last_renewal, *leader.borrow()) {
+            (Some(t), true) => config.renew_deadline.saturating_sub(t.elapsed()),
+            _ => config.renew_deadline,
+        };
+        let attempt = tokio::time::timeout(
+            budget.max(Duration::from_millis(10)),
+            try_acquire_or_renew(&api, &config, &mut observed),
+        );
+        let result = match attempt.await {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(_) => Err(format!("no answer within {budget:?}")),
+        };
+        match result {
             Ok(true) => {
                 last_renewal = Some(Instant::now());
                 if !*leader.borrow() {
