@@ -84,22 +84,6 @@ trait Watched:
     }
 }
 
-macro_rules! watched {
-    ($ty:ty, $kind:expr, $field:ident) => {
-        impl Watched for $ty {
-            const KIND: Kind = $kind;
-            fn api(client: Client, namespace: Option<&str>) -> Api<Self> {
-                namespaced(client, namespace)
-            }
-            fn store(state: &mut ClusterState) -> &mut Store<Self> {
-                &mut state.$field
-            }
-        }
-    };
-}
-
-watched!(Service, Kind::Service, services);
-
 fn namespaced<K>(client: Client, namespace: Option<&str>) -> Api<K>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
@@ -122,7 +106,8 @@ impl Watched for IngressClass {
 }
 
 /// Objects with a spec and status: the same input when the spec, labels
-/// and annotations are.
+/// and annotations are (a Service's load balancer address arriving, or our
+/// own status write coming back, changes nothing translation reads).
 macro_rules! watched_with_status {
     ($ty:ty, $kind:expr, $field:ident) => {
         impl Watched for $ty {
@@ -143,6 +128,7 @@ macro_rules! watched_with_status {
     };
 }
 
+watched_with_status!(Service, Kind::Service, services);
 watched_with_status!(Ingress, Kind::Ingress, ingresses);
 watched_with_status!(ApiRoute, Kind::ApiRoute, api_routes);
 watched_with_status!(PluginConfig, Kind::PluginConfig, plugin_configs);
