@@ -13,7 +13,7 @@ use super::diagnostics::{Kind, Reason, Subject};
 use super::state::ObjectKey;
 use super::{BackendField, Ctx, tls, validate};
 use crate::api::PortRef;
-use crate::routing::{BackendSpec, PathSpec, RouteSpec, Timeouts};
+use crate::routing::{BackendSpec, HostMatch, PathSpec, RouteSpec, Timeouts};
 
 pub(super) fn translate(ctx: &mut Ctx<'_>, key: &ObjectKey, ingress: &Ingress) {
     let obj = Subject {
@@ -28,6 +28,7 @@ pub(super) fn translate(ctx: &mut Ctx<'_>, key: &ObjectKey, ingress: &Ingress) {
         return;
     };
     let policy = redirect_policy(ctx, obj, ingress);
+    let tls_entries = tls_entries(ctx, obj, spec);
     let route = |hosts, paths, backends, fallback, https_redirect| RouteSpec {
         name: name.clone(),
         source: source.clone(),
@@ -59,7 +60,7 @@ pub(super) fn translate(ctx: &mut Ctx<'_>, key: &ObjectKey, ingress: &Ingress) {
         let Some(http) = rule.http.as_ref() else {
             continue;
         };
-        let redirect = policy.redirect(spec, rule.host.as_deref());
+        let redirect = policy.redirect(&tls_entries, hosts.first());
         for (j, p) in http.paths.iter().enumerate() {
             let field = || format!("spec.rules[{i}].http.paths[{j}]");
             let path = p.path.clone().unwrap_or_else(|| "/".to_owned());
@@ -119,7 +120,12 @@ pub(super) fn translate(ctx: &mut Ctx<'_>, key: &ObjectKey, ingress: &Ingress) {
             "an Ingress needs rules or a defaultBackend",
         );
     }
-    certificates(ctx, obj, spec);
+    for (i, secret, hosts) in &tls_entries {
+        if let Some(secret) = secret {
+            let field = format!("spec.tls[{i}].secretName");
+            tls::bind(ctx, obj, &field, secret, hosts);
+        }
+    }
 }
 
 /// Annotations that turn HTTPS redirects on or off; Sluicegate's own win
@@ -142,14 +148,9 @@ struct RedirectPolicy {
 }
 
 impl RedirectPolicy {
-    /// The redirect status for the rule of `host`, if it redirects.
-    fn redirect(&self, spec: &IngressSpec, host: Option<&str>) -> Option<u16> {
-        let has_tls = host.is_some_and(|h| {
-            spec.tls.iter().flatten().any(|t| match t.hosts.as_deref() {
-                Some(list) if !list.is_empty() => list.iter().any(|l| l.eq_ignore_ascii_case(h)),
-                _ => true,
-            })
-        });
+    /// The redirect status for a rule of `host`, if it redirects.
+    fn redirect(&self, tls: &[TlsEntry<'_>], host: Option<&HostMatch>) -> Option<u16> {
+        let has_tls = host.is_some_and(|h| tls.iter().any(|(_, _, hosts)| hosts.contains(h)));
         (self.force || (self.ssl && has_tls)).then_some(308)
     }
 }
@@ -183,15 +184,19 @@ fn redirect_policy(ctx: &mut Ctx<'_>, obj: Subject<'_>, ingress: &Ingress) -> Re
     }
 }
 
-/// `spec.tls`: each entry binds its Secret to its hosts, or, when it lists
-/// none, to the hosts of the Ingress's rules. An entry without a Secret
-/// leaves its hosts on the default certificate, as the Ingress
-/// specification intends.
-fn certificates(ctx: &mut Ctx<'_>, obj: Subject<'_>, spec: &IngressSpec) {
+/// The hosts of each `spec.tls` entry, with its index and Secret: the
+/// hosts it lists or, when it lists none, those of the Ingress's rules. An
+/// entry without a Secret leaves its hosts on the default certificate, as
+/// the Ingress specification intends, but they still count as HTTPS hosts.
+type TlsEntry<'s> = (usize, Option<&'s str>, Vec<HostMatch>);
+
+fn tls_entries<'s>(
+    ctx: &mut Ctx<'_>,
+    obj: Subject<'_>,
+    spec: &'s IngressSpec,
+) -> Vec<TlsEntry<'s>> {
+    let mut entries = Vec::new();
     for (i, entry) in spec.tls.iter().flatten().enumerate() {
-        let Some(secret) = entry.secret_name.as_deref().filter(|s| !s.is_empty()) else {
-            continue;
-        };
         let listed = entry.hosts.as_deref().unwrap_or_default();
         let mut hosts = Vec::new();
         if listed.is_empty() {
@@ -216,14 +221,10 @@ fn certificates(ctx: &mut Ctx<'_>, obj: Subject<'_>, spec: &IngressSpec) {
         }
         hosts.sort();
         hosts.dedup();
-        tls::bind(
-            ctx,
-            obj,
-            &format!("spec.tls[{i}].secretName"),
-            secret,
-            &hosts,
-        );
+        let secret = entry.secret_name.as_deref().filter(|s| !s.is_empty());
+        entries.push((i, secret, hosts));
     }
+    entries
 }
 
 /// Resolves an Ingress backend; `field` names it, for a diagnostic.
