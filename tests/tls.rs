@@ -336,3 +336,59 @@ spec:
     assert_eq!(headers["strict-transport-security"], "max-age=600");
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn rsa_and_ecdsa_certificates_are_served_and_sessions_resume() {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let b = Backend::named("app").await;
+    let fixture = |f: &str| {
+        std::fs::read_to_string(format!(
+            "{}/tests/fixtures/tls/{f}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
+    };
+    let (rsa_pem, rsa_key) = (fixture("rsa.test.crt"), fixture("rsa.test.key"));
+    let rsa_der = CertificateDer::from_pem_slice(rsa_pem.as_bytes())
+        .unwrap()
+        .to_vec();
+    // rcgen makes ECDSA P-256 keys.
+    let ec = cert(&["ec.test"]);
+    let mut m = service("app", &[b.addr]);
+    m.push_str(&secret("rsa-tls", &rsa_pem, &rsa_key));
+    m.push_str(&secret("ec-tls", &ec.pem, &ec.key));
+    m.push_str(&tls_ingress("rsa", "rsa.test", "rsa-tls", "app"));
+    m.push_str(&tls_ingress("ec", "ec.test", "ec-tls", "app"));
+    let gw = TestGateway::start_with(&m, https_config()).await;
+    assert_eq!(
+        presented(&connect(gw.https(), Some("rsa.test"), &[]).await),
+        rsa_der
+    );
+    assert_eq!(
+        presented(&connect(gw.https(), Some("ec.test"), &[]).await),
+        ec.der
+    );
+
+    // A client that keeps its session store resumes instead of a full
+    // handshake. (TLS 1.3 sends tickets after the handshake: one request
+    // on the first connection lets the client read them.)
+    let config = common::tls::client_config(&[]);
+    let first = common::tls::connect_with(&config, gw.https(), Some("ec.test")).await;
+    assert_eq!(
+        first.get_ref().1.handshake_kind(),
+        Some(rustls::HandshakeKind::Full)
+    );
+    let mut c = H1::open(first).await;
+    assert_eq!(c.get("ec.test").await, (StatusCode::OK, "app".into()));
+    let second = common::tls::connect_with(&config, gw.https(), Some("ec.test")).await;
+    assert_eq!(
+        second.get_ref().1.handshake_kind(),
+        Some(rustls::HandshakeKind::Resumed)
+    );
+    assert_eq!(
+        H1::open(second).await.get("ec.test").await,
+        (StatusCode::OK, "app".into())
+    );
+    gw.shutdown().await;
+}

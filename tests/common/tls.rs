@@ -79,6 +79,12 @@ impl ServerCertVerifier for AnyCert {
 
 /// Opens a TLS connection; `sni` none sends no server name.
 pub async fn connect(addr: SocketAddr, sni: Option<&str>, alpn: &[&[u8]]) -> TlsStream<TcpStream> {
+    connect_with(&client_config(alpn), addr, sni).await
+}
+
+/// A client configuration offering `alpn`; connections made with one
+/// configuration share its session store, so later ones can resume.
+pub fn client_config(alpn: &[&[u8]]) -> Arc<ClientConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -87,12 +93,21 @@ pub async fn connect(addr: SocketAddr, sni: Option<&str>, alpn: &[&[u8]]) -> Tls
         .with_custom_certificate_verifier(Arc::new(AnyCert(provider)))
         .with_no_client_auth();
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Arc::new(config)
+}
+
+/// Opens a TLS connection with `config`; `sni` none sends no server name.
+pub async fn connect_with(
+    config: &Arc<ClientConfig>,
+    addr: SocketAddr,
+    sni: Option<&str>,
+) -> TlsStream<TcpStream> {
     let name = match sni {
         Some(n) => ServerName::try_from(n.to_owned()).unwrap(),
         None => ServerName::IpAddress(addr.ip().into()),
     };
     let tcp = TcpStream::connect(addr).await.unwrap();
-    TlsConnector::from(Arc::new(config))
+    TlsConnector::from(config.clone())
         .connect(name, tcp)
         .await
         .unwrap()
