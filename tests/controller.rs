@@ -14,7 +14,7 @@ use common::{Backend, test_config};
 use http::StatusCode;
 use serde_json::{Value, json};
 use sluicegate::controller::{Controller, ControllerConfig, Publish};
-use sluicegate::source::kube::WatchScope;
+use sluicegate::source::kube::{KubeSource, WatchScope};
 use sluicegate::status::lease::LeaseConfig;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -647,7 +647,7 @@ fn tls_secret(ns: &str, name: &str, c: &common::tls::Cert) -> Value {
 }
 
 #[tokio::test]
-async fn certificates_follow_tls_secrets_and_other_secrets_are_never_read() {
+async fn certificates_follow_tls_secrets_and_unrelated_secrets_are_not_listed() {
     let api = ApiServer::start().await;
     let blue = Backend::named("blue").await;
     let (first, renewed) = (
@@ -692,7 +692,7 @@ async fn certificates_follow_tls_secrets_and_other_secrets_are_never_read() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // Only TLS Secrets were ever listed or watched.
+    // Secret types that never hold certificates are not even listed.
     let secret_reads: Vec<_> = api
         .requests()
         .into_iter()
@@ -700,15 +700,45 @@ async fn certificates_follow_tls_secrets_and_other_secrets_are_never_read() {
         .collect();
     assert!(!secret_reads.is_empty());
     for r in &secret_reads {
-        assert_eq!(
-            r.param("fieldSelector").as_deref(),
-            Some("type=kubernetes.io/tls"),
-            "{} {}",
-            r.path,
-            r.query
-        );
+        let selector = r.param("fieldSelector").unwrap_or_default();
+        for excluded in ["helm.sh/release.v1", "kubernetes.io/service-account-token"] {
+            assert!(
+                selector.contains(&format!("type!={excluded}")),
+                "{} {}",
+                r.path,
+                r.query
+            );
+        }
     }
     c.shutdown().await;
+}
+
+#[tokio::test]
+async fn only_certificate_values_of_secrets_are_kept() {
+    let api = ApiServer::start().await;
+    api.apply(json!({
+        "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+        "metadata": {"name": "mixed", "namespace": "shop",
+                     "annotations": {"note": "large"}},
+        "data": {"password": "aHVudGVyMg==", "ca.crt": "Y2E="}
+    }));
+    api.apply(json!({
+        "apiVersion": "v1", "kind": "Secret", "type": "helm.sh/release.v1",
+        "metadata": {"name": "sh.helm.release.v1.shop.v1", "namespace": "shop"},
+        "data": {"release": "aHVnZQ=="}
+    }));
+    let source = KubeSource::start(api.client(), &WatchScope::default());
+    tokio::time::timeout(WAIT, source.wait_synced())
+        .await
+        .expect("synced");
+    source.read(|state| {
+        let names: Vec<_> = state.secrets.keys().map(|k| k.name.clone()).collect();
+        assert_eq!(names, ["mixed"], "Helm release records are not listed");
+        let mixed = state.secrets.values().next().unwrap();
+        let keys: Vec<_> = mixed.data.as_ref().unwrap().keys().cloned().collect();
+        assert_eq!(keys, ["ca.crt"], "other values are dropped on arrival");
+        assert!(mixed.metadata.annotations.is_none());
+    });
 }
 
 #[tokio::test]

@@ -233,6 +233,7 @@ pub enum HttpMethod {
 /// A Service receiving a share of a route's traffic.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = Rule::new("!has(self.tls) || !has(self.protocol) || self.protocol == 'HTTPS' || self.protocol == 'GRPCS'").message("tls applies only to protocol HTTPS or GRPCS"))]
 pub struct Backend {
     /// Service name in the ApiRoute's namespace.
     #[schemars(length(min = 1, max = 63))]
@@ -243,6 +244,50 @@ pub struct Backend {
     #[serde(default = "default_weight")]
     #[schemars(range(max = 1000000))]
     pub weight: u32,
+    /// How to speak to the Service. Defaults to the Service port's
+    /// `appProtocol` (`kubernetes.io/h2c`, `https`, `grpc`, ...), else
+    /// HTTP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<BackendProtocol>,
+    /// TLS towards the Service, for protocols HTTPS and GRPCS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<BackendTls>,
+}
+
+/// Wire protocols towards a backend.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[allow(clippy::upper_case_acronyms)]
+pub enum BackendProtocol {
+    /// HTTP/1.1 without TLS.
+    HTTP,
+    /// TLS; HTTP/2 when the backend selects it by ALPN, else HTTP/1.1.
+    HTTPS,
+    /// HTTP/2 without TLS (prior knowledge).
+    H2C,
+    /// gRPC: HTTP/2 without TLS.
+    GRPC,
+    /// gRPC over TLS.
+    GRPCS,
+}
+
+/// TLS settings towards a backend.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BackendTls {
+    /// A Secret in this namespace whose `ca.crt` verifies the backend's
+    /// certificate. Without it the connection is encrypted but the backend
+    /// is not authenticated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<LocalObjectRef>,
+    /// Server name sent as SNI and verified against the certificate.
+    /// Defaults to `<service>.<namespace>.svc`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub sni: Option<String>,
+    /// A Secret in this namespace whose `tls.crt` and `tls.key` the proxy
+    /// presents to the backend (mutual TLS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_certificate_secret_ref: Option<LocalObjectRef>,
 }
 
 fn default_weight() -> u32 {

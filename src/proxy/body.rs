@@ -17,6 +17,9 @@ pub enum ResponseBody {
     /// A complete body: small upstream responses, and answers produced by
     /// the gateway itself (errors, admin pages).
     Full(Option<Bytes>),
+    /// Streamed from a backend reached through hyper's client (TLS,
+    /// HTTP/2), trailers included.
+    Hyper(hyper::body::Incoming),
 }
 
 impl ResponseBody {
@@ -40,6 +43,7 @@ impl Body for ResponseBody {
         match self.get_mut() {
             ResponseBody::Upstream(b) => Pin::new(b.as_mut()).poll_frame(cx),
             ResponseBody::Full(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
+            ResponseBody::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(UpstreamError::Hyper),
         }
     }
 
@@ -47,6 +51,7 @@ impl Body for ResponseBody {
         match self {
             ResponseBody::Upstream(b) => b.is_end_stream(),
             ResponseBody::Full(b) => b.is_none(),
+            ResponseBody::Hyper(b) => b.is_end_stream(),
         }
     }
 
@@ -55,6 +60,7 @@ impl Body for ResponseBody {
             ResponseBody::Upstream(b) => b.size_hint(),
             ResponseBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             ResponseBody::Full(None) => SizeHint::with_exact(0),
+            ResponseBody::Hyper(b) => b.size_hint(),
         }
     }
 }

@@ -100,6 +100,24 @@ pub struct RequestHead<'a> {
     pub trust_forwarded: bool,
 }
 
+/// Where the headers of a request head go: HTTP/1.1 text for the proxy's
+/// own client, or a header map for hyper's.
+trait Sink {
+    fn put(&mut self, name: &HeaderName, value: &HeaderValue);
+}
+
+impl Sink for Vec<u8> {
+    fn put(&mut self, name: &HeaderName, value: &HeaderValue) {
+        put(self, name.as_str(), value.as_bytes());
+    }
+}
+
+impl Sink for HeaderMap {
+    fn put(&mut self, name: &HeaderName, value: &HeaderValue) {
+        self.append(name.clone(), value.clone());
+    }
+}
+
 impl RequestHead<'_> {
     /// Writes the head in HTTP/1.1 form. Header policy is applied while
     /// writing rather than by editing the header map, which would hash
@@ -110,6 +128,47 @@ impl RequestHead<'_> {
         out.push(b' ');
         out.extend_from_slice(self.target.as_bytes());
         out.extend_from_slice(b" HTTP/1.1\r\n");
+        self.headers_into(out, true);
+        if self.upgrade {
+            put(out, "connection", b"upgrade");
+        }
+        match framing {
+            RequestFraming::None => {}
+            RequestFraming::Length(n) => put(out, "content-length", n.to_string().as_bytes()),
+            RequestFraming::Chunked => put(out, "transfer-encoding", b"chunked"),
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+
+    /// The headers to send through hyper's client, under the same policy
+    /// as [`Self::encode`]; hyper adds the framing. Over HTTP/2 the host
+    /// travels as `:authority` instead of `Host`, and `TE: trailers`, which
+    /// gRPC requires, is kept.
+    pub fn header_map(&self, http2: bool) -> HeaderMap {
+        let mut out = HeaderMap::with_capacity(self.headers.len() + 6);
+        self.headers_into(&mut out, !http2);
+        if http2 {
+            out.remove(header::HOST);
+            let trailers = self
+                .headers
+                .get_all(header::TE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
+            if trailers {
+                out.insert(header::TE, HeaderValue::from_static("trailers"));
+            }
+        } else if self.upgrade {
+            out.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        }
+        out
+    }
+
+    /// The client's headers that pass, then the forwarding headers; `Host`
+    /// is added from the request's authority when `host` is set and the
+    /// client sent none.
+    fn headers_into(&self, out: &mut impl Sink, host: bool) {
         let named: Vec<&str> = if self.headers.contains_key(header::CONNECTION) {
             self.headers
                 .get_all(header::CONNECTION)
@@ -136,27 +195,21 @@ impl RequestHead<'_> {
                 continue;
             }
             have_host |= *name == header::HOST;
-            put(out, name.as_str(), value.as_bytes());
+            out.put(name, value);
         }
-        if !have_host && let Some(host) = self.host {
-            put(out, "host", host.as_bytes());
+        if host
+            && !have_host
+            && let Some(h) = self.host
+        {
+            out.put(&header::HOST, h);
         }
         self.forwarded(out);
-        if self.upgrade {
-            put(out, "connection", b"upgrade");
-        }
-        match framing {
-            RequestFraming::None => {}
-            RequestFraming::Length(n) => put(out, "content-length", n.to_string().as_bytes()),
-            RequestFraming::Chunked => put(out, "transfer-encoding", b"chunked"),
-        }
-        out.extend_from_slice(b"\r\n");
     }
 
     /// Unless the client is a trusted proxy, forwarding headers it sent are
     /// replaced rather than extended, so that a client cannot forge its
     /// address for the upstream.
-    fn forwarded(&self, out: &mut Vec<u8>) {
+    fn forwarded(&self, out: &mut impl Sink) {
         let client = self.client;
         let trusted = |name: &HeaderName| {
             if self.trust_forwarded {
@@ -165,36 +218,29 @@ impl RequestHead<'_> {
                 None
             }
         };
-        out.extend_from_slice(b"x-forwarded-for: ");
-        if self.trust_forwarded && self.headers.contains_key(&X_FORWARDED_FOR) {
-            for v in self.headers.get_all(&X_FORWARDED_FOR) {
-                out.extend_from_slice(v.as_bytes());
-                out.extend_from_slice(b", ");
+        let chain = if self.trust_forwarded && self.headers.contains_key(&X_FORWARDED_FOR) {
+            let mut v = Vec::new();
+            for prior in self.headers.get_all(&X_FORWARDED_FOR) {
+                v.extend_from_slice(prior.as_bytes());
+                v.extend_from_slice(b", ");
             }
-        }
-        out.extend_from_slice(client.ip.as_bytes());
-        out.extend_from_slice(b"\r\n");
-        put(
-            out,
-            "x-real-ip",
-            trusted(&X_REAL_IP).unwrap_or(&client.ip).as_bytes(),
+            v.extend_from_slice(client.ip.as_bytes());
+            HeaderValue::from_bytes(&v).ok()
+        } else {
+            None
+        };
+        out.put(&X_FORWARDED_FOR, chain.as_ref().unwrap_or(&client.ip));
+        out.put(&X_REAL_IP, trusted(&X_REAL_IP).unwrap_or(&client.ip));
+        out.put(
+            &X_FORWARDED_PROTO,
+            trusted(&X_FORWARDED_PROTO).unwrap_or(&client.proto),
         );
-        put(
-            out,
-            "x-forwarded-proto",
-            trusted(&X_FORWARDED_PROTO)
-                .unwrap_or(&client.proto)
-                .as_bytes(),
-        );
-        put(
-            out,
-            "x-forwarded-port",
-            trusted(&X_FORWARDED_PORT)
-                .unwrap_or(&client.port)
-                .as_bytes(),
+        out.put(
+            &X_FORWARDED_PORT,
+            trusted(&X_FORWARDED_PORT).unwrap_or(&client.port),
         );
         if let Some(host) = trusted(&X_FORWARDED_HOST).or(self.host) {
-            put(out, "x-forwarded-host", host.as_bytes());
+            out.put(&X_FORWARDED_HOST, host);
         }
     }
 }

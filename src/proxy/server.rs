@@ -23,7 +23,7 @@ use tracing::{debug, info, warn};
 use super::headers::ClientInfo;
 use super::service::{Shared, Worker};
 use super::tls;
-use super::upstream::Pool;
+use super::upstream::{Clients, Pool};
 
 /// A running proxy listener and its workers.
 pub struct ProxyServer {
@@ -79,6 +79,7 @@ impl ProxyServer {
             let worker = Worker {
                 shared: shared.clone(),
                 pool: Pool::new(shared.settings.pool),
+                clients: Arc::new(Clients::new(shared.settings.pool)),
             };
             let stop = shutdown.subscribe();
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -181,12 +182,14 @@ async fn serve(
 
     let sweeper = {
         let pool = worker.pool.clone();
+        let clients = worker.clients.clone();
         let every = (settings.pool.idle_timeout / 2).max(Duration::from_millis(100));
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             loop {
                 tick.tick().await;
                 pool.sweep();
+                clients.sweep();
             }
         })
     };

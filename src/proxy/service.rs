@@ -14,7 +14,7 @@ use super::ProxySettings;
 use super::body::ResponseBody;
 use super::error::ProxyError;
 use super::headers::{self, ClientInfo, RequestHead};
-use super::upstream::{self, Deadlines, Pool};
+use super::upstream::{self, Clients, Deadlines, Pool};
 use crate::metrics::RouteMetrics;
 use crate::routing::{RequestView, Route, RouteTable, normalize_host, normalize_path};
 
@@ -29,6 +29,8 @@ pub struct Shared {
 pub struct Worker {
     pub shared: Arc<Shared>,
     pub pool: Arc<Pool>,
+    /// Connections to backends with TLS or HTTP/2.
+    pub clients: Arc<Clients>,
 }
 
 fn unmatched() -> &'static RouteMetrics {
@@ -131,7 +133,7 @@ impl Worker {
         started: Instant,
     ) -> Result<Response<ResponseBody>, ProxyError> {
         let route = &matched.route;
-        let (_upstream, addr) = route.pick().ok_or_else(|| ProxyError::NoEndpoint {
+        let (backend, addr) = route.pick().ok_or_else(|| ProxyError::NoEndpoint {
             route: route.name.to_string(),
         })?;
         let settings = &self.shared.settings;
@@ -161,7 +163,21 @@ impl Worker {
             upgrade: websocket,
             trust_forwarded: settings.trust_forwarded,
         };
-        upstream::send(&self.pool, addr, &head, body, deadlines, client_upgrade).await
+        match &backend.protocol {
+            None => upstream::send(&self.pool, addr, &head, body, deadlines, client_upgrade).await,
+            Some(proto) => {
+                upstream::send_with_protocol(
+                    &self.clients,
+                    proto,
+                    addr,
+                    &head,
+                    body,
+                    deadlines,
+                    client_upgrade,
+                )
+                .await
+            }
+        }
     }
 }
 

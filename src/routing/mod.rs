@@ -4,6 +4,7 @@
 //! in, a [`RouteTable`] comes out, and the proxy asks it for a route.
 
 mod matcher;
+mod protocol;
 mod router;
 mod spec;
 mod table;
@@ -13,6 +14,7 @@ mod tls;
 mod upstream;
 
 pub use matcher::{RequestView, form_decode, normalize_host, normalize_path};
+pub use protocol::{BackendProtocol, Protocol, UpstreamTls};
 pub use spec::*;
 pub use table::{Backend, Route, RouteTable};
 pub use tls::{CertStore, TlsCertificate};

@@ -140,6 +140,9 @@ pub struct RouteSpec {
 pub struct BackendSpec {
     pub upstream: UpstreamKey,
     pub weight: u32,
+    /// How to speak to it; plain HTTP/1.1 when absent.
+    #[serde(skip_serializing_if = "Option::is_none", flatten)]
+    pub protocol: Option<Arc<super::BackendProtocol>>,
 }
 
 /// Per-route timeouts.

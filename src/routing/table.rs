@@ -9,6 +9,7 @@ use foldhash::{HashMap, HashMapExt};
 use http::Method;
 
 use super::matcher::{HeaderCond, QueryCond, RequestView};
+use super::protocol::BackendProtocol;
 use super::router::Router;
 use super::spec::{RouteSpec, TableSpec, Timeouts, UpstreamKey};
 use super::tls::CertStore;
@@ -23,6 +24,8 @@ const MAX_SCHEDULE: u32 = 1000;
 pub struct Backend {
     pub upstream: Arc<Upstream>,
     pub weight: u32,
+    /// How to speak to it; plain HTTP/1.1 when absent.
+    pub protocol: Option<Arc<BackendProtocol>>,
 }
 
 /// One compiled route.
@@ -54,6 +57,7 @@ impl Route {
                     .get(&b.upstream)
                     .unwrap_or_else(|| Arc::new(Upstream::new(b.upstream.clone(), Vec::new()))),
                 weight: b.weight,
+                protocol: b.protocol.clone(),
             })
             .collect();
         // A single backend, the common case, takes every turn or none:
@@ -98,7 +102,7 @@ impl Route {
     /// chosen backend has no endpoints, the next weighted backend that has
     /// some takes the request, so one empty Service does not fail a share
     /// of the traffic while another could serve it.
-    pub fn pick(&self) -> Option<(&Arc<Upstream>, SocketAddr)> {
+    pub fn pick(&self) -> Option<(&Backend, SocketAddr)> {
         if self.schedule.is_empty() {
             return None;
         }
@@ -108,7 +112,7 @@ impl Route {
         (0..n)
             .map(|k| &self.backends[(first + k) % n])
             .filter(|b| b.weight > 0)
-            .find_map(|b| b.upstream.pick().map(|addr| (&b.upstream, addr)))
+            .find_map(|b| b.upstream.pick().map(|addr| (b, addr)))
     }
 }
 

@@ -109,6 +109,7 @@ impl RouteBuilder {
         self.0.backends.push(BackendSpec {
             upstream: upstream.clone(),
             weight,
+            protocol: None,
         });
         self
     }

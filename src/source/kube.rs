@@ -8,8 +8,9 @@
 //! complete, so a watch error, a `410 Gone` or an API server outage never
 //! empties the state: the last objects stay until a fresh list replaces
 //! them. Data that is never used (managed fields, the last-applied
-//! annotation) is dropped before objects are stored, and only TLS Secrets
-//! are watched at all.
+//! annotation) is dropped before objects are stored. Of Secrets only the
+//! certificate, key and CA values are kept, and types that never hold them
+//! are not watched at all.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
@@ -155,6 +156,9 @@ impl Watched for EndpointSlice {
     }
 }
 
+/// The Secret values translation reads; the rest is dropped on arrival.
+const SECRET_KEYS: [&str; 3] = ["tls.crt", "tls.key", "ca.crt"];
+
 impl Watched for Secret {
     const KIND: Kind = Kind::Secret;
     fn api(client: Client, namespace: Option<&str>) -> Api<Self> {
@@ -163,9 +167,31 @@ impl Watched for Secret {
     fn store(state: &mut ClusterState) -> &mut Store<Self> {
         &mut state.secrets
     }
-    /// Only TLS Secrets: a cluster's other secrets are never held here.
+    /// Only the values Sluicegate reads are kept (certificates, keys and
+    /// CA bundles); every other value, and annotations, are dropped.
+    fn strip(&mut self) {
+        self.metadata.managed_fields = None;
+        self.metadata.annotations = None;
+        self.string_data = None;
+        if let Some(data) = self.data.as_mut() {
+            data.retain(|k, _| SECRET_KEYS.contains(&k.as_str()));
+        }
+    }
+    /// A change to values that were dropped changes nothing.
+    fn same_input(&self, other: &Self) -> bool {
+        self.data == other.data
+            && self.type_ == other.type_
+            && self.metadata.labels == other.metadata.labels
+    }
+    /// Types that never hold what Sluicegate reads, and can be large or
+    /// numerous (Helm release records, service account tokens, registry
+    /// credentials), are not listed at all.
     fn config() -> watcher::Config {
-        watcher::Config::default().fields("type=kubernetes.io/tls")
+        watcher::Config::default().fields(
+            "type!=helm.sh/release.v1,type!=kubernetes.io/service-account-token,\
+             type!=kubernetes.io/dockerconfigjson,type!=kubernetes.io/dockercfg,\
+             type!=bootstrap.kubernetes.io/token",
+        )
     }
 }
 

@@ -9,10 +9,13 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use super::diagnostics::{Kind, Reason, Subject};
+use super::protocol::ProtocolRequest;
 use super::state::ObjectKey;
 use super::{BackendField, Ctx, tls, validate};
-use crate::api::{ApiRoute, HttpMethod, PathMatchType, RouteRule, ValueMatch, ValueMatchType};
-use crate::routing::{HostMatch, PathSpec, RouteSpec, Timeouts, ValueMatcher, ValueSpec};
+use crate::api::{
+    ApiRoute, BackendProtocol, HttpMethod, PathMatchType, RouteRule, ValueMatch, ValueMatchType,
+};
+use crate::routing::{HostMatch, PathSpec, Protocol, RouteSpec, Timeouts, ValueMatcher, ValueSpec};
 
 /// Above this many routes in one object, duplicate names are found with a
 /// hash set instead of by scanning the routes before.
@@ -218,13 +221,27 @@ fn route(
             BackendField::Name => format!("spec.routes[{i}].backends[{j}].serviceName"),
             BackendField::Port => format!("spec.routes[{i}].backends[{j}].servicePort"),
         };
+        let tls = b.tls.clone().unwrap_or_default();
+        let proto = ProtocolRequest {
+            protocol: b.protocol.map(|p| match p {
+                BackendProtocol::HTTP => Protocol::Http,
+                BackendProtocol::HTTPS => Protocol::Https,
+                BackendProtocol::H2C => Protocol::H2c,
+                BackendProtocol::GRPC => Protocol::Grpc,
+                BackendProtocol::GRPCS => Protocol::Grpcs,
+            }),
+            ca_secret: tls.ca_secret_ref.map(|r| r.name),
+            client_secret: tls.client_certificate_secret_ref.map(|r| r.name),
+            server_name: tls.sni,
+            field: format!("spec.routes[{i}].backends[{j}].tls"),
+        };
         backends.push(ctx.backend(
             obj,
             field,
-            &key.namespace,
             &b.service_name,
             &b.service_port,
             b.weight,
+            &proto,
         ));
     }
 

@@ -114,15 +114,16 @@ impl<'a> BackendResolver<'a> {
         entry.first_slice = Some(n);
     }
 
-    /// Resolves one backend. The returned key is always usable: when the
-    /// Service or port is missing it names an upstream without endpoints,
-    /// so the route answers 503 until the Service appears.
+    /// Resolves one backend, with the port's `appProtocol`. The returned
+    /// key is always usable: when the Service or port is missing it names
+    /// an upstream without endpoints, so the route answers 503 until the
+    /// Service appears.
     pub fn resolve(
         &mut self,
         namespace: &str,
         service: &str,
         port: &PortRef,
-    ) -> (UpstreamKey, Option<BackendError>) {
+    ) -> (UpstreamKey, Option<BackendError>, Option<&'a str>) {
         let entry = self
             .services
             .get(&(namespace, service))
@@ -143,14 +144,14 @@ impl<'a> BackendResolver<'a> {
                     let endpoints = endpoints(&self.slices, entry.first_slice, port_name);
                     self.add(UpstreamSpec { endpoints })
                 });
-                (key, None)
+                (key, None, sp.app_protocol.as_deref())
             }
             Err(e) => {
                 UpstreamKey::write_text(&mut self.key_text, namespace, service, port);
                 let key = self
                     .existing()
                     .unwrap_or_else(|| self.add(UpstreamSpec::default()));
-                (key, Some(e))
+                (key, Some(e), None)
             }
         }
     }
@@ -448,7 +449,7 @@ endpoints:
         // The same sets a full resolution computes.
         let mut resolver = BackendResolver::new(&state);
         for (port, (key, _)) in [80u16, 9000].into_iter().zip(&got) {
-            let (k, err) = resolver.resolve("shop", "web", &PortRef::Number(port));
+            let (k, err, _) = resolver.resolve("shop", "web", &PortRef::Number(port));
             assert!(err.is_none());
             assert_eq!(&k, key);
         }

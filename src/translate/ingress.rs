@@ -10,8 +10,9 @@
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend, IngressSpec};
 
 use super::diagnostics::{Kind, Reason, Subject};
+use super::protocol::ProtocolRequest;
 use super::state::ObjectKey;
-use super::{BackendField, Ctx, tls, validate};
+use super::{BackendField, Ctx, annotations, tls, validate};
 use crate::api::PortRef;
 use crate::routing::{BackendSpec, HostMatch, PathSpec, RouteSpec, Timeouts};
 
@@ -29,6 +30,7 @@ pub(super) fn translate(ctx: &mut Ctx<'_>, key: &ObjectKey, ingress: &Ingress) {
     };
     let policy = redirect_policy(ctx, obj, ingress);
     let tls_entries = tls_entries(ctx, obj, spec);
+    let proto = annotations::protocol(ctx, obj, ingress);
     let route = |hosts, paths, backends, fallback, https_redirect| RouteSpec {
         name: name.clone(),
         source: source.clone(),
@@ -83,7 +85,7 @@ pub(super) fn translate(ctx: &mut Ctx<'_>, key: &ObjectKey, ingress: &Ingress) {
                 }
             };
             let backend_field = || format!("{}.backend", field());
-            let Some(backend) = backend(ctx, obj, backend_field, &key.namespace, &p.backend) else {
+            let Some(backend) = backend(ctx, obj, backend_field, &p.backend, &proto) else {
                 continue;
             };
             let r = route(hosts.clone(), vec![path], vec![backend], false, redirect);
@@ -94,7 +96,7 @@ pub(super) fn translate(ctx: &mut Ctx<'_>, key: &ObjectKey, ingress: &Ingress) {
 
     if let Some(default) = spec.default_backend.as_ref() {
         let field = || "spec.defaultBackend".to_owned();
-        if let Some(b) = backend(ctx, obj, field, &key.namespace, default) {
+        if let Some(b) = backend(ctx, obj, field, default, &proto) {
             match &ctx.default_backend_owner {
                 Some(owner) => ctx.diags.report(
                     obj,
@@ -156,31 +158,9 @@ impl RedirectPolicy {
 }
 
 fn redirect_policy(ctx: &mut Ctx<'_>, obj: Subject<'_>, ingress: &Ingress) -> RedirectPolicy {
-    let mut flag = |names: [&str; 2], default: bool| {
-        let annotations = ingress.metadata.annotations.as_ref();
-        let Some((name, value)) = names
-            .iter()
-            .find_map(|n| annotations.and_then(|a| a.get(*n)).map(|v| (*n, v)))
-        else {
-            return default;
-        };
-        match value.trim() {
-            "true" => true,
-            "false" => false,
-            other => {
-                ctx.diags.report(
-                    obj,
-                    format!("metadata.annotations[{name:?}]"),
-                    Reason::InvalidSpec,
-                    format!("{other:?} is not \"true\" or \"false\"; using {default}"),
-                );
-                default
-            }
-        }
-    };
     RedirectPolicy {
-        ssl: flag(SSL_REDIRECT, true),
-        force: flag(FORCE_SSL_REDIRECT, false),
+        ssl: annotations::flag(ctx, obj, ingress, SSL_REDIRECT, true),
+        force: annotations::flag(ctx, obj, ingress, FORCE_SSL_REDIRECT, false),
     }
 }
 
@@ -232,8 +212,8 @@ fn backend(
     ctx: &mut Ctx<'_>,
     obj: Subject<'_>,
     field: impl Fn() -> String,
-    namespace: &str,
     backend: &IngressBackend,
+    proto: &ProtocolRequest,
 ) -> Option<BackendSpec> {
     let Some(svc) = backend.service.as_ref() else {
         if backend.resource.is_some() {
@@ -277,5 +257,5 @@ fn backend(
         BackendField::Name => format!("{}.service.name", field()),
         BackendField::Port => format!("{}.service.port", field()),
     };
-    Some(ctx.backend(obj, fields, namespace, &svc.name, &port, 1))
+    Some(ctx.backend(obj, fields, &svc.name, &port, 1, proto))
 }

@@ -34,11 +34,13 @@
 //! `Exact` compares the whole path. Regular expressions must match the whole
 //! path. The query string never takes part in path matching.
 
+mod annotations;
 mod apiroute;
 mod backends;
 mod class;
 mod diagnostics;
 mod ingress;
+mod protocol;
 mod state;
 mod tls;
 mod validate;
@@ -59,6 +61,7 @@ use crate::api::PortRef;
 use crate::routing::{BackendSpec, HostMatch, PathSpec, RouteSpec, TableSpec, TlsCertificate};
 use backends::BackendResolver;
 use diagnostics::Subject;
+use protocol::ProtocolRequest;
 
 /// Settings that change how objects are read.
 #[derive(Clone, Debug)]
@@ -214,17 +217,19 @@ impl Ctx<'_> {
 
     /// Resolves a backend, reporting a missing Service or port as a warning
     /// on `obj`: the route is still installed and answers 503. `field`
-    /// names the fields, and is called only for a diagnostic.
+    /// names the fields, and is called only for a diagnostic. The Service
+    /// is in the object's namespace.
     fn backend(
         &mut self,
         obj: Subject<'_>,
         field: impl FnOnce(BackendField) -> String,
-        namespace: &str,
         service: &str,
         port: &PortRef,
         weight: u32,
+        proto: &ProtocolRequest,
     ) -> BackendSpec {
-        let (upstream, err) = self.resolver.resolve(namespace, service, port);
+        let namespace = obj.key.namespace.as_str();
+        let (upstream, err, app_protocol) = self.resolver.resolve(namespace, service, port);
         if let Some(e) = err {
             let which = match e {
                 BackendError::PortNotFound { .. } => BackendField::Port,
@@ -239,7 +244,12 @@ impl Ctx<'_> {
                 format!("{e}; requests to this backend get 503"),
             );
         }
-        BackendSpec { upstream, weight }
+        let protocol = protocol::resolve(self, obj, proto, app_protocol, service);
+        BackendSpec {
+            upstream,
+            weight,
+            protocol,
+        }
     }
 
     /// Records the unconditional host/path pairs of `route`, and warns when

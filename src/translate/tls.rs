@@ -35,24 +35,32 @@ pub fn certified_key(secret: &Secret) -> Result<CertifiedKey, String> {
     {
         return Err(format!("has type {t:?}, not {TLS_TYPE:?}"));
     }
-    // `stringData` is what the API server folds into `data`; a manifest
-    // in standalone mode may still carry it.
-    let field = |name: &str| {
-        secret
-            .data
-            .as_ref()
-            .and_then(|d| d.get(name))
-            .map(|b| b.0.as_slice())
-            .or_else(|| {
-                secret
-                    .string_data
-                    .as_ref()
-                    .and_then(|d| d.get(name))
-                    .map(String::as_bytes)
-            })
-            .filter(|b| !b.is_empty())
-            .ok_or_else(|| format!("has no data[{name:?}]"))
-    };
+    key_pair(secret)
+}
+
+/// One non-empty value of a Secret. `stringData` is what the API server
+/// folds into `data`; a manifest in standalone mode may still carry it.
+pub(super) fn secret_field<'s>(secret: &'s Secret, name: &str) -> Option<&'s [u8]> {
+    secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(name))
+        .map(|b| b.0.as_slice())
+        .or_else(|| {
+            secret
+                .string_data
+                .as_ref()
+                .and_then(|d| d.get(name))
+                .map(String::as_bytes)
+        })
+        .filter(|b| !b.is_empty())
+}
+
+/// Parses `tls.crt` and `tls.key` of a Secret of any type (client
+/// certificates often live in Opaque Secrets next to a `ca.crt`).
+pub(super) fn key_pair(secret: &Secret) -> Result<CertifiedKey, String> {
+    let field =
+        |name: &str| secret_field(secret, name).ok_or_else(|| format!("has no data[{name:?}]"));
     let (crt, key) = (field("tls.crt")?, field("tls.key")?);
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(crt)
         .collect::<Result<_, _>>()

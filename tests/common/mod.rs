@@ -137,6 +137,12 @@ impl TestGateway {
 
 /// Service + EndpointSlice manifests for a backend on loopback.
 pub fn service(name: &str, addrs: &[SocketAddr]) -> String {
+    service_with(name, addrs, None)
+}
+
+/// Like [`service`], with an `appProtocol` on the Service port.
+pub fn service_with(name: &str, addrs: &[SocketAddr], app_protocol: Option<&str>) -> String {
+    let app = app_protocol.map_or(String::new(), |p| format!(", appProtocol: \"{p}\""));
     let port = addrs.first().map_or(1, |a| a.port());
     let mut eps = String::new();
     for a in addrs {
@@ -155,7 +161,7 @@ apiVersion: v1
 kind: Service
 metadata: {{name: {name}}}
 spec:
-  ports: [{{name: http, port: 80}}]
+  ports: [{{name: http, port: 80{app}}}]
 ---
 apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice

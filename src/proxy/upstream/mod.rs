@@ -10,6 +10,7 @@
 //! cost of proxying.
 
 mod body;
+mod client;
 mod codec;
 mod conn;
 
@@ -29,6 +30,7 @@ use tokio::io::AsyncWriteExt;
 use tracing::debug;
 
 pub use body::UpstreamBody;
+pub use client::{Clients, send as send_with_protocol};
 pub use codec::{CodecError, RequestFraming};
 pub use conn::{Pool, PoolConfig};
 
@@ -51,6 +53,10 @@ pub enum UpstreamError {
     Truncated,
     #[error("the client's request body failed")]
     ClientBody,
+    #[error(transparent)]
+    Hyper(#[from] hyper::Error),
+    #[error("TLS handshake failed: {0}")]
+    Tls(std::io::Error),
 }
 
 /// Per-request deadlines.

@@ -16,7 +16,7 @@ fn tally(t: &super::RouteTable, n: usize) -> HashMap<String, usize> {
     let mut counts = HashMap::new();
     for _ in 0..n {
         let (up, _) = route.pick().expect("an endpoint is available");
-        *counts.entry(up.key().to_string()).or_default() += 1;
+        *counts.entry(up.upstream.key().to_string()).or_default() += 1;
     }
     counts
 }

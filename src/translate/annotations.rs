@@ -1,0 +1,140 @@
+//! Ingress annotations. Each setting has a Sluicegate name and, for users
+//! migrating from ingress-nginx, the ingress-nginx name; Sluicegate's wins
+//! when both are present.
+
+use k8s_openapi::api::networking::v1::Ingress;
+
+use super::Ctx;
+use super::diagnostics::{Reason, Subject};
+use super::protocol::ProtocolRequest;
+use crate::routing::Protocol;
+
+pub(super) const BACKEND_PROTOCOL: [&str; 2] = [
+    "sluicegate.io/backend-protocol",
+    "nginx.ingress.kubernetes.io/backend-protocol",
+];
+pub(super) const PROXY_SSL_SECRET: [&str; 2] = [
+    "sluicegate.io/proxy-ssl-secret",
+    "nginx.ingress.kubernetes.io/proxy-ssl-secret",
+];
+pub(super) const PROXY_SSL_VERIFY: [&str; 2] = [
+    "sluicegate.io/proxy-ssl-verify",
+    "nginx.ingress.kubernetes.io/proxy-ssl-verify",
+];
+pub(super) const PROXY_SSL_NAME: [&str; 2] = [
+    "sluicegate.io/proxy-ssl-name",
+    "nginx.ingress.kubernetes.io/proxy-ssl-name",
+];
+
+/// The first of `names` the Ingress carries, with its value.
+pub(super) fn get<'i>(
+    ingress: &'i Ingress,
+    names: [&'static str; 2],
+) -> Option<(&'static str, &'i str)> {
+    let annotations = ingress.metadata.annotations.as_ref()?;
+    names
+        .into_iter()
+        .find_map(|n| annotations.get(n).map(|v| (n, v.as_str())))
+}
+
+/// The field of annotation `name`, for diagnostics.
+pub(super) fn field(name: &str) -> String {
+    format!("metadata.annotations[{name:?}]")
+}
+
+/// A boolean annotation: `true`/`false`, or ingress-nginx's `on`/`off`.
+pub(super) fn flag(
+    ctx: &mut Ctx<'_>,
+    obj: Subject<'_>,
+    ingress: &Ingress,
+    names: [&'static str; 2],
+    default: bool,
+) -> bool {
+    let Some((name, value)) = get(ingress, names) else {
+        return default;
+    };
+    match value.trim() {
+        "true" | "on" => true,
+        "false" | "off" => false,
+        other => {
+            ctx.diags.report(
+                obj,
+                field(name),
+                Reason::InvalidSpec,
+                format!("{other:?} is not \"true\" or \"false\"; using {default}"),
+            );
+            default
+        }
+    }
+}
+
+/// How the Ingress's backends are spoken to: `backend-protocol`, and for
+/// TLS `proxy-ssl-secret` (its `ca.crt` verifies the backend when
+/// `proxy-ssl-verify` is on; its `tls.crt` / `tls.key`, when present, are
+/// presented as the client certificate) and `proxy-ssl-name`.
+pub(super) fn protocol(ctx: &mut Ctx<'_>, obj: Subject<'_>, ingress: &Ingress) -> ProtocolRequest {
+    let mut req = ProtocolRequest {
+        field: "metadata.annotations".to_owned(),
+        ..ProtocolRequest::default()
+    };
+    if let Some((name, value)) = get(ingress, BACKEND_PROTOCOL) {
+        req.field = field(name);
+        match Protocol::parse(value) {
+            Some(p) => req.protocol = Some(p),
+            None => ctx.diags.report(
+                obj,
+                field(name),
+                Reason::Unsupported,
+                format!("{value:?} is not one of HTTP, HTTPS, H2C, GRPC, GRPCS; using the Service's appProtocol or HTTP"),
+            ),
+        }
+    }
+    let verify = flag(ctx, obj, ingress, PROXY_SSL_VERIFY, false);
+    let secret = get(ingress, PROXY_SSL_SECRET).and_then(|(name, value)| {
+        // Secrets are read from the Ingress's own namespace only: a
+        // reference elsewhere would let an Ingress author use Secrets they
+        // cannot read.
+        let (ns, secret) = value.trim().split_once('/').unwrap_or(("", value.trim()));
+        if !ns.is_empty() && ns != obj.key.namespace {
+            ctx.diags.report(
+                obj,
+                field(name),
+                Reason::Unsupported,
+                format!(
+                    "Secret {value:?} is in another namespace; only Secrets in {:?} can be used",
+                    obj.key.namespace
+                ),
+            );
+            return None;
+        }
+        (!secret.is_empty()).then(|| secret.to_owned())
+    });
+    if let Some(s) = &secret {
+        let has_pair = ctx
+            .state
+            .secrets
+            .get(&super::ObjectKey::new(obj.key.namespace.clone(), s.clone()))
+            .is_some_and(|sec| {
+                super::tls::secret_field(sec, "tls.crt").is_some()
+                    && super::tls::secret_field(sec, "tls.key").is_some()
+            });
+        if has_pair {
+            req.client_secret = Some(s.clone());
+        }
+    }
+    if verify {
+        // Without a CA there is nothing to verify against: fail closed, as
+        // nginx does.
+        req.ca_secret = Some(secret.unwrap_or_default());
+    }
+    req.server_name = get(ingress, PROXY_SSL_NAME).map(|(_, v)| v.trim().to_owned());
+    // Problems with the TLS settings are reported on the first TLS
+    // annotation present.
+    if let Some((name, _)) = [PROXY_SSL_SECRET, PROXY_SSL_VERIFY, PROXY_SSL_NAME]
+        .into_iter()
+        .find_map(|names| get(ingress, names))
+    {
+        req.field = field(name);
+    }
+    req
+}

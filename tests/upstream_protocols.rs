@@ -1,0 +1,457 @@
+//! Backends spoken to over HTTP/2 (h2c, gRPC) and TLS, through the real
+//! proxy: protocols chosen by ApiRoute, by annotation and by the Service's
+//! `appProtocol`; gRPC trailers; CA verification, SNI and client
+//! certificates towards the backend.
+
+mod common;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use common::tls::{Ca, Cert, server_config};
+use common::*;
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+fn indent(text: &str) -> String {
+    text.lines().map(|l| format!("    {l}\n")).collect()
+}
+
+/// A Secret with the given PEM values (`ca.crt`, `tls.crt`, `tls.key`).
+fn secret(name: &str, kind: &str, values: &[(&str, &str)]) -> String {
+    let mut out = format!(
+        "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: default}}\ntype: {kind}\nstringData:\n"
+    );
+    for (k, v) in values {
+        out.push_str(&format!("  {k}: |\n{}", indent(v)));
+    }
+    out
+}
+
+/// A Service whose port 80 may carry an `appProtocol`, with one endpoint.
+fn service_at(name: &str, addr: SocketAddr, app_protocol: Option<&str>) -> String {
+    service_with(name, &[addr], app_protocol)
+}
+
+/// An ApiRoute for `host` to Service `svc` with the backend fields `extra`
+/// (YAML flow-map entries such as `protocol: GRPC`).
+fn api_route(name: &str, host: &str, svc: &str, extra: &str) -> String {
+    format!(
+        r#"---
+apiVersion: sluicegate.io/v1alpha1
+kind: ApiRoute
+metadata: {{name: {name}, namespace: default}}
+spec:
+  hosts: ["{host}"]
+  routes:
+  - name: all
+    backends: [{{serviceName: {svc}, servicePort: 80{extra}}}]
+"#
+    )
+}
+
+fn ingress(name: &str, host: &str, svc: &str, annotations: &str) -> String {
+    format!(
+        r#"---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: {name}
+  namespace: default
+  annotations: {{{annotations}}}
+spec:
+  ingressClassName: sluicegate
+  rules:
+  - host: "{host}"
+    http:
+      paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: {svc}, port: {{number: 80}}}}}}}}]
+"#
+    )
+}
+
+type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+/// What a backend saw about the connection, added to every response:
+/// HTTP version, `:authority`/`Host`, `TE`, SNI and client certificate.
+fn describe(req: &Request<Incoming>, tls: &TlsFacts, h: &mut HeaderMap) {
+    let mut put = |k: &'static str, v: String| {
+        h.insert(k, HeaderValue::try_from(v).unwrap());
+    };
+    put("x-version", format!("{:?}", req.version()));
+    let authority = req
+        .uri()
+        .authority()
+        .map(|a| a.to_string())
+        .or_else(|| {
+            req.headers()
+                .get("host")
+                .map(|v| v.to_str().unwrap().to_owned())
+        })
+        .unwrap_or_default();
+    put("x-authority", authority);
+    let te = req.headers().get("te").map_or("", |v| v.to_str().unwrap());
+    put("x-te", te.to_owned());
+    put("x-sni", tls.sni.clone().unwrap_or_default());
+    put("x-client-cert", tls.client_cert.to_string());
+}
+
+#[derive(Clone, Default)]
+struct TlsFacts {
+    sni: Option<String>,
+    client_cert: bool,
+}
+
+/// A gRPC-shaped answer: a data frame, then `grpc-status` trailers.
+fn grpc_reply(req: &Request<Incoming>, facts: &TlsFacts) -> Response<Body> {
+    let mut trailers = HeaderMap::new();
+    trailers.insert("grpc-status", HeaderValue::from_static("0"));
+    trailers.insert("grpc-message", HeaderValue::from_static("done"));
+    let frames = vec![
+        Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"\0\0\0\0\x02hi"))),
+        Ok(Frame::trailers(trailers)),
+    ];
+    let body = StreamBody::new(futures_util::stream::iter(frames));
+    let mut resp = Response::new(BodyExt::boxed(body));
+    resp.headers_mut()
+        .insert("content-type", HeaderValue::from_static("application/grpc"));
+    describe(req, facts, resp.headers_mut());
+    resp
+}
+
+/// A backend answering every request with [`grpc_reply`], over plain TCP
+/// (HTTP/1.1 or h2c) or, with `tls`, over TLS.
+struct ProtoBackend {
+    addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl Drop for ProtoBackend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl ProtoBackend {
+    async fn start(tls: Option<Arc<rustls::ServerConfig>>) -> ProtoBackend {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let tls = tls.clone();
+                tokio::spawn(async move {
+                    match tls {
+                        None => serve(stream, TlsFacts::default()).await,
+                        Some(config) => {
+                            let Ok(s) =
+                                tokio_rustls::TlsAcceptor::from(config).accept(stream).await
+                            else {
+                                return;
+                            };
+                            let conn = s.get_ref().1;
+                            let facts = TlsFacts {
+                                sni: conn.server_name().map(str::to_owned),
+                                client_cert: conn.peer_certificates().is_some(),
+                            };
+                            serve(s, facts).await;
+                        }
+                    }
+                });
+            }
+        });
+        ProtoBackend { addr, task }
+    }
+}
+
+async fn serve<S>(stream: S, facts: TlsFacts)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = service_fn(move |req| {
+        let facts = facts.clone();
+        async move { Ok::<_, Infallible>(grpc_reply(&req, &facts)) }
+    });
+    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+        .serve_connection(TokioIo::new(stream), svc)
+        .await;
+}
+
+/// A gRPC-style call over h2c (prior knowledge) to the proxy: status,
+/// headers, body and trailers.
+async fn grpc_call(addr: SocketAddr, host: &str) -> (StatusCode, HeaderMap, Bytes, HeaderMap) {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut tx, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = Request::post(format!("http://{host}/demo.Echo/Say"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(Full::new(Bytes::from_static(b"\0\0\0\0\x02yo")))
+        .unwrap();
+    let resp = tx.send_request(req).await.unwrap();
+    let (parts, body) = resp.into_parts();
+    let collected = body.collect().await.unwrap();
+    let trailers = collected.trailers().cloned().unwrap_or_default();
+    (parts.status, parts.headers, collected.to_bytes(), trailers)
+}
+
+#[tokio::test]
+async fn grpc_over_h2c_keeps_trailers_and_authority() {
+    let backend = ProtoBackend::start(None).await;
+    let manifests = service_at("greeter", backend.addr, None)
+        + &api_route("grpc", "grpc.test", "greeter", ", protocol: GRPC");
+    let gw = TestGateway::start(&manifests).await;
+
+    let (status, headers, body, trailers) = grpc_call(gw.http(), "grpc.test").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["x-version"], "HTTP/2.0");
+    assert_eq!(headers["x-authority"], "grpc.test");
+    assert_eq!(headers["x-te"], "trailers", "gRPC needs TE: trailers");
+    assert_eq!(headers["content-type"], "application/grpc");
+    assert_eq!(&body[..], b"\0\0\0\0\x02hi");
+    assert_eq!(trailers["grpc-status"], "0");
+    assert_eq!(trailers["grpc-message"], "done");
+
+    // Many concurrent calls share the one HTTP/2 connection per endpoint.
+    let calls: Vec<_> = (0..20)
+        .map(|_| tokio::spawn(grpc_call(gw.http(), "grpc.test")))
+        .collect();
+    for c in calls {
+        let (status, _, _, trailers) = c.await.unwrap();
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(trailers["grpc-status"], "0");
+    }
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn app_protocol_and_annotations_choose_http2() {
+    let backend = ProtoBackend::start(None).await;
+    let manifests = [
+        service_at("h2c-svc", backend.addr, Some("kubernetes.io/h2c")),
+        service_at("plain-svc", backend.addr, None),
+        ingress("by-app-protocol", "app.test", "h2c-svc", ""),
+        ingress(
+            "by-annotation",
+            "nginx.test",
+            "plain-svc",
+            "nginx.ingress.kubernetes.io/backend-protocol: GRPC",
+        ),
+        ingress(
+            "ours-wins",
+            "ours.test",
+            "h2c-svc",
+            "sluicegate.io/backend-protocol: HTTP, nginx.ingress.kubernetes.io/backend-protocol: GRPC",
+        ),
+        ingress("plain", "plain.test", "plain-svc", ""),
+    ]
+    .concat();
+    let gw = TestGateway::start(&manifests).await;
+
+    for (host, version) in [
+        ("app.test", "HTTP/2.0"),
+        ("nginx.test", "HTTP/2.0"),
+        ("ours.test", "HTTP/1.1"),
+        ("plain.test", "HTTP/1.1"),
+    ] {
+        let r = get(gw.http(), host, "/x").await;
+        assert_eq!(r.status, StatusCode::OK, "{host}");
+        assert_eq!(r.header("x-version"), Some(version), "{host}");
+        assert_eq!(r.header("x-authority"), Some(host), "{host}");
+        // An HTTP/1.1 client still gets the body; trailers have no place
+        // in its chunked answer and are dropped.
+        assert_eq!(&r.body[..], b"\0\0\0\0\x02hi", "{host}");
+    }
+    gw.shutdown().await;
+}
+
+/// Manifests for an HTTPS backend route: the CA Secret (Opaque, `ca.crt`)
+/// and client certificate Secret as given.
+fn https_route(backend: SocketAddr, ca: Option<&str>, client: Option<&Cert>, tls: &str) -> String {
+    let mut m = service_at("secure", backend, None);
+    if let Some(ca) = ca {
+        m += &secret("upstream-ca", "Opaque", &[("ca.crt", ca)]);
+    }
+    if let Some(c) = client {
+        m += &secret(
+            "gateway-client",
+            "kubernetes.io/tls",
+            &[("tls.crt", &c.pem), ("tls.key", &c.key)],
+        );
+    }
+    m + &api_route(
+        "secure",
+        "secure.test",
+        "secure",
+        &format!(", protocol: HTTPS, tls: {{{tls}}}"),
+    )
+}
+
+#[tokio::test]
+async fn https_backend_is_verified_against_its_ca_with_the_chosen_sni() {
+    let ca = Ca::new("upstream CA");
+    let cert = ca.issue(&["api.internal"], "api.internal");
+    let h2 = ProtoBackend::start(Some(server_config(&cert, None, &[b"h2", b"http/1.1"]))).await;
+    let h1 = ProtoBackend::start(Some(server_config(&cert, None, &[b"http/1.1"]))).await;
+
+    for (backend, version) in [(&h2, "HTTP/2.0"), (&h1, "HTTP/1.1")] {
+        let m = https_route(
+            backend.addr,
+            Some(&ca.pem),
+            None,
+            "caSecretRef: {name: upstream-ca}, sni: api.internal",
+        );
+        let gw = TestGateway::start(&m).await;
+        for _ in 0..3 {
+            let r = get(gw.http(), "secure.test", "/").await;
+            assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+            assert_eq!(r.header("x-sni"), Some("api.internal"));
+            assert_eq!(r.header("x-version"), Some(version), "chosen by ALPN");
+            assert_eq!(r.header("x-authority"), Some("secure.test"));
+            assert_eq!(r.header("x-client-cert"), Some("false"));
+        }
+        gw.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn https_backend_failing_verification_gets_502() {
+    let ca = Ca::new("upstream CA");
+    let other = Ca::new("someone else");
+    let cert = ca.issue(&["api.internal"], "api.internal");
+    let backend = ProtoBackend::start(Some(server_config(&cert, None, &[b"http/1.1"]))).await;
+
+    // The wrong CA; the right CA with a name the certificate does not
+    // carry; a CA Secret that does not exist.
+    let cases = [
+        https_route(
+            backend.addr,
+            Some(&other.pem),
+            None,
+            "caSecretRef: {name: upstream-ca}, sni: api.internal",
+        ),
+        https_route(
+            backend.addr,
+            Some(&ca.pem),
+            None,
+            "caSecretRef: {name: upstream-ca}, sni: other.internal",
+        ),
+        https_route(
+            backend.addr,
+            None,
+            None,
+            "caSecretRef: {name: upstream-ca}, sni: api.internal",
+        ),
+    ];
+    for (i, m) in cases.iter().enumerate() {
+        let gw = TestGateway::start(m).await;
+        let r = get(gw.http(), "secure.test", "/").await;
+        assert_eq!(r.status, StatusCode::BAD_GATEWAY, "case {i}: {}", r.text());
+        gw.shutdown().await;
+    }
+
+    // The missing Secret is also reported on the ApiRoute.
+    let gw = TestGateway::start(&cases[2]).await;
+    let routes = admin_get(&gw, "/routes").await.text();
+    assert!(
+        routes.contains("Secret default/upstream-ca not found"),
+        "{routes}"
+    );
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn https_backend_without_a_ca_is_encrypted_but_not_verified() {
+    let self_signed = common::tls::cert(&["whatever.internal"]);
+    let backend =
+        ProtoBackend::start(Some(server_config(&self_signed, None, &[b"http/1.1"]))).await;
+    let m = https_route(backend.addr, None, None, "");
+    let gw = TestGateway::start(&m).await;
+    let r = get(gw.http(), "secure.test", "/").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    // Without a configured name, SNI is the Service's cluster DNS name.
+    assert_eq!(r.header("x-sni"), Some("secure.default.svc"));
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn client_certificate_is_presented_to_backends_that_require_one() {
+    let ca = Ca::new("mesh CA");
+    let server = ca.issue(&["api.internal"], "api.internal");
+    let gateway_id = ca.issue(&["gateway.internal"], "gateway");
+    let backend = ProtoBackend::start(Some(server_config(
+        &server,
+        Some(&ca),
+        &[b"h2", b"http/1.1"],
+    )))
+    .await;
+
+    let with = https_route(
+        backend.addr,
+        Some(&ca.pem),
+        Some(&gateway_id),
+        "caSecretRef: {name: upstream-ca}, sni: api.internal, clientCertificateSecretRef: {name: gateway-client}",
+    );
+    let gw = TestGateway::start(&with).await;
+    let r = get(gw.http(), "secure.test", "/").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.header("x-client-cert"), Some("true"));
+    gw.shutdown().await;
+
+    let without = https_route(
+        backend.addr,
+        Some(&ca.pem),
+        None,
+        "caSecretRef: {name: upstream-ca}, sni: api.internal",
+    );
+    let gw = TestGateway::start(&without).await;
+    let r = get(gw.http(), "secure.test", "/").await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY);
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn proxy_ssl_annotations_verify_and_present_a_certificate() {
+    let ca = Ca::new("nginx-style CA");
+    let server = ca.issue(&["api.internal"], "api.internal");
+    let id = ca.issue(&["gateway.internal"], "gateway");
+    let backend =
+        ProtoBackend::start(Some(server_config(&server, Some(&ca), &[b"http/1.1"]))).await;
+    // ingress-nginx style: one Opaque Secret with ca.crt, tls.crt, tls.key.
+    let m = service_at("secure", backend.addr, None)
+        + &secret(
+            "proxy-ssl",
+            "Opaque",
+            &[
+                ("ca.crt", &ca.pem),
+                ("tls.crt", &id.pem),
+                ("tls.key", &id.key),
+            ],
+        )
+        + &ingress(
+            "nginx-ssl",
+            "secure.test",
+            "secure",
+            "nginx.ingress.kubernetes.io/backend-protocol: HTTPS, \
+             nginx.ingress.kubernetes.io/proxy-ssl-secret: default/proxy-ssl, \
+             nginx.ingress.kubernetes.io/proxy-ssl-verify: \"on\", \
+             nginx.ingress.kubernetes.io/proxy-ssl-name: api.internal",
+        );
+    let gw = TestGateway::start(&m).await;
+    let r = get(gw.http(), "secure.test", "/").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.header("x-sni"), Some("api.internal"));
+    assert_eq!(r.header("x-client-cert"), Some("true"));
+    gw.shutdown().await;
+}
