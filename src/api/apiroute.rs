@@ -59,6 +59,24 @@ pub struct ApiRouteTls {
     /// A `kubernetes.io/tls` Secret in the ApiRoute's namespace.
     #[schemars(length(min = 1, max = 253))]
     pub secret_name: String,
+    /// Ask clients of `hosts` for a certificate (mutual TLS). The verified
+    /// subject reaches the upstream in `ssl-client-subject-dn`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_auth: Option<ClientAuthentication>,
+}
+
+/// Client certificate authentication.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClientAuthentication {
+    /// A Secret in this namespace whose `ca.crt` verifies client
+    /// certificates.
+    pub ca_secret_ref: LocalObjectRef,
+    /// Let clients without a certificate through, marked
+    /// `ssl-client-verify: NONE` for the upstream. A certificate that fails
+    /// verification is refused either way.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub optional: bool,
 }
 
 /// One route: what it matches and where matching requests go.

@@ -14,6 +14,10 @@ pub enum ProxyError {
     NoRoute,
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    #[error("this host requires a client certificate")]
+    ClientCertificateRequired,
+    #[error("the connection was made for another host; open one for this host")]
+    Misdirected,
     #[error("route {route} has no ready endpoint")]
     NoEndpoint { route: String },
     #[error("connecting to {addr} failed: {source}")]
@@ -39,6 +43,8 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::ClientCertificateRequired => StatusCode::FORBIDDEN,
+            ProxyError::Misdirected => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::NoEndpoint { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Connect { .. } | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::ConnectTimeout { .. } | ProxyError::UpstreamTimeout { .. } => {
@@ -54,6 +60,8 @@ impl ProxyError {
         let text = match self {
             ProxyError::NoRoute => "no route",
             ProxyError::BadRequest(why) => why,
+            ProxyError::ClientCertificateRequired => "client certificate required",
+            ProxyError::Misdirected => "misdirected request",
             ProxyError::NoEndpoint { .. } => "no healthy upstream",
             ProxyError::Connect { .. } => "upstream connect error",
             ProxyError::Upstream { .. } => "upstream error",

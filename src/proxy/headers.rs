@@ -24,6 +24,10 @@ pub struct ClientInfo {
     pub proto: HeaderValue,
     /// Whether the connection is TLS.
     pub tls: bool,
+    /// The client authentication setting the TLS handshake ran under.
+    pub client_auth: Option<u64>,
+    /// The verified client certificate's subject.
+    pub client_subject: Option<HeaderValue>,
 }
 
 impl ClientInfo {
@@ -35,7 +39,15 @@ impl ClientInfo {
             port: num(local.port()),
             proto: HeaderValue::from_static(if tls { "https" } else { "http" }),
             tls,
+            client_auth: None,
+            client_subject: None,
         }
+    }
+
+    /// Records what the handshake established about the client.
+    pub fn set_client_certificate(&mut self, setting: Option<u64>, subject: Option<String>) {
+        self.client_auth = setting;
+        self.client_subject = subject.and_then(|s| HeaderValue::try_from(s).ok());
     }
 }
 

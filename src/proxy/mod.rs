@@ -12,6 +12,7 @@ mod server;
 mod service;
 mod tls;
 mod upstream;
+mod x509;
 
 use std::time::Duration;
 

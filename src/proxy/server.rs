@@ -17,7 +17,6 @@ use hyper_util::server::graceful::GracefulShutdown;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
-use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
 use super::headers::ClientInfo;
@@ -64,8 +63,8 @@ impl ProxyServer {
             None => (None, (0..workers).map(|_| None).collect()),
         };
         let acceptor = match https_addr {
-            Some(_) => Some(TlsAcceptor::from(
-                tls::server_config(shared.table.clone()).map_err(io::Error::other)?,
+            Some(_) => Some(Arc::new(
+                tls::Handshaker::new(shared.table.clone()).map_err(io::Error::other)?,
             )),
             None => None,
         };
@@ -158,9 +157,29 @@ fn bind_all(
     Ok((addr, listeners))
 }
 
+/// The service for one client connection.
+fn service(
+    worker: Worker,
+    client: ClientInfo,
+) -> impl hyper::service::Service<
+    hyper::Request<hyper::body::Incoming>,
+    Response = hyper::Response<super::ResponseBody>,
+    Error = std::convert::Infallible,
+    Future: Send + 'static,
+> + Clone
++ Send
++ 'static {
+    let client = Arc::new(client);
+    service_fn(move |req| {
+        let w = worker.clone();
+        let client = client.clone();
+        async move { Ok::<_, std::convert::Infallible>(w.handle(req, &client).await) }
+    })
+}
+
 async fn serve(
     listener: TcpListener,
-    tls: Option<TlsAcceptor>,
+    tls: Option<Arc<tls::Handshaker>>,
     worker: Worker,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -210,15 +229,10 @@ async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
-        let client = Arc::new(ClientInfo::new(peer, local.unwrap_or(peer), tls.is_some()));
-        let w = worker.clone();
-        let svc = service_fn(move |req| {
-            let w = w.clone();
-            let client = client.clone();
-            async move { Ok::<_, std::convert::Infallible>(w.handle(req, &client).await) }
-        });
+        let local = local.unwrap_or(peer);
         match &tls {
             None => {
+                let svc = service(worker.clone(), ClientInfo::new(peer, local, false));
                 let conn = builder
                     .serve_connection_with_upgrades(TokioIo::new(stream), svc)
                     .into_owned();
@@ -229,27 +243,34 @@ async fn serve(
                     }
                 });
             }
-            Some(acceptor) => {
+            Some(handshaker) => {
                 // The handshake runs in the connection's own task, so a
                 // slow client never holds up the accept loop; it gets the
                 // header read timeout to finish it.
-                let accept = acceptor.accept(stream);
+                let handshaker = handshaker.clone();
                 let (builder, watcher) = (builder.clone(), graceful.watcher());
                 let limit = settings.header_read_timeout;
+                let mut client = ClientInfo::new(peer, local, true);
+                let w = worker.clone();
                 tokio::spawn(async move {
-                    let stream = match tokio::time::timeout(limit, accept).await {
-                        Ok(Ok(s)) => s,
-                        Ok(Err(e)) => {
-                            debug!(%peer, error = %e, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            debug!(%peer, "TLS handshake timed out");
-                            return;
-                        }
-                    };
+                    let accepted =
+                        match tokio::time::timeout(limit, handshaker.accept(stream)).await {
+                            Ok(Ok(a)) => a,
+                            Ok(Err(e)) => {
+                                debug!(%peer, error = %e, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                debug!(%peer, "TLS handshake timed out");
+                                return;
+                            }
+                        };
+                    client.set_client_certificate(accepted.client_auth, accepted.subject);
                     let conn = builder
-                        .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                        .serve_connection_with_upgrades(
+                            TokioIo::new(accepted.stream),
+                            service(w, client),
+                        )
                         .into_owned();
                     if let Err(e) = watcher.watch(conn).await {
                         debug!(%peer, error = %e, "client connection ended with an error");

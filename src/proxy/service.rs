@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use http::uri::Uri;
-use http::{HeaderValue, Request, Response, StatusCode, header};
+use http::{HeaderName, HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use tracing::{debug, warn};
 
@@ -16,7 +16,7 @@ use super::error::ProxyError;
 use super::headers::{self, ClientInfo, RequestHead};
 use super::upstream::{self, Clients, Deadlines, Pool};
 use crate::metrics::RouteMetrics;
-use crate::routing::{RequestView, Route, RouteTable, normalize_host, normalize_path};
+use crate::routing::{ClientAuth, RequestView, Route, RouteTable, normalize_host, normalize_path};
 
 /// What every worker shares: the live table and the settings.
 pub struct Shared {
@@ -43,7 +43,13 @@ fn unmatched() -> &'static RouteMetrics {
 struct Matched {
     route: Arc<Route>,
     normalized: Option<String>,
+    /// Whether some host of the table asks for client certificates, and
+    /// the setting of this request's host, if it does.
+    client_auth: Option<Option<Arc<ClientAuth>>>,
 }
+
+static SSL_CLIENT_VERIFY: HeaderName = HeaderName::from_static("ssl-client-verify");
+static SSL_CLIENT_SUBJECT_DN: HeaderName = HeaderName::from_static("ssl-client-subject-dn");
 
 impl Worker {
     pub async fn handle(
@@ -62,6 +68,15 @@ impl Worker {
             }
         };
         let route = matched.route.clone();
+        if let Some(Some(auth)) = &matched.client_auth
+            && let Err(e) = check_client(auth, client, route.https_redirect.is_some())
+        {
+            let resp = e.to_response();
+            route
+                .metrics
+                .record(resp.status().as_u16(), start.elapsed(), start);
+            return resp;
+        }
         if let (Some(code), false) = (route.https_redirect, client.tls) {
             let resp = redirect(code, &req, self.shared.settings.https_redirect_port);
             route
@@ -115,9 +130,14 @@ impl Worker {
         };
         let table = self.shared.table.load();
         let route = table.find(&view).ok_or(ProxyError::NoRoute)?.clone();
+        let certs = table.certs();
+        let client_auth = certs
+            .has_client_auth()
+            .then(|| certs.client_auth(host).cloned());
         drop(table);
         Ok(Matched {
             route,
+            client_auth,
             normalized: match path {
                 std::borrow::Cow::Owned(p) => Some(p),
                 std::borrow::Cow::Borrowed(_) => None,
@@ -145,7 +165,10 @@ impl Worker {
         let websocket = route.websocket && headers::is_websocket_upgrade(req.headers());
         let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
 
-        let (parts, body) = req.into_parts();
+        let (mut parts, body) = req.into_parts();
+        if let Some(auth) = &matched.client_auth {
+            client_certificate_headers(&mut parts.headers, auth.is_some(), client);
+        }
         let host = match parts.uri.authority() {
             Some(a) => Some(
                 HeaderValue::from_str(a.as_str())
@@ -177,6 +200,49 @@ impl Worker {
                 )
                 .await
             }
+        }
+    }
+}
+
+/// Whether a request may reach a host that asks for client certificates:
+/// over TLS, on a connection whose handshake ran under that host's setting
+/// (HTTP/2 lets a client reuse a connection made for another name, which
+/// would skip the check: such requests get `421`, and the client retries
+/// on a connection of its own). Plain HTTP gets `403`, unless the route
+/// redirects it to HTTPS first.
+fn check_client(auth: &ClientAuth, client: &ClientInfo, redirects: bool) -> Result<(), ProxyError> {
+    if !client.tls {
+        return if redirects {
+            Ok(())
+        } else {
+            Err(ProxyError::ClientCertificateRequired)
+        };
+    }
+    if client.client_auth != Some(auth.id) {
+        return Err(ProxyError::Misdirected);
+    }
+    Ok(())
+}
+
+/// Replaces whatever the client sent as `ssl-client-*` headers: on hosts
+/// with client authentication by the verified facts, elsewhere by nothing,
+/// so that an upstream can never be fooled by a client's own values.
+fn client_certificate_headers(headers: &mut http::HeaderMap, own_host: bool, client: &ClientInfo) {
+    headers.remove(&SSL_CLIENT_VERIFY);
+    headers.remove(&SSL_CLIENT_SUBJECT_DN);
+    if !own_host {
+        return;
+    }
+    match &client.client_subject {
+        Some(subject) => {
+            headers.insert(
+                SSL_CLIENT_VERIFY.clone(),
+                HeaderValue::from_static("SUCCESS"),
+            );
+            headers.insert(SSL_CLIENT_SUBJECT_DN.clone(), subject.clone());
+        }
+        None => {
+            headers.insert(SSL_CLIENT_VERIFY.clone(), HeaderValue::from_static("NONE"));
         }
     }
 }

@@ -13,15 +13,25 @@
 //! session cache; ALPN offers `h2` and `http/1.1`.
 
 use std::fmt;
-use std::sync::Arc;
+use std::io;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwap;
+use foldhash::HashMap;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use rustls::server::{ClientHello, ResolvesServerCert, ServerSessionMemoryCache};
+use rustls::server::danger::ClientCertVerifier;
+use rustls::server::{Acceptor, ClientHello, ResolvesServerCert, ServerSessionMemoryCache};
 use rustls::sign::CertifiedKey;
 use rustls::{ServerConfig, version};
+use tokio::net::TcpStream;
+use tokio_rustls::LazyConfigAcceptor;
+use tokio_rustls::server::TlsStream;
 
-use crate::routing::RouteTable;
+use crate::routing::{ClientAuth, RouteTable};
+
+/// Server configurations for client authentication kept at most; past
+/// this the cache starts over.
+const CLIENT_AUTH_CONFIGS: usize = 256;
 
 /// Sessions remembered for resumption without tickets, per listener.
 const SESSION_CACHE: usize = 4096;
@@ -76,19 +86,117 @@ pub fn self_signed() -> Result<Arc<CertifiedKey>, TlsSetupError> {
     Ok(Arc::new(CertifiedKey::from_der(chain, key, &provider)?))
 }
 
-/// The server configuration of the HTTPS listener.
-pub fn server_config(table: Arc<ArcSwap<RouteTable>>) -> Result<Arc<ServerConfig>, TlsSetupError> {
+/// A server configuration with `resolver`'s certificates, optionally
+/// asking clients for certificates. Each configuration has its own session
+/// cache and ticket keys, so a session never resumes under another
+/// configuration, which could skip a client certificate check.
+fn server_config(
+    resolver: Arc<SniResolver>,
+    client_auth: Option<Arc<dyn ClientCertVerifier>>,
+) -> Result<Arc<ServerConfig>, TlsSetupError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let resolver = SniResolver {
-        table,
-        fallback: self_signed()?,
+    let builder = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&version::TLS13, &version::TLS12])?;
+    let builder = match client_auth {
+        Some(verifier) => builder.with_client_cert_verifier(verifier),
+        None => builder.with_no_client_auth(),
     };
-    let mut config = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&version::TLS13, &version::TLS12])?
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(resolver));
+    let mut config = builder.with_cert_resolver(resolver);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     config.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE);
     config.ticketer = rustls::crypto::ring::Ticketer::new()?;
     Ok(Arc::new(config))
+}
+
+/// A finished TLS handshake and what it established about the client.
+pub struct Accepted {
+    pub stream: TlsStream<TcpStream>,
+    /// The client authentication setting the handshake ran under.
+    pub client_auth: Option<u64>,
+    /// The verified client certificate's subject, RFC 4514.
+    pub subject: Option<String>,
+}
+
+/// Runs handshakes for the HTTPS listener: certificates by SNI and, for
+/// hosts that ask for them, client certificates.
+pub struct Handshaker {
+    table: Arc<ArcSwap<RouteTable>>,
+    resolver: Arc<SniResolver>,
+    plain: Arc<ServerConfig>,
+    /// Server configurations by client authentication setting.
+    with_client_auth: Mutex<HashMap<u64, Arc<ServerConfig>>>,
+}
+
+impl fmt::Debug for Handshaker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Handshaker").finish_non_exhaustive()
+    }
+}
+
+impl Handshaker {
+    pub fn new(table: Arc<ArcSwap<RouteTable>>) -> Result<Handshaker, TlsSetupError> {
+        let resolver = Arc::new(SniResolver {
+            table: table.clone(),
+            fallback: self_signed()?,
+        });
+        Ok(Handshaker {
+            table,
+            plain: server_config(resolver.clone(), None)?,
+            resolver,
+            with_client_auth: Mutex::default(),
+        })
+    }
+
+    /// Completes a handshake. While no host asks for client certificates
+    /// the plain configuration is used directly; otherwise the client's
+    /// hello is read first, to choose the configuration for its SNI.
+    pub async fn accept(&self, stream: TcpStream) -> io::Result<Accepted> {
+        if !self.table.load().certs().has_client_auth() {
+            let acceptor = tokio_rustls::TlsAcceptor::from(self.plain.clone());
+            return Ok(Accepted {
+                stream: acceptor.accept(stream).await?,
+                client_auth: None,
+                subject: None,
+            });
+        }
+        let start = LazyConfigAcceptor::new(Acceptor::default(), stream).await?;
+        let auth = start.client_hello().server_name().and_then(|name| {
+            let table = self.table.load();
+            table
+                .certs()
+                .client_auth(&name.to_ascii_lowercase())
+                .cloned()
+        });
+        let config = match &auth {
+            None => self.plain.clone(),
+            Some(a) => self.config_for(a).map_err(io::Error::other)?,
+        };
+        let stream = start.into_stream(config).await?;
+        let subject = auth
+            .as_ref()
+            .and_then(|_| stream.get_ref().1.peer_certificates())
+            .and_then(|chain| chain.first())
+            .and_then(|cert| super::x509::subject_dn(cert));
+        Ok(Accepted {
+            stream,
+            client_auth: auth.map(|a| a.id),
+            subject,
+        })
+    }
+
+    fn config_for(&self, auth: &ClientAuth) -> Result<Arc<ServerConfig>, TlsSetupError> {
+        let mut configs = self
+            .with_client_auth
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(c) = configs.get(&auth.id) {
+            return Ok(c.clone());
+        }
+        let config = server_config(self.resolver.clone(), Some(auth.verifier.clone()))?;
+        if configs.len() >= CLIENT_AUTH_CONFIGS {
+            configs.clear();
+        }
+        configs.insert(auth.id, config.clone());
+        Ok(config)
+    }
 }

@@ -17,5 +17,5 @@ pub use matcher::{RequestView, form_decode, normalize_host, normalize_path};
 pub use protocol::{BackendProtocol, Protocol, UpstreamTls};
 pub use spec::*;
 pub use table::{Backend, Route, RouteTable};
-pub use tls::{CertStore, TlsCertificate};
+pub use tls::{CertStore, ClientAuth, TlsCertificate};
 pub use upstream::{EndpointSet, Upstream, UpstreamRegistry};

@@ -26,6 +26,9 @@ pub struct TableSpec {
     /// first).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tls: Vec<super::TlsCertificate>,
+    /// Hosts that ask clients for certificates, in precedence order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub client_auth: Vec<Arc<super::ClientAuth>>,
 }
 
 /// Identifies one Service port: `namespace/service:port`.

@@ -214,7 +214,7 @@ impl RouteTable {
         RouteTable {
             router: Router::build(&spec.routes),
             routes,
-            certs: CertStore::build(&spec.tls),
+            certs: CertStore::build(&spec.tls, &spec.client_auth),
         }
     }
 

@@ -162,6 +162,7 @@ fn table_with(
         routes: routes.into_iter().map(RouteBuilder::spec).collect(),
         upstreams,
         tls: Vec::new(),
+        client_auth: Vec::new(),
     };
     RouteTable::build(&spec, registry)
 }

@@ -36,21 +36,93 @@ impl fmt::Debug for TlsCertificate {
     }
 }
 
+/// Client certificate authentication for some hosts (mutual TLS).
+#[derive(Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientAuth {
+    /// Exact names or single-label wildcards, lower case.
+    pub hosts: Vec<String>,
+    /// The Secret whose `ca.crt` verifies clients, `namespace/name`.
+    pub ca_secret: String,
+    /// Clients without a certificate are let through (marked so for the
+    /// upstream); a certificate that fails verification is still refused.
+    pub optional: bool,
+    /// The object that asked for it.
+    pub source: Arc<str>,
+    #[serde(skip)]
+    pub verifier: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+    /// Identifies the verifier's content (CA and mode), so that listeners
+    /// build one server configuration per distinct setting.
+    #[serde(skip)]
+    pub id: u64,
+}
+
+impl fmt::Debug for ClientAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientAuth")
+            .field("hosts", &self.hosts)
+            .field("ca_secret", &self.ca_secret)
+            .field("optional", &self.optional)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Hosts indexed for lookup by server name: exact names, then wildcards
+/// one label up.
+struct HostIndex<T> {
+    exact: HashMap<Box<str>, T>,
+    /// Keyed by the part after `*.`.
+    wildcard: HashMap<Box<str>, T>,
+}
+
+impl<T> Default for HostIndex<T> {
+    fn default() -> Self {
+        HostIndex {
+            exact: HashMap::default(),
+            wildcard: HashMap::default(),
+        }
+    }
+}
+
+impl<T: Clone> HostIndex<T> {
+    /// Binds `host` unless it is bound already (the first binding wins).
+    fn bind(&mut self, host: &str, value: &T) {
+        let (map, name) = match host.strip_prefix("*.") {
+            Some(rest) => (&mut self.wildcard, rest),
+            None => (&mut self.exact, host),
+        };
+        map.entry(name.into()).or_insert_with(|| value.clone());
+    }
+
+    fn get(&self, name: &str) -> Option<&T> {
+        let name = name.strip_suffix('.').unwrap_or(name);
+        if let Some(v) = self.exact.get(name) {
+            return Some(v);
+        }
+        let (_, parent) = name.split_once('.')?;
+        self.wildcard.get(parent)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.exact.is_empty() && self.wildcard.is_empty()
+    }
+}
+
 /// Certificates by server name: exact names first, then wildcards.
 #[derive(Default)]
 pub struct CertStore {
     /// For clients without SNI or with an unknown name.
     default: Option<Arc<CertifiedKey>>,
-    exact: HashMap<Box<str>, Arc<CertifiedKey>>,
-    /// Keyed by the part after `*.`.
-    wildcard: HashMap<Box<str>, Arc<CertifiedKey>>,
+    certs: HostIndex<Arc<CertifiedKey>>,
+    client_auth: HostIndex<Arc<ClientAuth>>,
 }
 
 impl fmt::Debug for CertStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CertStore")
-            .field("exact", &self.exact.len())
-            .field("wildcard", &self.wildcard.len())
+            .field("exact", &self.certs.exact.len())
+            .field("wildcard", &self.certs.wildcard.len())
+            .field("client_auth", &!self.client_auth.is_empty())
             .finish()
     }
 }
@@ -58,18 +130,19 @@ impl fmt::Debug for CertStore {
 impl CertStore {
     /// Indexes `certs`; for a name bound twice the first binding wins
     /// (translation has already reported the conflict).
-    pub fn build(certs: &[TlsCertificate]) -> CertStore {
+    pub fn build(certs: &[TlsCertificate], client_auth: &[Arc<ClientAuth>]) -> CertStore {
         let mut store = CertStore::default();
         for c in certs {
             if c.hosts.is_empty() && store.default.is_none() {
                 store.default = Some(c.key.clone());
             }
             for host in &c.hosts {
-                let map = match host.strip_prefix("*.") {
-                    Some(rest) => (&mut store.wildcard, rest),
-                    None => (&mut store.exact, host.as_str()),
-                };
-                map.0.entry(map.1.into()).or_insert_with(|| c.key.clone());
+                store.certs.bind(host, &c.key);
+            }
+        }
+        for auth in client_auth {
+            for host in &auth.hosts {
+                store.client_auth.bind(host, auth);
             }
         }
         store
@@ -81,17 +154,23 @@ impl CertStore {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.exact.is_empty() && self.wildcard.is_empty()
+        self.certs.is_empty()
+    }
+
+    /// Whether any host asks for client certificates: when none does, the
+    /// proxy skips every per-request check.
+    pub fn has_client_auth(&self) -> bool {
+        !self.client_auth.is_empty()
+    }
+
+    /// The client authentication `server_name` asks for, if any.
+    pub fn client_auth(&self, server_name: &str) -> Option<&Arc<ClientAuth>> {
+        self.client_auth.get(server_name)
     }
 
     /// The certificate for `server_name` (already lower case, as rustls
     /// hands it over): an exact name, else a wildcard one label up.
     pub fn resolve(&self, server_name: &str) -> Option<Arc<CertifiedKey>> {
-        let name = server_name.strip_suffix('.').unwrap_or(server_name);
-        if let Some(k) = self.exact.get(name) {
-            return Some(k.clone());
-        }
-        let (_, parent) = name.split_once('.')?;
-        self.wildcard.get(parent).cloned()
+        self.certs.get(server_name).cloned()
     }
 }

@@ -26,6 +26,15 @@ pub(super) const PROXY_SSL_NAME: [&str; 2] = [
     "nginx.ingress.kubernetes.io/proxy-ssl-name",
 ];
 
+pub(super) const AUTH_TLS_SECRET: [&str; 2] = [
+    "sluicegate.io/auth-tls-secret",
+    "nginx.ingress.kubernetes.io/auth-tls-secret",
+];
+pub(super) const AUTH_TLS_VERIFY_CLIENT: [&str; 2] = [
+    "sluicegate.io/auth-tls-verify-client",
+    "nginx.ingress.kubernetes.io/auth-tls-verify-client",
+];
+
 /// The first of `names` the Ingress carries, with its value.
 pub(super) fn get<'i>(
     ingress: &'i Ingress,
@@ -137,4 +146,62 @@ pub(super) fn protocol(ctx: &mut Ctx<'_>, obj: Subject<'_>, ingress: &Ingress) -
         req.field = field(name);
     }
     req
+}
+
+/// The Secret named by a `namespace/name` or `name` annotation. Secrets
+/// are read from the Ingress's own namespace only: a reference elsewhere
+/// would let an Ingress author use Secrets they cannot read.
+fn secret_name(
+    ctx: &mut Ctx<'_>,
+    obj: Subject<'_>,
+    ingress: &Ingress,
+    names: [&'static str; 2],
+) -> Option<String> {
+    let (name, value) = get(ingress, names)?;
+    let (ns, secret) = value.trim().split_once('/').unwrap_or(("", value.trim()));
+    if !ns.is_empty() && ns != obj.key.namespace {
+        ctx.diags.report(
+            obj,
+            field(name),
+            Reason::Unsupported,
+            format!(
+                "Secret {value:?} is in another namespace; only Secrets in {:?} can be used",
+                obj.key.namespace
+            ),
+        );
+        return None;
+    }
+    (!secret.is_empty()).then(|| secret.to_owned())
+}
+
+/// Client certificate authentication from `auth-tls-secret` (its
+/// `ca.crt`) and `auth-tls-verify-client` (`on`, the default; `optional`;
+/// `off`): the Secret name and whether a certificate is optional.
+pub(super) fn client_auth(
+    ctx: &mut Ctx<'_>,
+    obj: Subject<'_>,
+    ingress: &Ingress,
+) -> Option<(String, bool, String)> {
+    let secret = secret_name(ctx, obj, ingress, AUTH_TLS_SECRET)?;
+    let secret_field = get(ingress, AUTH_TLS_SECRET).map_or_else(String::new, |(n, _)| field(n));
+    let optional = match get(ingress, AUTH_TLS_VERIFY_CLIENT) {
+        None => false,
+        Some((name, value)) => match value.trim() {
+            "on" | "true" => false,
+            "optional" => true,
+            "off" | "false" => return None,
+            other => {
+                ctx.diags.report(
+                    obj,
+                    field(name),
+                    Reason::Unsupported,
+                    format!(
+                        "{other:?} is not on, optional or off (optional_no_ca would pass unverified certificates); using on"
+                    ),
+                );
+                false
+            }
+        },
+    };
+    Some((secret, optional, secret_field))
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use super::diagnostics::{Kind, Reason, Subject};
 use super::protocol::ProtocolRequest;
 use super::state::ObjectKey;
-use super::{BackendField, Ctx, tls, validate};
+use super::{BackendField, Ctx, client_auth, tls, validate};
 use crate::api::{
     ApiRoute, BackendProtocol, HttpMethod, PathMatchType, RouteRule, ValueMatch, ValueMatchType,
 };
@@ -49,6 +49,11 @@ pub(super) fn translate(ctx: &mut Ctx<'_>, key: &ObjectKey, ar: &ApiRoute) {
             );
         } else {
             tls::bind(ctx, obj, "spec.tls.secretName", &t.secret_name, &hosts);
+            if let Some(auth) = &t.client_auth {
+                let field = "spec.tls.clientAuth.caSecretRef";
+                let (ca, optional) = (&auth.ca_secret_ref.name, auth.optional);
+                client_auth::bind(ctx, obj, field, ca, optional, &hosts);
+            }
         }
     }
     let rules = &ar.spec.routes;

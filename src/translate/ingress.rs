@@ -12,7 +12,7 @@ use k8s_openapi::api::networking::v1::{Ingress, IngressBackend, IngressSpec};
 use super::diagnostics::{Kind, Reason, Subject};
 use super::protocol::ProtocolRequest;
 use super::state::ObjectKey;
-use super::{BackendField, Ctx, annotations, tls, validate};
+use super::{BackendField, Ctx, annotations, client_auth, tls, validate};
 use crate::api::PortRef;
 use crate::routing::{BackendSpec, HostMatch, PathSpec, RouteSpec, Timeouts};
 
@@ -121,6 +121,18 @@ pub(super) fn translate(ctx: &mut Ctx<'_>, key: &ObjectKey, ingress: &Ingress) {
             Reason::InvalidSpec,
             "an Ingress needs rules or a defaultBackend",
         );
+    }
+    if let Some((ca, optional, field)) = annotations::client_auth(ctx, obj, ingress) {
+        let mut hosts: Vec<HostMatch> = spec
+            .rules
+            .iter()
+            .flatten()
+            .filter_map(|r| r.host.as_deref())
+            .filter_map(|h| validate::host(h).ok())
+            .collect();
+        hosts.sort();
+        hosts.dedup();
+        client_auth::bind(ctx, obj, &field, &ca, optional, &hosts);
     }
     for (i, secret, hosts) in &tls_entries {
         if let Some(secret) = secret {

@@ -38,6 +38,7 @@ mod annotations;
 mod apiroute;
 mod backends;
 mod class;
+mod client_auth;
 mod diagnostics;
 mod ingress;
 mod protocol;
@@ -58,7 +59,9 @@ pub use state::{ClusterState, ObjectKey, Store};
 pub use tls::certified_key;
 
 use crate::api::PortRef;
-use crate::routing::{BackendSpec, HostMatch, PathSpec, RouteSpec, TableSpec, TlsCertificate};
+use crate::routing::{
+    BackendSpec, ClientAuth, HostMatch, PathSpec, RouteSpec, TableSpec, TlsCertificate,
+};
 use backends::BackendResolver;
 use diagnostics::Subject;
 use protocol::ProtocolRequest;
@@ -103,6 +106,8 @@ pub fn translate(state: &ClusterState, opts: &TranslateOptions) -> Translation {
         default_backend_owner: None,
         tls: Vec::new(),
         tls_claims: HashMap::new(),
+        client_auth: Vec::new(),
+        client_auth_claims: HashMap::new(),
         text: String::new(),
     };
 
@@ -164,6 +169,7 @@ pub fn translate(state: &ClusterState, opts: &TranslateOptions) -> Translation {
             routes: ctx.routes,
             upstreams: ctx.resolver.finish(),
             tls: ctx.tls,
+            client_auth: ctx.client_auth,
         },
         diagnostics: ctx.diags,
     }
@@ -191,6 +197,9 @@ struct Ctx<'a> {
     tls: Vec<TlsCertificate>,
     /// Hosts with a certificate, with the object and Secret that bound it.
     tls_claims: HashMap<String, (Arc<str>, String)>,
+    /// Hosts that ask for client certificates, and who asked first.
+    client_auth: Vec<Arc<ClientAuth>>,
+    client_auth_claims: HashMap<String, Arc<str>>,
     /// Reused to format text before it is known to be needed, or before it
     /// is copied into its final allocation.
     text: String,
@@ -341,6 +350,8 @@ mod tests {
             default_backend_owner: None,
             tls: Vec::new(),
             tls_claims: HashMap::new(),
+            client_auth: Vec::new(),
+            client_auth_claims: HashMap::new(),
             text: String::new(),
         };
         for key in [ObjectKey::new("shop", "cart"), ObjectKey::new("", "global")] {

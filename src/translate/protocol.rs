@@ -248,7 +248,7 @@ fn build(
 }
 
 /// The certificates of a Secret's `ca.crt`.
-fn ca_roots(key: &ObjectKey, secret: Option<&Secret>) -> Result<RootCertStore, String> {
+pub(super) fn ca_roots(key: &ObjectKey, secret: Option<&Secret>) -> Result<RootCertStore, String> {
     if key.name.is_empty() {
         return Err("verification is on but no Secret with a ca.crt is named".to_owned());
     }

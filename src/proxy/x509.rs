@@ -1,0 +1,255 @@
+//! The subject of a client certificate as an RFC 4514 string
+//! (`CN=alice,O=Example`), the form ingress-nginx passes upstream in
+//! `ssl-client-subject-dn`.
+//!
+//! Only this one field is read, from a certificate the TLS layer has
+//! already verified, so a small DER walker does the job: a full X.509
+//! parser would add a large dependency tree for one string. Anything
+//! unexpected gives `None`, never a panic.
+
+use std::fmt::Write as _;
+
+/// A DER element: tag and contents.
+struct Tlv<'a> {
+    tag: u8,
+    body: &'a [u8],
+    /// The whole element, tag and length included.
+    raw: &'a [u8],
+}
+
+/// Splits the first element off `input`.
+fn next(input: &[u8]) -> Option<(Tlv<'_>, &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let len = rest[..n]
+            .iter()
+            .fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
+        (len, &rest[n..])
+    };
+    if rest.len() < len {
+        return None;
+    }
+    let header = input.len() - rest.len();
+    Some((
+        Tlv {
+            tag,
+            body: &rest[..len],
+            raw: &input[..header + len],
+        },
+        &rest[len..],
+    ))
+}
+
+/// The elements inside a constructed element.
+fn children(mut body: &[u8]) -> impl Iterator<Item = Tlv<'_>> {
+    std::iter::from_fn(move || {
+        let (tlv, rest) = next(body)?;
+        body = rest;
+        Some(tlv)
+    })
+}
+
+const SEQUENCE: u8 = 0x30;
+const SET: u8 = 0x31;
+const OID: u8 = 0x06;
+
+/// The subject distinguished name of a DER certificate.
+pub fn subject_dn(cert: &[u8]) -> Option<String> {
+    let (cert, _) = next(cert)?;
+    let tbs = children(cert.body).next().filter(|t| t.tag == SEQUENCE)?;
+    let mut fields = children(tbs.body).peekable();
+    // Optional explicit version, then serial, signature algorithm,
+    // issuer, validity, subject.
+    if fields.peek().is_some_and(|f| f.tag == 0xa0) {
+        fields.next();
+    }
+    let subject = fields.nth(4).filter(|t| t.tag == SEQUENCE)?;
+    let rdns: Vec<Tlv<'_>> = children(subject.body).collect();
+    let mut out = String::new();
+    // RFC 4514 writes the most specific RDN first: the reverse of the
+    // encoded order.
+    for (i, rdn) in rdns.iter().rev().enumerate() {
+        if rdn.tag != SET {
+            return None;
+        }
+        if i > 0 {
+            out.push(',');
+        }
+        for (j, atv) in children(rdn.body).enumerate() {
+            if j > 0 {
+                out.push('+');
+            }
+            let mut parts = children(atv.body);
+            let (oid, value) = (parts.next()?, parts.next()?);
+            if atv.tag != SEQUENCE || oid.tag != OID {
+                return None;
+            }
+            match (short_name(oid.body), text(&value)) {
+                (Some(name), Some(v)) => {
+                    out.push_str(name);
+                    out.push('=');
+                    escape(&v, &mut out);
+                }
+                _ => {
+                    dotted(oid.body, &mut out)?;
+                    out.push_str("=#");
+                    value.raw.iter().for_each(|b| {
+                        let _ = write!(out, "{b:02x}");
+                    });
+                }
+            }
+        }
+    }
+    Some(out)
+}
+
+/// Names RFC 4514 defines for attribute types.
+fn short_name(oid: &[u8]) -> Option<&'static str> {
+    const PILOT: [u8; 9] = [0x09, 0x92, 0x26, 0x89, 0x93, 0xf2, 0x2c, 0x64, 0x01];
+    match oid {
+        [0x55, 0x04, n] => Some(match n {
+            3 => "CN",
+            6 => "C",
+            7 => "L",
+            8 => "ST",
+            9 => "STREET",
+            10 => "O",
+            11 => "OU",
+            _ => return None,
+        }),
+        _ if oid.len() == 10 && oid[..9] == PILOT => match oid[9] {
+            0x19 => Some("DC"),
+            0x01 => Some("UID"),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// The text of a directory string, for the string types certificates use.
+fn text(value: &Tlv<'_>) -> Option<String> {
+    match value.tag {
+        // UTF8String, PrintableString, IA5String, TeletexString (read as
+        // Latin-1), UniversalString is rare and left to the hex form.
+        0x0c | 0x13 | 0x16 => std::str::from_utf8(value.body).ok().map(str::to_owned),
+        0x14 => Some(value.body.iter().map(|&b| char::from(b)).collect()),
+        // BMPString: UTF-16 big endian.
+        0x1e if value.body.len() % 2 == 0 => {
+            let units = value
+                .body
+                .chunks_exact(2)
+                .map(|c| u16::from_be_bytes([c[0], c[1]]));
+            char::decode_utf16(units)
+                .collect::<Result<String, _>>()
+                .ok()
+        }
+        _ => None,
+    }
+}
+
+/// Escapes a value as RFC 4514 requires; bytes outside printable ASCII
+/// are written as `\XX` so the result is always a valid header value.
+fn escape(value: &str, out: &mut String) {
+    let last = value.len().saturating_sub(1);
+    for (i, c) in value.char_indices() {
+        let special = matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';')
+            || (i == 0 && matches!(c, '#' | ' '))
+            || (i == last && c == ' ');
+        if special {
+            out.push('\\');
+            out.push(c);
+        } else if c.is_ascii_graphic() || c == ' ' {
+            out.push(c);
+        } else {
+            let mut buf = [0u8; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                let _ = write!(out, "\\{b:02X}");
+            }
+        }
+    }
+}
+
+/// Writes an OID in dotted-decimal form.
+fn dotted(oid: &[u8], out: &mut String) -> Option<()> {
+    let mut arcs = Vec::new();
+    let mut acc: u64 = 0;
+    for &b in oid {
+        acc = acc.checked_mul(128)? | u64::from(b & 0x7f);
+        if b & 0x80 == 0 {
+            arcs.push(acc);
+            acc = 0;
+        }
+    }
+    let first = *arcs.first()?;
+    let (a, b) = match first {
+        0..=39 => (0, first),
+        40..=79 => (1, first - 40),
+        _ => (2, first - 80),
+    };
+    let _ = write!(out, "{a}.{b}");
+    for arc in &arcs[1..] {
+        let _ = write!(out, ".{arc}");
+    }
+    Some(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cert_with(dn: rcgen::DistinguishedName) -> Vec<u8> {
+        let mut params = rcgen::CertificateParams::new(vec!["client.test".to_owned()]).unwrap();
+        params.distinguished_name = dn;
+        let key = rcgen::KeyPair::generate().unwrap();
+        params.self_signed(&key).unwrap().der().to_vec()
+    }
+
+    #[test]
+    fn subject_is_written_most_specific_first() {
+        let mut dn = rcgen::DistinguishedName::new();
+        dn.push(rcgen::DnType::CountryName, "DE");
+        dn.push(rcgen::DnType::OrganizationName, "Example, Inc.");
+        dn.push(rcgen::DnType::CommonName, "alice");
+        assert_eq!(
+            subject_dn(&cert_with(dn)).as_deref(),
+            Some("CN=alice,O=Example\\, Inc.,C=DE")
+        );
+    }
+
+    #[test]
+    fn unusual_values_are_escaped_into_header_safe_text() {
+        let mut dn = rcgen::DistinguishedName::new();
+        dn.push(rcgen::DnType::CommonName, " Zoë #1 ");
+        dn.push(
+            rcgen::DnType::CustomDnType(vec![1, 2, 3, 4]),
+            rcgen::DnValue::Utf8String("x".into()),
+        );
+        let dn = subject_dn(&cert_with(dn)).unwrap();
+        assert!(dn.starts_with("1.2.3.4=#0c0178,"), "{dn}");
+        assert!(dn.ends_with("CN=\\ Zo\\C3\\AB #1\\ "), "{dn}");
+        assert!(http::HeaderValue::from_str(&dn).is_ok());
+    }
+
+    #[test]
+    fn garbage_gives_none() {
+        for bad in [
+            &[][..],
+            &[0x30],
+            &[0x30, 0x84, 0xff, 0xff, 0xff, 0xff],
+            &[0x30, 0x03, 0x02, 0x01],
+        ] {
+            assert_eq!(subject_dn(bad), None);
+        }
+        let good = cert_with(rcgen::DistinguishedName::new());
+        for cut in 0..good.len() {
+            let _ = subject_dn(&good[..cut]);
+        }
+    }
+}
