@@ -455,3 +455,73 @@ async fn proxy_ssl_annotations_verify_and_present_a_certificate() {
     assert_eq!(r.header("x-client-cert"), Some("true"));
     gw.shutdown().await;
 }
+
+/// A WebSocket echo server over TLS that offers `h2` and `http/1.1` by
+/// ALPN but speaks only HTTP/1.1: an upgrade works only if the proxy asks
+/// for HTTP/1.1.
+async fn wss_echo_backend(config: Arc<rustls::ServerConfig>) -> ProtoBackend {
+    use futures_util::{SinkExt, StreamExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let config = config.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = tokio_rustls::TlsAcceptor::from(config).accept(stream).await else {
+                    return;
+                };
+                let Ok(mut ws) = tokio_tungstenite::accept_async(tls).await else {
+                    return;
+                };
+                while let Some(Ok(msg)) = ws.next().await {
+                    if msg.is_text() && ws.send(msg).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    ProtoBackend { addr, task }
+}
+
+#[tokio::test]
+async fn websocket_upgrades_reach_https_backends_over_http1() {
+    use futures_util::{SinkExt, StreamExt};
+    let ca = Ca::new("upstream CA");
+    let cert = ca.issue(&["ws.internal"], "ws.internal");
+    let backend = wss_echo_backend(server_config(&cert, None, &[b"h2", b"http/1.1"])).await;
+    let mut m = service_at("secure", backend.addr, None);
+    m += &secret("upstream-ca", "Opaque", &[("ca.crt", &ca.pem)]);
+    m += r#"---
+apiVersion: sluicegate.io/v1alpha1
+kind: ApiRoute
+metadata: {name: wss, namespace: default}
+spec:
+  hosts: ["wss.test"]
+  routes:
+  - name: all
+    websocket: true
+    backends:
+    - serviceName: secure
+      servicePort: 80
+      protocol: HTTPS
+      tls: {caSecretRef: {name: upstream-ca}, sni: ws.internal}
+"#;
+    let gw = TestGateway::start(&m).await;
+    for _ in 0..2 {
+        let stream = TcpStream::connect(gw.http()).await.unwrap();
+        let (mut ws, resp) = tokio_tungstenite::client_async("ws://wss.test/chat", stream)
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
+        for i in 0..5 {
+            let text = format!("hello {i}");
+            ws.send(tokio_tungstenite::tungstenite::Message::text(text.clone()))
+                .await
+                .unwrap();
+            let got = ws.next().await.unwrap().unwrap();
+            assert_eq!(got.into_text().unwrap().as_str(), text);
+        }
+    }
+    gw.shutdown().await;
+}

@@ -119,6 +119,10 @@ pub struct UpstreamTls {
     pub name: ServerName<'static>,
     #[serde(skip)]
     pub config: Arc<rustls::ClientConfig>,
+    /// The same, offering only HTTP/1.1 by ALPN: for protocol upgrades
+    /// (WebSocket), which HTTP/2 connections cannot carry.
+    #[serde(skip)]
+    pub config_http1: Arc<rustls::ClientConfig>,
     /// Identifies the configuration's content (names, CA and client
     /// certificate), so equal settings share connections across tables.
     #[serde(skip)]

@@ -229,6 +229,8 @@ fn build(
         Some(k) => builder.with_client_cert_resolver(Arc::new(ClientCert(k))),
         None => builder.with_no_client_auth(),
     };
+    let mut config_http1 = config.clone();
+    config_http1.alpn_protocols = vec![b"http/1.1".to_vec()];
     config.alpn_protocols = match protocol {
         Protocol::Https => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
         _ => vec![b"h2".to_vec()],
@@ -242,6 +244,7 @@ fn build(
         client_certificate_secret: client.map(|(k, _)| format!("{}/{}", k.namespace, k.name)),
         name,
         config: Arc::new(config),
+        config_http1: Arc::new(config_http1),
         id,
     };
     (Arc::new(tls), problems.into())

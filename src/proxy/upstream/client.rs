@@ -131,6 +131,7 @@ async fn connect(
     addr: SocketAddr,
     proto: &BackendProtocol,
     deadlines: &Deadlines,
+    upgrade: bool,
 ) -> Result<Sender, ProxyError> {
     let timeout = deadlines.connect;
     let open = async {
@@ -145,7 +146,12 @@ async fn connect(
                 .await
                 .map_err(|e| upstream(UpstreamError::Hyper(e))),
             Some(tls) => {
-                let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
+                let config = if upgrade {
+                    &tls.config_http1
+                } else {
+                    &tls.config
+                };
+                let connector = tokio_rustls::TlsConnector::from(config.clone());
                 let stream = connector
                     .connect(tls.name.clone(), tcp)
                     .await
@@ -198,11 +204,14 @@ pub async fn send(
     deadlines: Deadlines,
     client_upgrade: Option<OnUpgrade>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
-    let key = (proto.id, addr);
+    // Upgrades need HTTP/1.1 connections, kept apart from those on which
+    // the backend may have chosen HTTP/2.
+    let upgrade = client_upgrade.is_some();
+    let key = (proto.id ^ u64::from(upgrade), addr);
     let exchange = async {
         let sender = match clients.take(key, deadlines.started) {
             Some(s) => s,
-            None => connect(addr, proto, &deadlines).await?,
+            None => connect(addr, proto, &deadlines, upgrade).await?,
         };
         let http2 = matches!(sender, Sender::H2(_));
         let req = request(head, proto, addr, body, http2)?;
