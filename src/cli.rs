@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::api::Duration;
 use crate::controller::{ControllerConfig, Publish};
 use crate::gateway::GatewayConfig;
+use crate::plugins::limit::redis::RedisTarget;
 use crate::proxy::{PoolConfig, ProxySettings};
 use crate::source::kube::WatchScope;
 use crate::status::lease::{LeaseConfig, LeaseConfigError};
@@ -235,6 +236,20 @@ pub struct GatewayArgs {
     /// matches their SNI; a self-signed one otherwise.
     #[arg(long, env = "SLUICEGATE_DEFAULT_CERTIFICATE", value_parser = parse_namespaced)]
     pub default_certificate: Option<(String, String)>,
+    /// PluginConfig (NAMESPACE/NAME) whose plugins run on every route.
+    #[arg(long, env = "SLUICEGATE_GLOBAL_PLUGIN_CONFIG", value_parser = parse_namespaced)]
+    pub global_plugin_config: Option<(String, String)>,
+    /// Redis for rate limits shared by replicas (`policy: Redis`), e.g.
+    /// `redis://redis:6379`; several comma-separated URLs for a cluster.
+    #[arg(long, env = "SLUICEGATE_REDIS_URL", value_parser = parse_redis_urls)]
+    pub redis_url: Option<String>,
+    /// The Redis of --redis-url is a Redis Cluster.
+    #[arg(long, env = "SLUICEGATE_REDIS_CLUSTER")]
+    pub redis_cluster: bool,
+    /// Password for --redis-url (better set through the environment, from
+    /// a Secret).
+    #[arg(long, env = "SLUICEGATE_REDIS_PASSWORD", hide_env_values = true)]
+    pub redis_password: Option<String>,
     /// Address of the admin server (/healthz, /readyz, /routes, /metrics).
     #[arg(long, env = "SLUICEGATE_ADMIN_ADDR", default_value = "0.0.0.0:9180")]
     pub admin_addr: SocketAddr,
@@ -272,6 +287,10 @@ pub struct GatewayArgs {
     pub shutdown_grace: Duration,
 }
 
+fn parse_redis_urls(text: &str) -> Result<String, String> {
+    RedisTarget::parse(text, true, None).map(|_| text.to_owned())
+}
+
 impl GatewayArgs {
     pub fn config(&self) -> GatewayConfig {
         GatewayConfig {
@@ -302,6 +321,14 @@ impl GatewayArgs {
                     .default_certificate
                     .as_ref()
                     .map(|(ns, name)| ObjectKey::new(ns.clone(), name.clone())),
+                global_plugins: self
+                    .global_plugin_config
+                    .as_ref()
+                    .map(|(ns, name)| ObjectKey::new(ns.clone(), name.clone())),
+                redis: self.redis_url.as_ref().and_then(|urls| {
+                    let cluster = self.redis_cluster || urls.contains(',');
+                    RedisTarget::parse(urls, cluster, self.redis_password.clone()).ok()
+                }),
             },
         }
     }

@@ -12,6 +12,7 @@ pub mod controller;
 pub mod demo;
 pub mod gateway;
 pub mod metrics;
+pub mod plugins;
 pub mod proxy;
 pub mod routing;
 pub mod source;

@@ -17,6 +17,9 @@ use metrics::{Counter, Histogram};
 
 /// Requests answered, by `route` and `status` class (`2xx`...).
 pub const REQUESTS_TOTAL: &str = "sluicegate_requests_total";
+/// Counter: requests a plugin answered itself (rate limits, auth), by
+/// `route` and `plugin`.
+pub const PLUGIN_REJECTIONS: &str = "sluicegate_plugin_rejections_total";
 /// Time from receiving the request head to sending the response head.
 pub const REQUEST_DURATION: &str = "sluicegate_request_duration_seconds";
 /// Route tables published since start.

@@ -11,7 +11,10 @@ mod plugins;
 pub use apiroute::*;
 pub use common::{Duration, DurationError, LocalObjectRef, PortRef};
 pub use pluginconfig::*;
-pub use plugins::Plugins;
+pub use plugins::{
+    KeyType, LimitCommon, LimitConn, LimitCount, LimitPolicy, LimitReq, Plugins, RateLimitKey,
+    RedisSettings, WindowType,
+};
 
 /// The API group of Sluicegate's custom resources.
 pub const GROUP: &str = "sluicegate.io";

@@ -20,7 +20,13 @@ pub enum ResponseBody {
     /// Streamed from a backend reached through hyper's client (TLS,
     /// HTTP/2), trailers included.
     Hyper(hyper::body::Incoming),
+    /// Another body, with what must be held until it is finished (a
+    /// rate limiter's in-flight slot).
+    Guarded(Box<ResponseBody>, Guards),
 }
+
+/// Held for as long as a response body is being sent.
+pub type Guards = Box<[Box<dyn std::any::Any + Send + Sync>]>;
 
 impl ResponseBody {
     pub fn full(bytes: impl Into<Bytes>) -> Self {
@@ -44,6 +50,7 @@ impl Body for ResponseBody {
             ResponseBody::Upstream(b) => Pin::new(b.as_mut()).poll_frame(cx),
             ResponseBody::Full(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
             ResponseBody::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(UpstreamError::Hyper),
+            ResponseBody::Guarded(b, _) => Pin::new(b.as_mut()).poll_frame(cx),
         }
     }
 
@@ -52,6 +59,7 @@ impl Body for ResponseBody {
             ResponseBody::Upstream(b) => b.is_end_stream(),
             ResponseBody::Full(b) => b.is_none(),
             ResponseBody::Hyper(b) => b.is_end_stream(),
+            ResponseBody::Guarded(b, _) => b.is_end_stream(),
         }
     }
 
@@ -61,6 +69,7 @@ impl Body for ResponseBody {
             ResponseBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             ResponseBody::Full(None) => SizeHint::with_exact(0),
             ResponseBody::Hyper(b) => b.size_hint(),
+            ResponseBody::Guarded(b, _) => b.size_hint(),
         }
     }
 }

@@ -11,11 +11,13 @@ use hyper::body::Incoming;
 use tracing::{debug, warn};
 
 use super::ProxySettings;
+use super::body::Guards;
 use super::body::ResponseBody;
 use super::error::ProxyError;
 use super::headers::{self, ClientInfo, RequestHead};
 use super::upstream::{self, Clients, Deadlines, Pool};
-use crate::metrics::RouteMetrics;
+use crate::metrics::{PLUGIN_REJECTIONS, RouteMetrics};
+use crate::plugins::{Outcome, RequestCtx};
 use crate::routing::{ClientAuth, RequestView, Route, RouteTable, normalize_host, normalize_path};
 
 /// What every worker shares: the live table and the settings.
@@ -46,6 +48,8 @@ struct Matched {
     /// Whether some host of the table asks for client certificates, and
     /// the setting of this request's host, if it does.
     client_auth: Option<Option<Arc<ClientAuth>>>,
+    /// The normalized host, kept only for routes with plugins.
+    host: Option<Box<str>>,
 }
 
 static SSL_CLIENT_VERIFY: HeaderName = HeaderName::from_static("ssl-client-verify");
@@ -84,6 +88,18 @@ impl Worker {
                 .record(resp.status().as_u16(), start.elapsed(), start);
             return resp;
         }
+        let mut extra = None;
+        if !route.plugins.is_empty() {
+            match run_plugins(&route, &matched, &req, client).await {
+                Ok(done) => extra = Some(done),
+                Err(resp) => {
+                    route
+                        .metrics
+                        .record(resp.status().as_u16(), start.elapsed(), start);
+                    return resp;
+                }
+            }
+        }
         let mut resp = match self.forward(matched, req, client, start).await {
             Ok(resp) => resp,
             Err(e) => {
@@ -91,6 +107,12 @@ impl Worker {
                 e.to_response()
             }
         };
+        if let Some((headers, guards)) = extra {
+            resp.headers_mut().extend(headers);
+            if !guards.is_empty() {
+                resp = resp.map(|body| ResponseBody::Guarded(Box::new(body), guards));
+            }
+        }
         if client.tls
             && let Some(hsts) = &self.shared.settings.hsts
         {
@@ -136,6 +158,7 @@ impl Worker {
             .then(|| certs.client_auth(host).cloned());
         drop(table);
         Ok(Matched {
+            host: (!route.plugins.is_empty()).then(|| host.into()),
             route,
             client_auth,
             normalized: match path {
@@ -202,6 +225,58 @@ impl Worker {
             }
         }
     }
+}
+
+/// Runs the route's plugins on the request. Returns the headers to add
+/// to the response and what must be held until it is sent, or the answer
+/// a plugin gave instead.
+async fn run_plugins(
+    route: &Route,
+    matched: &Matched,
+    req: &Request<Incoming>,
+    client: &ClientInfo,
+) -> Result<(http::HeaderMap, Guards), Response<ResponseBody>> {
+    let path = matched
+        .normalized
+        .as_deref()
+        .unwrap_or_else(|| req.uri().path());
+    let mut ctx = RequestCtx {
+        client_ip: client.ip.as_bytes(),
+        host: matched.host.as_deref().unwrap_or(""),
+        path,
+        query: req.uri().query(),
+        headers: req.headers(),
+        route: &route.name,
+        consumer: None,
+        response_headers: http::HeaderMap::new(),
+        guards: Vec::new(),
+    };
+    for plugin in route.plugins.iter() {
+        let rejected = match plugin.request(&mut ctx) {
+            Outcome::Continue => continue,
+            Outcome::Reject(r) => r,
+            Outcome::Wait(pending) => match pending.await {
+                Ok(headers) => {
+                    ctx.response_headers.extend(headers);
+                    continue;
+                }
+                Err(r) => *r,
+            },
+        };
+        metrics::counter!(
+            PLUGIN_REJECTIONS,
+            "route" => route.name.to_string(),
+            "plugin" => plugin.name()
+        )
+        .increment(1);
+        let mut resp = Response::new(ResponseBody::full(rejected.body));
+        *resp.status_mut() = rejected.status;
+        let headers = resp.headers_mut();
+        headers.extend(ctx.response_headers);
+        headers.extend(rejected.headers);
+        return Err(resp);
+    }
+    Ok((ctx.response_headers, ctx.guards.into_boxed_slice()))
 }
 
 /// Whether a request may reach a host that asks for client certificates:

@@ -136,6 +136,19 @@ pub struct RouteSpec {
     /// over HTTPS instead of being forwarded.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub https_redirect: Option<u16>,
+    /// Plugins in execution order.
+    #[serde(skip_serializing_if = "Vec::is_empty", serialize_with = "plugins")]
+    pub plugins: Vec<Arc<dyn crate::plugins::Plugin>>,
+}
+
+fn plugins<S: Serializer>(
+    list: &[Arc<dyn crate::plugins::Plugin>],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_seq(
+        list.iter()
+            .map(|p| serde_json::json!({ "name": p.name(), "settings": p.describe() })),
+    )
 }
 
 /// A weighted reference to an upstream.

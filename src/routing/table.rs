@@ -45,6 +45,8 @@ pub struct Route {
     /// Redirect status for plain-HTTP requests, when they go to HTTPS.
     pub https_redirect: Option<http::StatusCode>,
     pub metrics: RouteMetrics,
+    /// Plugins in execution order.
+    pub plugins: Box<[Arc<dyn crate::plugins::Plugin>]>,
 }
 
 impl Route {
@@ -84,6 +86,7 @@ impl Route {
                 .https_redirect
                 .and_then(|c| http::StatusCode::from_u16(c).ok()),
             metrics: RouteMetrics::new(spec.name.clone()),
+            plugins: spec.plugins.clone().into_boxed_slice(),
         }
     }
 

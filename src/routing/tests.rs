@@ -40,6 +40,7 @@ fn route(name: &str) -> RouteBuilder {
         timeouts: Timeouts::default(),
         websocket: false,
         https_redirect: None,
+        plugins: Vec::new(),
     })
 }
 

@@ -157,7 +157,7 @@ impl Watched for EndpointSlice {
 }
 
 /// The Secret values translation reads; the rest is dropped on arrival.
-const SECRET_KEYS: [&str; 3] = ["tls.crt", "tls.key", "ca.crt"];
+const SECRET_KEYS: [&str; 4] = ["tls.crt", "tls.key", "ca.crt", "redis-password"];
 
 impl Watched for Secret {
     const KIND: Kind = Kind::Secret;
@@ -167,8 +167,9 @@ impl Watched for Secret {
     fn store(state: &mut ClusterState) -> &mut Store<Self> {
         &mut state.secrets
     }
-    /// Only the values Sluicegate reads are kept (certificates, keys and
-    /// CA bundles); every other value, and annotations, are dropped.
+    /// Only the values Sluicegate reads are kept (certificates, keys, CA
+    /// bundles and Redis passwords); every other value, and annotations,
+    /// are dropped.
     fn strip(&mut self) {
         self.metadata.managed_fields = None;
         self.metadata.annotations = None;

@@ -7,6 +7,7 @@ use k8s_openapi::api::networking::v1::Ingress;
 use super::Ctx;
 use super::diagnostics::{Reason, Subject};
 use super::protocol::ProtocolRequest;
+use crate::api::{LimitConn, LimitReq, Plugins};
 use crate::routing::Protocol;
 
 pub(super) const BACKEND_PROTOCOL: [&str; 2] = [
@@ -33,6 +34,23 @@ pub(super) const AUTH_TLS_SECRET: [&str; 2] = [
 pub(super) const AUTH_TLS_VERIFY_CLIENT: [&str; 2] = [
     "sluicegate.io/auth-tls-verify-client",
     "nginx.ingress.kubernetes.io/auth-tls-verify-client",
+];
+
+pub(super) const LIMIT_RPS: [&str; 2] = [
+    "sluicegate.io/limit-rps",
+    "nginx.ingress.kubernetes.io/limit-rps",
+];
+pub(super) const LIMIT_RPM: [&str; 2] = [
+    "sluicegate.io/limit-rpm",
+    "nginx.ingress.kubernetes.io/limit-rpm",
+];
+pub(super) const LIMIT_CONNECTIONS: [&str; 2] = [
+    "sluicegate.io/limit-connections",
+    "nginx.ingress.kubernetes.io/limit-connections",
+];
+pub(super) const LIMIT_BURST_MULTIPLIER: [&str; 2] = [
+    "sluicegate.io/limit-burst-multiplier",
+    "nginx.ingress.kubernetes.io/limit-burst-multiplier",
 ];
 
 /// The first of `names` the Ingress carries, with its value.
@@ -204,4 +222,73 @@ pub(super) fn client_auth(
         },
     };
     Some((secret, optional, secret_field))
+}
+
+/// A positive whole number annotation, or a diagnostic.
+fn count(
+    ctx: &mut Ctx<'_>,
+    obj: Subject<'_>,
+    ingress: &Ingress,
+    names: [&'static str; 2],
+) -> Option<u64> {
+    let (name, value) = get(ingress, names)?;
+    match value.trim().parse::<u64>() {
+        Ok(n) if n > 0 => Some(n),
+        _ => {
+            ctx.diags.report(
+                obj,
+                field(name),
+                Reason::InvalidSpec,
+                format!("{value:?} is not a positive whole number; ignored"),
+            );
+            None
+        }
+    }
+}
+
+/// Rate limits from the ingress-nginx annotations, per client address and
+/// shared by every path of the Ingress, as ingress-nginx does:
+/// `limit-rps` / `limit-rpm` become `limitReq` with a burst of
+/// `limit-burst-multiplier` (default 5) times the rate, served without
+/// delay; `limit-connections` becomes `limitConn`. Refused requests get
+/// 429.
+pub(super) fn rate_limits(
+    ctx: &mut Ctx<'_>,
+    obj: Subject<'_>,
+    ingress: &Ingress,
+) -> Option<Plugins> {
+    let rps = count(ctx, obj, ingress, LIMIT_RPS);
+    let rpm = count(ctx, obj, ingress, LIMIT_RPM);
+    let conns = count(ctx, obj, ingress, LIMIT_CONNECTIONS);
+    let multiplier = count(ctx, obj, ingress, LIMIT_BURST_MULTIPLIER).unwrap_or(5);
+    if let (Some(_), Some((name, _))) = (rps, get(ingress, LIMIT_RPM)) {
+        ctx.diags.report(
+            obj,
+            field(name),
+            Reason::Unsupported,
+            "limit-rps and limit-rpm together: only limit-rps applies",
+        );
+    }
+    let (rate, burst) = match (rps, rpm) {
+        (Some(n), _) => (Some(n as f64), (n * multiplier) as f64),
+        (None, Some(n)) => (Some(n as f64 / 60.0), (n * multiplier) as f64),
+        (None, None) => (None, 0.0),
+    };
+    let plugins = Plugins {
+        limit_req: rate.map(|rate| LimitReq {
+            rate,
+            burst,
+            nodelay: true,
+            key: Default::default(),
+            common: Default::default(),
+        }),
+        limit_conn: conns.map(|conn| LimitConn {
+            conn,
+            burst: 0,
+            key: Default::default(),
+            common: Default::default(),
+        }),
+        limit_count: None,
+    };
+    (!plugins.is_empty()).then_some(plugins)
 }

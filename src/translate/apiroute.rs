@@ -11,7 +11,7 @@ use std::sync::Arc;
 use super::diagnostics::{Kind, Reason, Subject};
 use super::protocol::ProtocolRequest;
 use super::state::ObjectKey;
-use super::{BackendField, Ctx, client_auth, tls, validate};
+use super::{BackendField, Ctx, client_auth, plugins, tls, validate};
 use crate::api::{
     ApiRoute, BackendProtocol, HttpMethod, PathMatchType, RouteRule, ValueMatch, ValueMatchType,
 };
@@ -108,7 +108,20 @@ pub(super) fn translate(ctx: &mut Ctx<'_>, key: &ObjectKey, ar: &ApiRoute) {
             &source,
             ar.spec.tls.is_some(),
         ) {
-            Ok(r) => {
+            Ok(mut r) => {
+                let owner = r.name.clone();
+                let sources = plugins::RoutePlugins {
+                    inline: rule
+                        .plugins
+                        .as_ref()
+                        .map(|p| (p, format!("spec.routes[{i}].plugins"))),
+                    reference: rule.plugin_config_ref.as_ref().map(|r| r.name.as_str()),
+                    owner: &owner,
+                };
+                match plugins::for_route(ctx, obj, sources) {
+                    Ok(list) => r.plugins = list,
+                    Err(()) => continue,
+                }
                 ctx.claim(obj, || format!("spec.routes[{i}]"), &r);
                 ctx.routes.push(r);
             }
@@ -265,6 +278,7 @@ fn route(
         timeouts,
         websocket: rule.websocket,
         https_redirect: https_redirect(rule, has_tls),
+        plugins: Vec::new(),
     })
 }
 

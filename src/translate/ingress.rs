@@ -12,7 +12,7 @@ use k8s_openapi::api::networking::v1::{Ingress, IngressBackend, IngressSpec};
 use super::diagnostics::{Kind, Reason, Subject};
 use super::protocol::ProtocolRequest;
 use super::state::ObjectKey;
-use super::{BackendField, Ctx, annotations, client_auth, tls, validate};
+use super::{BackendField, Ctx, annotations, client_auth, plugins, tls, validate};
 use crate::api::PortRef;
 use crate::routing::{BackendSpec, HostMatch, PathSpec, RouteSpec, Timeouts};
 
@@ -31,6 +31,17 @@ pub(super) fn translate(ctx: &mut Ctx<'_>, key: &ObjectKey, ingress: &Ingress) {
     let policy = redirect_policy(ctx, obj, ingress);
     let tls_entries = tls_entries(ctx, obj, spec);
     let proto = annotations::protocol(ctx, obj, ingress);
+    let limits = annotations::rate_limits(ctx, obj, ingress);
+    let sources = plugins::RoutePlugins {
+        inline: limits
+            .as_ref()
+            .map(|p| (p, "metadata.annotations".to_owned())),
+        reference: None,
+        owner: &name,
+    };
+    let Ok(plugin_list) = plugins::for_route(ctx, obj, sources) else {
+        return;
+    };
     let route = |hosts, paths, backends, fallback, https_redirect| RouteSpec {
         name: name.clone(),
         source: source.clone(),
@@ -45,6 +56,7 @@ pub(super) fn translate(ctx: &mut Ctx<'_>, key: &ObjectKey, ingress: &Ingress) {
         timeouts: Timeouts::default(),
         websocket: true,
         https_redirect,
+        plugins: plugin_list.clone(),
     };
 
     for (i, rule) in spec.rules.iter().flatten().enumerate() {

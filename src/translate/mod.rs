@@ -41,6 +41,7 @@ mod class;
 mod client_auth;
 mod diagnostics;
 mod ingress;
+mod plugins;
 mod protocol;
 mod state;
 mod tls;
@@ -75,6 +76,11 @@ pub struct TranslateOptions {
     pub watch_ingress_without_class: bool,
     /// The Secret whose certificate clients get when no other matches.
     pub default_certificate: Option<ObjectKey>,
+    /// The PluginConfig whose plugins run on every route.
+    pub global_plugins: Option<ObjectKey>,
+    /// Redis for rate limiters with `policy: Redis` and no settings of
+    /// their own.
+    pub redis: Option<crate::plugins::limit::redis::RedisTarget>,
 }
 
 impl Default for TranslateOptions {
@@ -83,6 +89,8 @@ impl Default for TranslateOptions {
             ingress_class: "sluicegate".to_owned(),
             watch_ingress_without_class: false,
             default_certificate: None,
+            global_plugins: None,
+            redis: None,
         }
     }
 }
@@ -108,8 +116,11 @@ pub fn translate(state: &ClusterState, opts: &TranslateOptions) -> Translation {
         tls_claims: HashMap::new(),
         client_auth: Vec::new(),
         client_auth_claims: HashMap::new(),
+        plugins: plugins::PluginSets::default(),
+        redis: opts.redis.as_ref(),
         text: String::new(),
     };
+    plugins::prepare(&mut ctx, opts);
 
     // Oldest objects first: ties in precedence go to whoever came first.
     enum Obj<'a> {
@@ -200,6 +211,8 @@ struct Ctx<'a> {
     /// Hosts that ask for client certificates, and who asked first.
     client_auth: Vec<Arc<ClientAuth>>,
     client_auth_claims: HashMap<String, Arc<str>>,
+    plugins: plugins::PluginSets,
+    redis: Option<&'a crate::plugins::limit::redis::RedisTarget>,
     /// Reused to format text before it is known to be needed, or before it
     /// is copied into its final allocation.
     text: String,
@@ -352,6 +365,8 @@ mod tests {
             tls_claims: HashMap::new(),
             client_auth: Vec::new(),
             client_auth_claims: HashMap::new(),
+            plugins: plugins::PluginSets::default(),
+            redis: None,
             text: String::new(),
         };
         for key in [ObjectKey::new("shop", "cart"), ObjectKey::new("", "global")] {

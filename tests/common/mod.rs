@@ -328,3 +328,28 @@ impl Conn {
 pub async fn admin_get(gw: &TestGateway, path: &str) -> Reply {
     get(gw.admin(), "admin", path).await
 }
+
+/// An ApiRoute `name` in namespace default for host `name.test` with the given plugin block
+/// (YAML flow map) and, optionally, a pluginConfigRef.
+pub fn limited_route(name: &str, plugins: &str, reference: Option<&str>) -> String {
+    let reference = reference.map_or(String::new(), |r| {
+        format!("\n    pluginConfigRef: {{name: {r}}}")
+    });
+    let plugins = if plugins.is_empty() {
+        String::new()
+    } else {
+        format!("\n    plugins: {plugins}")
+    };
+    format!(
+        r#"---
+apiVersion: sluicegate.io/v1alpha1
+kind: ApiRoute
+metadata: {{name: {name}, namespace: default}}
+spec:
+  hosts: ["{name}.test"]
+  routes:
+  - name: all
+    backends: [{{serviceName: app, servicePort: 80}}]{reference}{plugins}
+"#
+    )
+}

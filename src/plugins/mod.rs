@@ -1,0 +1,199 @@
+//! Plugins that run inside the proxy, one module per plugin.
+//!
+//! A plugin's configuration is a typed field of [`crate::api::Plugins`];
+//! translation turns it into a runtime object once per table (see
+//! [`build`]), so a request never parses or validates configuration.
+//! Runtime state (counters, buckets) lives in [`shared_state`], keyed by
+//! what owns it and by a fingerprint of the settings: a new table with the
+//! same settings keeps the counters, changed settings start fresh.
+//!
+//! # Execution order
+//!
+//! For each request, after the route is matched and before the upstream
+//! is chosen, plugins run by descending priority (APISIX's numbers, so the
+//! order is familiar): `limitConn` (1003), `limitCount` (1002), `limitReq`
+//! (1001). Global plugins (`--global-plugin-config`) run before the
+//! route's own at equal priority. The first plugin that answers ends the
+//! request; headers plugins add (`X-RateLimit-*`) go on whatever response
+//! the client gets.
+
+pub mod limit;
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::hash::{BuildHasher, Hasher};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
+
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode};
+
+use crate::api::Plugins;
+
+/// What a plugin sees of a request.
+pub struct RequestCtx<'a> {
+    /// The client's address as text (the connection's peer).
+    pub client_ip: &'a [u8],
+    /// Normalized host, without port.
+    pub host: &'a str,
+    pub path: &'a str,
+    pub query: Option<&'a str>,
+    pub headers: &'a HeaderMap,
+    /// The matched route's name.
+    pub route: &'a str,
+    /// Who an authentication plugin identified; rate limiters can key by it.
+    pub consumer: Option<Arc<str>>,
+    /// Headers added to the response the client gets, whatever it is.
+    pub response_headers: HeaderMap,
+    /// Held until the response body is finished (in-flight accounting).
+    pub guards: Vec<Box<dyn Any + Send + Sync>>,
+}
+
+/// An answer a plugin gives instead of forwarding the request.
+#[derive(Debug, Clone)]
+pub struct Rejection {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// A plugin's work that has to wait (a Redis round trip, a delay).
+pub type Pending<'s> = Pin<Box<dyn Future<Output = Result<HeaderMap, Box<Rejection>>> + Send + 's>>;
+
+/// What the request phase decided.
+pub enum Outcome<'s> {
+    /// Go on to the next plugin, then the upstream.
+    Continue,
+    /// Answer the client with this instead.
+    Reject(Rejection),
+    /// Decide after waiting; the headers are added to the response.
+    Wait(Pending<'s>),
+}
+
+/// A runtime plugin.
+pub trait Plugin: Send + Sync + fmt::Debug {
+    /// The name of its field in the plugin block (`limitCount`).
+    fn name(&self) -> &'static str;
+    /// Higher runs first.
+    fn priority(&self) -> i32;
+    /// The request phase: continue, answer, or wait and then decide.
+    fn request<'s>(&'s self, ctx: &mut RequestCtx<'_>) -> Outcome<'s>;
+    /// The response phase: may change the status and headers of the
+    /// upstream's response before the client sees it.
+    fn response(&self, _ctx: &RequestCtx<'_>, _status: &mut StatusCode, _headers: &mut HeaderMap) {}
+    /// The settings as configured, for the `/routes` view.
+    fn describe(&self) -> serde_json::Value;
+}
+
+/// Why a plugin configuration cannot be used: the field (relative to the
+/// plugin block, e.g. `limitReq.rate`) and the reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct ConfigError {
+    pub field: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Who owns a plugin instance's state: a route, a `group` shared by
+/// routes, or the global configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Owner(pub Arc<str>);
+
+/// Turns a plugin block into runtime plugins, ordered by priority. Every
+/// problem is returned, so that one diagnostic run shows them all.
+pub fn build(
+    plugins: &Plugins,
+    owner: &Owner,
+    env: &BuildEnv<'_>,
+) -> Result<Vec<Arc<dyn Plugin>>, Vec<ConfigError>> {
+    let mut out: Vec<Arc<dyn Plugin>> = Vec::new();
+    let mut errors = Vec::new();
+    let mut add = |r: Result<Arc<dyn Plugin>, ConfigError>| match r {
+        Ok(p) => out.push(p),
+        Err(e) => errors.push(e),
+    };
+    if let Some(c) = &plugins.limit_conn {
+        add(limit::LimitConnPlugin::build(c, owner, env));
+    }
+    if let Some(c) = &plugins.limit_count {
+        add(limit::LimitCountPlugin::build(c, owner, env));
+    }
+    if let Some(c) = &plugins.limit_req {
+        add(limit::LimitReqPlugin::build(c, owner, env));
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    sort(&mut out);
+    Ok(out)
+}
+
+/// Orders plugins by descending priority; equal priorities keep their
+/// order (global before route).
+pub fn sort(plugins: &mut [Arc<dyn Plugin>]) {
+    plugins.sort_by_key(|p| std::cmp::Reverse(p.priority()));
+}
+
+/// What building a plugin may read besides its own settings.
+pub struct BuildEnv<'a> {
+    /// Namespace of the object that configures the plugin (groups and
+    /// Secrets are looked up there).
+    pub namespace: &'a str,
+    /// The Redis settings given on the command line, for `policy: Redis`
+    /// without its own.
+    pub redis: Option<&'a limit::redis::RedisTarget>,
+    /// Secret values by name in `namespace`, for Redis passwords.
+    pub secret: &'a dyn Fn(&str, &str) -> Option<Vec<u8>>,
+}
+
+/// State kept per owner and settings fingerprint, shared by every table
+/// that holds it and dropped when none does.
+pub fn shared_state<T: Any + Send + Sync>(
+    owner: &Owner,
+    fingerprint: u64,
+    make: impl FnOnce() -> T,
+) -> Arc<T> {
+    type Map = HashMap<(Owner, u64), Weak<dyn Any + Send + Sync>>;
+    static STATES: OnceLock<Mutex<(Map, usize)>> = OnceLock::new();
+    let mut guard = STATES
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    let (map, pruned_at) = &mut *guard;
+    let key = (owner.clone(), fingerprint);
+    if let Some(existing) = map.get(&key).and_then(Weak::upgrade)
+        && let Ok(state) = existing.downcast::<T>()
+    {
+        return state;
+    }
+    let state = Arc::new(make());
+    let erased: Arc<dyn Any + Send + Sync> = state.clone();
+    map.insert(key, Arc::downgrade(&erased));
+    // States nobody holds any more are forgotten once the map has doubled
+    // since the last pass, so the map stays proportional to live state.
+    if map.len() > (*pruned_at).max(64) * 2 {
+        map.retain(|_, w| w.strong_count() > 0);
+        *pruned_at = map.len();
+    }
+    state
+}
+
+/// A fingerprint of settings, for [`shared_state`].
+pub fn fingerprint(settings: &impl serde::Serialize) -> u64 {
+    let mut h = foldhash::fast::FixedState::with_seed(0x5107).build_hasher();
+    if let Ok(bytes) = serde_json::to_vec(settings) {
+        h.write(&bytes);
+    }
+    h.finish()
+}

@@ -1,0 +1,186 @@
+//! The plugins of each route: the global PluginConfig
+//! (`--global-plugin-config`), then the route's own, which are its
+//! `pluginConfigRef` overridden per plugin by its inline `plugins`.
+//!
+//! A plugin configuration that cannot be used is an error on the object
+//! that holds it (the PluginConfig, or the ApiRoute for inline plugins or
+//! the Ingress for annotations), and the route is not served: a route must
+//! never run without the limits or checks it asked for. Routes that share
+//! a `limitCount` group must agree on its settings.
+
+use std::sync::Arc;
+
+use foldhash::{HashMap, HashSet};
+
+use super::diagnostics::{Kind, Reason, Subject};
+use super::state::ObjectKey;
+use super::tls::secret_field;
+use super::{Ctx, TranslateOptions};
+use crate::api::Plugins;
+use crate::plugins::{self, BuildEnv, ConfigError, Owner, Plugin};
+
+/// Plugin state of one translation.
+#[derive(Default)]
+pub(super) struct PluginSets {
+    global: Vec<Arc<dyn Plugin>>,
+    /// PluginConfigs whose settings cannot be used.
+    invalid: HashSet<ObjectKey>,
+    /// `limitCount` groups: settings fingerprint and the first user.
+    groups: HashMap<String, (u64, Arc<str>)>,
+}
+
+/// Checks every PluginConfig and builds the global plugins.
+pub(super) fn prepare(ctx: &mut Ctx<'_>, opts: &TranslateOptions) {
+    let state = ctx.state;
+    for (key, pc) in &state.plugin_configs {
+        let obj = Subject {
+            kind: Kind::PluginConfig,
+            key,
+        };
+        let owner = Owner(format!("pluginconfig/{}/{}", key.namespace, key.name).into());
+        if let Err(errors) = build(ctx, &key.namespace, &pc.spec.plugins, &owner) {
+            report(ctx, obj, "spec.plugins", &errors);
+            ctx.plugins.invalid.insert(key.clone());
+        }
+    }
+    let Some(key) = &opts.global_plugins else {
+        return;
+    };
+    let obj = Subject {
+        kind: Kind::PluginConfig,
+        key,
+    };
+    match state.plugin_configs.get(key) {
+        None => ctx.diags.report(
+            obj,
+            "",
+            Reason::PluginConfigNotFound,
+            "--global-plugin-config names a PluginConfig that does not exist; no global plugins run",
+        ),
+        Some(pc) if !ctx.plugins.invalid.contains(key) => {
+            let owner = Owner("global".into());
+            if let Ok(list) = build(ctx, &key.namespace, &pc.spec.plugins, &owner) {
+                ctx.plugins.global = list;
+            }
+        }
+        Some(_) => {}
+    }
+}
+
+fn build(
+    ctx: &Ctx<'_>,
+    namespace: &str,
+    set: &Plugins,
+    owner: &Owner,
+) -> Result<Vec<Arc<dyn Plugin>>, Vec<ConfigError>> {
+    let state = ctx.state;
+    let secret = move |name: &str, value: &str| {
+        let s = state.secrets.get(&ObjectKey::new(namespace, name))?;
+        secret_field(s, value).map(<[u8]>::to_vec)
+    };
+    let env = BuildEnv {
+        namespace,
+        redis: ctx.redis,
+        secret: &secret,
+    };
+    plugins::build(set, owner, &env)
+}
+
+fn report(ctx: &mut Ctx<'_>, obj: Subject<'_>, prefix: &str, errors: &[ConfigError]) {
+    for e in errors {
+        ctx.diags.report(
+            obj,
+            format!("{prefix}.{}", e.field),
+            Reason::InvalidSpec,
+            e.message.clone(),
+        );
+    }
+}
+
+/// Where a route's plugins come from.
+pub(super) struct RoutePlugins<'a> {
+    /// Inline plugins and the field that holds them.
+    pub inline: Option<(&'a Plugins, String)>,
+    /// A PluginConfig in the object's namespace.
+    pub reference: Option<&'a str>,
+    /// Owner of the route's plugin state (its route name).
+    pub owner: &'a str,
+}
+
+/// The plugins of one route, global ones first. On error the
+/// diagnostics are already reported and the route must not be served.
+pub(super) fn for_route(
+    ctx: &mut Ctx<'_>,
+    obj: Subject<'_>,
+    route: RoutePlugins<'_>,
+) -> Result<Vec<Arc<dyn Plugin>>, ()> {
+    let namespace = obj.key.namespace.clone();
+    let referenced = match route.reference {
+        None => None,
+        Some(name) => {
+            let key = ObjectKey::new(namespace.clone(), name);
+            if ctx.plugins.invalid.contains(&key) {
+                ctx.diags.report(
+                    obj,
+                    route.inline.as_ref().map_or_else(String::new, |(_, f)| f.clone()),
+                    Reason::InvalidSpec,
+                    format!("PluginConfig {namespace}/{name} is invalid (see its status); the route is not served"),
+                );
+                return Err(());
+            }
+            ctx.state
+                .plugin_configs
+                .get(&key)
+                .map(|pc| &pc.spec.plugins)
+        }
+    };
+    let merged = match (referenced, &route.inline) {
+        (None, None) => None,
+        (Some(r), None) => Some(r.clone()),
+        (None, Some((i, _))) => Some((*i).clone()),
+        (Some(r), Some((i, _))) => Some(r.overridden_by(i)),
+    };
+    let mut list = ctx.plugins.global.clone();
+    if let Some(set) = merged.filter(|s| !s.is_empty()) {
+        if let Some(c) = &set.limit_count
+            && let Some(group) = &c.group
+        {
+            let id = format!("{namespace}/{group}");
+            let fp = plugins::fingerprint(c);
+            let source = ctx.source(obj);
+            match ctx.plugins.groups.get(&id) {
+                Some((seen, first)) if *seen != fp => {
+                    let field = route
+                        .inline
+                        .as_ref()
+                        .map_or_else(String::new, |(_, f)| f.clone());
+                    let msg = format!(
+                        "limitCount group {group:?} is used by {first} with other settings; routes of a group must agree"
+                    );
+                    ctx.diags.report(obj, field, Reason::Conflict, msg);
+                    return Err(());
+                }
+                Some(_) => {}
+                None => {
+                    ctx.plugins.groups.insert(id, (fp, source));
+                }
+            }
+        }
+        let owner = Owner(route.owner.into());
+        match build(ctx, &namespace, &set, &owner) {
+            Ok(own) => list.extend(own),
+            Err(errors) => {
+                // Errors in a referenced PluginConfig were reported on it
+                // already; what is left is inline.
+                let prefix = route
+                    .inline
+                    .as_ref()
+                    .map_or_else(String::new, |(_, f)| f.clone());
+                report(ctx, obj, &prefix, &errors);
+                return Err(());
+            }
+        }
+    }
+    plugins::sort(&mut list);
+    Ok(list)
+}

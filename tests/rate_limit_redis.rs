@@ -1,0 +1,210 @@
+//! Rate limits shared through a real Redis (`redis-server` on a loopback
+//! port, started here): two gateway instances enforce one combined limit;
+//! when Redis stops, each route follows its `allowDegradation`; when it
+//! returns, limiting resumes.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use http::StatusCode;
+use sluicegate::plugins::limit::redis::RedisTarget;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A `redis-server` process; killed when dropped.
+struct RedisServer {
+    port: u16,
+    password: Option<&'static str>,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    async fn start(password: Option<&'static str>) -> RedisServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut server = RedisServer {
+            port,
+            password,
+            child: None,
+        };
+        server.run().await;
+        server
+    }
+
+    /// Starts the process on the server's port and waits until it answers.
+    async fn run(&mut self) {
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(p) = self.password {
+            cmd.args(["--requirepass", p]);
+        }
+        let child = cmd
+            .spawn()
+            .expect("redis-server must be installed (apt-get install -y redis-server)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.answers().await {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn answers(&self) -> bool {
+        let Ok(mut s) = tokio::net::TcpStream::connect(self.addr()).await else {
+            return false;
+        };
+        let hello = match self.password {
+            Some(p) => format!("AUTH {p}\r\nPING\r\n"),
+            None => "PING\r\n".to_owned(),
+        };
+        if s.write_all(hello.as_bytes()).await.is_err() {
+            return false;
+        }
+        let mut buf = [0u8; 64];
+        let mut got = Vec::new();
+        while !got.windows(5).any(|w| w == b"+PONG") {
+            match tokio::time::timeout(Duration::from_millis(500), s.read(&mut buf)).await {
+                Ok(Ok(n)) if n > 0 => got.extend_from_slice(&buf[..n]),
+                _ => return false,
+            }
+        }
+        true
+    }
+
+    fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[tokio::test]
+async fn two_gateways_share_one_limit_through_redis() {
+    let redis = RedisServer::start(Some("s3cret")).await;
+    let b = Backend::named("app").await;
+    let url = redis.url();
+    let m = service("app", &[b.addr])
+        + r#"---
+apiVersion: v1
+kind: Secret
+metadata: {name: redis-auth, namespace: default}
+type: Opaque
+stringData: {redis-password: s3cret}
+"# + &limited_route(
+        "count",
+        &format!(
+            "{{limitCount: {{count: 5, timeWindow: 1h, policy: Redis, redis: {{url: \"{url}\", passwordSecretRef: {{name: redis-auth}}}}}}}}"
+        ),
+        None,
+    ) + &limited_route(
+        "sliding",
+        "{limitCount: {count: 3, timeWindow: 1h, windowType: Sliding, policy: Redis}}",
+        None,
+    ) + &limited_route(
+        "req",
+        "{limitReq: {rate: 1, burst: 2, nodelay: true, policy: Redis}}",
+        None,
+    );
+    // The routes without their own settings use the gateway's Redis.
+    let config = || {
+        let mut c = test_config(1);
+        c.translate.redis = Some(RedisTarget::parse(&url, false, Some("s3cret".into())).unwrap());
+        c
+    };
+    let one = TestGateway::start_with(&m, config()).await;
+    let two = TestGateway::start_with(&m, config()).await;
+
+    for (host, allowed) in [("count.test", 5), ("sliding.test", 3), ("req.test", 3)] {
+        let mut seen = Vec::new();
+        for i in 0..allowed + 2 {
+            let gw = if i % 2 == 0 { &one } else { &two };
+            let r = get(gw.http(), host, "/").await;
+            seen.push(r.status.as_u16());
+        }
+        let mut expected = vec![200; allowed];
+        expected.extend([429, 429]);
+        assert_eq!(seen, expected, "{host}: one limit across both gateways");
+    }
+    let r = get(one.http(), "count.test", "/").await;
+    assert_eq!(r.header("x-ratelimit-limit"), Some("5"));
+    assert_eq!(r.header("x-ratelimit-remaining"), Some("0"));
+    assert!(r.header("retry-after").is_some());
+    one.shutdown().await;
+    two.shutdown().await;
+}
+
+#[tokio::test]
+async fn redis_outage_follows_allow_degradation_and_recovers() {
+    let mut redis = RedisServer::start(None).await;
+    let b = Backend::named("app").await;
+    let url = redis.url();
+    let limit = |degrade: bool| {
+        format!(
+            "{{limitCount: {{count: 100, timeWindow: 1h, policy: Redis, allowDegradation: {degrade}, redis: {{url: \"{url}\", timeout: 200ms}}}}}}"
+        )
+    };
+    let m = service("app", &[b.addr])
+        + &limited_route("open", &limit(true), None)
+        + &limited_route("closed", &limit(false), None);
+    let gw = TestGateway::start(&m).await;
+    assert_eq!(
+        get(gw.http(), "open.test", "/").await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        get(gw.http(), "closed.test", "/").await.status,
+        StatusCode::OK
+    );
+
+    redis.stop();
+    assert_eq!(
+        get(gw.http(), "open.test", "/").await.status,
+        StatusCode::OK
+    );
+    let r = get(gw.http(), "closed.test", "/").await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.text(), "rate limiter unavailable\n");
+    let metrics = admin_get(&gw, "/metrics").await.text();
+    assert!(
+        metrics.contains("sluicegate_redis_errors_total"),
+        "{metrics}"
+    );
+
+    // Redis comes back on the same address: limiting resumes by itself.
+    redis.run().await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let r = get(gw.http(), "closed.test", "/").await;
+        if r.status == StatusCode::OK {
+            assert_eq!(r.header("x-ratelimit-limit"), Some("100"));
+            break;
+        }
+        assert!(Instant::now() < deadline, "never recovered: {}", r.status);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    gw.shutdown().await;
+}
