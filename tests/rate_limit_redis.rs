@@ -23,6 +23,15 @@ struct RedisServer {
 
 impl RedisServer {
     async fn start(password: Option<&'static str>) -> RedisServer {
+        Self::start_with(password, None).await
+    }
+
+    /// A server; with `cluster_dir`, a Redis Cluster node keeping its
+    /// cluster state there.
+    async fn start_with(
+        password: Option<&'static str>,
+        cluster_dir: Option<&std::path::Path>,
+    ) -> RedisServer {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -33,17 +42,26 @@ impl RedisServer {
             password,
             child: None,
         };
-        server.run().await;
+        server.run_with(cluster_dir).await;
         server
     }
 
-    /// Starts the process on the server's port and waits until it answers.
     async fn run(&mut self) {
+        self.run_with(None).await;
+    }
+
+    /// Starts the process on the server's port and waits until it answers.
+    async fn run_with(&mut self, cluster_dir: Option<&std::path::Path>) {
         let mut cmd = Command::new("redis-server");
         cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .stdout(Stdio::null())
             .stderr(Stdio::null());
+        if let Some(dir) = cluster_dir {
+            let conf = dir.join(format!("nodes-{}.conf", self.port));
+            cmd.args(["--cluster-enabled", "yes", "--cluster-config-file"])
+                .arg(conf);
+        }
         if let Some(p) = self.password {
             cmd.args(["--requirepass", p]);
         }
@@ -207,4 +225,78 @@ async fn redis_outage_follows_allow_degradation_and_recovers() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn limits_work_on_a_redis_cluster() {
+    // Three primaries, every slot covered.
+    let dir = TempDir::new();
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        nodes.push(RedisServer::start_with(None, Some(dir.path())).await);
+    }
+    let addrs: Vec<String> = nodes.iter().map(|n| n.addr().to_string()).collect();
+    let status = Command::new("redis-cli")
+        .args(["--cluster", "create"])
+        .args(&addrs)
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("redis-cli must be installed (it comes with redis-server)");
+    assert!(status.success(), "cluster create failed");
+    // Wait until the cluster reports itself healthy.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let out = Command::new("redis-cli")
+            .args(["-p", &nodes[0].port.to_string(), "cluster", "info"])
+            .output()
+            .unwrap();
+        if String::from_utf8_lossy(&out.stdout).contains("cluster_state:ok") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "cluster never became ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let b = Backend::named("app").await;
+    let urls: Vec<String> = nodes.iter().map(RedisServer::url).collect();
+    let redis = format!(
+        "key: {{type: Header, name: x-client}}, redis: {{url: \"{}\", cluster: true}}",
+        urls.join(",")
+    );
+    let m = service("app", &[b.addr])
+        + &limited_route(
+            "fixed",
+            &format!("{{limitCount: {{count: 4, timeWindow: 1h, policy: Redis, {redis}}}}}"),
+            None,
+        )
+        + &limited_route(
+            "sliding",
+            &format!(
+                "{{limitCount: {{count: 4, timeWindow: 1h, windowType: Sliding, policy: Redis, {redis}}}}}"
+            ),
+            None,
+        )
+        + &limited_route(
+            "req",
+            &format!("{{limitReq: {{rate: 1, burst: 3, nodelay: true, policy: Redis, {redis}}}}}"),
+            None,
+        );
+    let one = TestGateway::start(&m).await;
+    let two = TestGateway::start(&m).await;
+    for host in ["fixed.test", "sliding.test", "req.test"] {
+        // Clients' keys land on different slots; each has its own limit.
+        for client in ["a", "b", "c", "d"] {
+            let mut seen = Vec::new();
+            for i in 0..5 {
+                let gw = if i % 2 == 0 { &one } else { &two };
+                let r = request(gw.http(), "GET", host, "/", &[("x-client", client)]).await;
+                seen.push(r.status.as_u16());
+            }
+            assert_eq!(seen, [200, 200, 200, 200, 429], "{host} {client}");
+        }
+    }
+    one.shutdown().await;
+    two.shutdown().await;
 }
