@@ -18,3 +18,4 @@ pub mod routing;
 pub mod source;
 pub mod status;
 pub mod translate;
+pub(crate) mod x509;

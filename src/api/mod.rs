@@ -12,7 +12,8 @@ pub use apiroute::*;
 pub use common::{Duration, DurationError, LocalObjectRef, PortRef};
 pub use pluginconfig::*;
 pub use plugins::{
-    KeyType, LimitCommon, LimitConn, LimitCount, LimitPolicy, LimitReq, Plugins, RateLimitKey,
+    AuthCommon, BasicAuth, ClaimHeader, ConsumerSelector, JwtAlgorithm, JwtAuth, KeyAuth, KeyType,
+    LimitCommon, LimitConn, LimitCount, LimitPolicy, LimitReq, Plugins, RateLimitKey,
     RedisSettings, WindowType,
 };
 

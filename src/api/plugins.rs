@@ -22,6 +22,15 @@ pub struct Plugins {
     /// Concurrent in-flight requests per key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit_conn: Option<LimitConn>,
+    /// API keys in a header or query parameter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_auth: Option<KeyAuth>,
+    /// HTTP Basic authentication.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub basic_auth: Option<BasicAuth>,
+    /// JSON Web Tokens (HS256/384/512, RS256, ES256, EdDSA).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt_auth: Option<JwtAuth>,
 }
 
 impl Plugins {
@@ -34,12 +43,134 @@ impl Plugins {
                 .or_else(|| self.limit_count.clone()),
             limit_req: over.limit_req.clone().or_else(|| self.limit_req.clone()),
             limit_conn: over.limit_conn.clone().or_else(|| self.limit_conn.clone()),
+            key_auth: over.key_auth.clone().or_else(|| self.key_auth.clone()),
+            basic_auth: over.basic_auth.clone().or_else(|| self.basic_auth.clone()),
+            jwt_auth: over.jwt_auth.clone().or_else(|| self.jwt_auth.clone()),
         }
     }
 
     pub fn is_empty(&self) -> bool {
         *self == Plugins::default()
     }
+}
+
+/// Which consumers an authentication plugin accepts: Secrets in the
+/// object's namespace labelled `sluicegate.io/consumer` (its value names
+/// the consumer), narrowed by `matchLabels`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConsumerSelector {
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub match_labels: std::collections::BTreeMap<String, String>,
+}
+
+/// Settings every authentication plugin shares.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthCommon {
+    /// The consumers accepted.
+    #[serde(default)]
+    pub consumers: ConsumerSelector,
+    /// Remove the credential before forwarding (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hide_credentials: Option<bool>,
+    /// Header that tells the upstream who the consumer is (default
+    /// `X-Consumer-Name`); a value the client sent is replaced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub consumer_header: Option<String>,
+}
+
+/// API keys: a consumer Secret's `key` value.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KeyAuth {
+    /// Header carrying the key (default `apikey`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub header: Option<String>,
+    /// Query parameter carrying the key, tried after the header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub query: Option<String>,
+    #[serde(flatten)]
+    pub common: AuthCommon,
+}
+
+/// HTTP Basic: a consumer Secret's `username` and `password` (plain or a
+/// bcrypt hash), or its `auth` value in htpasswd form (bcrypt lines).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BasicAuth {
+    /// Realm in the `WWW-Authenticate` challenge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
+    pub realm: Option<String>,
+    #[serde(flatten)]
+    pub common: AuthCommon,
+}
+
+/// JSON Web Tokens verified with a consumer Secret's `jwt-secret` (HMAC)
+/// or `jwt-public-key` (PEM public key: RSA, P-256 or Ed25519).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct JwtAuth {
+    /// Header carrying `Bearer <token>` (default `Authorization`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub header: Option<String>,
+    /// Query parameter carrying the token, tried after the header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub query: Option<String>,
+    /// Cookie carrying the token, tried last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub cookie: Option<String>,
+    /// Algorithms accepted; default all of them. `none` never is.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub algorithms: Vec<JwtAlgorithm>,
+    /// Required `iss`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// `aud` must contain one of these, when set.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub audiences: Vec<String>,
+    /// Tolerance for `exp` and `nbf` (default 60s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock_skew: Option<Duration>,
+    /// Refuse tokens without `exp` (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub require_expiry: Option<bool>,
+    /// Copy claims into request headers for the upstream.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub claims_to_headers: Vec<ClaimHeader>,
+    #[serde(flatten)]
+    pub common: AuthCommon,
+}
+
+/// JWT signature algorithms.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, schemars::JsonSchema)]
+#[allow(clippy::upper_case_acronyms)]
+pub enum JwtAlgorithm {
+    HS256,
+    HS384,
+    HS512,
+    RS256,
+    ES256,
+    EdDSA,
+}
+
+/// A claim copied into a request header.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClaimHeader {
+    #[schemars(length(min = 1, max = 256))]
+    pub claim: String,
+    #[schemars(length(min = 1, max = 256))]
+    pub header: String,
 }
 
 /// `count` requests per `timeWindow` for each key.

@@ -11,12 +11,15 @@
 //!
 //! For each request, after the route is matched and before the upstream
 //! is chosen, plugins run by descending priority (APISIX's numbers, so the
-//! order is familiar): `limitConn` (1003), `limitCount` (1002), `limitReq`
-//! (1001). Global plugins (`--global-plugin-config`) run before the
+//! order is familiar): `basicAuth` (2520), `jwtAuth` (2510), `keyAuth`
+//! (2500), then `limitConn` (1003), `limitCount` (1002), `limitReq`
+//! (1001), so that rate limits can key by the consumer authentication
+//! identified. Global plugins (`--global-plugin-config`) run before the
 //! route's own at equal priority. The first plugin that answers ends the
 //! request; headers plugins add (`X-RateLimit-*`) go on whatever response
 //! the client gets.
 
+pub mod auth;
 pub mod limit;
 
 use std::any::Any;
@@ -49,6 +52,11 @@ pub struct RequestCtx<'a> {
     pub response_headers: HeaderMap,
     /// Held until the response body is finished (in-flight accounting).
     pub guards: Vec<Box<dyn Any + Send + Sync>>,
+    /// Changes to the request headers the upstream gets: set, or remove
+    /// (`None`).
+    pub upstream_headers: Vec<(http::HeaderName, Option<http::HeaderValue>)>,
+    /// Query parameters removed before forwarding (credentials).
+    pub remove_query: Vec<Box<str>>,
 }
 
 /// An answer a plugin gives instead of forwarding the request.
@@ -123,6 +131,15 @@ pub fn build(
         Ok(p) => out.push(p),
         Err(e) => errors.push(e),
     };
+    if let Some(c) = &plugins.basic_auth {
+        add(auth::BasicAuthPlugin::build(c, env));
+    }
+    if let Some(c) = &plugins.jwt_auth {
+        add(auth::jwt::JwtAuthPlugin::build(c, env));
+    }
+    if let Some(c) = &plugins.key_auth {
+        add(auth::KeyAuthPlugin::build(c, env));
+    }
     if let Some(c) = &plugins.limit_conn {
         add(limit::LimitConnPlugin::build(c, owner, env));
     }
@@ -155,6 +172,9 @@ pub struct BuildEnv<'a> {
     pub redis: Option<&'a limit::redis::RedisTarget>,
     /// Secret values by name in `namespace`, for Redis passwords.
     pub secret: &'a dyn Fn(&str, &str) -> Option<Vec<u8>>,
+    /// The consumer Secrets of `namespace` whose labels match.
+    pub consumers:
+        &'a dyn Fn(&std::collections::BTreeMap<String, String>) -> Vec<auth::ConsumerSecret>,
 }
 
 /// State kept per owner and settings fingerprint, shared by every table

@@ -12,7 +12,6 @@ mod server;
 mod service;
 mod tls;
 mod upstream;
-mod x509;
 
 use std::time::Duration;
 

@@ -88,10 +88,10 @@ impl Worker {
                 .record(resp.status().as_u16(), start.elapsed(), start);
             return resp;
         }
-        let mut extra = None;
+        let mut effects = None;
         if !route.plugins.is_empty() {
             match run_plugins(&route, &matched, &req, client).await {
-                Ok(done) => extra = Some(done),
+                Ok(done) => effects = Some(done),
                 Err(resp) => {
                     route
                         .metrics
@@ -100,14 +100,21 @@ impl Worker {
                 }
             }
         }
-        let mut resp = match self.forward(matched, req, client, start).await {
+        let (upstream_changes, response_changes) = match effects {
+            Some(e) => (Some(e.upstream), Some((e.response_headers, e.guards))),
+            None => (None, None),
+        };
+        let mut resp = match self
+            .forward(matched, req, client, start, upstream_changes)
+            .await
+        {
             Ok(resp) => resp,
             Err(e) => {
                 warn!(route = %route.name, error = %e, "request failed");
                 e.to_response()
             }
         };
-        if let Some((headers, guards)) = extra {
+        if let Some((headers, guards)) = response_changes {
             resp.headers_mut().extend(headers);
             if !guards.is_empty() {
                 resp = resp.map(|body| ResponseBody::Guarded(Box::new(body), guards));
@@ -174,6 +181,7 @@ impl Worker {
         mut req: Request<Incoming>,
         client: &ClientInfo,
         started: Instant,
+        changes: Option<UpstreamChanges>,
     ) -> Result<Response<ResponseBody>, ProxyError> {
         let route = &matched.route;
         let (backend, addr) = route.pick().ok_or_else(|| ProxyError::NoEndpoint {
@@ -199,7 +207,22 @@ impl Worker {
             ),
             None => parts.headers.get(header::HOST).cloned(),
         };
-        let target = target(&parts.uri, matched.normalized.as_deref());
+        let mut target = target(&parts.uri, matched.normalized.as_deref());
+        if let Some(c) = changes {
+            for (name, value) in c.headers {
+                match value {
+                    Some(v) => {
+                        parts.headers.insert(name, v);
+                    }
+                    None => {
+                        parts.headers.remove(name);
+                    }
+                }
+            }
+            if !c.remove_query.is_empty() {
+                target = Cow::Owned(without_query_params(&target, &c.remove_query));
+            }
+        }
         let head = RequestHead {
             method: &parts.method,
             target: &target,
@@ -227,15 +250,46 @@ impl Worker {
     }
 }
 
-/// Runs the route's plugins on the request. Returns the headers to add
-/// to the response and what must be held until it is sent, or the answer
-/// a plugin gave instead.
+/// What plugins change about the request the upstream gets.
+struct UpstreamChanges {
+    headers: Vec<(HeaderName, Option<HeaderValue>)>,
+    remove_query: Vec<Box<str>>,
+}
+
+/// What the plugins decided for a request they let through.
+struct Effects {
+    upstream: UpstreamChanges,
+    response_headers: http::HeaderMap,
+    guards: Guards,
+}
+
+/// `target` without the query parameters named in `remove`.
+fn without_query_params(target: &str, remove: &[Box<str>]) -> String {
+    let Some((path, query)) = target.split_once('?') else {
+        return target.to_owned();
+    };
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| {
+            let name = pair.split_once('=').map_or(*pair, |(k, _)| k);
+            !remove.iter().any(|r| **r == *name)
+        })
+        .collect();
+    if kept.is_empty() {
+        path.to_owned()
+    } else {
+        format!("{path}?{}", kept.join("&"))
+    }
+}
+
+/// Runs the route's plugins on the request. Returns their effects, or the
+/// answer a plugin gave instead.
 async fn run_plugins(
     route: &Route,
     matched: &Matched,
     req: &Request<Incoming>,
     client: &ClientInfo,
-) -> Result<(http::HeaderMap, Guards), Response<ResponseBody>> {
+) -> Result<Effects, Response<ResponseBody>> {
     let path = matched
         .normalized
         .as_deref()
@@ -250,6 +304,8 @@ async fn run_plugins(
         consumer: None,
         response_headers: http::HeaderMap::new(),
         guards: Vec::new(),
+        upstream_headers: Vec::new(),
+        remove_query: Vec::new(),
     };
     for plugin in route.plugins.iter() {
         let rejected = match plugin.request(&mut ctx) {
@@ -276,7 +332,14 @@ async fn run_plugins(
         headers.extend(rejected.headers);
         return Err(resp);
     }
-    Ok((ctx.response_headers, ctx.guards.into_boxed_slice()))
+    Ok(Effects {
+        upstream: UpstreamChanges {
+            headers: ctx.upstream_headers,
+            remove_query: ctx.remove_query,
+        },
+        response_headers: ctx.response_headers,
+        guards: ctx.guards.into_boxed_slice(),
+    })
 }
 
 /// Whether a request may reach a host that asks for client certificates:

@@ -176,7 +176,7 @@ impl Handshaker {
             .as_ref()
             .and_then(|_| stream.get_ref().1.peer_certificates())
             .and_then(|chain| chain.first())
-            .and_then(|cert| super::x509::subject_dn(cert));
+            .and_then(|cert| crate::x509::subject_dn(cert));
         Ok(Accepted {
             stream,
             client_auth: auth.map(|a| a.id),

@@ -168,14 +168,23 @@ impl Watched for Secret {
         &mut state.secrets
     }
     /// Only the values Sluicegate reads are kept (certificates, keys, CA
-    /// bundles and Redis passwords); every other value, and annotations,
-    /// are dropped.
+    /// bundles, Redis passwords, and the credentials of Secrets labelled
+    /// as consumers); every other value, and annotations, are dropped.
     fn strip(&mut self) {
         self.metadata.managed_fields = None;
         self.metadata.annotations = None;
         self.string_data = None;
+        // Credentials are kept only for Secrets marked as consumers.
+        let consumer = self
+            .metadata
+            .labels
+            .as_ref()
+            .is_some_and(|l| l.contains_key(crate::plugins::auth::CONSUMER_LABEL));
         if let Some(data) = self.data.as_mut() {
-            data.retain(|k, _| SECRET_KEYS.contains(&k.as_str()));
+            data.retain(|k, _| {
+                SECRET_KEYS.contains(&k.as_str())
+                    || (consumer && crate::plugins::auth::CREDENTIAL_KEYS.contains(&k.as_str()))
+            });
         }
     }
     /// A change to values that were dropped changes nothing.

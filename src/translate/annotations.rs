@@ -288,7 +288,39 @@ pub(super) fn rate_limits(
             key: Default::default(),
             common: Default::default(),
         }),
-        limit_count: None,
+        ..Plugins::default()
     };
     (!plugins.is_empty()).then_some(plugins)
+}
+
+/// ingress-nginx annotations that paste raw nginx configuration.
+const SNIPPETS: [&str; 5] = [
+    "nginx.ingress.kubernetes.io/configuration-snippet",
+    "nginx.ingress.kubernetes.io/server-snippet",
+    "nginx.ingress.kubernetes.io/auth-snippet",
+    "nginx.ingress.kubernetes.io/stream-snippet",
+    "nginx.ingress.kubernetes.io/modsecurity-snippet",
+];
+
+/// Refuses an Ingress that carries a snippet annotation; returns whether
+/// it did. Raw configuration from an Ingress is how CVE-2025-1974
+/// ("IngressNightmare") turned an Ingress into code execution in the
+/// controller. Sluicegate has no such injection point, and the Ingress is
+/// not served rather than served without what the snippet was meant to do
+/// (often an access rule).
+pub(super) fn refuse_snippets(ctx: &mut Ctx<'_>, obj: Subject<'_>, ingress: &Ingress) -> bool {
+    let Some(annotations) = ingress.metadata.annotations.as_ref() else {
+        return false;
+    };
+    let mut refused = false;
+    for name in SNIPPETS.iter().filter(|n| annotations.contains_key(**n)) {
+        refused = true;
+        ctx.diags.report(
+            obj,
+            field(name),
+            Reason::Unsupported,
+            "snippet annotations are refused: raw proxy configuration from an Ingress is the injection vector of CVE-2025-1974; express it with annotations or plugins (docs/plugins.md); the Ingress is not served",
+        );
+    }
+    refused
 }

@@ -28,6 +28,9 @@ pub(super) fn translate(ctx: &mut Ctx<'_>, key: &ObjectKey, ingress: &Ingress) {
             .report(obj, "spec", Reason::InvalidSpec, "spec is missing");
         return;
     };
+    if annotations::refuse_snippets(ctx, obj, ingress) {
+        return;
+    }
     let policy = redirect_policy(ctx, obj, ingress);
     let tls_entries = tls_entries(ctx, obj, spec);
     let proto = annotations::protocol(ctx, obj, ingress);

@@ -78,10 +78,14 @@ fn build(
         let s = state.secrets.get(&ObjectKey::new(namespace, name))?;
         secret_field(s, value).map(<[u8]>::to_vec)
     };
+    let consumers = move |labels: &std::collections::BTreeMap<String, String>| {
+        consumers_in(state, namespace, labels)
+    };
     let env = BuildEnv {
         namespace,
         redis: ctx.redis,
         secret: &secret,
+        consumers: &consumers,
     };
     plugins::build(set, owner, &env)
 }
@@ -183,4 +187,33 @@ pub(super) fn for_route(
     }
     plugins::sort(&mut list);
     Ok(list)
+}
+
+/// The consumer Secrets of `namespace` whose labels include `labels`.
+fn consumers_in(
+    state: &super::ClusterState,
+    namespace: &str,
+    labels: &std::collections::BTreeMap<String, String>,
+) -> Vec<plugins::auth::ConsumerSecret> {
+    state
+        .secrets
+        .range(ObjectKey::new(namespace, "")..)
+        .take_while(|(k, _)| k.namespace == namespace)
+        .filter_map(|(k, s)| {
+            let own = s.metadata.labels.as_ref()?;
+            let consumer = own.get(plugins::auth::CONSUMER_LABEL)?;
+            if consumer.is_empty() || !labels.iter().all(|(l, v)| own.get(l) == Some(v)) {
+                return None;
+            }
+            let values = plugins::auth::CREDENTIAL_KEYS
+                .iter()
+                .filter_map(|name| secret_field(s, name).map(|v| ((*name).to_owned(), v.to_vec())))
+                .collect();
+            Some(plugins::auth::ConsumerSecret {
+                consumer: consumer.as_str().into(),
+                secret: format!("{}/{}", k.namespace, k.name),
+                values,
+            })
+        })
+        .collect()
 }

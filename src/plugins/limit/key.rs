@@ -186,6 +186,8 @@ mod tests {
             consumer: None,
             response_headers: HeaderMap::new(),
             guards: Vec::new(),
+            upstream_headers: Vec::new(),
+            remove_query: Vec::new(),
         }
     }
 

@@ -1,10 +1,11 @@
-//! The subject of a client certificate as an RFC 4514 string
-//! (`CN=alice,O=Example`), the form ingress-nginx passes upstream in
-//! `ssl-client-subject-dn`.
+//! The two things Sluicegate reads from DER itself: the subject of a
+//! client certificate as an RFC 4514 string (`CN=alice,O=Example`, the form
+//! ingress-nginx passes upstream in `ssl-client-subject-dn`), and the key
+//! inside a SubjectPublicKeyInfo (for JWT verification with ring).
 //!
-//! Only this one field is read, from a certificate the TLS layer has
-//! already verified, so a small DER walker does the job: a full X.509
-//! parser would add a large dependency tree for one string. Anything
+//! Certificates come already verified by the TLS layer and public keys
+//! from configuration, and a small DER walker does the job: a full X.509
+//! parser would add a large dependency tree for two fields. Anything
 //! unexpected gives `None`, never a panic.
 
 use std::fmt::Write as _;
@@ -108,6 +109,45 @@ pub fn subject_dn(cert: &[u8]) -> Option<String> {
         }
     }
     Some(out)
+}
+
+/// Key algorithms of a SubjectPublicKeyInfo that Sluicegate verifies with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyAlgorithm {
+    Rsa,
+    EcP256,
+    Ed25519,
+}
+
+/// The algorithm and raw key bytes of a DER SubjectPublicKeyInfo: the
+/// PKCS#1 RSAPublicKey for RSA, the uncompressed point for P-256, the 32
+/// bytes for Ed25519 (the forms ring takes).
+pub fn spki_key(spki: &[u8]) -> Option<(KeyAlgorithm, &[u8])> {
+    const RSA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01];
+    const EC: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
+    const P256: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+    const ED25519: &[u8] = &[0x2b, 0x65, 0x70];
+    let (outer, _) = next(spki)?;
+    let mut parts = children(outer.body);
+    let (alg, key) = (parts.next()?, parts.next()?);
+    if outer.tag != SEQUENCE || alg.tag != SEQUENCE || key.tag != 0x03 {
+        return None;
+    }
+    let mut ids = children(alg.body);
+    let oid = ids.next().filter(|o| o.tag == OID)?;
+    let params = ids.next();
+    // A BIT STRING starts with its count of unused bits, 0 for keys.
+    let (&unused, bits) = key.body.split_first()?;
+    if unused != 0 {
+        return None;
+    }
+    let algorithm = match oid.body {
+        RSA => KeyAlgorithm::Rsa,
+        EC if params.is_some_and(|p| p.tag == OID && p.body == P256) => KeyAlgorithm::EcP256,
+        ED25519 => KeyAlgorithm::Ed25519,
+        _ => return None,
+    };
+    Some((algorithm, bits))
 }
 
 /// Names RFC 4514 defines for attribute types.
