@@ -7,6 +7,7 @@ mod apiroute;
 mod common;
 mod pluginconfig;
 mod plugins;
+mod plugins_http;
 
 pub use apiroute::*;
 pub use common::{Duration, DurationError, LocalObjectRef, PortRef};
@@ -15,6 +16,10 @@ pub use plugins::{
     AuthCommon, BasicAuth, ClaimHeader, ConsumerSelector, JwtAlgorithm, JwtAuth, KeyAuth, KeyType,
     LimitCommon, LimitConn, LimitCount, LimitPolicy, LimitReq, Plugins, RateLimitKey,
     RedisSettings, WindowType,
+};
+pub use plugins_http::{
+    Cors, ForwardAuth, HeaderEdits, HeaderLimits, IpRestriction, Mocking, ProxyRewrite, RedirectTo,
+    RegexReplace, RequestBodyLimit, RequestId, ResponseRewrite, UaRestriction,
 };
 
 /// The API group of Sluicegate's custom resources.

@@ -8,6 +8,10 @@ use kube::KubeSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::Duration;
+use super::plugins_http::{
+    Cors, ForwardAuth, HeaderLimits, IpRestriction, Mocking, ProxyRewrite, RedirectTo,
+    RequestBodyLimit, RequestId, ResponseRewrite, UaRestriction,
+};
 
 /// Plugin settings. Each field enables one plugin.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
@@ -31,6 +35,39 @@ pub struct Plugins {
     /// JSON Web Tokens (HS256/384/512, RS256, ES256, EdDSA).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwt_auth: Option<JwtAuth>,
+    /// Ask an external service whether to let each request through.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forward_auth: Option<ForwardAuth>,
+    /// Allow or deny clients by address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_restriction: Option<IpRestriction>,
+    /// Cross-origin resource sharing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cors: Option<Cors>,
+    /// Largest request body accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_body_limit: Option<RequestBodyLimit>,
+    /// Limits on request headers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header_limits: Option<HeaderLimits>,
+    /// Allow or deny clients by User-Agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ua_restriction: Option<UaRestriction>,
+    /// Rewrite the path, host and headers the upstream gets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_rewrite: Option<ProxyRewrite>,
+    /// Rewrite the status, headers or body the client gets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_rewrite: Option<ResponseRewrite>,
+    /// Answer with a redirect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect: Option<RedirectTo>,
+    /// Generate or propagate a request id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<RequestId>,
+    /// Answer with a fixed response.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mocking: Option<Mocking>,
 }
 
 impl Plugins {
@@ -46,6 +83,38 @@ impl Plugins {
             key_auth: over.key_auth.clone().or_else(|| self.key_auth.clone()),
             basic_auth: over.basic_auth.clone().or_else(|| self.basic_auth.clone()),
             jwt_auth: over.jwt_auth.clone().or_else(|| self.jwt_auth.clone()),
+            forward_auth: over
+                .forward_auth
+                .clone()
+                .or_else(|| self.forward_auth.clone()),
+            ip_restriction: over
+                .ip_restriction
+                .clone()
+                .or_else(|| self.ip_restriction.clone()),
+            cors: over.cors.clone().or_else(|| self.cors.clone()),
+            request_body_limit: over
+                .request_body_limit
+                .clone()
+                .or_else(|| self.request_body_limit.clone()),
+            header_limits: over
+                .header_limits
+                .clone()
+                .or_else(|| self.header_limits.clone()),
+            ua_restriction: over
+                .ua_restriction
+                .clone()
+                .or_else(|| self.ua_restriction.clone()),
+            proxy_rewrite: over
+                .proxy_rewrite
+                .clone()
+                .or_else(|| self.proxy_rewrite.clone()),
+            response_rewrite: over
+                .response_rewrite
+                .clone()
+                .or_else(|| self.response_rewrite.clone()),
+            redirect: over.redirect.clone().or_else(|| self.redirect.clone()),
+            request_id: over.request_id.clone().or_else(|| self.request_id.clone()),
+            mocking: over.mocking.clone().or_else(|| self.mocking.clone()),
         }
     }
 
@@ -106,6 +175,10 @@ pub struct BasicAuth {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 256))]
     pub realm: Option<String>,
+    /// A Secret (of any type) whose `auth` value is an htpasswd file, as
+    /// ingress-nginx's `auth-secret` uses; each user is a consumer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub htpasswd_secret_ref: Option<super::LocalObjectRef>,
     #[serde(flatten)]
     pub common: AuthCommon,
 }

@@ -11,16 +11,24 @@
 //!
 //! For each request, after the route is matched and before the upstream
 //! is chosen, plugins run by descending priority (APISIX's numbers, so the
-//! order is familiar): `basicAuth` (2520), `jwtAuth` (2510), `keyAuth`
-//! (2500), then `limitConn` (1003), `limitCount` (1002), `limitReq`
-//! (1001), so that rate limits can key by the consumer authentication
-//! identified. Global plugins (`--global-plugin-config`) run before the
+//! order is familiar, with mocking and redirects moved after
+//! authentication so that they cannot be used to skip it): `requestId`
+//! (12015), `cors` (4000), `headerLimits` (3020), `requestBodyLimit`
+//! (3010), `ipRestriction` (3000), `uaRestriction` (2999), `basicAuth`
+//! (2520), `jwtAuth` (2510), `keyAuth` (2500), `forwardAuth` (2002),
+//! `proxyRewrite` (1008), `limitConn` (1003), `limitCount` (1002),
+//! `limitReq` (1001), `redirect` (901), `mocking` (900),
+//! `responseRewrite` (899). Rate limits thus key by the consumer
+//! authentication identified. Response phases run in the same order on
+//! every response of the route, the gateway's own answers included. Global plugins (`--global-plugin-config`) run before the
 //! route's own at equal priority. The first plugin that answers ends the
 //! request; headers plugins add (`X-RateLimit-*`) go on whatever response
 //! the client gets.
 
 pub mod auth;
 pub mod limit;
+pub mod security;
+pub mod transform;
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -39,6 +47,9 @@ use crate::api::Plugins;
 pub struct RequestCtx<'a> {
     /// The client's address as text (the connection's peer).
     pub client_ip: &'a [u8],
+    /// Whether the client connected over TLS.
+    pub tls: bool,
+    pub method: &'a http::Method,
     /// Normalized host, without port.
     pub host: &'a str,
     pub path: &'a str,
@@ -57,6 +68,27 @@ pub struct RequestCtx<'a> {
     pub upstream_headers: Vec<(http::HeaderName, Option<http::HeaderValue>)>,
     /// Query parameters removed before forwarding (credentials).
     pub remove_query: Vec<Box<str>>,
+    /// A new path (and query) for the upstream request.
+    pub rewrite_path: Option<String>,
+    /// A new `Host` for the upstream request.
+    pub rewrite_host: Option<http::HeaderValue>,
+}
+
+/// What a plugin sees of a request when its response is ready.
+pub struct ResponseCtx<'a> {
+    /// The client's request headers.
+    pub request_headers: &'a HeaderMap,
+    pub method: &'a http::Method,
+    pub consumer: Option<&'a str>,
+    pub route: &'a str,
+}
+
+/// The parts of a response the response phase may change.
+pub struct ResponseParts {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    /// A body that replaces the upstream's.
+    pub body: Option<Bytes>,
 }
 
 /// An answer a plugin gives instead of forwarding the request.
@@ -67,8 +99,44 @@ pub struct Rejection {
     pub body: Bytes,
 }
 
-/// A plugin's work that has to wait (a Redis round trip, a delay).
-pub type Pending<'s> = Pin<Box<dyn Future<Output = Result<HeaderMap, Box<Rejection>>> + Send + 's>>;
+/// What a plugin that waited adds once it lets the request through.
+#[derive(Debug, Default)]
+pub struct Waited {
+    /// Added to the response the client gets.
+    pub response_headers: HeaderMap,
+    /// Applied to the upstream request after the changes recorded in the
+    /// request context.
+    pub upstream_headers: Vec<(http::HeaderName, Option<http::HeaderValue>)>,
+}
+
+impl From<HeaderMap> for Waited {
+    fn from(response_headers: HeaderMap) -> Self {
+        Waited {
+            response_headers,
+            ..Waited::default()
+        }
+    }
+}
+
+impl Rejection {
+    /// A plain-text answer.
+    pub fn plain(status: StatusCode, body: impl Into<Bytes>) -> Rejection {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        Rejection {
+            status,
+            headers,
+            body: body.into(),
+        }
+    }
+}
+
+/// A plugin's work that has to wait (a Redis round trip, a delay, an
+/// authorization service).
+pub type Pending<'s> = Pin<Box<dyn Future<Output = Result<Waited, Box<Rejection>>> + Send + 's>>;
 
 /// What the request phase decided.
 pub enum Outcome<'s> {
@@ -88,9 +156,15 @@ pub trait Plugin: Send + Sync + fmt::Debug {
     fn priority(&self) -> i32;
     /// The request phase: continue, answer, or wait and then decide.
     fn request<'s>(&'s self, ctx: &mut RequestCtx<'_>) -> Outcome<'s>;
-    /// The response phase: may change the status and headers of the
-    /// upstream's response before the client sees it.
-    fn response(&self, _ctx: &RequestCtx<'_>, _status: &mut StatusCode, _headers: &mut HeaderMap) {}
+    /// Whether [`Plugin::response`] does anything: the request's headers
+    /// are kept for the response phase only when some plugin needs them.
+    fn has_response_phase(&self) -> bool {
+        false
+    }
+    /// The response phase: may change the status, headers or body of the
+    /// response before the client sees it (the upstream's, or an answer a
+    /// plugin or the gateway gave).
+    fn response(&self, _ctx: &ResponseCtx<'_>, _response: &mut ResponseParts) {}
     /// The settings as configured, for the `/routes` view.
     fn describe(&self) -> serde_json::Value;
 }
@@ -139,6 +213,39 @@ pub fn build(
     }
     if let Some(c) = &plugins.key_auth {
         add(auth::KeyAuthPlugin::build(c, env));
+    }
+    if let Some(c) = &plugins.forward_auth {
+        add(auth::forward::ForwardAuthPlugin::build(c, env));
+    }
+    if let Some(c) = &plugins.ip_restriction {
+        add(security::ip::IpRestrictionPlugin::build(c, env));
+    }
+    if let Some(c) = &plugins.cors {
+        add(security::cors::CorsPlugin::build(c, env));
+    }
+    if let Some(c) = &plugins.request_body_limit {
+        add(security::limits::RequestBodyLimitPlugin::build(c, env));
+    }
+    if let Some(c) = &plugins.header_limits {
+        add(security::limits::HeaderLimitsPlugin::build(c, env));
+    }
+    if let Some(c) = &plugins.ua_restriction {
+        add(security::limits::UaRestrictionPlugin::build(c, env));
+    }
+    if let Some(c) = &plugins.proxy_rewrite {
+        add(transform::rewrite::ProxyRewritePlugin::build(c, env));
+    }
+    if let Some(c) = &plugins.response_rewrite {
+        add(transform::rewrite::ResponseRewritePlugin::build(c, env));
+    }
+    if let Some(c) = &plugins.redirect {
+        add(transform::respond::RedirectPlugin::build(c, env));
+    }
+    if let Some(c) = &plugins.request_id {
+        add(transform::respond::RequestIdPlugin::build(c, env));
+    }
+    if let Some(c) = &plugins.mocking {
+        add(transform::respond::MockingPlugin::build(c, env));
     }
     if let Some(c) = &plugins.limit_conn {
         add(limit::LimitConnPlugin::build(c, owner, env));

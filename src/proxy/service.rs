@@ -17,7 +17,7 @@ use super::error::ProxyError;
 use super::headers::{self, ClientInfo, RequestHead};
 use super::upstream::{self, Clients, Deadlines, Pool};
 use crate::metrics::{PLUGIN_REJECTIONS, RouteMetrics};
-use crate::plugins::{Outcome, RequestCtx};
+use crate::plugins::{Outcome, RequestCtx, ResponseCtx, ResponseParts};
 use crate::routing::{ClientAuth, RequestView, Route, RouteTable, normalize_host, normalize_path};
 
 /// What every worker shares: the live table and the settings.
@@ -89,10 +89,21 @@ impl Worker {
             return resp;
         }
         let mut effects = None;
+        // Kept for the response phase, only when a plugin has one.
+        let mut phase = None;
         if !route.plugins.is_empty() {
+            if route.plugins.iter().any(|p| p.has_response_phase()) {
+                phase = Some((req.headers().clone(), req.method().clone()));
+            }
             match run_plugins(&route, &matched, &req, client).await {
                 Ok(done) => effects = Some(done),
                 Err(resp) => {
+                    let resp = match &phase {
+                        Some((headers, method)) => {
+                            response_phase(&route, headers, method, None, resp)
+                        }
+                        None => resp,
+                    };
                     route
                         .metrics
                         .record(resp.status().as_u16(), start.elapsed(), start);
@@ -100,6 +111,7 @@ impl Worker {
                 }
             }
         }
+        let consumer = effects.as_ref().and_then(|e| e.consumer.clone());
         let (upstream_changes, response_changes) = match effects {
             Some(e) => (Some(e.upstream), Some((e.response_headers, e.guards))),
             None => (None, None),
@@ -119,6 +131,9 @@ impl Worker {
             if !guards.is_empty() {
                 resp = resp.map(|body| ResponseBody::Guarded(Box::new(body), guards));
             }
+        }
+        if let Some((headers, method)) = &phase {
+            resp = response_phase(&route, headers, method, consumer.as_deref(), resp);
         }
         if client.tls
             && let Some(hsts) = &self.shared.settings.hsts
@@ -200,7 +215,7 @@ impl Worker {
         if let Some(auth) = &matched.client_auth {
             client_certificate_headers(&mut parts.headers, auth.is_some(), client);
         }
-        let host = match parts.uri.authority() {
+        let mut host = match parts.uri.authority() {
             Some(a) => Some(
                 HeaderValue::from_str(a.as_str())
                     .map_err(|_| ProxyError::BadRequest("invalid authority"))?,
@@ -209,6 +224,13 @@ impl Worker {
         };
         let mut target = target(&parts.uri, matched.normalized.as_deref());
         if let Some(c) = changes {
+            if let Some(path) = c.path {
+                target = Cow::Owned(path);
+            }
+            if let Some(h) = c.host {
+                parts.headers.insert(header::HOST, h.clone());
+                host = Some(h);
+            }
             for (name, value) in c.headers {
                 match value {
                     Some(v) => {
@@ -254,6 +276,8 @@ impl Worker {
 struct UpstreamChanges {
     headers: Vec<(HeaderName, Option<HeaderValue>)>,
     remove_query: Vec<Box<str>>,
+    path: Option<String>,
+    host: Option<HeaderValue>,
 }
 
 /// What the plugins decided for a request they let through.
@@ -261,6 +285,44 @@ struct Effects {
     upstream: UpstreamChanges,
     response_headers: http::HeaderMap,
     guards: Guards,
+    consumer: Option<Arc<str>>,
+}
+
+/// Runs the route's response phases on the response the client gets.
+fn response_phase(
+    route: &Route,
+    request_headers: &http::HeaderMap,
+    method: &http::Method,
+    consumer: Option<&str>,
+    resp: Response<ResponseBody>,
+) -> Response<ResponseBody> {
+    let (mut parts, body) = resp.into_parts();
+    let ctx = ResponseCtx {
+        request_headers,
+        method,
+        consumer,
+        route: &route.name,
+    };
+    let mut changed = ResponseParts {
+        status: parts.status,
+        headers: std::mem::take(&mut parts.headers),
+        body: None,
+    };
+    for plugin in route.plugins.iter().filter(|p| p.has_response_phase()) {
+        plugin.response(&ctx, &mut changed);
+    }
+    parts.status = changed.status;
+    parts.headers = changed.headers;
+    match changed.body {
+        None => Response::from_parts(parts, body),
+        Some(bytes) => {
+            // The new body has its own length; the old framing no longer
+            // applies.
+            parts.headers.remove(header::CONTENT_LENGTH);
+            parts.headers.remove(header::TRANSFER_ENCODING);
+            Response::from_parts(parts, ResponseBody::full(bytes))
+        }
+    }
 }
 
 /// `target` without the query parameters named in `remove`.
@@ -296,6 +358,7 @@ async fn run_plugins(
         .unwrap_or_else(|| req.uri().path());
     let mut ctx = RequestCtx {
         client_ip: client.ip.as_bytes(),
+        tls: client.tls,
         host: matched.host.as_deref().unwrap_or(""),
         path,
         query: req.uri().query(),
@@ -306,14 +369,18 @@ async fn run_plugins(
         guards: Vec::new(),
         upstream_headers: Vec::new(),
         remove_query: Vec::new(),
+        rewrite_path: None,
+        rewrite_host: None,
+        method: req.method(),
     };
     for plugin in route.plugins.iter() {
         let rejected = match plugin.request(&mut ctx) {
             Outcome::Continue => continue,
             Outcome::Reject(r) => r,
             Outcome::Wait(pending) => match pending.await {
-                Ok(headers) => {
-                    ctx.response_headers.extend(headers);
+                Ok(w) => {
+                    ctx.response_headers.extend(w.response_headers);
+                    ctx.upstream_headers.extend(w.upstream_headers);
                     continue;
                 }
                 Err(r) => *r,
@@ -336,7 +403,10 @@ async fn run_plugins(
         upstream: UpstreamChanges {
             headers: ctx.upstream_headers,
             remove_query: ctx.remove_query,
+            path: ctx.rewrite_path,
+            host: ctx.rewrite_host,
         },
+        consumer: ctx.consumer,
         response_headers: ctx.response_headers,
         guards: ctx.guards.into_boxed_slice(),
     })

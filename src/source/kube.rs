@@ -157,7 +157,7 @@ impl Watched for EndpointSlice {
 }
 
 /// The Secret values translation reads; the rest is dropped on arrival.
-const SECRET_KEYS: [&str; 4] = ["tls.crt", "tls.key", "ca.crt", "redis-password"];
+const SECRET_KEYS: [&str; 5] = ["tls.crt", "tls.key", "ca.crt", "redis-password", "auth"];
 
 impl Watched for Secret {
     const KIND: Kind = Kind::Secret;
@@ -168,8 +168,9 @@ impl Watched for Secret {
         &mut state.secrets
     }
     /// Only the values Sluicegate reads are kept (certificates, keys, CA
-    /// bundles, Redis passwords, and the credentials of Secrets labelled
-    /// as consumers); every other value, and annotations, are dropped.
+    /// bundles, Redis passwords, htpasswd files under `auth`, and the
+    /// credentials of Secrets labelled as consumers); every other value,
+    /// and annotations, are dropped.
     fn strip(&mut self) {
         self.metadata.managed_fields = None;
         self.metadata.annotations = None;

@@ -7,7 +7,10 @@ use k8s_openapi::api::networking::v1::Ingress;
 use super::Ctx;
 use super::diagnostics::{Reason, Subject};
 use super::protocol::ProtocolRequest;
-use crate::api::{LimitConn, LimitReq, Plugins};
+use crate::api::{
+    AuthCommon, BasicAuth, Cors, ForwardAuth, HeaderEdits, IpRestriction, LimitConn, LimitReq,
+    LocalObjectRef, Plugins, ProxyRewrite, RedirectTo, RegexReplace, RequestBodyLimit,
+};
 use crate::routing::Protocol;
 
 pub(super) const BACKEND_PROTOCOL: [&str; 2] = [
@@ -323,4 +326,213 @@ pub(super) fn refuse_snippets(ctx: &mut Ctx<'_>, obj: Subject<'_>, ingress: &Ing
         );
     }
     refused
+}
+
+/// Both names of an ingress-nginx annotation.
+macro_rules! names {
+    ($n:literal) => {
+        [
+            concat!("sluicegate.io/", $n),
+            concat!("nginx.ingress.kubernetes.io/", $n),
+        ]
+    };
+}
+
+/// The value of an annotation, trimmed, if set and not empty.
+fn text<'i>(ingress: &'i Ingress, names: [&'static str; 2]) -> Option<&'i str> {
+    get(ingress, names)
+        .map(|(_, v)| v.trim())
+        .filter(|v| !v.is_empty())
+}
+
+/// A comma-separated list annotation.
+fn list(ingress: &Ingress, names: [&'static str; 2]) -> Vec<String> {
+    text(ingress, names)
+        .map(|v| {
+            v.split(',')
+                .map(|x| x.trim().to_owned())
+                .filter(|x| !x.is_empty())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A size such as `8m`, `512k` or `1g` (nginx's units), in bytes.
+fn size(text: &str) -> Option<u64> {
+    let t = text.trim().to_ascii_lowercase();
+    let (digits, unit) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => t.split_at(i),
+        None => (t.as_str(), ""),
+    };
+    let n: u64 = digits.parse().ok()?;
+    let factor = match unit {
+        "" => 1,
+        "k" => 1 << 10,
+        "m" => 1 << 20,
+        "g" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(factor)
+}
+
+/// The plugins the ingress-nginx annotations ask for, other than the
+/// per-path rewrite (see [`rewrite`]): rate limits, `auth-type: basic` with
+/// `auth-secret`, `auth-url`, source ranges, CORS and `proxy-body-size`.
+/// `Err` when authentication was asked for and cannot be given: the
+/// Ingress is then not served, rather than served open.
+pub(super) fn plugins(
+    ctx: &mut Ctx<'_>,
+    obj: Subject<'_>,
+    ingress: &Ingress,
+) -> Result<Option<Plugins>, ()> {
+    let mut p = rate_limits(ctx, obj, ingress).unwrap_or_default();
+    let mut refused = false;
+
+    match text(ingress, names!("auth-type")) {
+        None => {}
+        Some("basic") => match text(ingress, names!("auth-secret")) {
+            Some(secret) => {
+                let name = secret.rsplit('/').next().unwrap_or(secret).to_owned();
+                if secret.contains('/') && !secret.starts_with(&format!("{}/", obj.key.namespace)) {
+                    refused = true;
+                    ctx.diags.report(
+                        obj,
+                        field("nginx.ingress.kubernetes.io/auth-secret"),
+                        Reason::Unsupported,
+                        format!("Secret {secret:?} is in another namespace; only Secrets in {:?} can be used; the Ingress is not served", obj.key.namespace),
+                    );
+                } else {
+                    p.basic_auth = Some(BasicAuth {
+                        realm: text(ingress, names!("auth-realm")).map(str::to_owned),
+                        htpasswd_secret_ref: Some(LocalObjectRef { name }),
+                        common: AuthCommon::default(),
+                    });
+                }
+            }
+            None => {
+                refused = true;
+                ctx.diags.report(
+                    obj,
+                    field("nginx.ingress.kubernetes.io/auth-type"),
+                    Reason::InvalidSpec,
+                    "auth-type basic needs auth-secret; the Ingress is not served",
+                );
+            }
+        },
+        Some(other) => {
+            refused = true;
+            ctx.diags.report(
+                obj,
+                field("nginx.ingress.kubernetes.io/auth-type"),
+                Reason::Unsupported,
+                format!(
+                    "auth-type {other:?} is not supported (use basic); the Ingress is not served"
+                ),
+            );
+        }
+    }
+
+    if let Some(url) = text(ingress, names!("auth-url")) {
+        p.forward_auth = Some(ForwardAuth {
+            uri: url.to_owned(),
+            upstream_headers: list(ingress, names!("auth-response-headers")),
+            ..ForwardAuth::default()
+        });
+        if let Some((name, _)) = get(ingress, names!("auth-signin")) {
+            ctx.diags.report(
+                obj,
+                field(name),
+                Reason::Unsupported,
+                "auth-signin is not supported; the authorization service's own redirect reaches the client",
+            );
+        }
+    }
+
+    let allow = [
+        list(ingress, names!("whitelist-source-range")),
+        list(ingress, names!("allowlist-source-range")),
+    ]
+    .concat();
+    let deny = list(ingress, names!("denylist-source-range"));
+    if !allow.is_empty() || !deny.is_empty() {
+        p.ip_restriction = Some(IpRestriction {
+            allow,
+            deny,
+            ..IpRestriction::default()
+        });
+    }
+
+    if flag(ctx, obj, ingress, names!("enable-cors"), false) {
+        let origins = list(ingress, names!("cors-allow-origin"));
+        p.cors = Some(Cors {
+            allow_origins: origins,
+            allow_methods: list(ingress, names!("cors-allow-methods")),
+            allow_headers: list(ingress, names!("cors-allow-headers")),
+            expose_headers: list(ingress, names!("cors-expose-headers")),
+            // ingress-nginx's defaults: credentials allowed, 20 days.
+            allow_credentials: flag(ctx, obj, ingress, names!("cors-allow-credentials"), true),
+            max_age: Some(crate::api::Duration(std::time::Duration::from_secs(
+                count(ctx, obj, ingress, names!("cors-max-age")).unwrap_or(1_728_000),
+            ))),
+        });
+    }
+
+    if let Some((name, value)) = get(ingress, names!("proxy-body-size")) {
+        match size(value) {
+            Some(0) => {}
+            Some(max_bytes) => p.request_body_limit = Some(RequestBodyLimit { max_bytes }),
+            None => ctx.diags.report(
+                obj,
+                field(name),
+                Reason::InvalidSpec,
+                format!("{value:?} is not a size such as 8m; ignored"),
+            ),
+        }
+    }
+    if refused {
+        return Err(());
+    }
+    Ok((!p.is_empty()).then_some(p))
+}
+
+/// Whether the Ingress's paths are regular expressions, as in
+/// ingress-nginx: `use-regex: "true"`, or any `rewrite-target`.
+pub(super) fn regex_paths(ingress: &Ingress) -> bool {
+    text(ingress, names!("use-regex")) == Some("true")
+        || text(ingress, names!("rewrite-target")).is_some()
+}
+
+/// The rewrite of one path: `rewrite-target` (with `$1`... from the path's
+/// regular expression), and `x-forwarded-prefix`.
+pub(super) fn rewrite(ingress: &Ingress, path: &str) -> Option<ProxyRewrite> {
+    let target = text(ingress, names!("rewrite-target"));
+    let prefix = text(ingress, names!("x-forwarded-prefix"));
+    if target.is_none() && prefix.is_none() {
+        return None;
+    }
+    Some(ProxyRewrite {
+        regex_uri: target.map(|t| RegexReplace {
+            // nginx matches case-insensitively from the start and replaces
+            // the whole path.
+            pattern: format!("(?i)^{path}.*$"),
+            replacement: t.to_owned(),
+        }),
+        headers: prefix.map(|p| HeaderEdits {
+            set: [("x-forwarded-prefix".to_owned(), p.to_owned())].into(),
+            ..HeaderEdits::default()
+        }),
+        ..ProxyRewrite::default()
+    })
+}
+
+/// `app-root`: requests for `/` are redirected there.
+pub(super) fn app_root(ingress: &Ingress) -> Option<Plugins> {
+    let root = text(ingress, names!("app-root"))?;
+    Some(Plugins {
+        redirect: Some(RedirectTo {
+            uri: root.to_owned(),
+            code: Some(302),
+        }),
+        ..Plugins::default()
+    })
 }

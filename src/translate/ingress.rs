@@ -34,9 +34,11 @@ pub(super) fn translate(ctx: &mut Ctx<'_>, key: &ObjectKey, ingress: &Ingress) {
     let policy = redirect_policy(ctx, obj, ingress);
     let tls_entries = tls_entries(ctx, obj, spec);
     let proto = annotations::protocol(ctx, obj, ingress);
-    let limits = annotations::rate_limits(ctx, obj, ingress);
+    let Ok(annotated) = annotations::plugins(ctx, obj, ingress) else {
+        return;
+    };
     let sources = plugins::RoutePlugins {
-        inline: limits
+        inline: annotated
             .as_ref()
             .map(|p| (p, "metadata.annotations".to_owned())),
         reference: None,
@@ -44,6 +46,20 @@ pub(super) fn translate(ctx: &mut Ctx<'_>, key: &ObjectKey, ingress: &Ingress) {
     };
     let Ok(plugin_list) = plugins::for_route(ctx, obj, sources) else {
         return;
+    };
+    let regex_paths = annotations::regex_paths(ingress);
+    // The plugins of a path with its own rewrite; `None` when the path
+    // takes the Ingress's plugins as they are.
+    let path_plugins = |ctx: &mut Ctx<'_>, path: &str| {
+        let rewrite = annotations::rewrite(ingress, path)?;
+        let mut own = annotated.clone().unwrap_or_default();
+        own.proxy_rewrite = Some(rewrite);
+        let sources = plugins::RoutePlugins {
+            inline: Some((&own, "metadata.annotations".to_owned())),
+            reference: None,
+            owner: &name,
+        };
+        Some(plugins::for_route(ctx, obj, sources))
     };
     let route = |hosts, paths, backends, fallback, https_redirect| RouteSpec {
         name: name.clone(),
@@ -81,13 +97,30 @@ pub(super) fn translate(ctx: &mut Ctx<'_>, key: &ObjectKey, ingress: &Ingress) {
         for (j, p) in http.paths.iter().enumerate() {
             let field = || format!("spec.rules[{i}].http.paths[{j}]");
             let path = p.path.clone().unwrap_or_else(|| "/".to_owned());
-            if let Err(e) = validate::literal_path(&path) {
-                ctx.diags
-                    .report(obj, format!("{}.path", field()), Reason::InvalidSpec, e);
-                continue;
-            }
+            let own_plugins = match path_plugins(ctx, &path) {
+                None => None,
+                Some(Ok(list)) => Some(list),
+                Some(Err(())) => continue,
+            };
+            let regex = regex_paths && p.path_type != "Exact";
+            let checked = if regex {
+                // As nginx's `location ~*`: case-insensitive, from the
+                // start of the path.
+                validate::pattern(&format!("(?i){path}.*")).map(PathSpec::RegularExpression)
+            } else {
+                validate::literal_path(&path).map(|()| PathSpec::Prefix(String::new()))
+            };
+            let regex_spec = match checked {
+                Ok(spec) => spec,
+                Err(e) => {
+                    ctx.diags
+                        .report(obj, format!("{}.path", field()), Reason::InvalidSpec, e);
+                    continue;
+                }
+            };
             let path = match p.path_type.as_str() {
                 "Exact" => PathSpec::Exact(path),
+                "Prefix" | "ImplementationSpecific" if regex => regex_spec,
                 "Prefix" | "ImplementationSpecific" => PathSpec::Prefix(path),
                 other => {
                     ctx.diags.report(
@@ -103,9 +136,32 @@ pub(super) fn translate(ctx: &mut Ctx<'_>, key: &ObjectKey, ingress: &Ingress) {
             let Some(backend) = backend(ctx, obj, backend_field, &p.backend, &proto) else {
                 continue;
             };
-            let r = route(hosts.clone(), vec![path], vec![backend], false, redirect);
+            let mut r = route(hosts.clone(), vec![path], vec![backend], false, redirect);
+            if let Some(list) = own_plugins {
+                r.plugins = list;
+            }
             ctx.claim(obj, field, &r);
             ctx.routes.push(r);
+        }
+        if let Some(root) = annotations::app_root(ingress) {
+            let owner = format!("{name}/app-root");
+            let sources = plugins::RoutePlugins {
+                inline: Some((&root, "metadata.annotations".to_owned())),
+                reference: None,
+                owner: &owner,
+            };
+            if let Ok(list) = plugins::for_route(ctx, obj, sources) {
+                let mut r = route(
+                    hosts.clone(),
+                    vec![PathSpec::Exact("/".into())],
+                    Vec::new(),
+                    false,
+                    redirect,
+                );
+                r.plugins = list;
+                r.priority = 1;
+                ctx.routes.push(r);
+            }
         }
     }
 

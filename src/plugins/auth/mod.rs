@@ -13,6 +13,7 @@
 //! `401` with a short reason, never a `5xx`: a malformed header, bad
 //! base64, an unknown key, a wrong password.
 
+pub mod forward;
 pub mod jwt;
 
 use std::collections::BTreeMap;
@@ -236,6 +237,24 @@ impl BasicAuthPlugin {
                 }
             }
         }
+        // An htpasswd Secret named directly (ingress-nginx's auth-secret):
+        // every user in it is a consumer of that name.
+        if let Some(r) = &c.htpasswd_secret_ref {
+            let file = (env.secret)(&r.name, "auth").ok_or_else(|| {
+                ConfigError::new(
+                    format!("{field}.htpasswdSecretRef"),
+                    format!(
+                        "Secret {}/{} not found or without an auth value",
+                        env.namespace, r.name
+                    ),
+                )
+            })?;
+            for line in String::from_utf8_lossy(&file).lines() {
+                if let Some((u, h)) = line.trim().split_once(':') {
+                    users.insert(u.to_owned(), (password_of(h.as_bytes()), Arc::from(u)));
+                }
+            }
+        }
         let realm = c.realm.as_deref().unwrap_or("sluicegate");
         let challenge =
             HeaderValue::try_from(format!("Basic realm=\"{}\"", realm.replace('"', "")))
@@ -374,7 +393,7 @@ impl Plugin for BasicAuthPlugin {
                     tokio::task::spawn_blocking(move || bcrypt::verify(&password, &hash)).await;
                 if matches!(verified, Ok(Ok(true))) {
                     self.remember(key);
-                    Ok(HeaderMap::new())
+                    Ok(crate::plugins::Waited::default())
                 } else {
                     Err(Box::new(unauthorized(
                         "invalid username or password",

@@ -178,6 +178,7 @@ mod tests {
     fn ctx<'a>(headers: &'a HeaderMap, query: Option<&'a str>) -> RequestCtx<'a> {
         RequestCtx {
             client_ip: b"10.0.0.1",
+            tls: false,
             host: "shop.test",
             path: "/cart",
             query,
@@ -188,6 +189,9 @@ mod tests {
             guards: Vec::new(),
             upstream_headers: Vec::new(),
             remove_query: Vec::new(),
+            rewrite_path: None,
+            rewrite_host: None,
+            method: &http::Method::GET,
         }
     }
 

@@ -205,7 +205,7 @@ impl Plugin for LimitCountPlugin {
             let call = redis.count(&self.scope, key, limit, window, sliding);
             return Outcome::Wait(Box::pin(async move {
                 let d = call.await?;
-                self.finish(d)
+                self.finish(d).map(Into::into)
             }));
         }
         let hash = store::key_hash(key);
@@ -314,7 +314,7 @@ impl Plugin for LimitReqPlugin {
             return Outcome::Wait(Box::pin(async move {
                 let d = call.await?;
                 hold(d.delay).await;
-                finish(&self.answer, d)
+                finish(&self.answer, d).map(Into::into)
             }));
         }
         let hash = store::key_hash(key);
@@ -324,7 +324,7 @@ impl Plugin for LimitReqPlugin {
             let answer = &self.answer;
             return Outcome::Wait(Box::pin(async move {
                 hold(d.delay).await;
-                finish(answer, d)
+                finish(answer, d).map(Into::into)
             }));
         }
         decided(&self.answer, d, ctx)

@@ -1,0 +1,221 @@
+//! Typed settings of the security and transformation plugins.
+
+use std::collections::BTreeMap;
+
+use kube::KubeSchema;
+use serde::{Deserialize, Serialize};
+
+use super::common::Duration;
+
+/// Allow or deny clients by address.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IpRestriction {
+    /// Addresses or CIDR ranges allowed; when set, everyone else is refused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 1024))]
+    pub allow: Vec<String>,
+    /// Addresses or CIDR ranges refused (checked first).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 1024))]
+    pub deny: Vec<String>,
+    /// Proxies whose `X-Forwarded-For` is believed: the client is the
+    /// right-most address not in this list. Empty: the connection's peer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
+    pub trusted_proxies: Vec<String>,
+    /// Status of refused requests (default 403).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 200, max = 599))]
+    pub rejected_code: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 4096))]
+    pub rejected_message: Option<String>,
+}
+
+/// Cross-origin resource sharing; preflight requests are answered by the
+/// gateway.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Cors {
+    /// `*`, exact origins (`https://shop.example.com`) or one-label
+    /// wildcards (`https://*.example.com`). Default `*`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
+    pub allow_origins: Vec<String>,
+    /// Default GET, POST, PUT, PATCH, DELETE, OPTIONS, HEAD.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_methods: Vec<String>,
+    /// Request headers allowed; default: whatever the preflight asks for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_headers: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expose_headers: Vec<String>,
+    /// Send `Access-Control-Allow-Credentials: true` (then the origin is
+    /// echoed, never `*`).
+    #[serde(default)]
+    pub allow_credentials: bool,
+    /// How long browsers cache a preflight answer (default 5s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<Duration>,
+}
+
+/// Refuse request bodies larger than this with 413.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RequestBodyLimit {
+    pub max_bytes: u64,
+}
+
+/// Refuse requests with too many or too large headers (431).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HeaderLimits {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_count: Option<u32>,
+    /// Names and values of all headers together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_total_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_value_bytes: Option<u64>,
+}
+
+/// Allow or deny clients by `User-Agent` (regular expressions matching
+/// the whole value).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UaRestriction {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
+    pub allow: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
+    pub deny: Vec<String>,
+    /// Status of refused requests (default 403).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 200, max = 599))]
+    pub rejected_code: Option<u16>,
+}
+
+/// Header edits: `set` replaces, `add` appends, `remove` deletes.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HeaderEdits {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub set: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub add: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove: Vec<String>,
+}
+
+/// A regular expression and its replacement (`$1`, `${name}`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RegexReplace {
+    #[schemars(length(min = 1, max = 1024))]
+    pub pattern: String,
+    #[schemars(length(max = 1024))]
+    pub replacement: String,
+}
+
+/// Rewrites of the request the upstream gets.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProxyRewrite {
+    /// A new path (the query is kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri: Option<String>,
+    /// Rewrite the path by regular expression with capture groups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex_uri: Option<RegexReplace>,
+    /// Remove this prefix from the path (then `replacePrefix` in front).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strip_prefix: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replace_prefix: Option<String>,
+    /// The `Host` the upstream gets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<HeaderEdits>,
+}
+
+/// Changes to the response the client gets.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ResponseRewrite {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 100, max = 599))]
+    pub status_code: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<HeaderEdits>,
+    /// Replaces the body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+}
+
+/// Answer with a redirect.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RedirectTo {
+    /// Target; `{host}`, `{path}`, `{query}` and `{request_uri}` are
+    /// replaced.
+    #[schemars(length(min = 1, max = 4096))]
+    pub uri: String,
+    /// 301, 302 (default), 303, 307 or 308.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<u16>,
+}
+
+/// Give every request an id, or keep the client's.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RequestId {
+    /// Default `X-Request-Id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    /// Also send it back in the response (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub include_in_response: Option<bool>,
+}
+
+/// Answer with a fixed response instead of forwarding.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Mocking {
+    /// Default 200.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 100, max = 599))]
+    pub status_code: Option<u16>,
+    #[serde(default)]
+    pub body: String,
+    /// Default `text/plain; charset=utf-8`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+}
+
+/// Ask an authorization service about every request: a 2xx answer lets
+/// it through, anything else is the client's answer.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ForwardAuth {
+    /// `http://host:port/path` of the service.
+    #[schemars(length(min = 1, max = 2048))]
+    pub uri: String,
+    /// Client request headers sent to the service (besides
+    /// `X-Forwarded-*` describing the original request).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub request_headers: Vec<String>,
+    /// Headers of the service's 2xx answer copied to the upstream request.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub upstream_headers: Vec<String>,
+    /// Headers of a refusal copied to the client's answer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub client_headers: Vec<String>,
+    /// Default 3s; past it the client gets 503.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
+}

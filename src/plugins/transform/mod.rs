@@ -1,0 +1,4 @@
+//! Plugins that change requests and responses, or answer themselves.
+
+pub mod respond;
+pub mod rewrite;
