@@ -7,10 +7,29 @@
 #   bench/proxy.sh compare    the same
 #   bench/proxy.sh churn      rewrite Sluicegate's manifest 10 times a second
 #                             during a wrk run and count failed requests
-#   bench/proxy.sh all        compare, then churn
+#   bench/proxy.sh tls        HTTPS: requests/s over keep-alive connections,
+#                             and TLS handshakes/s with a new connection per
+#                             request (full and resumed handshakes), nginx
+#                             and Sluicegate serving the same certificates
+#   bench/proxy.sh all        compare, then churn, then tls
 #
 # Layout (2-core default): the proxy under test runs alone on PROXY_CPU;
-# wrk and the backend share LOAD_CPU. Each proxy gets one worker.
+# wrk and the backend share LOAD_CPU. Each proxy gets one worker. Every
+# run reports the proxy's CPU time per request, how busy LOAD_CPU was and
+# wrk's share of it: when LOAD_CPU is saturated and the proxy's core is not,
+# the figure is the load generator's limit, not the proxy's.
+#
+# TLS mode: one ECDSA P-256 and one RSA 2048 self-signed certificate for
+# bench.local and 127.0.0.1 are generated with openssl. nginx gets them with
+# `ssl_certificate`, Sluicegate as a kubernetes.io/tls Secret named by
+# --default-certificate. wrk sends the SNI 127.0.0.1 (its URL's host) and
+# `Host: bench.local`. wrk keeps each connection's TLS session and resumes it
+# when it reconnects, so `Connection: close` alone measures resumed
+# handshakes; for full ones a small LD_PRELOAD library compiled here
+# (bench/proxy.sh writes it to the temporary directory) drops the session
+# before each connect. The same library counts, on wrk's side, the
+# handshakes that completed and how many of them resumed a session.
+# Needs openssl and a C compiler (installed from Debian if missing).
 #
 # The backend is a separate nginx instance answering `return 200 "ok"` from
 # one worker: no file system access, no upstream, a two-byte body. It is
@@ -24,10 +43,16 @@
 #   DURATION=10s WARMUP=3s     measured run / discarded warm-up run
 #   ROUNDS=3                   alternating nginx/Sluicegate rounds
 #   BASELINE=1                 also measure wrk straight against the backend
+#   TLS_TESTS="keepalive:ecdsa full:ecdsa resumed:ecdsa full:rsa"
+#                              TLS runs, TEST:CERT; TEST is keepalive
+#                              (CONNECTIONS keep-alive connections), full or
+#                              resumed (a new connection and handshake per
+#                              request); CERT is ecdsa (P-256) or rsa (2048)
 #   CHURN_DURATION=10s CHURN_RATE=10 CHURN_STYLES="rename inplace"
 #                              (style "none" is a run without rewrites)
-#   BACKEND_PORT NGINX_PORT SG_PORT SG_ADMIN_PORT   fixed ports (default:
-#                              free ports found from PORT_BASE=18080 upwards)
+#   BACKEND_PORT NGINX_PORT SG_PORT SG_ADMIN_PORT NGINX_TLS_PORT SG_TLS_PORT
+#                              fixed ports (default: free ports found from
+#                              PORT_BASE=18080 upwards)
 #   SLUICEGATE_BIN             use this binary instead of building one
 #   CARGO_TARGET_DIR           where `cargo build --release` puts it
 #   NGINX_FORWARDED=0          1: nginx also sets X-Forwarded-For/-Proto/-Host/
@@ -40,13 +65,13 @@ set -euo pipefail
 
 MODE=${1:-compare}
 case $MODE in
-compare | churn | all) ;;
+compare | churn | tls | all) ;;
 -h | --help)
     sed -n '2,/^$/{s/^# \{0,1\}//;p}' "$0"
     exit 0
     ;;
 *)
-    echo "usage: $0 [compare|churn|all]" >&2
+    echo "usage: $0 [compare|churn|tls|all]" >&2
     exit 2
     ;;
 esac
@@ -62,6 +87,7 @@ BASELINE=${BASELINE:-1}
 CHURN_DURATION=${CHURN_DURATION:-10s}
 CHURN_RATE=${CHURN_RATE:-10}
 CHURN_STYLES=${CHURN_STYLES:-rename inplace}
+TLS_TESTS=${TLS_TESTS:-keepalive:ecdsa full:ecdsa resumed:ecdsa full:rsa}
 PORT_BASE=${PORT_BASE:-18080}
 NGINX_FORWARDED=${NGINX_FORWARDED:-0}
 HOST_HEADER=bench.local
@@ -119,6 +145,10 @@ command -v wrk >/dev/null || need_apt+=(wrk)
 command -v curl >/dev/null || need_apt+=(curl)
 command -v taskset >/dev/null || need_apt+=(util-linux)
 command -v ss >/dev/null || need_apt+=(iproute2)
+if [[ $MODE == tls || $MODE == all ]]; then
+    command -v openssl >/dev/null || need_apt+=(openssl)
+    command -v cc >/dev/null || need_apt+=(gcc libc6-dev)
+fi
 if ((${#need_apt[@]})); then
     log "installing ${need_apt[*]} from Debian"
     [[ $(id -u) == 0 ]] || die "need root to install ${need_apt[*]}"
@@ -169,6 +199,8 @@ choose BACKEND_PORT
 choose NGINX_PORT
 choose SG_PORT
 choose SG_ADMIN_PORT
+choose NGINX_TLS_PORT
+choose SG_TLS_PORT
 
 # ---------------------------------------------------------------- build
 
@@ -228,25 +260,78 @@ duration_s() { # 10s | 1m | 500ms -> seconds (float)
         print n * f }'
 }
 
+# Clock ticks of the CPUs in a comma-separated list so far, from
+# /proc/stat, as "busy,total,steal": idle and iowait are not busy; steal
+# (time the hypervisor gave to other guests) is.
+core_ticks() {
+    awk -v list="$1" 'BEGIN { n = split(list, c, ","); for (i = 1; i <= n; i++) want["cpu" c[i]] = 1 }
+        $1 in want { t = 0; for (i = 2; i <= 9; i++) t += $i; busy += t - $5 - $6; total += t; steal += $9 }
+        END { print busy "," total "," steal }' /proc/stat
+}
+
+# CPU seconds (user + system) in the output of the `times` builtin: the
+# children the script has waited for so far. (`times` must run in the
+# script's own shell, not in a $(...) subshell, which has no children.)
+children_secs() {
+    awk 'NR == 2 { split($1, u, /[ms]/); split($2, k, /[ms]/); print u[1] * 60 + u[2] + k[1] * 60 + k[2] }' "$1"
+}
+
+# Extra wrk options and environment for run_wrk (the TLS mode sets them).
+WRK_OPTS=()
+WRK_ENV=()
+
 # run_wrk NAME URL [pid...]: warm-up, measured run, summary line into
 # $TMP/results: name rps p50us p99us non2xx sockerr cpu% and the CPU time
-# the pids spent per request, user and system, in microseconds.
+# the pids spent per request, user and system, in microseconds; then how
+# busy LOAD_CPU was and wrk's own share of it, the TLS handshakes wrk
+# completed, full and resumed ("-" without the TLS library); then, in
+# percent of one core, the busy time of PROXY_CPU and LOAD_CPU that neither
+# the pids, wrk, the backend nor the hypervisor took (other processes, and
+# interrupts that came while a core was idle), and the time the hypervisor
+# gave to other guests (steal). More than a few percent of either means
+# the measurement was disturbed.
 run_wrk() {
     local name=$1 url=$2
     shift 2
-    local out=$TMP/wrk-$name.txt t0 t1
-    taskset -c "$LOAD_CPU" wrk -t"$THREADS" -c"$CONNECTIONS" -d"$WARMUP" \
-        -H "Host: $HOST_HEADER" "$url" >/dev/null
+    local out=$TMP/wrk-$name.txt t0 t1 c0 c1 a0 a1 b0 b1 load wrkcpu other steal
+    taskset -c "$LOAD_CPU" env "${WRK_ENV[@]}" wrk -t"$THREADS" -c"$CONNECTIONS" -d"$WARMUP" \
+        -H "Host: $HOST_HEADER" "${WRK_OPTS[@]}" "$url" >/dev/null
+    rm -f "$TMP/handshakes-$name.txt"
     t0=$(cpu_ticks "$@")
-    taskset -c "$LOAD_CPU" wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency \
-        -H "Host: $HOST_HEADER" "$url" >"$out"
+    # shellcheck disable=SC2086 # one pid per word
+    b0=$(cpu_ticks "$BACKEND_PID" $BACKEND_WORKERS)
+    c0=$(core_ticks "$LOAD_CPU")
+    a0=$(core_ticks "$PROXY_CPU,$LOAD_CPU")
+    times >"$TMP/times.0"
+    taskset -c "$LOAD_CPU" env "${WRK_ENV[@]}" TLS_HANDSHAKE_LOG="$TMP/handshakes-$name.txt" \
+        wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency \
+        -H "Host: $HOST_HEADER" "${WRK_OPTS[@]}" "$url" >"$out"
+    times >"$TMP/times.1"
+    a1=$(core_ticks "$PROXY_CPU,$LOAD_CPU")
+    c1=$(core_ticks "$LOAD_CPU")
     t1=$(cpu_ticks "$@")
-    summarize "$name" "$out" "$t0" "$t1" "$DURATION" "$#"
+    # shellcheck disable=SC2086 # one pid per word
+    b1=$(cpu_ticks "$BACKEND_PID" $BACKEND_WORKERS)
+    load=$(awk -v a="$c0" -v b="$c1" 'BEGIN { split(a, x, ","); split(b, y, ",")
+        printf "%.0f", (y[2] > x[2]) ? (y[1] - x[1]) / (y[2] - x[2]) * 100 : 0 }')
+    wrkcpu=$(awk -v a="$(children_secs "$TMP/times.0")" -v b="$(children_secs "$TMP/times.1")" \
+        -v s="$(duration_s "$DURATION")" 'BEGIN { printf "%.0f", (b - a) / s * 100 }')
+    other=$(awk -v a="$a0" -v b="$a1" -v p0="$t0,$b0" -v p1="$t1,$b1" -v w="$wrkcpu" -v hz="$HZ" \
+        -v s="$(duration_s "$DURATION")" 'BEGIN { split(a, x, ","); split(b, y, ",")
+        split(p0, p, ","); split(p1, q, ",")
+        mine = q[1] + q[2] + q[3] + q[4] - p[1] - p[2] - p[3] - p[4]
+        o = (y[1] - x[1] - (y[3] - x[3]) - mine) / hz / s * 100 - w; printf "%.0f", (o > 0) ? o : 0 }')
+    steal=$(awk -v a="$a0" -v b="$a1" -v hz="$HZ" -v s="$(duration_s "$DURATION")" 'BEGIN {
+        split(a, x, ","); split(b, y, ","); printf "%.0f", (y[3] - x[3]) / hz / s * 100 }')
+    summarize "$name" "$out" "$t0" "$t1" "$DURATION" "$#" "$load" "$wrkcpu" "$TMP/handshakes-$name.txt" \
+        "$other" "$steal"
 }
 
-# summarize NAME FILE TICKS0 TICKS1 DURATION NPIDS
+# summarize NAME FILE TICKS0 TICKS1 DURATION NPIDS [LOAD% WRK% HANDSHAKES_FILE OTHER% STEAL%]
 summarize() {
     local name=$1 out=$2 rps p50 p99 non2xx sockerr cpu secs reqs usr sys
+    local load=${7:--} wrkcpu=${8:--} hsfile=${9:-} other=${10:--} steal=${11:--}
+    local full=- resumed=- proto=- extra=""
     rps=$(awk '/^Requests\/sec:/ {print $2}' "$out")
     p50=$(awk '/Latency Distribution/ {d=1} d && $1 == "50%" {print $2; exit}' "$out")
     p99=$(awk '/Latency Distribution/ {d=1} d && $1 == "99%" {print $2; exit}' "$out")
@@ -263,10 +348,16 @@ summarize() {
     else
         cpu=- usr=- sys=-
     fi
-    printf '%s %s %s %s %s %s %s %s %s\n' "$name" "$rps" "$(to_us "$p50")" "$(to_us "$p99")" \
-        "${non2xx:-0}" "${sockerr:-0}" "$cpu" "$usr" "$sys" >>"$TMP/results"
-    printf '   %-12s %10s req/s   p50 %8s   p99 %8s   non-2xx %s   socket errors %s   proxy CPU %s%% (user %s + sys %s us/request)\n' \
-        "$name" "$rps" "$p50" "$p99" "${non2xx:-0}" "${sockerr:-0}" "$cpu" "$usr" "$sys" >&2
+    if [[ -n $hsfile && -s $hsfile ]]; then
+        read -r full resumed proto <"$hsfile"
+        extra="   handshakes: $full full, $resumed resumed ($proto)"
+    fi
+    printf '%s %s %s %s %s %s %s %s %s %s %s %s %s %s %s\n' "$name" "$rps" "$(to_us "$p50")" "$(to_us "$p99")" \
+        "${non2xx:-0}" "${sockerr:-0}" "$cpu" "$usr" "$sys" "$load" "$wrkcpu" "$full" "$resumed" "$other" \
+        "$steal" >>"$TMP/results"
+    printf '   %-12s %10s req/s   p50 %8s   p99 %8s   non-2xx %s   socket errors %s   proxy CPU %s%% (user %s + sys %s us/request)   load CPU %s%% busy (wrk %s%%)   other %s%% steal %s%%%s\n' \
+        "$name" "$rps" "$p50" "$p99" "${non2xx:-0}" "${sockerr:-0}" "$cpu" "$usr" "$sys" "$load" "$wrkcpu" "$other" \
+        "$steal" "$extra" >&2
 }
 
 # ---------------------------------------------------------------- backend
@@ -300,11 +391,28 @@ EOF
     BACKEND_PID=$!
     PIDS+=("$BACKEND_PID")
     wait_http "http://127.0.0.1:$BACKEND_PORT/" "backend nginx" "$BACKEND_PID"
+    BACKEND_WORKERS=$(pgrep -P "$BACKEND_PID" | tr '\n' ' ')
 }
 
+# start_nginx_proxy [CERT]: with CERT (ecdsa or rsa), also an HTTPS
+# listener on NGINX_TLS_PORT with $TMP/tls/CERT.crt, set up like
+# Sluicegate's: TLS 1.2 and 1.3, ECDHE with AES-GCM or ChaCha20-Poly1305,
+# X25519/P-256/P-384, session tickets and a 4096-session cache, ALPN h2 and
+# http/1.1.
 start_nginx_proxy() {
     mkdir -p "$TMP/nginx"
-    local forwarded=""
+    local forwarded="" tls=""
+    if [[ -n ${1:-} ]]; then
+        tls="
+        listen 127.0.0.1:$NGINX_TLS_PORT ssl http2 backlog=4096;
+        ssl_certificate $TMP/tls/$1.crt;
+        ssl_certificate_key $TMP/tls/$1.key;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_ciphers ECDHE+AESGCM:ECDHE+CHACHA20;
+        ssl_ecdh_curve X25519:prime256v1:secp384r1;
+        ssl_session_cache builtin:4096;
+        ssl_session_tickets on;"
+    fi
     if [[ $NGINX_FORWARDED == 1 ]]; then
         # shellcheck disable=SC2016 # nginx variables, not shell ones
         forwarded='
@@ -335,7 +443,7 @@ http {
         keepalive_requests 1000000;
     }
     server {
-        listen 127.0.0.1:$NGINX_PORT backlog=4096;
+        listen 127.0.0.1:$NGINX_PORT backlog=4096;$tls
         location / {
             proxy_pass http://backend;
             proxy_http_version 1.1;
@@ -406,11 +514,17 @@ spec:
 EOF
 }
 
-# start_sluicegate CONFIG_DIR WORKERS [LOG [LEVEL]]
+# Extra Sluicegate options (the TLS mode names its default certificate).
+SG_OPTS=()
+
+# start_sluicegate CONFIG_DIR WORKERS [LOG [LEVEL]]. The HTTPS listener is
+# on SG_TLS_PORT in every mode (with a self-signed certificate unless a
+# Secret is named), rather than on the default 0.0.0.0:8443.
 start_sluicegate() {
     local dir=$1 workers=$2 logf=${3:-$TMP/sluicegate.log} level=${4:-${SG_LOG_LEVEL:-warn}}
     taskset -c "$PROXY_CPU" "$SG" standalone --config "$dir" \
         --http-addr "127.0.0.1:$SG_PORT" --admin-addr "127.0.0.1:$SG_ADMIN_PORT" \
+        --https-addr "127.0.0.1:$SG_TLS_PORT" "${SG_OPTS[@]}" \
         --workers "$workers" --log-level "$level" >"$logf" 2>&1 &
     SG_PID=$!
     PIDS+=("$SG_PID")
@@ -425,6 +539,14 @@ table_updates() {
 }
 
 median() { sort -g | awk '{a[NR] = $1} END {if (NR) print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
+
+# med NAME COLUMN: median of a column of $TMP/results over NAME's rounds,
+# "-" when the column holds no number.
+med() {
+    local m
+    m=$(awk -v n="$1" -v c="$2" '$1 == n && $c != "-" {print $c}' "$TMP/results" | median)
+    echo "${m:--}"
+}
 
 # ---------------------------------------------------------------- modes
 
@@ -465,20 +587,17 @@ compare() {
 
     echo
     echo "results (median of $ROUNDS rounds; latencies in microseconds)"
-    printf '%-12s %10s %8s %8s %7s %7s %5s %13s %12s\n' proxy req/s p50_us p99_us non2xx sockerr cpu% user_us/req sys_us/req
-    local name rps p50 p99 n2 se cpu usr sys
+    printf '%-12s %10s %8s %8s %7s %7s %5s %13s %12s %6s %5s %7s %7s\n' proxy req/s p50_us p99_us non2xx sockerr \
+        cpu% user_us/req sys_us/req load% wrk% other% steal%
+    local name rps p50 p99 n2 se
     for name in direct nginx sluicegate; do
         grep -q "^$name " "$TMP/results" || continue
-        rps=$(awk -v n="$name" '$1 == n {print $2}' "$TMP/results" | median)
-        p50=$(awk -v n="$name" '$1 == n {print $3}' "$TMP/results" | median)
-        p99=$(awk -v n="$name" '$1 == n {print $4}' "$TMP/results" | median)
+        rps=$(med "$name" 2) p50=$(med "$name" 3) p99=$(med "$name" 4)
         n2=$(awk -v n="$name" '$1 == n {s += $5} END {print s}' "$TMP/results")
         se=$(awk -v n="$name" '$1 == n {s += $6} END {print s}' "$TMP/results")
-        cpu=$(awk -v n="$name" '$1 == n {print $7}' "$TMP/results" | median)
-        usr=$(awk -v n="$name" '$1 == n {print $8}' "$TMP/results" | median)
-        sys=$(awk -v n="$name" '$1 == n {print $9}' "$TMP/results" | median)
-        printf '%-12s %10.0f %8.0f %8.0f %7s %7s %5s %13s %12s\n' "$name" "$rps" "$p50" "$p99" "$n2" "$se" \
-            "${cpu:--}" "${usr:--}" "${sys:--}"
+        printf '%-12s %10.0f %8.0f %8.0f %7s %7s %5s %13s %12s %6s %5s %7s %7s\n' "$name" "$rps" "$p50" "$p99" \
+            "$n2" "$se" "$(med "$name" 7)" "$(med "$name" 8)" "$(med "$name" 9)" "$(med "$name" 10)" \
+            "$(med "$name" 11)" "$(med "$name" 14)" "$(med "$name" 15)"
         printf -v "med_${name}_rps" '%s' "$rps"
         printf -v "med_${name}_p50" '%s' "$p50"
         printf -v "med_${name}_p99" '%s' "$p99"
@@ -489,7 +608,8 @@ compare() {
         printf "ratio sluicegate/nginx: throughput %.2f, p50 latency %.2f, p99 latency %.2f\n",
             s / n, s50 / n50, s99 / n99 }'
     echo "sluicegate RSS: ${sg_start_rss} kB after startup (bench config), ${sg_after_rss} kB after the runs"
-    echo "per-round results (name req/s p50_us p99_us non2xx sockerr cpu% user_us/req sys_us/req):"
+    echo "per-round results (name req/s p50_us p99_us non2xx sockerr cpu% user_us/req sys_us/req load_cpu% wrk_cpu%" \
+        "tls_full tls_resumed other_cpu% steal%):"
     sed 's/^/  /' "$TMP/results"
 
     stop "$SG_PID"
@@ -574,13 +694,219 @@ churn() {
         END {for (s in r) printf "  %-8s runs %d  non-2xx %d  socket errors %d\n", s, r[s], n[s], e[s]}' "$TMP/results"
 }
 
+# ---------------------------------------------------------------- TLS
+
+# make_cert KIND: a self-signed certificate for bench.local and 127.0.0.1,
+# ECDSA P-256 or RSA 2048, in $TMP/tls/KIND.crt and KIND.key (PKCS#8).
+make_cert() {
+    local kind=$1
+    local -a key
+    case $kind in
+    ecdsa) key=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1) ;;
+    rsa) key=(-newkey rsa:2048) ;;
+    *) die "unknown certificate '$kind' (ecdsa or rsa)" ;;
+    esac
+    mkdir -p "$TMP/tls"
+    openssl req -x509 "${key[@]}" -nodes -days 7 -subj "/CN=$HOST_HEADER" \
+        -addext "subjectAltName=DNS:$HOST_HEADER,IP:127.0.0.1" \
+        -keyout "$TMP/tls/$kind.key" -out "$TMP/tls/$kind.crt" >"$TMP/tls/openssl-$kind.log" 2>&1 ||
+        { cat "$TMP/tls/openssl-$kind.log" >&2; die "openssl could not make the $kind certificate"; }
+}
+
+# write_secret FILE KIND: the certificate as the kubernetes.io/tls Secret
+# default/bench-tls.
+write_secret() {
+    {
+        printf 'apiVersion: v1\nkind: Secret\nmetadata: {name: bench-tls, namespace: default}\n'
+        printf 'type: kubernetes.io/tls\nstringData:\n  tls.crt: |\n'
+        sed 's/^/    /' "$TMP/tls/$2.crt"
+        printf '  tls.key: |\n'
+        sed 's/^/    /' "$TMP/tls/$2.key"
+    } >"$1"
+}
+
+# The library wrk loads in TLS runs (LD_PRELOAD). It counts the handshakes
+# that complete (SSL_connect returning 1), full or resumed, and writes
+# "full resumed protocol/cipher/group" to $TLS_HANDSHAKE_LOG when wrk exits.
+# With TLS_NO_RESUME set it drops the session that wrk keeps from the
+# previous connection (SSL_clear keeps it, so wrk resumes by default)
+# before each new handshake. wrk calls SSL_set_fd again on every retry of a
+# non-blocking handshake, so the session is dropped only before the
+# handshake has started.
+build_tls_client() {
+    TLS_CLIENT=$TMP/tls/wrk-tls.so
+    mkdir -p "$TMP/tls"
+    cat >"$TMP/tls/wrk-tls.c" <<'EOF'
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+typedef struct ssl_st SSL;
+typedef struct ssl_session_st SSL_SESSION;
+typedef struct ssl_cipher_st SSL_CIPHER;
+int SSL_set_session(SSL *, SSL_SESSION *);
+int SSL_in_before(const SSL *);
+int SSL_session_reused(const SSL *);
+const char *SSL_get_version(const SSL *);
+const SSL_CIPHER *SSL_get_current_cipher(const SSL *);
+const char *SSL_CIPHER_get_name(const SSL_CIPHER *);
+long SSL_ctrl(SSL *, int, long, void *);
+const char *OBJ_nid2sn(int);
+#define CTRL_GET_NEGOTIATED_GROUP 134 /* SSL_get_negotiated_group, OpenSSL 3 */
+
+static unsigned long full, resumed;
+static int described;
+static char description[160];
+
+int SSL_set_fd(SSL *ssl, int fd) {
+    static int (*real)(SSL *, int);
+    if (!real)
+        real = (int (*)(SSL *, int))dlsym(RTLD_NEXT, "SSL_set_fd");
+    if (getenv("TLS_NO_RESUME") && SSL_in_before(ssl))
+        SSL_set_session(ssl, NULL);
+    return real(ssl, fd);
+}
+
+int SSL_connect(SSL *ssl) {
+    static int (*real)(SSL *);
+    if (!real)
+        real = (int (*)(SSL *))dlsym(RTLD_NEXT, "SSL_connect");
+    int r = real(ssl);
+    if (r == 1) {
+        __atomic_fetch_add(SSL_session_reused(ssl) ? &resumed : &full, 1, __ATOMIC_RELAXED);
+        if (!__atomic_exchange_n(&described, 1, __ATOMIC_ACQ_REL)) {
+            const char *group = OBJ_nid2sn((int)SSL_ctrl(ssl, CTRL_GET_NEGOTIATED_GROUP, 0, NULL));
+            snprintf(description, sizeof description, "%s/%s/%s", SSL_get_version(ssl),
+                     SSL_CIPHER_get_name(SSL_get_current_cipher(ssl)), group ? group : "?");
+        }
+    }
+    return r;
+}
+
+__attribute__((destructor)) static void report(void) {
+    const char *path = getenv("TLS_HANDSHAKE_LOG");
+    FILE *f;
+    if (path && (f = fopen(path, "w"))) {
+        fprintf(f, "%lu %lu %s\n", full, resumed, description[0] ? description : "-");
+        fclose(f);
+    }
+}
+EOF
+    cc -O2 -shared -fPIC -o "$TLS_CLIENT" "$TMP/tls/wrk-tls.c" -ldl 2>"$TMP/tls/cc.log" ||
+        { cat "$TMP/tls/cc.log" >&2; die "could not compile the TLS library for wrk"; }
+}
+
+# tls_check PORT CERT WHAT: an HTTPS request through a proxy, verified
+# against the certificate (so both proxies serve the same one).
+tls_check() {
+    curl -fsS -o /dev/null --cacert "$TMP/tls/$2.crt" -H "Host: $HOST_HEADER" \
+        "https://127.0.0.1:$1$REQ_PATH" ||
+        die "$3 does not serve $REQ_PATH over HTTPS with the $2 certificate (logs in $TMP; KEEP_TMP=1 keeps them)"
+}
+
+tls() {
+    : >"$TMP/results"
+    local t kind test r name
+    local -a kinds=() tests=()
+    for t in $TLS_TESTS; do
+        [[ $t =~ ^(keepalive|full|resumed):(ecdsa|rsa)$ ]] ||
+            die "TLS_TESTS: '$t' is not TEST:CERT (TEST keepalive, full or resumed; CERT ecdsa or rsa)"
+        tests+=("$t")
+        [[ " ${kinds[*]} " == *" ${t#*:} "* ]] || kinds+=("${t#*:}")
+    done
+    build_tls_client
+    log "TLS: $(openssl version); wrk uses $(ldd "$(command -v wrk)" | awk '/libssl/ {print $1; exit}')"
+    start_backend
+    for kind in "${kinds[@]}"; do
+        make_cert "$kind"
+        start_nginx_proxy "$kind"
+        mkdir -p "$TMP/tls-$kind"
+        write_manifest "$TMP/tls-$kind/bench.yaml" 0
+        write_secret "$TMP/tls-$kind/secret.yaml" "$kind"
+        SG_OPTS=(--default-certificate default/bench-tls)
+        start_sluicegate "$TMP/tls-$kind" 1 "$TMP/sluicegate-tls-$kind.log"
+        SG_OPTS=()
+        tls_check "$NGINX_TLS_PORT" "$kind" "nginx"
+        tls_check "$SG_TLS_PORT" "$kind" "sluicegate"
+        for r in $(seq 1 "$ROUNDS"); do
+            for t in "${tests[@]}"; do
+                [[ ${t#*:} == "$kind" ]] || continue
+                test=${t%%:*}
+                WRK_ENV=(LD_PRELOAD="$TLS_CLIENT")
+                WRK_OPTS=()
+                case $test in
+                full)
+                    WRK_ENV+=(TLS_NO_RESUME=1)
+                    WRK_OPTS=(-H "Connection: close")
+                    ;;
+                resumed) WRK_OPTS=(-H "Connection: close") ;;
+                esac
+                log "round $r/$ROUNDS: $test, $kind certificate"
+                # shellcheck disable=SC2086 # one pid per word
+                run_wrk "$test.$kind.nginx" "https://127.0.0.1:$NGINX_TLS_PORT$REQ_PATH" $NGINX_WORKERS
+                run_wrk "$test.$kind.sluicegate" "https://127.0.0.1:$SG_TLS_PORT$REQ_PATH" "$SG_PID"
+            done
+        done
+        WRK_ENV=() WRK_OPTS=()
+        stop "$SG_PID"
+        stop "$NGINX_PID"
+    done
+    stop "$BACKEND_PID"
+
+    echo
+    echo "TLS results (median of $ROUNDS rounds; latencies in microseconds). keepalive: $CONNECTIONS"
+    echo "connections kept open; full / resumed: a new connection, TLS handshake and request each time"
+    echo "(Connection: close), so req/s is handshakes/s. resumed%: handshakes that resumed a session, as"
+    echo "wrk's OpenSSL saw them. per_core: requests per second of proxy CPU time, 1e6 / (user + sys)."
+    echo "bound: proxy when the proxy's core is at least 90% busy, load when the load core is at least 95%"
+    echo "busy and the proxy's is not (the figure is then wrk's and the backend's, not the proxy's)."
+    echo "other% / steal%: CPU time of both cores that other processes / other guests of the hypervisor"
+    echo "took during the run, in % of one core; more than a few percent: the round was disturbed."
+    printf '%-26s %9s %8s %8s %6s %7s %5s %6s %6s %8s %6s %5s %6s %6s %5s\n' run req/s p50_us p99_us errors \
+        resumed% cpu% usr_us sys_us per_core load% wrk% other% steal% bound
+    local run f rps p50 p99 errs res cpu usr sys core load wrkcpu bound
+    for t in "${tests[@]}"; do
+        for name in nginx sluicegate; do
+            run=${t%%:*}.${t#*:}.$name
+            grep -q "^$run " "$TMP/results" || continue
+            rps=$(med "$run" 2) p50=$(med "$run" 3) p99=$(med "$run" 4) cpu=$(med "$run" 7) usr=$(med "$run" 8)
+            sys=$(med "$run" 9) load=$(med "$run" 10) wrkcpu=$(med "$run" 11)
+            errs=$(awk -v n="$run" '$1 == n {s += $5 + $6} END {print s}' "$TMP/results")
+            res=$(awk -v n="$run" '$1 == n && $12 + $13 > 0 {f += $12; k += $13}
+                END {if (f + k) printf "%.1f", k / (f + k) * 100; else print "-"}' "$TMP/results")
+            core=$(awk -v u="$usr" -v k="$sys" 'BEGIN {print (u + k > 0) ? sprintf("%.0f", 1e6 / (u + k)) : "-"}')
+            bound=$(awk -v c="$cpu" -v l="$load" 'BEGIN {print (c >= 90) ? "proxy" : (l >= 95) ? "load" : "-"}')
+            printf '%-26s %9.0f %8.0f %8.0f %6s %7s %5s %6s %6s %8s %6s %5s %6s %6s %5s\n' "$run" "$rps" "$p50" \
+                "$p99" "$errs" "$res" "$cpu" "$usr" "$sys" "$core" "$load" "$wrkcpu" "$(med "$run" 14)" \
+                "$(med "$run" 15)" "$bound"
+        done
+        awk -v n="$(med "${t%%:*}.${t#*:}.nginx" 2)" -v s="$(med "${t%%:*}.${t#*:}.sluicegate" 2)" \
+            -v nc="$(awk -v n="${t%%:*}.${t#*:}.nginx" '$1 == n {print $8 + $9}' "$TMP/results" | median)" \
+            -v sc="$(awk -v n="${t%%:*}.${t#*:}.sluicegate" '$1 == n {print $8 + $9}' "$TMP/results" | median)" \
+            -v t="${t%%:*}.${t#*:}" 'BEGIN {
+            printf "%-26s sluicegate/nginx: req/s %.2f, proxy CPU per request %.2f\n", t, s / n, sc / nc }'
+    done
+    echo "handshakes seen by wrk, per run (full resumed protocol/cipher/group):"
+    for f in "$TMP"/handshakes-*.txt; do
+        [[ -e $f ]] || continue
+        name=${f##*/handshakes-}
+        printf '  %-26s %s\n' "${name%.txt}" "$(cat "$f")"
+    done
+    echo "per-round results (name req/s p50_us p99_us non2xx sockerr cpu% user_us/req sys_us/req load_cpu% wrk_cpu%" \
+        "tls_full tls_resumed other_cpu% steal%):"
+    sed 's/^/  /' "$TMP/results"
+}
+
 header
 case $MODE in
 compare) compare ;;
 churn) churn ;;
+tls) tls ;;
 all)
     compare
     churn
+    tls
     ;;
 esac
 log "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"

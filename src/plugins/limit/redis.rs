@@ -124,8 +124,9 @@ impl Conn {
     }
 }
 
-/// One connection per worker thread and target.
-type Connections = HashMap<(RedisTarget, ThreadId), Arc<OnceCell<Conn>>>;
+/// One connection per worker thread and target (by the target's hash, so
+/// that a lookup copies nothing).
+type Connections = HashMap<(u64, ThreadId), Arc<OnceCell<Conn>>>;
 
 fn connections() -> &'static Mutex<Connections> {
     static C: OnceLock<Mutex<Connections>> = OnceLock::new();
@@ -136,8 +137,13 @@ fn connections() -> &'static Mutex<Connections> {
 #[derive(Debug)]
 pub struct RedisLimiter {
     target: RedisTarget,
+    /// Identifies `target` among connections.
+    target_id: u64,
     timeout: Duration,
     allow_degradation: bool,
+    /// Registered once: looking a histogram up per call costs more than
+    /// recording into it.
+    duration: OnceLock<metrics::Histogram>,
 }
 
 impl RedisLimiter {
@@ -190,10 +196,16 @@ impl RedisLimiter {
                 "must be greater than zero",
             ));
         }
+        let target_id = {
+            use std::hash::BuildHasher;
+            foldhash::fast::FixedState::with_seed(0xced1).hash_one(&target)
+        };
         Ok(Arc::new(RedisLimiter {
             target,
+            target_id,
             timeout,
             allow_degradation: common.allow_degradation,
+            duration: OnceLock::new(),
         }))
     }
 
@@ -201,7 +213,7 @@ impl RedisLimiter {
     async fn conn(&self) -> redis::RedisResult<Conn> {
         let cell = {
             let mut map = connections().lock().unwrap_or_else(PoisonError::into_inner);
-            map.entry((self.target.clone(), std::thread::current().id()))
+            map.entry((self.target_id, std::thread::current().id()))
                 .or_default()
                 .clone()
         };
@@ -224,7 +236,9 @@ impl RedisLimiter {
             call(conn).await
         })
         .await;
-        metrics::histogram!(REDIS_DURATION).record(started.elapsed().as_secs_f64());
+        self.duration
+            .get_or_init(|| metrics::histogram!(REDIS_DURATION))
+            .record(started.elapsed().as_secs_f64());
         let reason = match result {
             Ok(Ok(d)) => return Ok(d),
             Ok(Err(e)) => {
