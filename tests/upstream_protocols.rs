@@ -525,3 +525,34 @@ spec:
     }
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn app_protocol_https_and_grpcs_reach_tls_backends() {
+    let self_signed = common::tls::cert(&["backend.internal"]);
+    // An HTTP/1.1-and-h2 TLS backend for `appProtocol: https`, and an
+    // h2-only one for GRPCS.
+    let https = ProtoBackend::start(Some(server_config(
+        &self_signed,
+        None,
+        &[b"h2", b"http/1.1"],
+    )))
+    .await;
+    let grpcs = ProtoBackend::start(Some(server_config(&self_signed, None, &[b"h2"]))).await;
+    let m = service_at("by-app", https.addr, Some("https"))
+        + &service_at("grpcs", grpcs.addr, None)
+        + &ingress("by-app", "app.test", "by-app", "")
+        + &api_route("grpcs", "grpcs.test", "grpcs", ", protocol: GRPCS");
+    let gw = TestGateway::start(&m).await;
+
+    let r = get(gw.http(), "app.test", "/").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.header("x-sni"), Some("by-app.default.svc"));
+    assert_eq!(r.header("x-version"), Some("HTTP/2.0"), "h2 chosen by ALPN");
+
+    let (status, headers, _, trailers) = grpc_call(gw.http(), "grpcs.test").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["x-version"], "HTTP/2.0");
+    assert_eq!(headers["x-sni"], "grpcs.default.svc");
+    assert_eq!(trailers["grpc-status"], "0");
+    gw.shutdown().await;
+}
