@@ -4,7 +4,9 @@
 //! in, a [`RouteTable`] comes out, and the proxy asks it for a route.
 
 mod matcher;
+mod pick;
 mod protocol;
+mod resilience;
 mod router;
 mod spec;
 mod table;
@@ -14,8 +16,13 @@ mod tls;
 mod upstream;
 
 pub use matcher::{RequestView, form_decode, normalize_host, normalize_path};
+pub use pick::{RequestKeys, cookie_value};
 pub use protocol::{BackendProtocol, Protocol, UpstreamTls};
+pub use resilience::*;
 pub use spec::*;
 pub use table::{Backend, Route, RouteTable};
 pub use tls::{CertStore, ClientAuth, TlsCertificate};
-pub use upstream::{EndpointSet, Upstream, UpstreamRegistry};
+pub use upstream::{
+    EndpointSet, EndpointState, InFlight, PickInput, Upstream, UpstreamRegistry, clock_ns,
+    hash_bytes,
+};

@@ -14,6 +14,8 @@ use std::time::Duration;
 
 use serde::{Serialize, Serializer};
 
+use super::resilience::{Affinity, HealthSpec, LoadBalancer, RetryPolicy};
+
 /// Everything one route table is built from.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct TableSpec {
@@ -91,10 +93,30 @@ impl fmt::Display for UpstreamKey {
     }
 }
 
-/// The ready endpoints of one upstream, sorted and without duplicates.
+/// The endpoints of one upstream, each list sorted and without
+/// duplicates.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct UpstreamSpec {
+    /// Ready endpoints: they take new requests.
     pub endpoints: Vec<SocketAddr>,
+    /// Serving but terminating endpoints: used only while no endpoint is
+    /// ready, so that a Service whose every pod is shutting down still
+    /// answers instead of failing.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub terminating: Vec<SocketAddr>,
+    /// Active and passive health settings.
+    #[serde(skip_serializing_if = "HealthSpec::is_default")]
+    pub health: HealthSpec,
+}
+
+impl UpstreamSpec {
+    /// An upstream with these ready endpoints and default health settings.
+    pub fn ready(endpoints: Vec<SocketAddr>) -> Self {
+        UpstreamSpec {
+            endpoints,
+            ..UpstreamSpec::default()
+        }
+    }
 }
 
 /// One route: match conditions and weighted backends.
@@ -132,6 +154,15 @@ pub struct RouteSpec {
     pub timeouts: Timeouts,
     /// Whether WebSocket upgrades are forwarded.
     pub websocket: bool,
+    /// How an endpoint is chosen within a backend.
+    #[serde(skip_serializing_if = "LoadBalancer::is_default")]
+    pub load_balancer: LoadBalancer,
+    /// Cookie that pins a client to an endpoint.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+    /// When failed attempts are tried again on another endpoint.
+    #[serde(skip_serializing_if = "RetryPolicy::is_default")]
+    pub retries: RetryPolicy,
     /// Plain-HTTP requests get a redirect with this status to the same URL
     /// over HTTPS instead of being forwarded.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -168,6 +199,9 @@ pub struct Timeouts {
     pub connect: Option<Duration>,
     #[serde(skip_serializing_if = "Option::is_none", with = "opt_duration")]
     pub request: Option<Duration>,
+    /// Longest wait for the next bytes of a response body.
+    #[serde(skip_serializing_if = "Option::is_none", with = "opt_duration")]
+    pub idle: Option<Duration>,
 }
 
 impl Timeouts {

@@ -3,17 +3,19 @@
 use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 
 use foldhash::{HashMap, HashMapExt};
 use http::Method;
 
 use super::matcher::{HeaderCond, QueryCond, RequestView};
+use super::pick::RetryBudget;
 use super::protocol::BackendProtocol;
+use super::resilience::{Affinity, LoadBalancer, RetryPolicy};
 use super::router::Router;
 use super::spec::{RouteSpec, TableSpec, Timeouts, UpstreamKey};
 use super::tls::CertStore;
-use super::upstream::{Upstream, UpstreamRegistry};
+use super::upstream::{PickInput, Upstream, UpstreamRegistry};
 use crate::metrics::RouteMetrics;
 
 /// Longest weighted schedule kept; larger weight sums are scaled down.
@@ -36,12 +38,17 @@ pub struct Route {
     methods: Box<[Method]>,
     headers: Box<[HeaderCond]>,
     query: Box<[QueryCond]>,
-    backends: Box<[Backend]>,
+    pub(super) backends: Box<[Backend]>,
     /// Backend indexes in smooth weighted round-robin order.
-    schedule: Cow<'static, [u16]>,
-    cursor: AtomicUsize,
+    pub(super) schedule: Cow<'static, [u16]>,
+    /// Turns taken: one per endpoint choice, retries included.
+    pub(super) cursor: AtomicUsize,
     pub timeouts: Timeouts,
     pub websocket: bool,
+    pub load_balancer: LoadBalancer,
+    pub affinity: Option<Affinity>,
+    pub retries: RetryPolicy,
+    pub(super) budget: RetryBudget,
     /// Redirect status for plain-HTTP requests, when they go to HTTPS.
     pub https_redirect: Option<http::StatusCode>,
     pub metrics: RouteMetrics,
@@ -82,6 +89,10 @@ impl Route {
             cursor: AtomicUsize::new(0),
             timeouts: spec.timeouts,
             websocket: spec.websocket,
+            load_balancer: spec.load_balancer.clone(),
+            affinity: spec.affinity.clone(),
+            retries: spec.retries.clone(),
+            budget: RetryBudget::default(),
             https_redirect: spec
                 .https_redirect
                 .and_then(|c| http::StatusCode::from_u16(c).ok()),
@@ -101,21 +112,15 @@ impl Route {
         &self.backends
     }
 
-    /// Chooses an upstream by weight, then an endpoint in it. When the
-    /// chosen backend has no endpoints, the next weighted backend that has
-    /// some takes the request, so one empty Service does not fail a share
-    /// of the traffic while another could serve it.
+    /// Chooses a backend and an endpoint as [`Self::choose`] does for a
+    /// request without hash key, cookie or earlier attempts.
     pub fn pick(&self) -> Option<(&Backend, SocketAddr)> {
-        if self.schedule.is_empty() {
-            return None;
-        }
-        let turn = self.cursor.fetch_add(1, Ordering::Relaxed);
-        let first = usize::from(self.schedule[turn % self.schedule.len()]);
-        let n = self.backends.len();
-        (0..n)
-            .map(|k| &self.backends[(first + k) % n])
-            .filter(|b| b.weight > 0)
-            .find_map(|b| b.upstream.pick().map(|addr| (b, addr)))
+        let input = PickInput {
+            now: std::time::Instant::now(),
+            hash: 0,
+            exclude: &[],
+        };
+        self.choose(&input, None).map(|(b, e)| (b, e.addr()))
     }
 }
 

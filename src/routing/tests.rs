@@ -39,6 +39,9 @@ fn route(name: &str) -> RouteBuilder {
         backends: Vec::new(),
         timeouts: Timeouts::default(),
         websocket: false,
+        load_balancer: Default::default(),
+        affinity: None,
+        retries: Default::default(),
         https_redirect: None,
         plugins: Vec::new(),
     })
@@ -153,9 +156,7 @@ fn table_with(
     let upstreams: BTreeMap<UpstreamKey, UpstreamSpec> = upstreams
         .iter()
         .map(|(k, eps)| {
-            let spec = UpstreamSpec {
-                endpoints: eps.clone(),
-            };
+            let spec = UpstreamSpec::ready(eps.clone());
             ((*k).clone(), spec)
         })
         .collect();
