@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::common::{Duration, LocalObjectRef, PortRef};
 use super::plugins::Plugins;
+use super::upstream::{HealthCheck, LoadBalancerConfig, Retries, SessionAffinity};
 
 /// Routes HTTP traffic for a set of hosts to Services.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -105,6 +106,19 @@ pub struct RouteRule {
     /// Allow WebSocket upgrades on this route.
     #[serde(default, skip_serializing_if = "is_false")]
     pub websocket: bool,
+    /// How an endpoint is chosen; round robin by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_balancer: Option<LoadBalancerConfig>,
+    /// Keep a client on the endpoint that served it first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_affinity: Option<SessionAffinity>,
+    /// Retries on other endpoints. By default a connect failure is tried
+    /// once more elsewhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<Retries>,
+    /// Active and passive health checks of the backends' endpoints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheck>,
     /// Answer plain-HTTP requests with a redirect (308) to the same URL
     /// over HTTPS. Defaults to true when the ApiRoute has `tls`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -319,10 +333,14 @@ pub struct Timeouts {
     /// Time to open a TCP connection to an endpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connect: Option<Duration>,
-    /// Time from sending the request until the response headers arrive.
-    /// The body then streams without a deadline.
+    /// Time from sending the request until the response headers arrive,
+    /// retries included.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request: Option<Duration>,
+    /// Longest wait for the next bytes of the response body; none by
+    /// default, so that long streams are not cut.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle: Option<Duration>,
 }
 
 /// Observed state, written by the controller.

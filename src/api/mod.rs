@@ -8,6 +8,7 @@ mod common;
 mod pluginconfig;
 mod plugins;
 mod plugins_http;
+mod upstream;
 
 pub use apiroute::*;
 pub use common::{Duration, DurationError, LocalObjectRef, PortRef};
@@ -20,6 +21,12 @@ pub use plugins::{
 pub use plugins_http::{
     Cors, ForwardAuth, HeaderEdits, HeaderLimits, IpRestriction, Mocking, ProxyRewrite, RedirectTo,
     RegexReplace, RequestBodyLimit, RequestId, ResponseRewrite, UaRestriction,
+};
+
+pub use upstream::{
+    ActiveHealthCheck, AffinityCookie, HashOnConfig, HealthCheck, LoadBalancerConfig,
+    LoadBalancerType, PassiveHealthCheck, Retries, RetryBudgetConfig, RetryCondition,
+    SessionAffinity,
 };
 
 /// The API group of Sluicegate's custom resources.

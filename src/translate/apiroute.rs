@@ -11,7 +11,7 @@ use std::sync::Arc;
 use super::diagnostics::{Kind, Reason, Subject};
 use super::protocol::ProtocolRequest;
 use super::state::ObjectKey;
-use super::{BackendField, Ctx, client_auth, plugins, tls, validate};
+use super::{BackendField, Ctx, client_auth, plugins, resilience, tls, validate};
 use crate::api::{
     ApiRoute, BackendProtocol, HttpMethod, PathMatchType, RouteRule, ValueMatch, ValueMatchType,
 };
@@ -206,8 +206,15 @@ fn route(
     let timeouts = Timeouts {
         connect: rule.timeouts.and_then(|t| t.connect).map(|d| d.0),
         request: rule.timeouts.and_then(|t| t.request).map(|d| d.0),
+        idle: rule.timeouts.and_then(|t| t.idle).map(|d| d.0),
     };
-    for (name, d) in [("connect", timeouts.connect), ("request", timeouts.request)] {
+    let upstream = resilience::from_rule(rule, &format!("spec.routes[{i}]"))
+        .map_err(|(field, why)| invalid(field, why))?;
+    for (name, d) in [
+        ("connect", timeouts.connect),
+        ("request", timeouts.request),
+        ("idle", timeouts.idle),
+    ] {
         if d.is_some_and(|d| d.is_zero()) {
             return Err(invalid(
                 format!("spec.routes[{i}].timeouts.{name}"),
@@ -263,6 +270,10 @@ fn route(
         ));
     }
 
+    if let Some(health) = &upstream.health {
+        let field = format!("spec.routes[{i}].healthCheck");
+        resilience::apply_health(ctx, obj, &field, &backends, health);
+    }
     let name = ctx.shared_text(&["apiroute/", &key.namespace, "/", &key.name, "/", &rule.name]);
     Ok(RouteSpec {
         name,
@@ -277,6 +288,9 @@ fn route(
         backends,
         timeouts,
         websocket: rule.websocket,
+        load_balancer: upstream.load_balancer,
+        affinity: upstream.affinity,
+        retries: upstream.retries,
         https_redirect: https_redirect(rule, has_tls),
         plugins: Vec::new(),
     })

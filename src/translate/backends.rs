@@ -15,7 +15,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use super::state::{ClusterState, ObjectKey};
 use crate::api::PortRef;
-use crate::routing::{UpstreamKey, UpstreamSpec};
+use crate::routing::{HealthSpec, UpstreamKey, UpstreamSpec};
 
 /// The label that ties an EndpointSlice to its Service.
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -58,6 +58,8 @@ pub struct BackendResolver<'a> {
     /// by key text.
     upstreams: Vec<(UpstreamKey, UpstreamSpec)>,
     index: HashMap<UpstreamKey, usize>,
+    /// The object that set each upstream's health settings, by index.
+    health_owners: HashMap<usize, String>,
     /// Reused to write the text of a key before knowing whether it is new.
     key_text: String,
 }
@@ -69,6 +71,7 @@ impl<'a> BackendResolver<'a> {
             slices: Vec::with_capacity(state.endpoint_slices.len()),
             upstreams: Vec::with_capacity(state.services.len()),
             index: HashMap::with_capacity(state.services.len()),
+            health_owners: HashMap::new(),
             key_text: String::new(),
         };
         // Slices are usually named after their Service, so both stores in
@@ -141,8 +144,13 @@ impl<'a> BackendResolver<'a> {
                 UpstreamKey::write_text(&mut self.key_text, namespace, service, sp.port);
                 let key = self.existing().unwrap_or_else(|| {
                     let port_name = sp.name.as_deref().unwrap_or("");
-                    let endpoints = endpoints(&self.slices, entry.first_slice, port_name);
-                    self.add(UpstreamSpec { endpoints })
+                    let (endpoints, terminating) =
+                        endpoints(&self.slices, entry.first_slice, port_name);
+                    self.add(UpstreamSpec {
+                        endpoints,
+                        terminating,
+                        ..UpstreamSpec::default()
+                    })
                 });
                 (key, None, sp.app_protocol.as_deref())
             }
@@ -152,6 +160,29 @@ impl<'a> BackendResolver<'a> {
                     .existing()
                     .unwrap_or_else(|| self.add(UpstreamSpec::default()));
                 (key, Some(e), None)
+            }
+        }
+    }
+
+    /// Sets an upstream's health settings on behalf of `owner`. Fails with
+    /// the earlier owner when another object already set different ones.
+    pub fn set_health(
+        &mut self,
+        key: &UpstreamKey,
+        health: &HealthSpec,
+        owner: String,
+    ) -> Result<(), String> {
+        let Some(&i) = self.index.get(key) else {
+            return Ok(());
+        };
+        let spec = &mut self.upstreams[i].1;
+        match self.health_owners.get(&i) {
+            Some(_) if spec.health == *health => Ok(()),
+            Some(earlier) => Err(earlier.clone()),
+            None => {
+                spec.health = health.clone();
+                self.health_owners.insert(i, owner);
+                Ok(())
             }
         }
     }
@@ -188,7 +219,7 @@ pub fn service_endpoints(
     state: &ClusterState,
     namespace: &str,
     service: &str,
-) -> Vec<(UpstreamKey, Vec<SocketAddr>)> {
+) -> Vec<(UpstreamKey, Vec<SocketAddr>, Vec<SocketAddr>)> {
     let Some(svc) = state.services.get(&ObjectKey::new(namespace, service)) else {
         return Vec::new();
     };
@@ -227,8 +258,8 @@ pub fn service_endpoints(
         .filter_map(|p| {
             let port = u16::try_from(p.port).ok()?;
             let key = UpstreamKey::new(namespace, service, port);
-            let addrs = endpoints(&linked, first, p.name.as_deref().unwrap_or(""));
-            Some((key, addrs))
+            let (ready, terminating) = endpoints(&linked, first, p.name.as_deref().unwrap_or(""));
+            Some((key, ready, terminating))
         })
         .collect()
 }
@@ -261,14 +292,16 @@ fn service_port<'s>(
         })
 }
 
-/// The ready endpoints of the slices listed from `first`, sorted and
-/// without duplicates.
+/// The ready endpoints of the slices listed from `first`, and those that
+/// are terminating but still serving; each list sorted and without
+/// duplicates.
 fn endpoints(
     slices: &[(&EndpointSlice, Option<u32>)],
     first: Option<u32>,
     port_name: &str,
-) -> Vec<SocketAddr> {
+) -> (Vec<SocketAddr>, Vec<SocketAddr>) {
     let mut out = Vec::new();
+    let mut terminating = Vec::new();
     let mut next = first;
     while let Some((slice, after)) = next.and_then(|i| slices.get(i as usize)) {
         next = *after;
@@ -287,19 +320,28 @@ fn endpoints(
         };
         out.reserve(slice.endpoints.len());
         for ep in &slice.endpoints {
-            let ready = ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
-            if !ready {
+            let c = ep.conditions.as_ref();
+            let ready = c.and_then(|c| c.ready).unwrap_or(true);
+            // A terminating endpoint still serving: kept aside, in case no
+            // endpoint is ready at all.
+            let draining = !ready
+                && c.and_then(|c| c.serving).unwrap_or(false)
+                && c.and_then(|c| c.terminating).unwrap_or(false);
+            if !ready && !draining {
                 continue;
             }
             // Consumers use the first address only, per the EndpointSlice API.
             if let Some(ip) = ep.addresses.first().and_then(|a| parse_ip(a)) {
-                out.push(SocketAddr::new(ip, port));
+                let list = if ready { &mut out } else { &mut terminating };
+                list.push(SocketAddr::new(ip, port));
             }
         }
     }
-    out.sort_unstable();
-    out.dedup();
-    out
+    for list in [&mut out, &mut terminating] {
+        list.sort_unstable();
+        list.dedup();
+    }
+    (out, terminating)
 }
 
 /// Parses an endpoint address as `IpAddr::from_str` does. Plain dotted
@@ -427,7 +469,7 @@ endpoints:
         let got = service_endpoints(&state, "shop", "web");
         let text: Vec<(String, Vec<String>)> = got
             .iter()
-            .map(|(k, a)| (k.to_string(), a.iter().map(|a| a.to_string()).collect()))
+            .map(|(k, a, _)| (k.to_string(), a.iter().map(|a| a.to_string()).collect()))
             .collect();
         assert_eq!(
             text,
@@ -448,14 +490,15 @@ endpoints:
         );
         // The same sets a full resolution computes.
         let mut resolver = BackendResolver::new(&state);
-        for (port, (key, _)) in [80u16, 9000].into_iter().zip(&got) {
+        for (port, (key, _, _)) in [80u16, 9000].into_iter().zip(&got) {
             let (k, err, _) = resolver.resolve("shop", "web", &PortRef::Number(port));
             assert!(err.is_none());
             assert_eq!(&k, key);
         }
         let full = resolver.finish();
-        for (key, addrs) in &got {
+        for (key, addrs, terminating) in &got {
             assert_eq!(&full[key].endpoints, addrs);
+            assert_eq!(&full[key].terminating, terminating);
         }
         assert!(service_endpoints(&state, "shop", "missing").is_empty());
     }

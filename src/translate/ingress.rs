@@ -12,9 +12,9 @@ use k8s_openapi::api::networking::v1::{Ingress, IngressBackend, IngressSpec};
 use super::diagnostics::{Kind, Reason, Subject};
 use super::protocol::ProtocolRequest;
 use super::state::ObjectKey;
-use super::{BackendField, Ctx, annotations, client_auth, plugins, tls, validate};
+use super::{BackendField, Ctx, annotations, client_auth, plugins, resilience, tls, validate};
 use crate::api::PortRef;
-use crate::routing::{BackendSpec, HostMatch, PathSpec, RouteSpec, Timeouts};
+use crate::routing::{BackendSpec, HostMatch, PathSpec, RouteSpec};
 
 pub(super) fn translate(ctx: &mut Ctx<'_>, key: &ObjectKey, ingress: &Ingress) {
     let obj = Subject {
@@ -61,6 +61,7 @@ pub(super) fn translate(ctx: &mut Ctx<'_>, key: &ObjectKey, ingress: &Ingress) {
         };
         Some(plugins::for_route(ctx, obj, sources))
     };
+    let (upstream, timeouts) = resilience::from_ingress(ctx, obj, ingress);
     let route = |hosts, paths, backends, fallback, https_redirect| RouteSpec {
         name: name.clone(),
         source: source.clone(),
@@ -72,8 +73,11 @@ pub(super) fn translate(ctx: &mut Ctx<'_>, key: &ObjectKey, ingress: &Ingress) {
         priority: 0,
         fallback,
         backends,
-        timeouts: Timeouts::default(),
+        timeouts,
         websocket: true,
+        load_balancer: upstream.load_balancer.clone(),
+        affinity: upstream.affinity.clone(),
+        retries: upstream.retries.clone(),
         https_redirect,
         plugins: plugin_list.clone(),
     };

@@ -43,6 +43,7 @@ mod diagnostics;
 mod ingress;
 mod plugins;
 mod protocol;
+mod resilience;
 mod state;
 mod tls;
 mod validate;
