@@ -186,8 +186,8 @@ async fn reconcile(
                     .collect()
             });
             let mut applied = 0;
-            for (key, addrs) in &updates {
-                if publisher.registry().update_endpoints(key, addrs) {
+            for (key, ready, terminating) in &updates {
+                if publisher.registry().update_all(key, ready, terminating) {
                     applied += 1;
                 }
             }

@@ -37,6 +37,7 @@ pub struct ConfigView {
 pub struct Publisher {
     table: Arc<ArcSwap<RouteTable>>,
     registry: UpstreamRegistry,
+    health: crate::proxy::HealthChecks,
     options: TranslateOptions,
     view: ArcSwap<ConfigView>,
     ready: AtomicBool,
@@ -50,6 +51,7 @@ impl Publisher {
         Arc::new(Publisher {
             table: Arc::new(ArcSwap::from_pointee(RouteTable::default())),
             registry: UpstreamRegistry::new(),
+            health: crate::proxy::HealthChecks::default(),
             options,
             view: ArcSwap::from_pointee(ConfigView::default()),
             ready: AtomicBool::new(false),
@@ -84,6 +86,7 @@ impl Publisher {
         let table = RouteTable::build(&translation.table, &self.registry);
         let routes = table.len();
         retire(self.table.swap(Arc::new(table)));
+        self.health.sync(&self.registry);
         self.ready.store(true, Ordering::Release);
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
         self.report(&translation.diagnostics, &source_issues);

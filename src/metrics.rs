@@ -34,6 +34,15 @@ pub const WATCH_ERRORS: &str = "sluicegate_watch_errors_total";
 pub const ENDPOINT_UPDATES: &str = "sluicegate_endpoint_updates_total";
 /// Counter: status writes to the API server, by kind and result.
 pub const STATUS_WRITES: &str = "sluicegate_status_writes_total";
+/// Counter: attempts sent again to another endpoint, by `route`.
+pub const UPSTREAM_RETRIES: &str = "sluicegate_upstream_retries_total";
+/// Counter: endpoints ejected by passive health checks.
+pub const UPSTREAM_EJECTIONS: &str = "sluicegate_upstream_ejections_total";
+/// Gauge: requests in flight per endpoint, by `upstream` and `endpoint`.
+pub const ENDPOINT_IN_FLIGHT: &str = "sluicegate_endpoint_in_flight";
+/// Gauge: 1 while an endpoint takes traffic, 0 while ejected or failing
+/// active checks, by `upstream` and `endpoint`.
+pub const ENDPOINT_HEALTHY: &str = "sluicegate_endpoint_healthy";
 /// Gauge: 1 while this replica holds the leader Lease.
 pub const LEADER: &str = "sluicegate_leader";
 

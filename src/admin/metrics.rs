@@ -44,4 +44,20 @@ fn describe() {
         m::CONFIG_DIAGNOSTICS,
         "Configuration problems in the live config, by severity."
     );
+    metrics::describe_counter!(
+        m::UPSTREAM_RETRIES,
+        "Attempts sent again to another endpoint, by route."
+    );
+    metrics::describe_counter!(
+        m::UPSTREAM_EJECTIONS,
+        "Endpoints ejected after consecutive failures."
+    );
+    metrics::describe_gauge!(
+        m::ENDPOINT_IN_FLIGHT,
+        "Requests in flight per endpoint, by upstream and endpoint."
+    );
+    metrics::describe_gauge!(
+        m::ENDPOINT_HEALTHY,
+        "1 while an endpoint takes traffic, 0 while ejected or failing active checks."
+    );
 }

@@ -8,7 +8,7 @@ pub mod metrics;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::{Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
@@ -19,7 +19,9 @@ use tokio::task::JoinHandle;
 use tracing::debug;
 
 use crate::gateway::Publisher;
+use crate::metrics as m;
 use crate::proxy::ResponseBody;
+use crate::routing::{EndpointSet, EndpointState, clock_ns};
 
 /// A running admin server.
 pub struct AdminServer {
@@ -98,11 +100,14 @@ fn route(req: &Request<Incoming>, publisher: &Publisher) -> Response<ResponseBod
                 &format!("cannot render: {e}\n"),
             ),
         },
-        "/metrics" => respond(
-            StatusCode::OK,
-            "text/plain; version=0.0.4; charset=utf-8",
-            metrics::handle().render().into_bytes(),
-        ),
+        "/metrics" => {
+            endpoint_gauges(publisher);
+            respond(
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                metrics::handle().render().into_bytes(),
+            )
+        }
         _ => text(
             StatusCode::NOT_FOUND,
             "not found; try /healthz, /readyz, /routes, /metrics\n",
@@ -147,9 +152,66 @@ fn routes_json(publisher: &Publisher) -> serde_json::Result<Vec<u8>> {
                 publisher.registry().get(key),
                 upstreams.get_mut(key.to_string().as_str()),
             ) {
-                entry["endpoints"] = serde_json::to_value(up.endpoints().addrs())?;
+                let set = up.endpoints();
+                entry["endpoints"] = serde_json::to_value(set.addrs())?;
+                entry["endpointStates"] = endpoint_states(&set);
             }
         }
     }
     serde_json::to_vec_pretty(&json)
+}
+
+/// Each endpoint's live state: whether it takes traffic and why not,
+/// and its load.
+fn endpoint_states(set: &EndpointSet) -> serde_json::Value {
+    let now = clock_ns(Instant::now());
+    let describe = |e: &Arc<EndpointState>, terminating: bool| {
+        let mut v = serde_json::json!({
+            "address": e.addr().to_string(),
+            "healthy": e.is_available(now),
+            "inFlight": e.in_flight(),
+        });
+        if terminating {
+            v["terminating"] = true.into();
+        }
+        if e.is_ejected(now) {
+            v["ejected"] = true.into();
+        }
+        if e.is_down() {
+            v["failingActiveChecks"] = true.into();
+        }
+        if let Some(l) = e.latency() {
+            v["latencyMs"] = (l.as_secs_f64() * 1e3).into();
+        }
+        v
+    };
+    serde_json::Value::Array(
+        set.ready()
+            .iter()
+            .map(|e| describe(e, false))
+            .chain(set.terminating().iter().map(|e| describe(e, true)))
+            .collect(),
+    )
+}
+
+/// Sets the per-endpoint gauges from the live state, just before a
+/// scrape reads them. Endpoints that left stop being set, and their
+/// series expire with the exporter's idle timeout.
+fn endpoint_gauges(publisher: &Publisher) {
+    let now = clock_ns(Instant::now());
+    for up in publisher.registry().all() {
+        let set = up.endpoints();
+        for e in set.ready().iter().chain(set.terminating()) {
+            let labels = [
+                ("upstream", up.key().to_string()),
+                ("endpoint", e.addr().to_string()),
+            ];
+            ::metrics::gauge!(m::ENDPOINT_IN_FLIGHT, &labels).set(f64::from(e.in_flight()));
+            ::metrics::gauge!(m::ENDPOINT_HEALTHY, &labels).set(if e.is_available(now) {
+                1.0
+            } else {
+                0.0
+            });
+        }
+    }
 }

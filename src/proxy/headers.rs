@@ -19,6 +19,8 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 /// Facts about the client connection, formatted once per connection.
 #[derive(Clone, Debug)]
 pub struct ClientInfo {
+    /// The peer's address, for hashing.
+    pub peer_ip: std::net::IpAddr,
     pub ip: HeaderValue,
     pub port: HeaderValue,
     pub proto: HeaderValue,
@@ -34,6 +36,7 @@ impl ClientInfo {
     pub fn new(peer: std::net::SocketAddr, local: std::net::SocketAddr, tls: bool) -> Self {
         let num = |n: u16| HeaderValue::from(n);
         ClientInfo {
+            peer_ip: peer.ip(),
             ip: HeaderValue::try_from(peer.ip().to_string())
                 .unwrap_or(HeaderValue::from_static("unknown")),
             port: num(local.port()),

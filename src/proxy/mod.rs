@@ -5,9 +5,11 @@
 //! flight), picks an endpoint and forwards on a pooled keep-alive
 //! connection, streaming bodies both ways without buffering them.
 
+mod attempts;
 mod body;
 mod error;
 mod headers;
+mod health;
 mod server;
 mod service;
 mod tls;
@@ -17,6 +19,7 @@ use std::time::Duration;
 
 pub use body::ResponseBody;
 pub use error::ProxyError;
+pub use health::HealthChecks;
 pub use server::ProxyServer;
 pub use service::Shared;
 pub use tls::{TlsSetupError, self_signed};

@@ -202,7 +202,10 @@ async fn serve(
     let sweeper = {
         let pool = worker.pool.clone();
         let clients = worker.clients.clone();
-        let every = (settings.pool.idle_timeout / 2).max(Duration::from_millis(100));
+        // Often enough that connections to endpoints that left are closed
+        // soon after, letting their pods finish terminating.
+        let every = (settings.pool.idle_timeout / 2)
+            .clamp(Duration::from_millis(100), Duration::from_secs(1));
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             loop {

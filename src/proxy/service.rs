@@ -11,11 +11,12 @@ use hyper::body::Incoming;
 use tracing::{debug, warn};
 
 use super::ProxySettings;
+use super::attempts;
 use super::body::Guards;
 use super::body::ResponseBody;
 use super::error::ProxyError;
 use super::headers::{self, ClientInfo, RequestHead};
-use super::upstream::{self, Clients, Deadlines, Pool};
+use super::upstream::{Clients, Deadlines, Pool};
 use crate::metrics::{PLUGIN_REJECTIONS, RouteMetrics};
 use crate::plugins::{Outcome, RequestCtx, ResponseCtx, ResponseParts};
 use crate::routing::{ClientAuth, RequestView, Route, RouteTable, normalize_host, normalize_path};
@@ -199,9 +200,7 @@ impl Worker {
         changes: Option<UpstreamChanges>,
     ) -> Result<Response<ResponseBody>, ProxyError> {
         let route = &matched.route;
-        let (backend, addr) = route.pick().ok_or_else(|| ProxyError::NoEndpoint {
-            route: route.name.to_string(),
-        })?;
+        let keys = route.request_keys(req.headers(), req.uri().query(), client.peer_ip);
         let settings = &self.shared.settings;
         let deadlines = Deadlines {
             started,
@@ -254,21 +253,7 @@ impl Worker {
             upgrade: websocket,
             trust_forwarded: settings.trust_forwarded,
         };
-        match &backend.protocol {
-            None => upstream::send(&self.pool, addr, &head, body, deadlines, client_upgrade).await,
-            Some(proto) => {
-                upstream::send_with_protocol(
-                    &self.clients,
-                    proto,
-                    addr,
-                    &head,
-                    body,
-                    deadlines,
-                    client_upgrade,
-                )
-                .await
-            }
-        }
+        attempts::send(self, route, keys, &head, body, deadlines, client_upgrade).await
     }
 }
 

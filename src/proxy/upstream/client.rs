@@ -194,15 +194,17 @@ where
     }
 }
 
-/// Forwards one request to `addr` as `proto` says.
+/// Forwards one request to `addr` as `proto` says. The body is taken only
+/// once a connection is open, so that after a failure to connect the
+/// request can go to another endpoint.
 pub async fn send(
     clients: &Clients,
     proto: &BackendProtocol,
     addr: SocketAddr,
     head: &RequestHead<'_>,
-    body: Incoming,
+    body: &mut Option<Incoming>,
     deadlines: Deadlines,
-    client_upgrade: Option<OnUpgrade>,
+    client_upgrade: &mut Option<OnUpgrade>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     // Upgrades need HTTP/1.1 connections, kept apart from those on which
     // the backend may have chosen HTTP/2.
@@ -214,6 +216,9 @@ pub async fn send(
             None => connect(addr, proto, &deadlines, upgrade).await?,
         };
         let http2 = matches!(sender, Sender::H2(_));
+        let body = body
+            .take()
+            .ok_or(ProxyError::BadRequest("request body already sent"))?;
         let req = request(head, proto, addr, body, http2)?;
         let upstream = |e| ProxyError::Upstream {
             addr,
@@ -245,7 +250,7 @@ pub async fn send(
     };
     let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
     if switching {
-        let Some(client) = client_upgrade else {
+        let Some(client) = client_upgrade.take() else {
             return Err(ProxyError::Upstream {
                 addr,
                 source: UpstreamError::Codec(super::CodecError::Head("unexpected 101 response")),

@@ -19,6 +19,7 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 use crate::proxy::error::ProxyError;
+use crate::routing::EndpointState;
 
 /// Initial read buffer; grows for large heads.
 const READ_BUF: usize = 16 * 1024;
@@ -36,11 +37,18 @@ pub struct Conn {
     pub reused: bool,
     /// When its latest request started; idle time is counted from there.
     pub last_used: Instant,
+    /// The endpoint it leads to: once that leaves its upstream, the
+    /// connection is closed instead of kept idle.
+    endpoint: Arc<EndpointState>,
 }
 
 impl Conn {
     /// Opens a connection within `timeout`.
-    pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Conn, ProxyError> {
+    pub async fn connect(
+        endpoint: &Arc<EndpointState>,
+        timeout: Duration,
+    ) -> Result<Conn, ProxyError> {
+        let addr = endpoint.addr();
         let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
             Err(_) => return Err(ProxyError::ConnectTimeout { addr, timeout }),
             Ok(Err(source)) => return Err(ProxyError::Connect { addr, source }),
@@ -55,6 +63,7 @@ impl Conn {
             buf: BytesMut::with_capacity(READ_BUF),
             reused: false,
             last_used: Instant::now(),
+            endpoint: endpoint.clone(),
         })
     }
 
@@ -71,7 +80,7 @@ impl Conn {
     /// or only a late notice of bytes already read; one non-blocking read
     /// tells which.
     fn usable(&mut self) -> bool {
-        if !self.buf.is_empty() || self.write.is_none() {
+        if !self.buf.is_empty() || self.write.is_none() || self.endpoint.is_removed() {
             return false;
         }
         let mut cx = Context::from_waker(Waker::noop());
@@ -157,7 +166,7 @@ impl Pool {
 
     /// Keeps a connection that finished its exchange cleanly.
     pub fn put(&self, mut conn: Conn) {
-        if !conn.buf.is_empty() || conn.write.is_none() {
+        if !conn.buf.is_empty() || conn.write.is_none() || conn.endpoint.is_removed() {
             return;
         }
         conn.reused = true;

@@ -37,6 +37,7 @@ pub use conn::{Pool, PoolConfig};
 use super::body::ResponseBody;
 use super::error::ProxyError;
 use super::headers::RequestHead;
+use crate::routing::EndpointState;
 use codec::{BodyFraming, ResponseHead};
 use conn::Conn;
 
@@ -57,6 +58,8 @@ pub enum UpstreamError {
     Hyper(#[from] hyper::Error),
     #[error("TLS handshake failed: {0}")]
     Tls(std::io::Error),
+    #[error("no response bytes for {0:?}")]
+    Idle(Duration),
 }
 
 /// Per-request deadlines.
@@ -117,33 +120,62 @@ async fn classify(method: &Method, mut body: Incoming) -> (RequestFraming, ReqBo
     )
 }
 
+/// A request ready to be sent, possibly several times: its encoded head
+/// and its body, which is kept for another attempt when it was complete
+/// in hand.
+pub struct Outgoing {
+    head: Vec<u8>,
+    method: Method,
+    body: Option<ReqBody>,
+}
+
+impl Outgoing {
+    /// Encodes the head and looks at the body (see [`classify`]).
+    pub async fn prepare(request: &RequestHead<'_>, body: Incoming) -> Outgoing {
+        let method = request.method.clone();
+        let (framing, body) = classify(&method, body).await;
+        let mut head = Vec::with_capacity(512);
+        request.encode(&mut head, framing);
+        Outgoing {
+            head,
+            method,
+            body: Some(body),
+        }
+    }
+
+    /// Whether the request can be sent again: its body, if any, is in
+    /// hand, and no attempt consumed it.
+    pub fn replayable(&self) -> bool {
+        matches!(self.body, Some(ReqBody::Inline(_)))
+    }
+}
+
 /// Sends a request to `addr` and returns the response once its head
 /// arrived. With `client_upgrade`, a `101` answer splices client and
-/// upstream together.
+/// upstream together. A failure to connect leaves `out` as it was, so the
+/// request can go to another endpoint.
 pub async fn send(
     pool: &Arc<Pool>,
-    addr: SocketAddr,
-    request: &RequestHead<'_>,
-    body: Incoming,
+    endpoint: &Arc<EndpointState>,
+    out: &mut Outgoing,
     deadlines: Deadlines,
-    client_upgrade: Option<OnUpgrade>,
+    client_upgrade: &mut Option<OnUpgrade>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
-    let method = request.method;
-    let (framing, body) = classify(method, body).await;
-    let mut head = Vec::with_capacity(512);
-    request.encode(&mut head, framing);
+    let addr = endpoint.addr();
+    let method = &out.method;
+    let head = &out.head;
+    let body = &mut out.body;
     let upstream_err = |source: UpstreamError| ProxyError::Upstream { addr, source };
 
     let exchange = async {
-        let replayable = matches!(body, ReqBody::Inline(_));
+        let replayable = matches!(body, Some(ReqBody::Inline(_)));
         let mut conn = match pool.take(addr, deadlines.started) {
             Some(c) => c,
-            None => Conn::connect(addr, deadlines.connect).await?,
+            None => Conn::connect(endpoint, deadlines.connect).await?,
         };
         conn.last_used = deadlines.started;
-        let mut body = Some(body);
         loop {
-            let attempt = exchange(&mut conn, &head, method, &mut body).await;
+            let attempt = exchange(&mut conn, head, method, body).await;
             match attempt {
                 Ok(ok) => return Ok((conn, ok)),
                 // A kept-alive connection the server closed just before our
@@ -151,7 +183,7 @@ pub async fn send(
                 // sent again goes out once more on a fresh connection.
                 Err(Attempt::Stale(e)) if conn.reused && replayable => {
                     debug!(%addr, error = %e, "pooled connection was closed; retrying on a new one");
-                    conn = Conn::connect(addr, deadlines.connect).await?;
+                    conn = Conn::connect(endpoint, deadlines.connect).await?;
                     conn.last_used = deadlines.started;
                 }
                 Err(Attempt::Stale(e) | Attempt::Failed(e)) => return Err(upstream_err(e)),
@@ -181,7 +213,7 @@ pub async fn send(
     *resp.headers_mut() = headers;
 
     if upgrade {
-        match (client_upgrade, conn.into_stream()) {
+        match (client_upgrade.take(), conn.into_stream()) {
             (Some(client), Some((stream, leftover))) => splice(addr, client, stream, leftover),
             _ => {
                 return Err(upstream_err(UpstreamError::Codec(CodecError::Head(
