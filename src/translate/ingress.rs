@@ -69,6 +69,7 @@ pub(super) fn translate(ctx: &mut Ctx<'_>, key: &ObjectKey, ingress: &Ingress) {
         methods: Vec::new(),
         headers: Vec::new(),
         query: Vec::new(),
+        cookies: Vec::new(),
         priority: 0,
         fallback,
         backends,

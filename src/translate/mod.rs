@@ -19,7 +19,8 @@
 //! 2. fallback routes (an Ingress `defaultBackend`) last of all;
 //! 3. `Exact` paths, then `Prefix` paths longest first (by path elements,
 //!    then by length), then regular expressions, longest pattern first;
-//! 4. more conditions first: methods, then header, then query conditions;
+//! 4. more conditions first: methods, then header, then query, then cookie
+//!    conditions;
 //! 5. older objects first (creation time, then namespace and name), then the
 //!    order of routes inside the object.
 //!
@@ -281,6 +282,7 @@ impl Ctx<'_> {
         if !route.methods.is_empty()
             || !route.headers.is_empty()
             || !route.query.is_empty()
+            || !route.cookies.is_empty()
             || route.priority != 0
         {
             return;
