@@ -38,6 +38,7 @@
 mod annotations;
 mod apiroute;
 mod backends;
+mod canary;
 mod class;
 mod client_auth;
 mod diagnostics;
@@ -119,6 +120,7 @@ pub fn translate(state: &ClusterState, opts: &TranslateOptions) -> Translation {
         client_auth_claims: HashMap::new(),
         plugins: plugins::PluginSets::default(),
         redis: opts.redis.as_ref(),
+        canaries: canary::Targets::new(state),
         text: String::new(),
     };
     plugins::prepare(&mut ctx, opts);
@@ -165,11 +167,21 @@ pub fn translate(state: &ClusterState, opts: &TranslateOptions) -> Translation {
         objects.extend(next);
     }
     objects.sort_by_key(|(created, _)| created.map(|t| t.0));
+    // Canary Ingresses attach to the routes of main Ingresses, so they
+    // come after all of those, in the same order among themselves.
+    let mut canaries = Vec::new();
     for (_, obj) in objects {
         match obj {
-            Obj::Ingress(k, ing) => ingress::translate(&mut ctx, k, ing),
+            Obj::Ingress(k, ing) => match canary::role(&mut ctx, k, ing) {
+                canary::Role::Main => ingress::translate(&mut ctx, k, ing),
+                canary::Role::Canary => canaries.push((k, ing)),
+                canary::Role::Refused => {}
+            },
             Obj::ApiRoute(k, ar) => apiroute::translate(&mut ctx, k, ar),
         }
+    }
+    for (k, ing) in canaries {
+        canary::translate(&mut ctx, k, ing);
     }
 
     if let Some(key) = &opts.default_certificate {
@@ -214,6 +226,8 @@ struct Ctx<'a> {
     client_auth_claims: HashMap<String, Arc<str>>,
     plugins: plugins::PluginSets,
     redis: Option<&'a crate::plugins::limit::redis::RedisTarget>,
+    /// Main Ingress paths, for canary Ingresses to attach to.
+    canaries: canary::Targets,
     /// Reused to format text before it is known to be needed, or before it
     /// is copied into its final allocation.
     text: String,
@@ -369,6 +383,7 @@ mod tests {
             client_auth_claims: HashMap::new(),
             plugins: plugins::PluginSets::default(),
             redis: None,
+            canaries: canary::Targets::default(),
             text: String::new(),
         };
         for key in [ObjectKey::new("shop", "cart"), ObjectKey::new("", "global")] {
