@@ -174,6 +174,11 @@ pub struct RouteMatch {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
     pub query_params: Vec<ValueMatch>,
+    /// Every cookie condition must hold; cookies are read from the
+    /// `Cookie` request headers, names compare case-sensitively.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub cookies: Vec<CookieMatch>,
 }
 
 impl RouteMatch {
@@ -182,6 +187,7 @@ impl RouteMatch {
             && self.methods.is_empty()
             && self.headers.is_empty()
             && self.query_params.is_empty()
+            && self.cookies.is_empty()
     }
 }
 
@@ -213,7 +219,7 @@ pub struct PathMatch {
     pub value: String,
 }
 
-/// How a header or query parameter value is compared.
+/// How a header, query parameter or cookie value is compared.
 #[derive(
     Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
 )]
@@ -223,19 +229,22 @@ pub enum ValueMatchType {
     Exact,
     /// The value matches the regular expression `value` as a whole.
     RegularExpression,
-    /// The header or parameter is present, whatever its value.
+    /// The header, parameter or cookie is present, whatever its value.
     Present,
 }
 
 /// A header condition; names are case-insensitive.
 pub type HeaderMatch = ValueMatch;
 
-/// A named value condition, for headers and query parameters.
+/// A cookie condition; names are case-sensitive.
+pub type CookieMatch = ValueMatch;
+
+/// A named value condition, for headers, query parameters and cookies.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(deny_unknown_fields)]
 #[x_kube(validation = Rule::new("self.type == 'Present' || has(self.value)").message("value is required unless type is Present"))]
 pub struct ValueMatch {
-    /// Header or query parameter name.
+    /// Header, query parameter or cookie name.
     #[schemars(length(min = 1, max = 256))]
     pub name: String,
     /// Exact (default), RegularExpression or Present.

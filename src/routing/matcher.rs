@@ -1,5 +1,6 @@
-//! Per-request condition checks: methods, headers, query parameters, and
-//! the normalization of hosts and paths that matching relies on.
+//! Per-request condition checks: methods, headers, query parameters,
+//! cookies, and the normalization of hosts and paths that matching relies
+//! on.
 
 use std::borrow::Cow;
 
@@ -78,6 +79,49 @@ impl QueryCond {
                 }
         })
     }
+}
+
+/// A compiled cookie condition.
+///
+/// Cookies are read from every `Cookie` header field: HTTP/1.1 clients send
+/// one field of `; `-separated `name=value` pairs, HTTP/2 clients may send
+/// each cookie in a field of its own (RFC 9113, section 8.2.3). Names
+/// compare case-sensitively (RFC 6265); values compare as sent, quotes
+/// included, as UTF-8 text. Checking a request allocates nothing.
+#[derive(Debug)]
+pub(crate) struct CookieCond {
+    name: Box<str>,
+    matcher: ValueMatcher,
+}
+
+impl CookieCond {
+    pub(crate) fn new(spec: &ValueSpec) -> Self {
+        CookieCond {
+            name: spec.name.as_str().into(),
+            matcher: spec.matcher.clone(),
+        }
+    }
+
+    /// True when any occurrence of the cookie satisfies the condition.
+    pub(crate) fn matches(&self, headers: &HeaderMap) -> bool {
+        let name = self.name.as_bytes();
+        headers.get_all(http::header::COOKIE).iter().any(|field| {
+            cookie_values(field.as_bytes(), name).any(|value| match &self.matcher {
+                ValueMatcher::Present => true,
+                m => std::str::from_utf8(value).is_ok_and(|v| value_matches(m, v)),
+            })
+        })
+    }
+}
+
+/// The values of cookie `name` in one `Cookie` field. A pair without `=`
+/// has no name, so it is never the value of a named cookie.
+fn cookie_values<'a>(field: &'a [u8], name: &'a [u8]) -> impl Iterator<Item = &'a [u8]> + 'a {
+    field.split(|&b| b == b';').filter_map(move |pair| {
+        let eq = pair.iter().position(|&b| b == b'=')?;
+        let (k, v) = (&pair[..eq], &pair[eq + 1..]);
+        (!name.is_empty() && k.trim_ascii() == name).then(|| v.trim_ascii())
+    })
 }
 
 fn value_matches(m: &ValueMatcher, value: &str) -> bool {
@@ -288,6 +332,82 @@ mod tests {
         assert!(present.matches(Some("debug")));
         assert!(present.matches(Some("x=1&debug=")));
         assert!(!present.matches(Some("debugx=1")));
+    }
+
+    fn cookie(name: &str, m: ValueMatcher) -> CookieCond {
+        CookieCond::new(&ValueSpec {
+            name: name.into(),
+            matcher: m,
+        })
+    }
+
+    fn cookies(fields: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for f in fields {
+            h.append(http::header::COOKIE, f.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn cookie_conditions_read_pairs_of_one_field() {
+        let h = cookies(&["session=abc; canary=always;theme=dark"]);
+        assert!(cookie("canary", ValueMatcher::Exact("always".into())).matches(&h));
+        assert!(cookie("theme", ValueMatcher::Exact("dark".into())).matches(&h));
+        assert!(cookie("session", ValueMatcher::Exact("abc".into())).matches(&h));
+        assert!(!cookie("canary", ValueMatcher::Exact("never".into())).matches(&h));
+        assert!(cookie("canary", ValueMatcher::Present).matches(&h));
+        assert!(!cookie("missing", ValueMatcher::Present).matches(&h));
+        let re = ValueMatcher::RegularExpression(Pattern::new("al(ways|t)").unwrap());
+        assert!(cookie("canary", re).matches(&h));
+    }
+
+    #[test]
+    fn cookie_conditions_read_every_field() {
+        // HTTP/2 clients may send each cookie in a field of its own.
+        let h = cookies(&["a=1", "canary=always", "b=2; c=3"]);
+        assert!(cookie("canary", ValueMatcher::Exact("always".into())).matches(&h));
+        assert!(cookie("c", ValueMatcher::Exact("3".into())).matches(&h));
+        assert!(!cookie("d", ValueMatcher::Present).matches(&h));
+        assert!(!cookie("canary", ValueMatcher::Present).matches(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn cookie_names_are_whole_and_case_sensitive() {
+        let h = cookies(&["xcanary=always; canaryx=always; Canary=always"]);
+        assert!(!cookie("canary", ValueMatcher::Present).matches(&h));
+        assert!(cookie("Canary", ValueMatcher::Present).matches(&h));
+        // A value holding `=` is kept whole; the name is what precedes the
+        // first `=`.
+        let h = cookies(&["token=a=b"]);
+        assert!(cookie("token", ValueMatcher::Exact("a=b".into())).matches(&h));
+        assert!(!cookie("a", ValueMatcher::Present).matches(&h));
+    }
+
+    #[test]
+    fn cookie_pairs_tolerate_odd_spacing_and_empty_parts() {
+        let h = cookies(&[";  canary = always ;;flag; empty="]);
+        assert!(cookie("canary", ValueMatcher::Exact("always".into())).matches(&h));
+        // A pair without `=` has no name.
+        assert!(!cookie("flag", ValueMatcher::Present).matches(&h));
+        assert!(cookie("empty", ValueMatcher::Exact(String::new())).matches(&h));
+        assert!(cookie("empty", ValueMatcher::Present).matches(&h));
+        assert!(!cookie("", ValueMatcher::Present).matches(&cookies(&["=x"])));
+    }
+
+    #[test]
+    fn cookie_values_compare_as_sent_and_as_utf8() {
+        let h = cookies(&["q=\"always\""]);
+        assert!(!cookie("q", ValueMatcher::Exact("always".into())).matches(&h));
+        assert!(cookie("q", ValueMatcher::Exact("\"always\"".into())).matches(&h));
+        let mut h = HeaderMap::new();
+        h.insert(
+            http::header::COOKIE,
+            http::HeaderValue::from_bytes(b"bad=\xff; good=\xc3\xa9t\xc3\xa9").unwrap(),
+        );
+        assert!(!cookie("bad", ValueMatcher::Exact("\u{fffd}".into())).matches(&h));
+        assert!(cookie("bad", ValueMatcher::Present).matches(&h));
+        assert!(cookie("good", ValueMatcher::Exact("été".into())).matches(&h));
     }
 
     #[test]

@@ -302,6 +302,7 @@ struct RankKey {
     neg_methods: i64,
     neg_headers: i64,
     neg_query: i64,
+    neg_cookies: i64,
     route: usize,
     path: usize,
 }
@@ -322,6 +323,7 @@ impl RankKey {
             neg_methods: -i64::from(!spec.methods.is_empty()),
             neg_headers: -(spec.headers.len() as i64),
             neg_query: -(spec.query.len() as i64),
+            neg_cookies: -(spec.cookies.len() as i64),
             route,
             path: path_index,
         }

@@ -141,6 +141,9 @@ pub struct RouteSpec {
     /// Every query parameter condition must hold.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub query: Vec<ValueSpec>,
+    /// Every cookie condition must hold; names are case-sensitive.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cookies: Vec<ValueSpec>,
     /// Higher priorities are tried first within a host.
     #[serde(skip_serializing_if = "is_zero")]
     pub priority: i32,
@@ -245,7 +248,7 @@ pub enum PathSpec {
     RegularExpression(Pattern),
 }
 
-/// A named value condition on a header or query parameter.
+/// A named value condition on a header, query parameter or cookie.
 #[derive(Clone, Debug, Serialize)]
 pub struct ValueSpec {
     pub name: String,
@@ -253,7 +256,7 @@ pub struct ValueSpec {
     pub matcher: ValueMatcher,
 }
 
-/// How a header or query value is compared.
+/// How a header, query or cookie value is compared.
 #[derive(Clone, Debug, Serialize)]
 #[serde(tag = "type", content = "value")]
 pub enum ValueMatcher {

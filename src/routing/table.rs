@@ -8,7 +8,7 @@ use std::sync::atomic::AtomicUsize;
 use foldhash::{HashMap, HashMapExt};
 use http::Method;
 
-use super::matcher::{HeaderCond, QueryCond, RequestView};
+use super::matcher::{CookieCond, HeaderCond, QueryCond, RequestView};
 use super::pick::RetryBudget;
 use super::protocol::BackendProtocol;
 use super::resilience::{Affinity, LoadBalancer, RetryPolicy};
@@ -38,6 +38,7 @@ pub struct Route {
     methods: Box<[Method]>,
     headers: Box<[HeaderCond]>,
     query: Box<[QueryCond]>,
+    cookies: Box<[CookieCond]>,
     pub(super) backends: Box<[Backend]>,
     /// Backend indexes in smooth weighted round-robin order.
     pub(super) schedule: Cow<'static, [u16]>,
@@ -84,6 +85,7 @@ impl Route {
             methods: spec.methods.clone().into_boxed_slice(),
             headers: spec.headers.iter().map(HeaderCond::new).collect(),
             query: spec.query.iter().map(QueryCond::new).collect(),
+            cookies: spec.cookies.iter().map(CookieCond::new).collect(),
             schedule,
             backends: backends.into_boxed_slice(),
             cursor: AtomicUsize::new(0),
@@ -106,6 +108,7 @@ impl Route {
         (self.methods.is_empty() || self.methods.contains(req.method))
             && self.headers.iter().all(|h| h.matches(req.headers))
             && self.query.iter().all(|q| q.matches(req.query))
+            && self.cookies.iter().all(|c| c.matches(req.headers))
     }
 
     pub fn backends(&self) -> &[Backend] {

@@ -34,6 +34,7 @@ fn route(name: &str) -> RouteBuilder {
         methods: Vec::new(),
         headers: Vec::new(),
         query: Vec::new(),
+        cookies: Vec::new(),
         priority: 0,
         fallback: false,
         backends: Vec::new(),
@@ -96,6 +97,11 @@ impl RouteBuilder {
 
     fn query_matching(mut self, name: &str, matcher: ValueMatcher) -> Self {
         self.0.query.push(value_spec(name, matcher));
+        self
+    }
+
+    fn cookie(mut self, name: &str, value: &str) -> Self {
+        self.0.cookies.push(value_spec(name, exact(value)));
         self
     }
 

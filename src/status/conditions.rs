@@ -141,6 +141,7 @@ fn reason_text(d: &Diagnostic) -> &'static str {
         Reason::Unsupported => "Unsupported",
         Reason::Conflict => "Conflict",
         Reason::InvalidCertificate => "InvalidCertificate",
+        Reason::MainIngressNotFound => "MainIngressNotFound",
     }
 }
 

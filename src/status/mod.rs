@@ -273,10 +273,16 @@ impl StatusWriter {
 
 /// The Event for an object with errors: reason and note.
 fn rejection(diags: &[&Diagnostic]) -> Option<(String, String)> {
-    // Errors, and unusable certificates: the routes serve, but the hosts
-    // get the wrong certificate, which users must hear about.
+    // Errors, unusable certificates (the routes serve, but the hosts get
+    // the wrong certificate) and canaries without a main Ingress (nothing
+    // of them is served): users must hear about these.
     let noteworthy = |d: &&&Diagnostic| {
-        d.severity == Severity::Error || d.reason == crate::translate::Reason::InvalidCertificate
+        use crate::translate::Reason;
+        d.severity == Severity::Error
+            || matches!(
+                d.reason,
+                Reason::InvalidCertificate | Reason::MainIngressNotFound
+            )
     };
     let errors: Vec<String> = diags
         .iter()

@@ -189,6 +189,12 @@ fn route(
         let f = || format!("spec.routes[{i}].match.queryParams[{j}]");
         query.push(value_spec(q.name.clone(), q, f)?);
     }
+    let mut cookies = Vec::with_capacity(m.cookies.len());
+    for (j, c) in m.cookies.iter().enumerate() {
+        let f = || format!("spec.routes[{i}].match.cookies[{j}]");
+        validate::cookie_name(&c.name).map_err(|e| invalid(format!("{}.name", f()), e))?;
+        cookies.push(value_spec(c.name.clone(), c, f)?);
+    }
 
     if rule.backends.is_empty() {
         return Err(invalid(
@@ -283,6 +289,7 @@ fn route(
         methods,
         headers,
         query,
+        cookies,
         priority: rule.priority,
         fallback: false,
         backends,
@@ -306,8 +313,8 @@ fn https_redirect(rule: &RouteRule, has_tls: bool) -> Option<u16> {
     }
 }
 
-/// A header or query condition; `field` names the condition, for a
-/// diagnostic.
+/// A header, query or cookie condition; `field` names the condition, for
+/// a diagnostic.
 fn value_spec(
     name: String,
     m: &ValueMatch,

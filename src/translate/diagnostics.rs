@@ -103,6 +103,9 @@ pub enum Reason {
     /// A TLS Secret is missing or unusable; its hosts get the default
     /// certificate, the routes keep serving.
     InvalidCertificate,
+    /// A canary Ingress names a host and path that no main Ingress
+    /// serves; that path of the canary is served once one does.
+    MainIngressNotFound,
 }
 
 /// How bad a finding is.
@@ -164,9 +167,10 @@ impl Diagnostics {
 
     fn push_owned(&mut self, object: ObjectRef, field: String, reason: Reason, message: String) {
         let severity = match reason {
-            Reason::BackendNotFound | Reason::Conflict | Reason::InvalidCertificate => {
-                Severity::Warning
-            }
+            Reason::BackendNotFound
+            | Reason::Conflict
+            | Reason::InvalidCertificate
+            | Reason::MainIngressNotFound => Severity::Warning,
             _ => Severity::Error,
         };
         self.0.push(Diagnostic {

@@ -5,14 +5,18 @@
 //! is treated as `Prefix`, as ingress-nginx does without regex annotations.
 //! `spec.defaultBackend` becomes a fallback route for any host and path,
 //! tried only after every other route. WebSocket upgrades are allowed, as
-//! users migrating from ingress-nginx expect.
+//! users migrating from ingress-nginx expect. Each path route (and the
+//! default backend route) is recorded for canary Ingresses, which are
+//! translated by [`super::canary`] after every main Ingress.
 
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend, IngressSpec};
 
 use super::diagnostics::{Kind, Reason, Subject};
 use super::protocol::ProtocolRequest;
 use super::state::ObjectKey;
-use super::{BackendField, Ctx, annotations, client_auth, plugins, resilience, tls, validate};
+use super::{
+    BackendField, Ctx, annotations, canary, client_auth, plugins, resilience, tls, validate,
+};
 use crate::api::PortRef;
 use crate::routing::{BackendSpec, HostMatch, PathSpec, RouteSpec};
 
@@ -48,6 +52,10 @@ pub(super) fn translate(ctx: &mut Ctx<'_>, key: &ObjectKey, ingress: &Ingress) {
         return;
     };
     let regex_paths = annotations::regex_paths(ingress);
+    // For canary Ingresses: the class they must share, and where this
+    // Ingress's backend settings are kept once a path is recorded.
+    let class = canary::class_of(ingress);
+    let mut proto_index = None;
     // The plugins of a path with its own rewrite; `None` when the path
     // takes the Ingress's plugins as they are.
     let path_plugins = |ctx: &mut Ctx<'_>, path: &str| {
@@ -70,6 +78,7 @@ pub(super) fn translate(ctx: &mut Ctx<'_>, key: &ObjectKey, ingress: &Ingress) {
         methods: Vec::new(),
         headers: Vec::new(),
         query: Vec::new(),
+        cookies: Vec::new(),
         priority: 0,
         fallback,
         backends,
@@ -145,7 +154,15 @@ pub(super) fn translate(ctx: &mut Ctx<'_>, key: &ObjectKey, ingress: &Ingress) {
                 r.plugins = list;
             }
             ctx.claim(obj, field, &r);
+            let index = ctx.routes.len();
             ctx.routes.push(r);
+            let place = canary::Place::Path {
+                host: hosts.first(),
+                path_type: &p.path_type,
+                path: p.path.as_deref().unwrap_or("/"),
+            };
+            ctx.canaries
+                .register(class, place, index, &mut proto_index, &proto);
         }
         if let Some(root) = annotations::app_root(ingress) {
             let owner = format!("{name}/app-root");
@@ -179,7 +196,13 @@ pub(super) fn translate(ctx: &mut Ctx<'_>, key: &ObjectKey, ingress: &Ingress) {
                     Reason::Conflict,
                     format!("{owner} also has a defaultBackend and takes precedence"),
                 ),
-                None => ctx.default_backend_owner = Some(source.clone()),
+                None => {
+                    ctx.default_backend_owner = Some(source.clone());
+                    let place = canary::Place::DefaultBackend;
+                    let index = ctx.routes.len();
+                    ctx.canaries
+                        .register(class, place, index, &mut proto_index, &proto);
+                }
             }
             ctx.routes.push(route(
                 Vec::new(),
@@ -295,7 +318,7 @@ fn tls_entries<'s>(
 }
 
 /// Resolves an Ingress backend; `field` names it, for a diagnostic.
-fn backend(
+pub(super) fn backend(
     ctx: &mut Ctx<'_>,
     obj: Subject<'_>,
     field: impl Fn() -> String,

@@ -19,7 +19,8 @@
 //! 2. fallback routes (an Ingress `defaultBackend`) last of all;
 //! 3. `Exact` paths, then `Prefix` paths longest first (by path elements,
 //!    then by length), then regular expressions, longest pattern first;
-//! 4. more conditions first: methods, then header, then query conditions;
+//! 4. more conditions first: methods, then header, then query, then cookie
+//!    conditions;
 //! 5. older objects first (creation time, then namespace and name), then the
 //!    order of routes inside the object.
 //!
@@ -37,6 +38,7 @@
 mod annotations;
 mod apiroute;
 mod backends;
+mod canary;
 mod class;
 mod client_auth;
 mod diagnostics;
@@ -119,6 +121,7 @@ pub fn translate(state: &ClusterState, opts: &TranslateOptions) -> Translation {
         client_auth_claims: HashMap::new(),
         plugins: plugins::PluginSets::default(),
         redis: opts.redis.as_ref(),
+        canaries: canary::Targets::new(state),
         text: String::new(),
     };
     plugins::prepare(&mut ctx, opts);
@@ -165,11 +168,21 @@ pub fn translate(state: &ClusterState, opts: &TranslateOptions) -> Translation {
         objects.extend(next);
     }
     objects.sort_by_key(|(created, _)| created.map(|t| t.0));
+    // Canary Ingresses attach to the routes of main Ingresses, so they
+    // come after all of those, in the same order among themselves.
+    let mut canaries = Vec::new();
     for (_, obj) in objects {
         match obj {
-            Obj::Ingress(k, ing) => ingress::translate(&mut ctx, k, ing),
+            Obj::Ingress(k, ing) => match canary::role(&mut ctx, k, ing) {
+                canary::Role::Main => ingress::translate(&mut ctx, k, ing),
+                canary::Role::Canary => canaries.push((k, ing)),
+                canary::Role::Refused => {}
+            },
             Obj::ApiRoute(k, ar) => apiroute::translate(&mut ctx, k, ar),
         }
+    }
+    for (k, ing) in canaries {
+        canary::translate(&mut ctx, k, ing);
     }
 
     if let Some(key) = &opts.default_certificate {
@@ -214,6 +227,8 @@ struct Ctx<'a> {
     client_auth_claims: HashMap<String, Arc<str>>,
     plugins: plugins::PluginSets,
     redis: Option<&'a crate::plugins::limit::redis::RedisTarget>,
+    /// Main Ingress paths, for canary Ingresses to attach to.
+    canaries: canary::Targets,
     /// Reused to format text before it is known to be needed, or before it
     /// is copied into its final allocation.
     text: String,
@@ -282,6 +297,7 @@ impl Ctx<'_> {
         if !route.methods.is_empty()
             || !route.headers.is_empty()
             || !route.query.is_empty()
+            || !route.cookies.is_empty()
             || route.priority != 0
         {
             return;
@@ -368,6 +384,7 @@ mod tests {
             client_auth_claims: HashMap::new(),
             plugins: plugins::PluginSets::default(),
             redis: None,
+            canaries: canary::Targets::default(),
             text: String::new(),
         };
         for key in [ObjectKey::new("shop", "cart"), ObjectKey::new("", "global")] {

@@ -82,6 +82,16 @@ pub fn header_name(name: &str) -> Result<String, String> {
         .map_err(|_| format!("invalid header name {name:?}"))
 }
 
+/// Checks a cookie name: a token (RFC 6265 and RFC 9110), compared
+/// case-sensitively, so it is kept as written.
+pub fn cookie_name(name: &str) -> Result<(), String> {
+    let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    if name.is_empty() || !name.bytes().all(tchar) {
+        return Err(format!("invalid cookie name {name:?}"));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,6 +151,15 @@ mod tests {
                 .unwrap_err()
                 .contains("more than")
         );
+    }
+
+    #[test]
+    fn cookie_names() {
+        assert!(cookie_name("canary").is_ok());
+        assert!(cookie_name("Session_ID-2").is_ok());
+        for bad in ["", "a b", "a=b", "a;b", "caf\u{e9}", "a,b", "\"a\""] {
+            assert!(cookie_name(bad).is_err(), "{bad:?} should be refused");
+        }
     }
 
     #[test]

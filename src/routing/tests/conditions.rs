@@ -1,5 +1,5 @@
 //! Conditions other than host and path: methods, headers, query
-//! parameters. Each table has an unconditioned `plain` route declared
+//! parameters, cookies. Each table has an unconditioned `plain` route declared
 //! first, so a failed condition shows as `plain` rather than as no match.
 
 use http::Method;
@@ -270,4 +270,52 @@ fn every_kind_of_condition_must_hold() {
     assert_eq!(name(no_header).as_deref(), Some("plain"));
     let no_query = req(H, "/").method(Method::PUT).header("x-a", "1");
     assert_eq!(name(no_query).as_deref(), Some("plain"));
+}
+
+#[test]
+fn cookie_condition_selects_route() {
+    let t = with_plain(route("canary").cookie("canary", "always"));
+    let name = |r| matched(&t, &r);
+    assert_eq!(
+        name(req(H, "/").header("cookie", "a=1; canary=always")).as_deref(),
+        Some("canary")
+    );
+    assert_eq!(
+        name(
+            req(H, "/")
+                .header("cookie", "a=1")
+                .header("cookie", "canary=always")
+        )
+        .as_deref(),
+        Some("canary"),
+        "cookies split over several fields, as HTTP/2 sends them"
+    );
+    assert_eq!(
+        name(req(H, "/").header("cookie", "canary=never")).as_deref(),
+        Some("plain")
+    );
+    assert_eq!(
+        name(req(H, "/").header("x-canary", "always")).as_deref(),
+        Some("plain"),
+        "a header of the same name is not a cookie"
+    );
+    assert_eq!(name(req(H, "/")).as_deref(), Some("plain"));
+}
+
+#[test]
+fn cookie_and_header_conditions_all_hold() {
+    let t = with_plain(
+        route("both")
+            .header("x-beta", "1")
+            .cookie("canary", "always"),
+    );
+    let name = |r| matched(&t, &r);
+    let both = req(H, "/")
+        .header("x-beta", "1")
+        .header("cookie", "canary=always");
+    assert_eq!(name(both).as_deref(), Some("both"));
+    let header_only = req(H, "/").header("x-beta", "1");
+    assert_eq!(name(header_only).as_deref(), Some("plain"));
+    let cookie_only = req(H, "/").header("cookie", "canary=always");
+    assert_eq!(name(cookie_only).as_deref(), Some("plain"));
 }

@@ -336,3 +336,42 @@ fn first_matching_candidate_skips_failed_conditions() {
     let post = req(H, "/api/v1").method(Method::POST);
     assert_eq!(matched(&t, &post).as_deref(), Some("api-post"));
 }
+
+#[test]
+fn query_conditions_beat_cookie_conditions_and_cookies_beat_none() {
+    let t = table(vec![
+        route("plain"),
+        route("cookie").cookie("c", "1"),
+        route("query").query("a", "1"),
+    ]);
+    let r = req(H, "/?a=1").header("cookie", "c=1");
+    assert_eq!(matched(&t, &r).as_deref(), Some("query"));
+    let r = req(H, "/").header("cookie", "c=1");
+    assert_eq!(matched(&t, &r).as_deref(), Some("cookie"));
+    assert_eq!(matched(&t, &req(H, "/")).as_deref(), Some("plain"));
+}
+
+#[test]
+fn conditions_never_beat_a_more_specific_path() {
+    // A route with a header or cookie condition wins over the plain route
+    // of its own path only: a longer path of another route still wins.
+    let t = table(vec![
+        route("api").prefix("/api"),
+        route("root").prefix("/"),
+        route("root-header")
+            .prefix("/")
+            .header("x-canary", "always"),
+        route("root-cookie").prefix("/").cookie("canary", "always"),
+    ]);
+    let r = req(H, "/api/x")
+        .header("x-canary", "always")
+        .header("cookie", "canary=always");
+    assert_eq!(matched(&t, &r).as_deref(), Some("api"));
+    let r = req(H, "/x")
+        .header("x-canary", "always")
+        .header("cookie", "canary=always");
+    assert_eq!(matched(&t, &r).as_deref(), Some("root-header"));
+    let r = req(H, "/x").header("cookie", "canary=always");
+    assert_eq!(matched(&t, &r).as_deref(), Some("root-cookie"));
+    assert_eq!(matched(&t, &req(H, "/x")).as_deref(), Some("root"));
+}
