@@ -153,9 +153,7 @@ fn table_with(
     let upstreams: BTreeMap<UpstreamKey, UpstreamSpec> = upstreams
         .iter()
         .map(|(k, eps)| {
-            let spec = UpstreamSpec {
-                endpoints: eps.clone(),
-            };
+            let spec = UpstreamSpec::with_endpoints(eps.clone());
             ((*k).clone(), spec)
         })
         .collect();

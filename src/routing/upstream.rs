@@ -4,6 +4,12 @@
 //! from the [`UpstreamRegistry`], which keeps one per key across rebuilds,
 //! so balancing state carries over and an endpoint change is one atomic
 //! store into the upstream's endpoint set: no route is recompiled for it.
+//!
+//! Endpoints come from two places: Service upstreams get theirs from the
+//! table specification (EndpointSlices, at translation) and from
+//! [`UpstreamRegistry::update_endpoints`] between tables; upstreams named by
+//! DNS get theirs only from `update_endpoints`, called by the resolver, so
+//! a table rebuild keeps what was last resolved.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -124,7 +130,11 @@ impl UpstreamRegistry {
         for (key, spec) in specs {
             match map.get(key) {
                 Some(up) => {
-                    up.set_endpoints(&spec.endpoints);
+                    // A DNS upstream's endpoints are the resolver's, which
+                    // translation does not know.
+                    if spec.dns.is_none() {
+                        up.set_endpoints(&spec.endpoints);
+                    }
                     each(key, up);
                 }
                 None => {
@@ -194,19 +204,9 @@ mod tests {
         let reg = UpstreamRegistry::new();
         let key = UpstreamKey::new("ns", "svc", 80);
         let mut specs = BTreeMap::new();
-        specs.insert(
-            key.clone(),
-            UpstreamSpec {
-                endpoints: vec![addr(1)],
-            },
-        );
+        specs.insert(key.clone(), UpstreamSpec::with_endpoints(vec![addr(1)]));
         let first = reg.sync(&specs)[&key].clone();
-        specs.insert(
-            key.clone(),
-            UpstreamSpec {
-                endpoints: vec![addr(2)],
-            },
-        );
+        specs.insert(key.clone(), UpstreamSpec::with_endpoints(vec![addr(2)]));
         let second = reg.sync(&specs)[&key].clone();
         assert!(Arc::ptr_eq(&first, &second));
         assert_eq!(first.endpoints().addrs(), [addr(2)]);
@@ -218,5 +218,25 @@ mod tests {
         reg.sync(&specs);
         assert!(reg.get(&key).is_none());
         assert!(!reg.update_endpoints(&key, &[addr(3)]));
+    }
+
+    #[test]
+    fn table_rebuilds_keep_resolved_addresses_of_dns_upstreams() {
+        let reg = UpstreamRegistry::new();
+        let key = UpstreamKey::external("ns", "ext", 80, "api.example.com");
+        let spec = UpstreamSpec {
+            endpoints: Vec::new(),
+            dns: Some(super::super::DnsTarget {
+                name: "api.example.com".into(),
+                port: 80,
+            }),
+        };
+        let specs = BTreeMap::from([(key.clone(), spec)]);
+        let up = reg.sync(&specs)[&key].clone();
+        assert!(!up.has_endpoints());
+        assert!(reg.update_endpoints(&key, &[addr(7)]));
+        let again = reg.sync(&specs)[&key].clone();
+        assert!(Arc::ptr_eq(&up, &again));
+        assert_eq!(again.endpoints().addrs(), [addr(7)]);
     }
 }

@@ -12,7 +12,7 @@ use k8s_openapi::api::networking::v1::{Ingress, IngressBackend, IngressSpec};
 use super::diagnostics::{Kind, Reason, Subject};
 use super::protocol::ProtocolRequest;
 use super::state::ObjectKey;
-use super::{BackendField, Ctx, annotations, client_auth, plugins, tls, validate};
+use super::{BackendField, Ctx, Target, annotations, client_auth, plugins, tls, validate};
 use crate::api::PortRef;
 use crate::routing::{BackendSpec, HostMatch, PathSpec, RouteSpec, Timeouts};
 
@@ -340,5 +340,5 @@ fn backend(
         BackendField::Name => format!("{}.service.name", field()),
         BackendField::Port => format!("{}.service.port", field()),
     };
-    Some(ctx.backend(obj, fields, &svc.name, &port, 1, proto))
+    Some(ctx.backend(obj, fields, Target::Service(&svc.name, &port), 1, proto))
 }
