@@ -44,4 +44,8 @@ fn describe() {
         m::CONFIG_DIAGNOSTICS,
         "Configuration problems in the live config, by severity."
     );
+    metrics::describe_counter!(
+        m::DNS_LOOKUPS,
+        "DNS lookups of the names of upstreams outside the cluster, by result."
+    );
 }
