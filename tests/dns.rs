@@ -280,6 +280,15 @@ spec:
     body_when_served(&gw, "ext.test", "one").await;
     body_when_served(&gw, "direct.test", "one").await;
     body_when_served(&gw, "ip.test", "one").await;
+    // /routes shows the resolved addresses and the name they come from.
+    let routes: serde_json::Value =
+        serde_json::from_str(&admin_get(&gw, "/routes").await.text()).unwrap();
+    let upstream = &routes["table"]["upstreams"][format!("default/ext:{port}@backend.dns.test")];
+    assert_eq!(
+        upstream["endpoints"],
+        serde_json::json!([one.addr.to_string()])
+    );
+    assert_eq!(upstream["dns"]["name"], "backend.dns.test");
 
     // The name moves; once its TTL has run out both upstreams follow,
     // without a new table.
