@@ -12,6 +12,7 @@ use crate::controller::{ControllerConfig, Publish};
 use crate::gateway::GatewayConfig;
 use crate::plugins::limit::redis::RedisTarget;
 use crate::proxy::{PoolConfig, ProxySettings};
+use crate::source::dns::DnsSettings;
 use crate::source::kube::WatchScope;
 use crate::status::lease::{LeaseConfig, LeaseConfigError};
 use crate::translate::{ObjectKey, TranslateOptions};
@@ -285,6 +286,19 @@ pub struct GatewayArgs {
     /// On SIGTERM, how long in-flight requests may still run.
     #[arg(long, env = "SLUICEGATE_SHUTDOWN_GRACE", default_value = "25s")]
     pub shutdown_grace: Duration,
+    /// Name server (IP or IP:PORT) for the hosts of ExternalName Services
+    /// and host backends, instead of those of /etc/resolv.conf.
+    #[arg(long, env = "SLUICEGATE_DNS_SERVER", value_parser = parse_dns_server, hide = true)]
+    pub dns_server: Option<SocketAddr>,
+}
+
+fn parse_dns_server(text: &str) -> Result<SocketAddr, String> {
+    text.parse::<SocketAddr>()
+        .or_else(|_| {
+            text.parse::<std::net::IpAddr>()
+                .map(|ip| SocketAddr::new(ip, 53))
+        })
+        .map_err(|_| format!("expected an IP address with an optional port, got {text:?}"))
 }
 
 fn parse_redis_urls(text: &str) -> Result<String, String> {
@@ -330,6 +344,10 @@ impl GatewayArgs {
                     RedisTarget::parse(urls, cluster, self.redis_password.clone()).ok()
                 }),
             },
+            dns: DnsSettings {
+                server: self.dns_server,
+                ..DnsSettings::default()
+            },
         }
     }
 }
@@ -370,6 +388,7 @@ mod tests {
         );
         assert_eq!(cfg.http_addr.port(), 18080);
         assert_eq!(cfg.https_addr, Some("0.0.0.0:8443".parse().unwrap()));
+        assert_eq!(cfg.dns.server, None);
         let cli = Cli::parse_from([
             "sluicegate",
             "standalone",
@@ -382,6 +401,31 @@ mod tests {
             panic!("expected standalone");
         };
         assert_eq!(gateway.config().https_addr, None);
+        for (flag, want) in [("127.0.0.1:5353", "127.0.0.1:5353"), ("::1", "[::1]:53")] {
+            let cli = Cli::parse_from([
+                "sluicegate",
+                "standalone",
+                "--config",
+                "d",
+                "--dns-server",
+                flag,
+            ]);
+            let Command::Standalone { gateway, .. } = cli.command else {
+                panic!("expected standalone");
+            };
+            assert_eq!(gateway.config().dns.server, Some(want.parse().unwrap()));
+        }
+        assert!(
+            Cli::try_parse_from([
+                "sluicegate",
+                "standalone",
+                "--config",
+                "d",
+                "--dns-server",
+                "dns.local"
+            ])
+            .is_err()
+        );
     }
 
     #[test]

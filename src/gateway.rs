@@ -10,12 +10,14 @@ use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use serde::Serialize;
+use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::admin::AdminServer;
 use crate::metrics as m;
 use crate::proxy::{ProxyServer, ProxySettings, Shared};
 use crate::routing::{RouteTable, TableSpec, UpstreamRegistry};
+use crate::source::dns::{self, DnsResolver, DnsSettings};
 use crate::source::standalone::{self, DirSource, SourceIssue};
 use crate::translate::{self, ClusterState, Diagnostics, Severity, TranslateOptions};
 
@@ -36,8 +38,10 @@ pub struct ConfigView {
 /// Turns cluster states into live route tables.
 pub struct Publisher {
     table: Arc<ArcSwap<RouteTable>>,
-    registry: UpstreamRegistry,
+    registry: Arc<UpstreamRegistry>,
     health: crate::proxy::HealthChecks,
+    /// The upstreams of the live table that DNS fills.
+    dns_targets: watch::Sender<dns::Targets>,
     options: TranslateOptions,
     view: ArcSwap<ConfigView>,
     ready: AtomicBool,
@@ -50,8 +54,9 @@ impl Publisher {
     pub fn new(options: TranslateOptions) -> Arc<Self> {
         Arc::new(Publisher {
             table: Arc::new(ArcSwap::from_pointee(RouteTable::default())),
-            registry: UpstreamRegistry::new(),
+            registry: Arc::new(UpstreamRegistry::new()),
             health: crate::proxy::HealthChecks::default(),
+            dns_targets: watch::channel(dns::Targets::from([])).0,
             options,
             view: ArcSwap::from_pointee(ConfigView::default()),
             ready: AtomicBool::new(false),
@@ -67,6 +72,16 @@ impl Publisher {
 
     pub fn registry(&self) -> &UpstreamRegistry {
         &self.registry
+    }
+
+    /// Shares the registry, for the DNS resolver.
+    pub fn registry_handle(&self) -> Arc<UpstreamRegistry> {
+        self.registry.clone()
+    }
+
+    /// Follows the upstreams of the live table that are named by DNS.
+    pub fn dns_targets(&self) -> watch::Receiver<dns::Targets> {
+        self.dns_targets.subscribe()
     }
 
     /// True once a first table is live.
@@ -87,6 +102,15 @@ impl Publisher {
         let routes = table.len();
         retire(self.table.swap(Arc::new(table)));
         self.health.sync(&self.registry);
+        // After the table: the resolver fills upstreams the registry holds.
+        let targets = dns::targets(&translation.table.upstreams);
+        self.dns_targets.send_if_modified(|current| {
+            let changed = **current != *targets;
+            if changed {
+                *current = targets;
+            }
+            changed
+        });
         self.ready.store(true, Ordering::Release);
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
         self.report(&translation.diagnostics, &source_issues);
@@ -178,6 +202,7 @@ pub struct GatewayConfig {
     pub workers: usize,
     pub proxy: ProxySettings,
     pub translate: TranslateOptions,
+    pub dns: DnsSettings,
 }
 
 impl Default for GatewayConfig {
@@ -189,6 +214,7 @@ impl Default for GatewayConfig {
             workers: std::thread::available_parallelism().map_or(1, usize::from),
             proxy: ProxySettings::default(),
             translate: TranslateOptions::default(),
+            dns: DnsSettings::default(),
         }
     }
 }
@@ -210,11 +236,13 @@ pub enum StartError {
     },
 }
 
-/// A running proxy and admin server around one publisher.
+/// A running proxy and admin server around one publisher, and the DNS
+/// resolver that fills its upstreams outside the cluster.
 pub struct Gateway {
     publisher: Arc<Publisher>,
     proxy: ProxyServer,
     admin: AdminServer,
+    dns: DnsResolver,
 }
 
 impl Gateway {
@@ -246,10 +274,16 @@ impl Gateway {
                 addr: config.admin_addr,
                 source,
             })?;
+        let dns = DnsResolver::start(
+            config.dns.clone(),
+            publisher.registry_handle(),
+            publisher.dns_targets(),
+        );
         Ok(Gateway {
             publisher,
             proxy,
             admin,
+            dns,
         })
     }
 
@@ -271,6 +305,7 @@ impl Gateway {
 
     /// Stops accepting and drains in-flight requests.
     pub async fn shutdown(self) {
+        drop(self.dns);
         self.admin.stop();
         self.proxy.shutdown().await;
     }

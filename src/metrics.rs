@@ -32,6 +32,8 @@ pub const CONFIG_DIAGNOSTICS: &str = "sluicegate_config_diagnostics";
 pub const WATCH_ERRORS: &str = "sluicegate_watch_errors_total";
 /// Counter: endpoint sets updated in place, without a table rebuild.
 pub const ENDPOINT_UPDATES: &str = "sluicegate_endpoint_updates_total";
+/// Counter: DNS lookups of upstream names, by `result` (`ok`, `error`).
+pub const DNS_LOOKUPS: &str = "sluicegate_dns_lookups_total";
 /// Counter: status writes to the API server, by kind and result.
 pub const STATUS_WRITES: &str = "sluicegate_status_writes_total";
 /// Counter: attempts sent again to another endpoint, by `route`.

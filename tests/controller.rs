@@ -778,3 +778,67 @@ async fn a_leader_that_cannot_renew_steps_down_and_keeps_serving() {
     }
     c.shutdown().await;
 }
+
+#[tokio::test]
+async fn external_name_upstreams_keep_their_dns_addresses_through_slices_and_rebuilds() {
+    let api = ApiServer::start().await;
+    let (one, decoy) = (Backend::named("one").await, Backend::named("decoy").await);
+    let dns =
+        common::dns::TestDns::start("backend.dns.test", std::net::Ipv4Addr::LOCALHOST, 300).await;
+    api.apply(json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "ext", "namespace": "shop"},
+        "spec": {"type": "ExternalName", "externalName": "backend.dns.test",
+                 "ports": [{"name": "http", "port": one.addr.port()}]}
+    }));
+    // The route's helper names port 80; use the backend's port instead.
+    let mut route = api_route("shop", "ext", "ext.test", "ext", json!({}));
+    route["spec"]["routes"][0]["backends"][0]["servicePort"] = json!(one.addr.port());
+    api.apply(route);
+    let mut cfg = config(Publish::Nothing, None);
+    cfg.gateway.dns.server = Some(dns.addr);
+    let c = Controller::start(cfg, api.client()).await.unwrap();
+    assert_eq!(until(&c, "ext.test", |_, b| b == "one").await, "200 one");
+    let key = sluicegate::routing::UpstreamKey::external(
+        "shop",
+        "ext",
+        one.addr.port(),
+        "backend.dns.test",
+    );
+    let endpoints = || {
+        c.gateway()
+            .publisher()
+            .registry()
+            .get(&key)
+            .map(|u| u.endpoints().addrs().to_vec())
+            .unwrap_or_default()
+    };
+    assert_eq!(endpoints(), [one.addr]);
+
+    // A slice labelled for the ExternalName Service, then one that empties
+    // out: the endpoint path of the controller leaves the upstream alone.
+    let generation = c.gateway().publisher().view().generation;
+    api.apply(slice("shop", "ext", decoy.addr, true));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    api.apply(slice("shop", "ext", decoy.addr, false));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(c.gateway().publisher().view().generation, generation);
+    assert_eq!(endpoints(), [one.addr]);
+
+    // An unrelated change rebuilds the table: the addresses stay, and the
+    // name is not asked for again (its TTL has not run out).
+    let asked = dns.a_queries();
+    api.apply(service("shop", "other"));
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while c.gateway().publisher().view().generation == generation {
+        assert!(tokio::time::Instant::now() < deadline, "no rebuild");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(endpoints(), [one.addr]);
+    for _ in 0..10 {
+        let r = common::get(c.gateway().http_addr(), "ext.test", "/").await;
+        assert_eq!(r.text(), "one");
+    }
+    assert_eq!(dns.a_queries(), asked);
+    c.shutdown().await;
+}

@@ -60,4 +60,8 @@ fn describe() {
         m::ENDPOINT_HEALTHY,
         "1 while an endpoint takes traffic, 0 while ejected or failing active checks."
     );
+    metrics::describe_counter!(
+        m::DNS_LOOKUPS,
+        "DNS lookups of the names of upstreams outside the cluster, by result."
+    );
 }

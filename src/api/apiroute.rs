@@ -271,26 +271,38 @@ pub enum HttpMethod {
     TRACE,
 }
 
-/// A Service receiving a share of a route's traffic.
+/// A Service, or a host outside the cluster, receiving a share of a
+/// route's traffic.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[x_kube(validation = Rule::new("!has(self.tls) || !has(self.protocol) || self.protocol == 'HTTPS' || self.protocol == 'GRPCS'").message("tls applies only to protocol HTTPS or GRPCS"))]
+#[x_kube(validation = Rule::new("has(self.serviceName) != has(self.host)").message("set exactly one of serviceName and host"))]
+#[x_kube(validation = Rule::new("!has(self.host) || type(self.servicePort) == int").message("with host, servicePort must be a port number"))]
 pub struct Backend {
-    /// Service name in the ApiRoute's namespace.
+    /// Service name in the ApiRoute's namespace. An ExternalName Service
+    /// sends traffic to the addresses its `externalName` resolves to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 63))]
-    pub service_name: String,
-    /// Service port, by number or by name.
+    pub service_name: Option<String>,
+    /// A host outside the cluster, by DNS name or IP address, instead of
+    /// a Service: traffic goes to the addresses the name resolves to, on
+    /// `servicePort`. The name is resolved again when its DNS records'
+    /// TTL expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub host: Option<String>,
+    /// Service port, by number or by name; a number with `host`.
     pub service_port: PortRef,
     /// Relative share of traffic; 0 sends none.
     #[serde(default = "default_weight")]
     #[schemars(range(max = 1000000))]
     pub weight: u32,
-    /// How to speak to the Service. Defaults to the Service port's
+    /// How to speak to the backend. Defaults to the Service port's
     /// `appProtocol` (`kubernetes.io/h2c`, `https`, `grpc`, ...), else
     /// HTTP.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protocol: Option<BackendProtocol>,
-    /// TLS towards the Service, for protocols HTTPS and GRPCS.
+    /// TLS towards the backend, for protocols HTTPS and GRPCS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<BackendTls>,
 }
@@ -321,7 +333,8 @@ pub struct BackendTls {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_secret_ref: Option<LocalObjectRef>,
     /// Server name sent as SNI and verified against the certificate.
-    /// Defaults to `<service>.<namespace>.svc`.
+    /// Defaults to `<service>.<namespace>.svc`, or for an ExternalName
+    /// Service or a `host` backend to the name it resolves.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     pub sni: Option<String>,

@@ -33,7 +33,14 @@ pub struct TableSpec {
     pub client_auth: Vec<Arc<super::ClientAuth>>,
 }
 
-/// Identifies one Service port: `namespace/service:port`.
+/// Identifies one upstream.
+///
+/// A Service port is `namespace/service:port`. An upstream outside the
+/// cluster adds the host it resolves: `namespace/service:port@host` for an
+/// ExternalName Service, `namespace/:port@host` for an ApiRoute backend
+/// naming a host. Kubernetes names and port names never hold `@`, so the
+/// two kinds never share a key, and a Service whose `externalName` changes
+/// gets a new upstream instead of keeping the old host's addresses.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
 pub struct UpstreamKey(Arc<str>);
@@ -61,6 +68,27 @@ impl UpstreamKey {
         buf.push(':');
         // Writing into a String cannot fail.
         let _ = write!(buf, "{port}");
+    }
+
+    /// Key for an upstream outside the cluster: `service` (empty for a
+    /// host backend) in `namespace`, reached at `host` and `port`.
+    pub fn external(namespace: &str, service: &str, port: u16, host: &str) -> Self {
+        let mut text = String::new();
+        Self::write_external_text(&mut text, namespace, service, port, host);
+        Self::from_text(&text)
+    }
+
+    /// Like [`Self::write_text`], for [`Self::external`] keys.
+    pub(crate) fn write_external_text(
+        buf: &mut String,
+        namespace: &str,
+        service: &str,
+        port: u16,
+        host: &str,
+    ) {
+        Self::write_text(buf, namespace, service, port);
+        buf.push('@');
+        buf.push_str(host);
     }
 
     /// The key whose text [`Self::write_text`] wrote.
@@ -107,6 +135,13 @@ pub struct UpstreamSpec {
     /// Active and passive health settings.
     #[serde(skip_serializing_if = "HealthSpec::is_default")]
     pub health: HealthSpec,
+    /// For an upstream named by DNS (an ExternalName Service, an ApiRoute
+    /// backend `host`): the name whose addresses, each with `port`, are
+    /// the endpoints. They are not known at translation: `endpoints` is
+    /// empty, and the DNS resolver fills in the live upstream's endpoint
+    /// set, which table rebuilds leave alone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns: Option<DnsTarget>,
 }
 
 impl UpstreamSpec {
@@ -117,6 +152,20 @@ impl UpstreamSpec {
             ..UpstreamSpec::default()
         }
     }
+
+    /// Same as [`Self::ready`].
+    pub fn with_endpoints(endpoints: Vec<SocketAddr>) -> Self {
+        Self::ready(endpoints)
+    }
+}
+
+/// A DNS name and the port its addresses serve on.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct DnsTarget {
+    /// In lower case, as written otherwise (a trailing `.` makes it
+    /// absolute, skipping the resolver's search domains).
+    pub name: Arc<str>,
+    pub port: u16,
 }
 
 /// One route: match conditions and weighted backends.

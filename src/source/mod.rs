@@ -2,7 +2,10 @@
 //!
 //! Kubernetes mode watches the API server ([`kube`]); standalone mode reads a directory of manifests ([`standalone`]); the
 //! YAML parsing it uses ([`manifest`]) is also how tests build states.
+//! Both modes also run [`dns`], the source of the endpoints of upstreams
+//! outside the cluster, which the published tables name.
 
+pub mod dns;
 pub mod kube;
 pub mod manifest;
 pub mod standalone;

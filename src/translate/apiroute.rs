@@ -11,9 +11,11 @@ use std::sync::Arc;
 use super::diagnostics::{Kind, Reason, Subject};
 use super::protocol::ProtocolRequest;
 use super::state::ObjectKey;
-use super::{BackendField, Ctx, client_auth, plugins, resilience, tls, validate};
+use super::validate::UpstreamHost;
+use super::{BackendField, Ctx, Target, client_auth, plugins, resilience, tls, validate};
 use crate::api::{
-    ApiRoute, BackendProtocol, HttpMethod, PathMatchType, RouteRule, ValueMatch, ValueMatchType,
+    ApiRoute, Backend, BackendProtocol, HttpMethod, PathMatchType, PortRef, RouteRule, ValueMatch,
+    ValueMatchType,
 };
 use crate::routing::{HostMatch, PathSpec, Protocol, RouteSpec, Timeouts, ValueMatcher, ValueSpec};
 
@@ -246,9 +248,22 @@ fn route(
         }
     }
 
+    // Where each backend goes, checked before any is resolved: a backend
+    // that names no valid destination drops the route.
+    for (j, b) in rule.backends.iter().enumerate() {
+        backend_target(b).map_err(|(name, msg)| {
+            invalid(format!("spec.routes[{i}].backends[{j}].{name}"), msg)
+        })?;
+    }
+
     let mut backends = Vec::with_capacity(rule.backends.len());
     for (j, b) in rule.backends.iter().enumerate() {
+        let Ok(target) = backend_target(b) else {
+            continue;
+        };
+        let is_host = matches!(target, BackendTarget::Host(..));
         let field = |which| match which {
+            BackendField::Name if is_host => format!("spec.routes[{i}].backends[{j}].host"),
             BackendField::Name => format!("spec.routes[{i}].backends[{j}].serviceName"),
             BackendField::Port => format!("spec.routes[{i}].backends[{j}].servicePort"),
         };
@@ -266,14 +281,11 @@ fn route(
             server_name: tls.sni,
             field: format!("spec.routes[{i}].backends[{j}].tls"),
         };
-        backends.push(ctx.backend(
-            obj,
-            field,
-            &b.service_name,
-            &b.service_port,
-            b.weight,
-            &proto,
-        ));
+        let target = match &target {
+            BackendTarget::Service(service) => Target::Service(service, &b.service_port),
+            BackendTarget::Host(host, port) => Target::Host(host, *port),
+        };
+        backends.push(ctx.backend(obj, field, target, b.weight, &proto));
     }
 
     if let Some(health) = &upstream.health {
@@ -301,6 +313,32 @@ fn route(
         https_redirect: https_redirect(rule, has_tls),
         plugins: Vec::new(),
     })
+}
+
+/// Where a backend sends traffic, as its fields say.
+enum BackendTarget<'b> {
+    Service(&'b str),
+    Host(UpstreamHost, u16),
+}
+
+/// Reads a backend's destination: exactly one of `serviceName` and `host`,
+/// and with `host` a port number. The error names the field at fault.
+fn backend_target(b: &Backend) -> Result<BackendTarget<'_>, (&'static str, String)> {
+    match (&b.service_name, &b.host) {
+        (Some(service), None) => Ok(BackendTarget::Service(service)),
+        (Some(_), Some(_)) => Err(("host", "set either serviceName or host, not both".into())),
+        (None, None) => Err(("serviceName", "serviceName or host is required".into())),
+        (None, Some(h)) => {
+            let host = validate::upstream_host(h).map_err(|e| ("host", e))?;
+            match b.service_port {
+                PortRef::Number(port) => Ok(BackendTarget::Host(host, port)),
+                PortRef::Name(ref name) => Err((
+                    "servicePort",
+                    format!("with host, servicePort must be a port number, not the name {name:?}"),
+                )),
+            }
+        }
+    }
 }
 
 /// The redirect status for plain-HTTP requests: an explicit `redirect`,

@@ -5,6 +5,12 @@
 //! port name, the target port number valid for the endpoints of that slice
 //! (slices may differ during a rollout that changes a named targetPort).
 //! Only endpoints whose `ready` condition is not false receive traffic.
+//!
+//! An ExternalName Service has no endpoints of its own: its upstream is
+//! named after its `externalName` and the port the backend gives (a named
+//! port is looked up in the Service's `ports`), and the DNS resolver
+//! supplies the addresses. An IP address as `externalName` is the endpoint
+//! itself. ApiRoute backends that name a `host` work the same way.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -14,8 +20,9 @@ use k8s_openapi::api::core::v1::{Service, ServicePort};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use super::state::{ClusterState, ObjectKey};
+use super::validate::{self, UpstreamHost};
 use crate::api::PortRef;
-use crate::routing::{HealthSpec, UpstreamKey, UpstreamSpec};
+use crate::routing::{DnsTarget, HealthSpec, UpstreamKey, UpstreamSpec};
 
 /// The label that ties an EndpointSlice to its Service.
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -31,8 +38,27 @@ pub enum BackendError {
         name: String,
         port: String,
     },
-    #[error("Service {namespace}/{name} is of type ExternalName, which is not supported yet")]
-    ExternalName { namespace: String, name: String },
+    #[error("Service {namespace}/{name} has an invalid externalName: {reason}")]
+    InvalidExternalName {
+        namespace: String,
+        name: String,
+        reason: String,
+    },
+}
+
+/// A resolved backend.
+#[derive(Debug)]
+pub struct Resolved<'a> {
+    /// Always usable: when the Service or port is missing it names an
+    /// upstream without endpoints, so the route answers 503 until the
+    /// Service appears.
+    pub upstream: UpstreamKey,
+    pub error: Option<BackendError>,
+    /// The Service port's `appProtocol`.
+    pub app_protocol: Option<&'a str>,
+    /// For an ExternalName Service, the host it names: the TLS server name
+    /// unless the object sets one.
+    pub external_host: Option<String>,
 }
 
 /// A Service and the EndpointSlices labelled for it.
@@ -117,32 +143,27 @@ impl<'a> BackendResolver<'a> {
         entry.first_slice = Some(n);
     }
 
-    /// Resolves one backend, with the port's `appProtocol`. The returned
-    /// key is always usable: when the Service or port is missing it names
-    /// an upstream without endpoints, so the route answers 503 until the
-    /// Service appears.
-    pub fn resolve(
-        &mut self,
-        namespace: &str,
-        service: &str,
-        port: &PortRef,
-    ) -> (UpstreamKey, Option<BackendError>, Option<&'a str>) {
+    /// Resolves one backend: Service `service` in `namespace`, at `port`.
+    pub fn resolve(&mut self, namespace: &str, service: &str, port: &PortRef) -> Resolved<'a> {
         let entry = self
             .services
             .get(&(namespace, service))
             .copied()
             .unwrap_or_default();
-        let found = entry
-            .service
-            .ok_or_else(|| BackendError::ServiceNotFound {
+        let Some(svc) = entry.service else {
+            let e = BackendError::ServiceNotFound {
                 namespace: namespace.to_owned(),
                 name: service.to_owned(),
-            })
-            .and_then(|svc| service_port(namespace, service, svc, port));
-        match found {
+            };
+            return self.unresolved(namespace, service, port, e);
+        };
+        if let Some(external) = external_name(svc) {
+            return self.resolve_external_name(namespace, service, svc, external, port);
+        }
+        match service_port(namespace, service, svc, port) {
             Ok(sp) => {
                 UpstreamKey::write_text(&mut self.key_text, namespace, service, sp.port);
-                let key = self.existing().unwrap_or_else(|| {
+                let upstream = self.existing().unwrap_or_else(|| {
                     let port_name = sp.name.as_deref().unwrap_or("");
                     let (endpoints, terminating) =
                         endpoints(&self.slices, entry.first_slice, port_name);
@@ -152,15 +173,127 @@ impl<'a> BackendResolver<'a> {
                         ..UpstreamSpec::default()
                     })
                 });
-                (key, None, sp.app_protocol.as_deref())
+                Resolved {
+                    upstream,
+                    error: None,
+                    app_protocol: sp.app_protocol.as_deref(),
+                    external_host: None,
+                }
             }
-            Err(e) => {
-                UpstreamKey::write_text(&mut self.key_text, namespace, service, port);
-                let key = self
-                    .existing()
-                    .unwrap_or_else(|| self.add(UpstreamSpec::default()));
-                (key, Some(e), None)
+            Err(e) => self.unresolved(namespace, service, port, e),
+        }
+    }
+
+    /// Resolves a backend naming a host outside the cluster directly, from
+    /// an object in `namespace`.
+    pub fn resolve_host(&mut self, namespace: &str, host: &UpstreamHost, port: u16) -> UpstreamKey {
+        self.external(namespace, "", host, port)
+    }
+
+    /// An ExternalName Service: the port is the backend's number, or the
+    /// number of the Service port it names.
+    fn resolve_external_name(
+        &mut self,
+        namespace: &str,
+        service: &str,
+        svc: &'a Service,
+        external: &str,
+        port: &PortRef,
+    ) -> Resolved<'a> {
+        let host = match validate::upstream_host(external) {
+            Ok(h) => h,
+            Err(reason) => {
+                let e = BackendError::InvalidExternalName {
+                    namespace: namespace.to_owned(),
+                    name: service.to_owned(),
+                    reason,
+                };
+                return self.unresolved(namespace, service, port, e);
             }
+        };
+        let listed = svc
+            .spec
+            .as_ref()
+            .and_then(|s| s.ports.as_ref())
+            .into_iter()
+            .flatten()
+            .filter(|p| p.protocol.as_deref().unwrap_or("TCP") == "TCP")
+            .find(|p| match port {
+                PortRef::Number(n) => p.port == i32::from(*n),
+                PortRef::Name(n) => p.name.as_deref() == Some(n.as_str()),
+            });
+        let number = match (port, listed) {
+            (PortRef::Number(n), _) => *n,
+            (PortRef::Name(_), Some(p)) => match u16::try_from(p.port) {
+                Ok(n) if n > 0 => n,
+                _ => return self.port_not_found(namespace, service, port),
+            },
+            (PortRef::Name(_), None) => return self.port_not_found(namespace, service, port),
+        };
+        let upstream = self.external(namespace, service, &host, number);
+        Resolved {
+            upstream,
+            error: None,
+            app_protocol: listed.and_then(|p| p.app_protocol.as_deref()),
+            external_host: Some(host.text()),
+        }
+    }
+
+    /// The upstream of `host` at `port`, for `service` (empty for a host
+    /// backend) in `namespace`.
+    fn external(
+        &mut self,
+        namespace: &str,
+        service: &str,
+        host: &UpstreamHost,
+        port: u16,
+    ) -> UpstreamKey {
+        let text = host.text();
+        UpstreamKey::write_external_text(&mut self.key_text, namespace, service, port, &text);
+        self.existing().unwrap_or_else(|| {
+            let spec = match host {
+                UpstreamHost::Ip(ip) => {
+                    UpstreamSpec::with_endpoints(vec![SocketAddr::new(*ip, port)])
+                }
+                UpstreamHost::Name(_) => UpstreamSpec {
+                    dns: Some(DnsTarget {
+                        name: text.into(),
+                        port,
+                    }),
+                    ..UpstreamSpec::default()
+                },
+            };
+            self.add(spec)
+        })
+    }
+
+    fn port_not_found(&mut self, namespace: &str, service: &str, port: &PortRef) -> Resolved<'a> {
+        let e = BackendError::PortNotFound {
+            namespace: namespace.to_owned(),
+            name: service.to_owned(),
+            port: port.to_string(),
+        };
+        self.unresolved(namespace, service, port, e)
+    }
+
+    /// A backend that could not be resolved: an upstream without
+    /// endpoints, keyed by the Service and port as written.
+    fn unresolved(
+        &mut self,
+        namespace: &str,
+        service: &str,
+        port: &PortRef,
+        error: BackendError,
+    ) -> Resolved<'a> {
+        UpstreamKey::write_text(&mut self.key_text, namespace, service, port);
+        let upstream = self
+            .existing()
+            .unwrap_or_else(|| self.add(UpstreamSpec::default()));
+        Resolved {
+            upstream,
+            error: Some(error),
+            app_protocol: None,
+            external_host: None,
         }
     }
 
@@ -223,6 +356,11 @@ pub fn service_endpoints(
     let Some(svc) = state.services.get(&ObjectKey::new(namespace, service)) else {
         return Vec::new();
     };
+    // An ExternalName Service's upstreams take their endpoints from DNS
+    // (and have keys of their own): slices labelled for it change nothing.
+    if external_name(svc).is_some() {
+        return Vec::new();
+    }
     let ours: Vec<&EndpointSlice> = state
         .endpoint_slices
         .range(ObjectKey::new(namespace, "")..)
@@ -264,6 +402,14 @@ pub fn service_endpoints(
         .collect()
 }
 
+/// The `externalName` of a Service of type ExternalName (empty when
+/// unset); `None` for every other type.
+fn external_name(svc: &Service) -> Option<&str> {
+    let spec = svc.spec.as_ref()?;
+    (spec.type_.as_deref() == Some("ExternalName"))
+        .then(|| spec.external_name.as_deref().unwrap_or(""))
+}
+
 fn service_port<'s>(
     namespace: &str,
     name: &str,
@@ -271,12 +417,6 @@ fn service_port<'s>(
     port: &PortRef,
 ) -> Result<&'s ServicePort, BackendError> {
     let spec = svc.spec.as_ref();
-    if spec.and_then(|s| s.type_.as_deref()) == Some("ExternalName") {
-        return Err(BackendError::ExternalName {
-            namespace: namespace.to_owned(),
-            name: name.to_owned(),
-        });
-    }
     spec.and_then(|s| s.ports.as_ref())
         .into_iter()
         .flatten()
@@ -491,9 +631,9 @@ endpoints:
         // The same sets a full resolution computes.
         let mut resolver = BackendResolver::new(&state);
         for (port, (key, _, _)) in [80u16, 9000].into_iter().zip(&got) {
-            let (k, err, _) = resolver.resolve("shop", "web", &PortRef::Number(port));
-            assert!(err.is_none());
-            assert_eq!(&k, key);
+            let r = resolver.resolve("shop", "web", &PortRef::Number(port));
+            assert!(r.error.is_none());
+            assert_eq!(&r.upstream, key);
         }
         let full = resolver.finish();
         for (key, addrs, terminating) in &got {
@@ -501,5 +641,50 @@ endpoints:
             assert_eq!(&full[key].terminating, terminating);
         }
         assert!(service_endpoints(&state, "shop", "missing").is_empty());
+    }
+
+    #[test]
+    fn slices_never_reach_external_name_upstreams() {
+        let state = crate::source::manifest::state_from_str(
+            r#"
+apiVersion: v1
+kind: Service
+metadata: {name: ext, namespace: shop}
+spec:
+  type: ExternalName
+  externalName: api.example.com
+  ports: [{name: http, port: 80}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: ext-1, namespace: shop, labels: {kubernetes.io/service-name: ext}}
+addressType: IPv4
+ports: [{name: http, port: 8080}]
+endpoints:
+- addresses: [10.0.0.1]
+"#,
+        )
+        .unwrap();
+        // The endpoint path of the controller has nothing to apply...
+        assert!(service_endpoints(&state, "shop", "ext").is_empty());
+        // ...and the upstream it would have named is not the DNS one.
+        let mut resolver = BackendResolver::new(&state);
+        for port in [PortRef::Number(80), PortRef::Name("http".into())] {
+            let r = resolver.resolve("shop", "ext", &port);
+            assert!(r.error.is_none(), "{port}");
+            assert_eq!(r.upstream.as_str(), "shop/ext:80@api.example.com");
+            assert_eq!(r.external_host.as_deref(), Some("api.example.com"));
+        }
+        let upstreams = resolver.finish();
+        let spec = &upstreams[&UpstreamKey::external("shop", "ext", 80, "api.example.com")];
+        assert!(spec.endpoints.is_empty());
+        assert_eq!(
+            spec.dns,
+            Some(DnsTarget {
+                name: "api.example.com".into(),
+                port: 80
+            })
+        );
+        assert_eq!(upstreams.len(), 1);
     }
 }

@@ -15,7 +15,7 @@ use super::diagnostics::{Kind, Reason, Subject};
 use super::protocol::ProtocolRequest;
 use super::state::ObjectKey;
 use super::{
-    BackendField, Ctx, annotations, canary, client_auth, plugins, resilience, tls, validate,
+    BackendField, Ctx, Target, annotations, canary, client_auth, plugins, resilience, tls, validate,
 };
 use crate::api::PortRef;
 use crate::routing::{BackendSpec, HostMatch, PathSpec, RouteSpec};
@@ -367,5 +367,5 @@ pub(super) fn backend(
         BackendField::Name => format!("{}.service.name", field()),
         BackendField::Port => format!("{}.service.port", field()),
     };
-    Some(ctx.backend(obj, fields, &svc.name, &port, 1, proto))
+    Some(ctx.backend(obj, fields, Target::Service(&svc.name, &port), 1, proto))
 }

@@ -200,6 +200,15 @@ pub fn translate(state: &ClusterState, opts: &TranslateOptions) -> Translation {
     }
 }
 
+/// Where a backend sends traffic.
+#[derive(Clone, Copy)]
+enum Target<'r> {
+    /// A Service port in the object's namespace.
+    Service(&'r str, &'r PortRef),
+    /// A host outside the cluster, at a port.
+    Host(&'r validate::UpstreamHost, u16),
+}
+
 /// Which field of a backend a diagnostic is about.
 #[derive(Clone, Copy)]
 enum BackendField {
@@ -255,34 +264,50 @@ impl Ctx<'_> {
 
     /// Resolves a backend, reporting a missing Service or port as a warning
     /// on `obj`: the route is still installed and answers 503. `field`
-    /// names the fields, and is called only for a diagnostic. The Service
-    /// is in the object's namespace.
+    /// names the fields, and is called only for a diagnostic. A Service is
+    /// in the object's namespace.
     fn backend(
         &mut self,
         obj: Subject<'_>,
         field: impl FnOnce(BackendField) -> String,
-        service: &str,
-        port: &PortRef,
+        target: Target<'_>,
         weight: u32,
         proto: &ProtocolRequest,
     ) -> BackendSpec {
         let namespace = obj.key.namespace.as_str();
-        let (upstream, err, app_protocol) = self.resolver.resolve(namespace, service, port);
-        if let Some(e) = err {
-            let which = match e {
-                BackendError::PortNotFound { .. } => BackendField::Port,
-                BackendError::ServiceNotFound { .. } | BackendError::ExternalName { .. } => {
-                    BackendField::Name
+        let (upstream, app_protocol, external_host) = match target {
+            Target::Service(service, port) => {
+                let r = self.resolver.resolve(namespace, service, port);
+                if let Some(e) = r.error {
+                    let which = match e {
+                        BackendError::PortNotFound { .. } => BackendField::Port,
+                        BackendError::ServiceNotFound { .. }
+                        | BackendError::InvalidExternalName { .. } => BackendField::Name,
+                    };
+                    self.diags.report(
+                        obj,
+                        field(which),
+                        Reason::BackendNotFound,
+                        format!("{e}; requests to this backend get 503"),
+                    );
                 }
-            };
-            self.diags.report(
-                obj,
-                field(which),
-                Reason::BackendNotFound,
-                format!("{e}; requests to this backend get 503"),
-            );
-        }
-        let protocol = protocol::resolve(self, obj, proto, app_protocol, service);
+                (r.upstream, r.app_protocol, r.external_host)
+            }
+            Target::Host(host, port) => {
+                let upstream = self.resolver.resolve_host(namespace, host, port);
+                (upstream, None, Some(host.text()))
+            }
+        };
+        // Only a Service inside the cluster has no external host.
+        let service = match target {
+            Target::Service(service, _) => service,
+            Target::Host(..) => "",
+        };
+        let dest = external_host.as_deref().map_or(
+            protocol::Destination::Service(service),
+            protocol::Destination::Host,
+        );
+        let protocol = protocol::resolve(self, obj, proto, app_protocol, dest);
         BackendSpec {
             upstream,
             weight,

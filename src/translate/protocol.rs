@@ -60,14 +60,24 @@ impl ProtocolRequest {
     }
 }
 
-/// The protocol of a backend on `service`, whose port has `app_protocol`.
-/// Plain HTTP/1.1 is `None`.
+/// Where a backend goes, for the default TLS server name.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Destination<'r> {
+    /// A Service in the object's namespace: `service.namespace.svc`.
+    Service(&'r str),
+    /// A host outside the cluster (an ExternalName Service's, or a host
+    /// backend's): the host itself.
+    Host(&'r str),
+}
+
+/// The protocol of a backend going to `dest`, whose port has
+/// `app_protocol`. Plain HTTP/1.1 is `None`.
 pub(super) fn resolve(
     ctx: &mut Ctx<'_>,
     obj: Subject<'_>,
     req: &ProtocolRequest,
     app_protocol: Option<&str>,
-    service: &str,
+    dest: Destination<'_>,
 ) -> Option<Arc<BackendProtocol>> {
     let protocol = req
         .protocol
@@ -86,7 +96,11 @@ pub(super) fn resolve(
             .then(|| Arc::new(BackendProtocol::new(protocol, None)));
     }
     let namespace = obj.key.namespace.clone();
-    let default_name = format!("{service}.{namespace}.svc");
+    let default_name = match dest {
+        Destination::Service(service) => format!("{service}.{namespace}.svc"),
+        // A certificate names the host without the root's trailing dot.
+        Destination::Host(host) => host.strip_suffix('.').unwrap_or(host).to_owned(),
+    };
     let valid = |n: &str| ServerName::try_from(n.to_owned()).ok();
     let (server_name, name) = match req.server_name.as_deref() {
         Some(n) if let Some(name) = valid(n) => (n.to_owned(), name),

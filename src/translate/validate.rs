@@ -1,6 +1,54 @@
 //! Field checks shared by every object kind.
 
+use std::net::IpAddr;
+
 use crate::routing::{HostMatch, Pattern};
+
+/// A host outside the cluster that a backend sends traffic to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UpstreamHost {
+    /// An address: the endpoint itself, no DNS needed.
+    Ip(IpAddr),
+    /// A DNS name in lower case, with its trailing `.` if written (an
+    /// absolute name, which skips the resolver's search domains).
+    Name(String),
+}
+
+impl UpstreamHost {
+    /// The host as keys and TLS server names write it.
+    pub fn text(&self) -> String {
+        match self {
+            UpstreamHost::Ip(ip) => ip.to_string(),
+            UpstreamHost::Name(n) => n.clone(),
+        }
+    }
+}
+
+/// Parses a host outside the cluster: an IP address (IPv6 with or without
+/// brackets) or a DNS name.
+pub fn upstream_host(raw: &str) -> Result<UpstreamHost, String> {
+    let unbracketed = raw
+        .strip_prefix('[')
+        .and_then(|r| r.strip_suffix(']'))
+        .unwrap_or(raw);
+    if let Ok(ip) = unbracketed.parse::<IpAddr>() {
+        return Ok(UpstreamHost::Ip(ip));
+    }
+    let name = raw.strip_suffix('.').unwrap_or(raw);
+    dns_name(name).map_err(|why| {
+        let why = if name.contains(':') {
+            "a port is not part of the host; give it as the backend's port"
+        } else if name.contains('*') {
+            "wildcards cannot be resolved"
+        } else if why.starts_with("only letters") {
+            "only letters, digits, '-' and '.' are allowed"
+        } else {
+            why
+        };
+        format!("{raw:?} is not an IP address or DNS name: {why}")
+    })?;
+    Ok(UpstreamHost::Name(raw.to_ascii_lowercase()))
+}
 
 /// Parses a host condition: an exact DNS name or `*.` followed by one.
 /// Hosts compare case-insensitively, so they are stored in lower case.
@@ -95,6 +143,45 @@ pub fn cookie_name(name: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn upstream_hosts() {
+        use std::net::Ipv6Addr;
+        assert_eq!(
+            upstream_host("API.Example.com"),
+            Ok(UpstreamHost::Name("api.example.com".into()))
+        );
+        assert_eq!(
+            upstream_host("db.example.com."),
+            Ok(UpstreamHost::Name("db.example.com.".into()))
+        );
+        assert_eq!(
+            upstream_host("localhost"),
+            Ok(UpstreamHost::Name("localhost".into()))
+        );
+        assert_eq!(
+            upstream_host("10.1.2.3"),
+            Ok(UpstreamHost::Ip([10, 1, 2, 3].into()))
+        );
+        for v6 in ["::1", "[::1]"] {
+            assert_eq!(
+                upstream_host(v6),
+                Ok(UpstreamHost::Ip(Ipv6Addr::LOCALHOST.into()))
+            );
+        }
+        for bad in [
+            "",
+            ".",
+            "a..b",
+            "-a.example",
+            "a b",
+            "api.example.com:443",
+            "*.example.com",
+            "[api]",
+        ] {
+            assert!(upstream_host(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn hosts() {

@@ -2,6 +2,7 @@
 //! ports, real backends, and plain HTTP clients.
 #![allow(dead_code)]
 
+pub mod dns;
 pub mod tls;
 
 use std::convert::Infallible;
@@ -200,7 +201,16 @@ impl Backend {
         F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Response<BoxBody>> + Send + 'static,
     {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_at("127.0.0.1:0".parse().unwrap(), handler).await
+    }
+
+    /// Like [`Backend::start`], listening on `addr`.
+    pub async fn start_at<F, Fut>(addr: SocketAddr, handler: F) -> Backend
+    where
+        F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Response<BoxBody>> + Send + 'static,
+    {
+        let listener = TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let handler = Arc::new(handler);
         let task = tokio::spawn(async move {
@@ -225,7 +235,12 @@ impl Backend {
 
     /// A backend answering `200 name`, with `x-backend: name`.
     pub async fn named(name: &'static str) -> Backend {
-        Backend::start(move |_req| async move {
+        Self::named_at(name, "127.0.0.1:0".parse().unwrap()).await
+    }
+
+    /// Like [`Backend::named`], listening on `addr`.
+    pub async fn named_at(name: &'static str, addr: SocketAddr) -> Backend {
+        Backend::start_at(addr, move |_req| async move {
             Response::builder()
                 .header("x-backend", name)
                 .body(full(name))

@@ -4,6 +4,12 @@
 //! from the [`UpstreamRegistry`], which keeps one per key across rebuilds,
 //! so balancing state carries over and an endpoint change is one atomic
 //! store into the upstream's endpoint set: no route is recompiled for it.
+//!
+//! Endpoints come from two places: Service upstreams get theirs from the
+//! table specification (EndpointSlices, at translation) and from
+//! [`UpstreamRegistry::update_endpoints`] between tables; upstreams named by
+//! DNS get theirs only from `update_endpoints`, called by the resolver, so
+//! a table rebuild keeps what was last resolved.
 
 mod balance;
 mod endpoint;
@@ -298,7 +304,11 @@ impl UpstreamRegistry {
         for (key, spec) in specs {
             match map.get(key) {
                 Some(up) => {
-                    up.set_all(&spec.endpoints, &spec.terminating);
+                    // A DNS upstream's endpoints are the resolver's, which
+                    // translation does not know.
+                    if spec.dns.is_none() {
+                        up.set_all(&spec.endpoints, &spec.terminating);
+                    }
                     up.set_health(&spec.health);
                     each(key, up);
                 }
@@ -411,5 +421,25 @@ mod tests {
         reg.sync(&specs);
         assert!(reg.get(&key).is_none());
         assert!(!reg.update_endpoints(&key, &[addr(3)]));
+    }
+
+    #[test]
+    fn table_rebuilds_keep_resolved_addresses_of_dns_upstreams() {
+        let reg = UpstreamRegistry::new();
+        let key = UpstreamKey::external("ns", "ext", 80, "api.example.com");
+        let spec = UpstreamSpec {
+            dns: Some(super::super::DnsTarget {
+                name: "api.example.com".into(),
+                port: 80,
+            }),
+            ..UpstreamSpec::default()
+        };
+        let specs = BTreeMap::from([(key.clone(), spec)]);
+        let up = reg.sync(&specs)[&key].clone();
+        assert!(!up.has_endpoints());
+        assert!(reg.update_endpoints(&key, &[addr(7)]));
+        let again = reg.sync(&specs)[&key].clone();
+        assert!(Arc::ptr_eq(&up, &again));
+        assert_eq!(again.endpoints().addrs(), [addr(7)]);
     }
 }
