@@ -60,7 +60,9 @@ pub struct Cors {
     pub max_age: Option<Duration>,
 }
 
-/// Refuse request bodies larger than this with 413.
+/// Refuse request bodies larger than this with 413: a larger
+/// `Content-Length` at once, a body without one (chunked, or HTTP/2) as
+/// soon as it has streamed past the limit.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RequestBodyLimit {

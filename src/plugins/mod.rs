@@ -72,6 +72,10 @@ pub struct RequestCtx<'a> {
     pub rewrite_path: Option<String>,
     /// A new `Host` for the upstream request.
     pub rewrite_host: Option<http::HeaderValue>,
+    /// The most request body bytes the upstream may get: a body without
+    /// `Content-Length` is counted as it streams, and the exchange ends
+    /// with `413` once it has passed this.
+    pub body_limit: Option<u64>,
 }
 
 /// What a plugin sees of a request when its response is ready.

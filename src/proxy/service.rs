@@ -12,7 +12,7 @@ use tracing::{debug, warn};
 
 use super::ProxySettings;
 use super::body::Guards;
-use super::body::ResponseBody;
+use super::body::{RequestBody, ResponseBody};
 use super::error::ProxyError;
 use super::headers::{self, ClientInfo, RequestHead};
 use super::upstream::{self, Clients, Deadlines, Pool};
@@ -212,6 +212,7 @@ impl Worker {
         let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
 
         let (mut parts, body) = req.into_parts();
+        let body = RequestBody::new(body, changes.as_ref().and_then(|c| c.body_limit));
         if let Some(auth) = &matched.client_auth {
             client_certificate_headers(&mut parts.headers, auth.is_some(), client);
         }
@@ -278,6 +279,8 @@ struct UpstreamChanges {
     remove_query: Vec<Box<str>>,
     path: Option<String>,
     host: Option<HeaderValue>,
+    /// Request body bytes allowed, counted as the body streams.
+    body_limit: Option<u64>,
 }
 
 /// What the plugins decided for a request they let through.
@@ -371,6 +374,7 @@ async fn run_plugins(
         remove_query: Vec::new(),
         rewrite_path: None,
         rewrite_host: None,
+        body_limit: None,
         method: req.method(),
     };
     for plugin in route.plugins.iter() {
@@ -405,6 +409,7 @@ async fn run_plugins(
             remove_query: ctx.remove_query,
             path: ctx.rewrite_path,
             host: ctx.rewrite_host,
+            body_limit: ctx.body_limit,
         },
         consumer: ctx.consumer,
         response_headers: ctx.response_headers,
