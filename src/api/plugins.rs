@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use super::common::Duration;
 use super::plugins_http::{
-    Cors, ForwardAuth, HeaderLimits, IpRestriction, Mocking, ProxyRewrite, RedirectTo,
-    RequestBodyLimit, RequestId, ResponseRewrite, UaRestriction,
+    Brotli, Cors, ForwardAuth, Gzip, HeaderLimits, IpRestriction, Mocking, ProxyRewrite,
+    RedirectTo, RequestBodyLimit, RequestId, ResponseRewrite, UaRestriction,
 };
 
 /// Plugin settings. Each field enables one plugin.
@@ -68,6 +68,12 @@ pub struct Plugins {
     /// Answer with a fixed response.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mocking: Option<Mocking>,
+    /// Compress responses with gzip.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gzip: Option<Gzip>,
+    /// Compress responses with Brotli.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub brotli: Option<Brotli>,
 }
 
 impl Plugins {
@@ -115,6 +121,8 @@ impl Plugins {
             redirect: over.redirect.clone().or_else(|| self.redirect.clone()),
             request_id: over.request_id.clone().or_else(|| self.request_id.clone()),
             mocking: over.mocking.clone().or_else(|| self.mocking.clone()),
+            gzip: over.gzip.clone().or_else(|| self.gzip.clone()),
+            brotli: over.brotli.clone().or_else(|| self.brotli.clone()),
         }
     }
 

@@ -17,8 +17,8 @@
 //! (3010), `ipRestriction` (3000), `uaRestriction` (2999), `basicAuth`
 //! (2520), `jwtAuth` (2510), `keyAuth` (2500), `forwardAuth` (2002),
 //! `proxyRewrite` (1008), `limitConn` (1003), `limitCount` (1002),
-//! `limitReq` (1001), `redirect` (901), `mocking` (900),
-//! `responseRewrite` (899). Rate limits thus key by the consumer
+//! `limitReq` (1001), `brotli` (996), `gzip` (995), `redirect` (901),
+//! `mocking` (900), `responseRewrite` (899). Rate limits thus key by the consumer
 //! authentication identified. Response phases run in the same order on
 //! every response of the route, the gateway's own answers included. Global plugins (`--global-plugin-config`) run before the
 //! route's own at equal priority. The first plugin that answers ends the
@@ -93,6 +93,9 @@ pub struct ResponseParts {
     pub headers: HeaderMap,
     /// A body that replaces the upstream's.
     pub body: Option<Bytes>,
+    /// Content codings offered for the body (`gzip`, `brotli`); the
+    /// client's `Accept-Encoding` picks one once every response phase ran.
+    pub encodings: Vec<transform::compress::Offer>,
 }
 
 /// An answer a plugin gives instead of forwarding the request.
@@ -259,6 +262,12 @@ pub fn build(
     }
     if let Some(c) = &plugins.limit_req {
         add(limit::LimitReqPlugin::build(c, owner, env));
+    }
+    if let Some(c) = &plugins.gzip {
+        add(transform::compress::CompressPlugin::build_gzip(c, env));
+    }
+    if let Some(c) = &plugins.brotli {
+        add(transform::compress::CompressPlugin::build_brotli(c, env));
     }
     if !errors.is_empty() {
         return Err(errors);

@@ -1,16 +1,19 @@
-//! Response bodies: streamed from an upstream, or generated locally; and
-//! the request body as the upstream gets it, counted against a limit.
+//! Response bodies: streamed from an upstream, or generated locally,
+//! possibly compressed on the way; and the request body as the upstream
+//! gets it, counted against a limit.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
+use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::sync::oneshot;
 
 use super::upstream::{UpstreamBody, UpstreamError};
+use crate::plugins::transform::compress::{self, Encoder};
 
 /// The body the proxy answers with.
 #[derive(Debug)]
@@ -27,6 +30,8 @@ pub enum ResponseBody {
     /// Another body, with what must be held until it is finished (a
     /// rate limiter's in-flight slot).
     Guarded(Box<ResponseBody>, Guards),
+    /// Another body, compressed as it streams (`gzip`, `brotli`).
+    Encoded(Box<EncodedBody>),
 }
 
 /// Held for as long as a response body is being sent.
@@ -39,6 +44,15 @@ impl ResponseBody {
 
     pub fn empty() -> Self {
         ResponseBody::Full(None)
+    }
+
+    /// `body` compressed by `encoder`.
+    pub fn encoded(body: ResponseBody, encoder: Encoder) -> Self {
+        ResponseBody::Encoded(Box::new(EncodedBody {
+            inner: body,
+            encoder,
+            state: EncodeState::Streaming,
+        }))
     }
 }
 
@@ -55,6 +69,7 @@ impl Body for ResponseBody {
             ResponseBody::Full(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
             ResponseBody::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(UpstreamError::Hyper),
             ResponseBody::Guarded(b, _) => Pin::new(b.as_mut()).poll_frame(cx),
+            ResponseBody::Encoded(b) => b.poll_encoded(cx),
         }
     }
 
@@ -64,6 +79,7 @@ impl Body for ResponseBody {
             ResponseBody::Full(b) => b.is_none(),
             ResponseBody::Hyper(b) => b.is_end_stream(),
             ResponseBody::Guarded(b, _) => b.is_end_stream(),
+            ResponseBody::Encoded(b) => matches!(b.state, EncodeState::Done),
         }
     }
 
@@ -74,6 +90,85 @@ impl Body for ResponseBody {
             ResponseBody::Full(None) => SizeHint::with_exact(0),
             ResponseBody::Hyper(b) => b.size_hint(),
             ResponseBody::Guarded(b, _) => b.size_hint(),
+            ResponseBody::Encoded(_) => SizeHint::default(),
+        }
+    }
+}
+
+/// A response body compressed frame by frame. Compressed bytes are passed
+/// on whenever the upstream pauses (flushed, so that the client can decode
+/// them at once: server-sent events are not held back) or once enough
+/// have gathered; the whole body is never buffered. Trailers follow the
+/// end of the compressed stream.
+#[derive(Debug)]
+pub struct EncodedBody {
+    inner: ResponseBody,
+    encoder: Encoder,
+    state: EncodeState,
+}
+
+#[derive(Debug)]
+enum EncodeState {
+    Streaming,
+    /// The compressed stream is complete; the upstream's trailers remain.
+    Trailers(HeaderMap),
+    Done,
+}
+
+impl EncodedBody {
+    fn poll_encoded(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, UpstreamError>>> {
+        let data = |b: Bytes| Poll::Ready(Some(Ok(Frame::data(b))));
+        loop {
+            match std::mem::replace(&mut self.state, EncodeState::Done) {
+                EncodeState::Done => return Poll::Ready(None),
+                EncodeState::Trailers(t) => return Poll::Ready(Some(Ok(Frame::trailers(t)))),
+                EncodeState::Streaming => self.state = EncodeState::Streaming,
+            }
+            match Pin::new(&mut self.inner).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(bytes) => {
+                        self.encoder.write(&bytes)?;
+                        if compress::worth_sending(&self.encoder) {
+                            return data(self.encoder.take());
+                        }
+                    }
+                    Err(frame) => {
+                        if let Ok(trailers) = frame.into_trailers() {
+                            let out = self.encoder.finish()?;
+                            self.state = EncodeState::Trailers(trailers);
+                            if !out.is_empty() {
+                                return data(out);
+                            }
+                        }
+                    }
+                },
+                Poll::Ready(Some(Err(e))) => {
+                    self.state = EncodeState::Done;
+                    return Poll::Ready(Some(Err(e)));
+                }
+                Poll::Ready(None) => {
+                    self.state = EncodeState::Done;
+                    let out = self.encoder.finish()?;
+                    return if out.is_empty() {
+                        Poll::Ready(None)
+                    } else {
+                        data(out)
+                    };
+                }
+                // The upstream has nothing more for now: what it sent so
+                // far goes out decodable rather than waiting for more.
+                Poll::Pending => {
+                    let out = self.encoder.flush()?;
+                    return if out.is_empty() {
+                        Poll::Pending
+                    } else {
+                        data(out)
+                    };
+                }
+            }
         }
     }
 }

@@ -7,6 +7,7 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 use http::uri::Uri;
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode, header};
+use http_body::Body as _;
 use hyper::body::Incoming;
 use tracing::{debug, warn};
 
@@ -17,6 +18,7 @@ use super::error::ProxyError;
 use super::headers::{self, ClientInfo, RequestHead};
 use super::upstream::{self, Clients, Deadlines, Pool};
 use crate::metrics::{PLUGIN_REJECTIONS, RouteMetrics};
+use crate::plugins::transform::compress;
 use crate::plugins::{Outcome, RequestCtx, ResponseCtx, ResponseParts};
 use crate::routing::{ClientAuth, RequestView, Route, RouteTable, normalize_host, normalize_path};
 
@@ -310,21 +312,27 @@ fn response_phase(
         status: parts.status,
         headers: std::mem::take(&mut parts.headers),
         body: None,
+        encodings: Vec::new(),
     };
     for plugin in route.plugins.iter().filter(|p| p.has_response_phase()) {
         plugin.response(&ctx, &mut changed);
     }
+    let encoder = compress::negotiate(&ctx, &mut changed, body.size_hint().exact());
     parts.status = changed.status;
     parts.headers = changed.headers;
-    match changed.body {
-        None => Response::from_parts(parts, body),
+    let body = match changed.body {
+        None => body,
         Some(bytes) => {
             // The new body has its own length; the old framing no longer
             // applies.
             parts.headers.remove(header::CONTENT_LENGTH);
             parts.headers.remove(header::TRANSFER_ENCODING);
-            Response::from_parts(parts, ResponseBody::full(bytes))
+            ResponseBody::full(bytes)
         }
+    };
+    match encoder {
+        None => Response::from_parts(parts, body),
+        Some(e) => Response::from_parts(parts, ResponseBody::encoded(body, e)),
     }
 }
 
