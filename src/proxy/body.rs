@@ -179,9 +179,17 @@ impl EncodedBody {
 /// resolves, so that the exchange can be abandoned with `413`.
 #[derive(Debug)]
 pub struct RequestBody {
-    inner: Incoming,
+    /// Taken only when the body is dropped.
+    inner: Option<Incoming>,
     limit: Option<Box<Limit>>,
 }
+
+/// What a client still sends after its body was refused is read and
+/// dropped, up to this much for up to [`LINGER_TIME`], as nginx's
+/// lingering close does: closing with unread data would reset the
+/// connection, and an HTTP/1.1 client still sending could lose its `413`.
+const LINGER_BYTES: u64 = 1024 * 1024;
+const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(5);
 
 #[derive(Debug)]
 struct Limit {
@@ -213,7 +221,10 @@ impl RequestBody {
                 over: Some(rx),
             })
         });
-        RequestBody { inner, limit }
+        RequestBody {
+            inner: Some(inner),
+            limit,
+        }
     }
 
     /// Resolves, to the limit, once the body has passed it; never without
@@ -240,7 +251,10 @@ impl Body for RequestBody {
         if let Some(max) = this.exceeded() {
             return Poll::Ready(Some(Err(RequestBodyError::TooLarge(max))));
         }
-        let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let frame = ready!(Pin::new(inner).poll_frame(cx));
         if let (Some(Ok(f)), Some(limit)) = (&frame, this.limit.as_mut())
             && let Some(data) = f.data_ref()
         {
@@ -257,11 +271,41 @@ impl Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.exceeded().is_none() && self.inner.is_end_stream()
+        self.exceeded().is_none() && self.inner.as_ref().is_none_or(Body::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.inner
+            .as_ref()
+            .map_or_else(SizeHint::default, Body::size_hint)
+    }
+}
+
+impl Drop for RequestBody {
+    fn drop(&mut self) {
+        if self.exceeded().is_none() {
+            return;
+        }
+        let Some(mut rest) = self.inner.take().filter(|b| !b.is_end_stream()) else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
+            let drain = async {
+                let mut read = 0u64;
+                while let Some(Ok(frame)) =
+                    std::future::poll_fn(|cx| Pin::new(&mut rest).poll_frame(cx)).await
+                {
+                    read += frame.data_ref().map_or(0, |d| d.len() as u64);
+                    if read > LINGER_BYTES {
+                        break;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(LINGER_TIME, drain).await;
+        });
     }
 }
 
