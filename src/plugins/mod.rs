@@ -114,6 +114,8 @@ pub struct Waited {
     /// Applied to the upstream request after the changes recorded in the
     /// request context.
     pub upstream_headers: Vec<(http::HeaderName, Option<http::HeaderValue>)>,
+    /// Who the plugin identified, for later plugins (rate limiters).
+    pub consumer: Option<Arc<str>>,
 }
 
 impl From<HeaderMap> for Waited {

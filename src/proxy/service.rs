@@ -393,6 +393,9 @@ async fn run_plugins(
                 Ok(w) => {
                     ctx.response_headers.extend(w.response_headers);
                     ctx.upstream_headers.extend(w.upstream_headers);
+                    if w.consumer.is_some() {
+                        ctx.consumer = w.consumer;
+                    }
                     continue;
                 }
                 Err(r) => *r,
