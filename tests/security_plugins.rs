@@ -1,13 +1,19 @@
 //! Security plugins through the real proxy: address allow and deny lists
 //! (with `X-Forwarded-For` from trusted proxies), CORS preflights answered
 //! by the gateway and CORS headers on every answer, body and header
-//! limits, `User-Agent` rules, and invalid settings keeping only their own
-//! route out.
+//! limits (bodies without a length counted as they stream), `User-Agent`
+//! rules, and invalid settings keeping only their own route out.
 
 mod common;
 
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
 use common::*;
 use http::StatusCode;
+use http_body_util::{BodyExt, channel::Channel};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 
 /// A backend answering `200 app`, or `404` under `/missing`.
 async fn app() -> Backend {
@@ -321,6 +327,135 @@ async fn declared_bodies_over_the_limit_get_413() {
     assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
     assert!(r.text().contains("at most 1000 bytes"), "{}", r.text());
     assert_eq!(status(&gw, "upload.test", &[]).await, 200);
+    gw.shutdown().await;
+}
+
+/// What a backend got of each request body: its length, and whether it
+/// ended properly.
+type Seen = Arc<Mutex<Vec<(usize, bool)>>>;
+
+/// A backend that reads the whole body before answering `got N`.
+async fn recorder(seen: Seen) -> Backend {
+    Backend::start(move |req| {
+        let seen = seen.clone();
+        async move {
+            let mut body = req.into_body();
+            let (mut len, mut complete) = (0, true);
+            while let Some(frame) = body.frame().await {
+                match frame {
+                    Ok(f) => len += f.into_data().map_or(0, |d| d.len()),
+                    Err(_) => {
+                        complete = false;
+                        break;
+                    }
+                }
+            }
+            seen.lock().unwrap().push((len, complete));
+            http::Response::new(full(format!("got {len}")))
+        }
+    })
+    .await
+}
+
+/// A body of `chunks` chunks of `size` bytes, without a length: chunked
+/// over HTTP/1.1, plain DATA frames over HTTP/2.
+fn streamed(chunks: usize, size: usize) -> BoxBody {
+    let (mut tx, body) = Channel::<Bytes, Box<dyn std::error::Error + Send + Sync>>::new(1);
+    tokio::spawn(async move {
+        for i in 0..chunks {
+            let chunk = Bytes::from(vec![b'a' + (i % 26) as u8; size]);
+            if tx.send_data(chunk).await.is_err() {
+                return;
+            }
+        }
+    });
+    body.boxed()
+}
+
+/// Sends a request over HTTP/2 (prior knowledge).
+async fn send_h2(addr: std::net::SocketAddr, req: http::Request<BoxBody>) -> Reply {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut tx, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let resp = tx.send_request(req).await.unwrap();
+    let (parts, body) = resp.into_parts();
+    Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body: body.collect().await.unwrap().to_bytes(),
+    }
+}
+
+#[tokio::test]
+async fn bodies_without_a_length_are_counted_as_they_stream() {
+    let seen = Seen::default();
+    let b = recorder(seen.clone()).await;
+    // The same backend over HTTP/1.1 and over h2c (hyper's client).
+    let m = service("app", &[b.addr])
+        + &service_with("app-h2", &[b.addr], Some("kubernetes.io/h2c"))
+        + &limited_route("upload", "{requestBodyLimit: {maxBytes: 1000}}", None)
+        + &limited_route("upload-h2", "{requestBodyLimit: {maxBytes: 1000}}", None)
+            .replace("serviceName: app,", "serviceName: app-h2,");
+    let gw = TestGateway::start(&m).await;
+    let addr = gw.http();
+    for host in ["upload.test", "upload-h2.test"] {
+        for h2_client in [false, true] {
+            let case = format!("{host}, client h2: {h2_client}");
+            let post = |chunks, size| {
+                let mut req = http::Request::post(format!("http://{host}/"));
+                if !h2_client {
+                    req = req.header("host", host);
+                }
+                let req = req.body(streamed(chunks, size)).unwrap();
+                async move {
+                    if h2_client {
+                        send_h2(addr, req).await
+                    } else {
+                        send(addr, req).await.unwrap()
+                    }
+                }
+            };
+            // Within the limit (exactly at it, too): forwarded intact.
+            seen.lock().unwrap().clear();
+            let r = post(4, 250).await;
+            assert_eq!(r.status, StatusCode::OK, "{case}");
+            assert_eq!(r.text(), "got 1000", "{case}");
+            assert_eq!(*seen.lock().unwrap(), [(1000, true)], "{case}");
+
+            // Past it: 413, and the upstream never gets a complete body.
+            seen.lock().unwrap().clear();
+            let r = post(10, 300).await;
+            assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{case}");
+            assert!(
+                r.text().contains("at most 1000 bytes"),
+                "{case}: {}",
+                r.text()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            for (len, complete) in seen.lock().unwrap().iter() {
+                assert!(!complete && *len <= 1000, "{case}: backend got {len} bytes");
+            }
+        }
+    }
+    // Declared lengths are still refused before anything is sent.
+    seen.lock().unwrap().clear();
+    let req = http::Request::post("/")
+        .header("host", "upload.test")
+        .body(full(vec![b'x'; 1001]))
+        .unwrap();
+    assert_eq!(
+        send(gw.http(), req).await.unwrap().status,
+        StatusCode::PAYLOAD_TOO_LARGE
+    );
+    let req = http::Request::post("/")
+        .header("host", "upload.test")
+        .body(full(vec![b'x'; 999]))
+        .unwrap();
+    assert_eq!(send(gw.http(), req).await.unwrap().text(), "got 999");
+    assert_eq!(*seen.lock().unwrap(), [(999, true)]);
     gw.shutdown().await;
 }
 

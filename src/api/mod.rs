@@ -19,8 +19,9 @@ pub use plugins::{
     RedisSettings, WindowType,
 };
 pub use plugins_http::{
-    Cors, ForwardAuth, HeaderEdits, HeaderLimits, IpRestriction, Mocking, ProxyRewrite, RedirectTo,
-    RegexReplace, RequestBodyLimit, RequestId, ResponseRewrite, UaRestriction,
+    Brotli, Cors, ForwardAuth, Gzip, HeaderEdits, HeaderLimits, IpRestriction, Mocking,
+    ProxyRewrite, RedirectTo, RegexReplace, RequestBodyLimit, RequestId, ResponseRewrite,
+    UaRestriction,
 };
 
 pub use upstream::{

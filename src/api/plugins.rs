@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use super::common::Duration;
 use super::plugins_http::{
-    Cors, ForwardAuth, HeaderLimits, IpRestriction, Mocking, ProxyRewrite, RedirectTo,
-    RequestBodyLimit, RequestId, ResponseRewrite, UaRestriction,
+    Brotli, Cors, ForwardAuth, Gzip, HeaderLimits, IpRestriction, Mocking, ProxyRewrite,
+    RedirectTo, RequestBodyLimit, RequestId, ResponseRewrite, UaRestriction,
 };
 
 /// Plugin settings. Each field enables one plugin.
@@ -32,7 +32,8 @@ pub struct Plugins {
     /// HTTP Basic authentication.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub basic_auth: Option<BasicAuth>,
-    /// JSON Web Tokens (HS256/384/512, RS256, ES256, EdDSA).
+    /// JSON Web Tokens (HS256/384/512, RS256/384/512, ES256, EdDSA), with
+    /// keys from consumer Secrets or a JWKS URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwt_auth: Option<JwtAuth>,
     /// Ask an external service whether to let each request through.
@@ -68,6 +69,12 @@ pub struct Plugins {
     /// Answer with a fixed response.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mocking: Option<Mocking>,
+    /// Compress responses with gzip.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gzip: Option<Gzip>,
+    /// Compress responses with Brotli.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub brotli: Option<Brotli>,
 }
 
 impl Plugins {
@@ -115,6 +122,8 @@ impl Plugins {
             redirect: over.redirect.clone().or_else(|| self.redirect.clone()),
             request_id: over.request_id.clone().or_else(|| self.request_id.clone()),
             mocking: over.mocking.clone().or_else(|| self.mocking.clone()),
+            gzip: over.gzip.clone().or_else(|| self.gzip.clone()),
+            brotli: over.brotli.clone().or_else(|| self.brotli.clone()),
         }
     }
 
@@ -184,7 +193,8 @@ pub struct BasicAuth {
 }
 
 /// JSON Web Tokens verified with a consumer Secret's `jwt-secret` (HMAC)
-/// or `jwt-public-key` (PEM public key: RSA, P-256 or Ed25519).
+/// or `jwt-public-key` (PEM public key: RSA, P-256 or Ed25519), and with
+/// the keys of a JSON Web Key Set fetched from `jwksUri`.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct JwtAuth {
@@ -220,6 +230,25 @@ pub struct JwtAuth {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32))]
     pub claims_to_headers: Vec<ClaimHeader>,
+    /// A JSON Web Key Set (`http://` or `https://`), such as an OpenID
+    /// provider's `jwks_uri`: its RSA, P-256 and Ed25519 keys verify
+    /// tokens besides the consumers' keys. The consumer is the token's
+    /// `sub`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2048))]
+    pub jwks_uri: Option<String>,
+    /// How old the key set may get before it is fetched again (default
+    /// 5m). A token whose `kid` is not in the set has it fetched at once,
+    /// at most every 30s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_refresh_interval: Option<Duration>,
+    /// Time allowed for one fetch of the key set (default 5s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_timeout: Option<Duration>,
+    /// A Secret in this namespace whose `ca.crt` verifies an `https://`
+    /// JWKS server; without it the system's CA certificates do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_ca_secret_ref: Option<super::LocalObjectRef>,
     #[serde(flatten)]
     pub common: AuthCommon,
 }
@@ -232,6 +261,8 @@ pub enum JwtAlgorithm {
     HS384,
     HS512,
     RS256,
+    RS384,
+    RS512,
     ES256,
     EdDSA,
 }

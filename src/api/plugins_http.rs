@@ -60,7 +60,9 @@ pub struct Cors {
     pub max_age: Option<Duration>,
 }
 
-/// Refuse request bodies larger than this with 413.
+/// Refuse request bodies larger than this with 413: a larger
+/// `Content-Length` at once, a body without one (chunked, or HTTP/2) as
+/// soon as it has streamed past the limit.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RequestBodyLimit {
@@ -218,4 +220,51 @@ pub struct ForwardAuth {
     /// Default 3s; past it the client gets 503.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Duration>,
+}
+
+/// Compress responses with gzip for clients that accept it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Gzip {
+    /// Content types compressed (compared without parameters, in any
+    /// case); `*` for all. Default: text/html, text/plain, text/css,
+    /// application/json, application/javascript, text/javascript,
+    /// application/xml, image/svg+xml.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub types: Vec<String>,
+    /// Responses whose length is known and below this many bytes are sent
+    /// as they are (default 256).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_length: Option<u64>,
+    /// 1 (fastest) to 9 (smallest); default 6.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 9))]
+    pub level: Option<u32>,
+    /// Add `Vary: Accept-Encoding` to responses that could be compressed
+    /// (default true), so that caches keep both forms apart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vary: Option<bool>,
+}
+
+/// Compress responses with Brotli for clients that accept it; preferred
+/// over `gzip` when a client accepts both equally.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Brotli {
+    /// Content types compressed, as for `gzip`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub types: Vec<String>,
+    /// Responses whose length is known and below this many bytes are sent
+    /// as they are (default 256).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_length: Option<u64>,
+    /// Quality, 0 (fastest) to 11 (smallest); default 4.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 11))]
+    pub level: Option<u32>,
+    /// Add `Vary: Accept-Encoding` (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vary: Option<bool>,
 }

@@ -17,8 +17,8 @@
 //! (3010), `ipRestriction` (3000), `uaRestriction` (2999), `basicAuth`
 //! (2520), `jwtAuth` (2510), `keyAuth` (2500), `forwardAuth` (2002),
 //! `proxyRewrite` (1008), `limitConn` (1003), `limitCount` (1002),
-//! `limitReq` (1001), `redirect` (901), `mocking` (900),
-//! `responseRewrite` (899). Rate limits thus key by the consumer
+//! `limitReq` (1001), `brotli` (996), `gzip` (995), `redirect` (901),
+//! `mocking` (900), `responseRewrite` (899). Rate limits thus key by the consumer
 //! authentication identified. Response phases run in the same order on
 //! every response of the route, the gateway's own answers included. Global plugins (`--global-plugin-config`) run before the
 //! route's own at equal priority. The first plugin that answers ends the
@@ -72,6 +72,10 @@ pub struct RequestCtx<'a> {
     pub rewrite_path: Option<String>,
     /// A new `Host` for the upstream request.
     pub rewrite_host: Option<http::HeaderValue>,
+    /// The most request body bytes the upstream may get: a body without
+    /// `Content-Length` is counted as it streams, and the exchange ends
+    /// with `413` once it has passed this.
+    pub body_limit: Option<u64>,
 }
 
 /// What a plugin sees of a request when its response is ready.
@@ -89,6 +93,9 @@ pub struct ResponseParts {
     pub headers: HeaderMap,
     /// A body that replaces the upstream's.
     pub body: Option<Bytes>,
+    /// Content codings offered for the body (`gzip`, `brotli`); the
+    /// client's `Accept-Encoding` picks one once every response phase ran.
+    pub encodings: Vec<transform::compress::Offer>,
 }
 
 /// An answer a plugin gives instead of forwarding the request.
@@ -107,6 +114,8 @@ pub struct Waited {
     /// Applied to the upstream request after the changes recorded in the
     /// request context.
     pub upstream_headers: Vec<(http::HeaderName, Option<http::HeaderValue>)>,
+    /// Who the plugin identified, for later plugins (rate limiters).
+    pub consumer: Option<Arc<str>>,
 }
 
 impl From<HeaderMap> for Waited {
@@ -255,6 +264,12 @@ pub fn build(
     }
     if let Some(c) = &plugins.limit_req {
         add(limit::LimitReqPlugin::build(c, owner, env));
+    }
+    if let Some(c) = &plugins.gzip {
+        add(transform::compress::CompressPlugin::build_gzip(c, env));
+    }
+    if let Some(c) = &plugins.brotli {
+        add(transform::compress::CompressPlugin::build_brotli(c, env));
     }
     if !errors.is_empty() {
         return Err(errors);

@@ -8,11 +8,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::{Method, Response, header};
-use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use tracing::debug;
 
-use super::body::{ResponseBody, Tracked};
+use super::body::{RequestBody, ResponseBody, Tracked};
 use super::error::ProxyError;
 use super::headers::RequestHead;
 use super::service::Worker;
@@ -25,7 +24,7 @@ use crate::routing::{
 /// The request body across attempts: as the client sent it until an
 /// attempt on the plain HTTP/1.1 path prepares it.
 enum Body {
-    Raw(Option<Incoming>),
+    Raw(Option<RequestBody>),
     Prepared(Outgoing),
 }
 
@@ -38,10 +37,11 @@ pub(super) async fn send(
     route: &Route,
     keys: RequestKeys,
     head: &RequestHead<'_>,
-    body: Incoming,
+    mut body: RequestBody,
     deadlines: Deadlines,
     mut client_upgrade: Option<OnUpgrade>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
+    let mut over_limit = body.over_limit();
     let mut body = Body::Raw(Some(body));
     let mut tried: Vec<SocketAddr> = Vec::new();
     let policy = &route.retries;
@@ -73,13 +73,28 @@ pub(super) async fn send(
                     let Body::Prepared(out) = &mut body else {
                         unreachable!("just prepared")
                     };
-                    upstream::send(&worker.pool, &endpoint, out, deadlines, &mut client_upgrade)
-                        .await
+                    upstream::send(
+                        &worker.pool,
+                        &endpoint,
+                        out,
+                        &mut over_limit,
+                        deadlines,
+                        &mut client_upgrade,
+                    )
+                    .await
                 }
                 None => return Err(body_gone()),
             },
             (None, Body::Prepared(out)) => {
-                upstream::send(&worker.pool, &endpoint, out, deadlines, &mut client_upgrade).await
+                upstream::send(
+                    &worker.pool,
+                    &endpoint,
+                    out,
+                    &mut over_limit,
+                    deadlines,
+                    &mut client_upgrade,
+                )
+                .await
             }
             (Some(proto), Body::Raw(raw)) => {
                 upstream::send_with_protocol(
@@ -88,6 +103,7 @@ pub(super) async fn send(
                     endpoint.addr(),
                     head,
                     raw,
+                    &mut over_limit,
                     deadlines,
                     &mut client_upgrade,
                 )

@@ -30,6 +30,8 @@ pub enum ProxyError {
     ConnectTimeout { addr: SocketAddr, timeout: Duration },
     #[error("upstream {addr} sent no response within {timeout:?}")]
     UpstreamTimeout { addr: SocketAddr, timeout: Duration },
+    #[error("the request body is larger than the {limit} bytes allowed")]
+    BodyTooLarge { limit: u64 },
     #[error("upstream {addr} failed: {source}")]
     Upstream {
         addr: SocketAddr,
@@ -46,6 +48,7 @@ impl ProxyError {
             ProxyError::ClientCertificateRequired => StatusCode::FORBIDDEN,
             ProxyError::Misdirected => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::NoEndpoint { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::Connect { .. } | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::ConnectTimeout { .. } | ProxyError::UpstreamTimeout { .. } => {
                 StatusCode::GATEWAY_TIMEOUT
@@ -57,6 +60,7 @@ impl ProxyError {
     /// the class of failure, not the addresses of the endpoints.
     pub fn to_response(&self) -> Response<ResponseBody> {
         let status = self.status();
+        let limit;
         let text = match self {
             ProxyError::NoRoute => "no route",
             ProxyError::BadRequest(why) => why,
@@ -67,6 +71,10 @@ impl ProxyError {
             ProxyError::Upstream { .. } => "upstream error",
             ProxyError::ConnectTimeout { .. } => "upstream connect timeout",
             ProxyError::UpstreamTimeout { .. } => "upstream request timeout",
+            ProxyError::BodyTooLarge { limit: max } => {
+                limit = format!("the body may be at most {max} bytes");
+                &limit
+            }
         };
         let body = format!(
             "{} {}: {text}\n",

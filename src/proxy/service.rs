@@ -7,17 +7,19 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 use http::uri::Uri;
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode, header};
+use http_body::Body as _;
 use hyper::body::Incoming;
 use tracing::{debug, warn};
 
 use super::ProxySettings;
 use super::attempts;
 use super::body::Guards;
-use super::body::ResponseBody;
+use super::body::{RequestBody, ResponseBody};
 use super::error::ProxyError;
 use super::headers::{self, ClientInfo, RequestHead};
 use super::upstream::{Clients, Deadlines, Pool};
 use crate::metrics::{PLUGIN_REJECTIONS, RouteMetrics};
+use crate::plugins::transform::compress;
 use crate::plugins::{Outcome, RequestCtx, ResponseCtx, ResponseParts};
 use crate::routing::{ClientAuth, RequestView, Route, RouteTable, normalize_host, normalize_path};
 
@@ -211,6 +213,7 @@ impl Worker {
         let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
 
         let (mut parts, body) = req.into_parts();
+        let body = RequestBody::new(body, changes.as_ref().and_then(|c| c.body_limit));
         if let Some(auth) = &matched.client_auth {
             client_certificate_headers(&mut parts.headers, auth.is_some(), client);
         }
@@ -263,6 +266,8 @@ struct UpstreamChanges {
     remove_query: Vec<Box<str>>,
     path: Option<String>,
     host: Option<HeaderValue>,
+    /// Request body bytes allowed, counted as the body streams.
+    body_limit: Option<u64>,
 }
 
 /// What the plugins decided for a request they let through.
@@ -292,21 +297,27 @@ fn response_phase(
         status: parts.status,
         headers: std::mem::take(&mut parts.headers),
         body: None,
+        encodings: Vec::new(),
     };
     for plugin in route.plugins.iter().filter(|p| p.has_response_phase()) {
         plugin.response(&ctx, &mut changed);
     }
+    let encoder = compress::negotiate(&ctx, &mut changed, body.size_hint().exact());
     parts.status = changed.status;
     parts.headers = changed.headers;
-    match changed.body {
-        None => Response::from_parts(parts, body),
+    let body = match changed.body {
+        None => body,
         Some(bytes) => {
             // The new body has its own length; the old framing no longer
             // applies.
             parts.headers.remove(header::CONTENT_LENGTH);
             parts.headers.remove(header::TRANSFER_ENCODING);
-            Response::from_parts(parts, ResponseBody::full(bytes))
+            ResponseBody::full(bytes)
         }
+    };
+    match encoder {
+        None => Response::from_parts(parts, body),
+        Some(e) => Response::from_parts(parts, ResponseBody::encoded(body, e)),
     }
 }
 
@@ -356,6 +367,7 @@ async fn run_plugins(
         remove_query: Vec::new(),
         rewrite_path: None,
         rewrite_host: None,
+        body_limit: None,
         method: req.method(),
     };
     for plugin in route.plugins.iter() {
@@ -366,6 +378,9 @@ async fn run_plugins(
                 Ok(w) => {
                     ctx.response_headers.extend(w.response_headers);
                     ctx.upstream_headers.extend(w.upstream_headers);
+                    if w.consumer.is_some() {
+                        ctx.consumer = w.consumer;
+                    }
                     continue;
                 }
                 Err(r) => *r,
@@ -390,6 +405,7 @@ async fn run_plugins(
             remove_query: ctx.remove_query,
             path: ctx.rewrite_path,
             host: ctx.rewrite_host,
+            body_limit: ctx.body_limit,
         },
         consumer: ctx.consumer,
         response_headers: ctx.response_headers,

@@ -14,6 +14,7 @@
 //! base64, an unknown key, a wrong password.
 
 pub mod forward;
+pub mod jwks;
 pub mod jwt;
 
 use std::collections::BTreeMap;

@@ -191,6 +191,7 @@ mod tests {
             remove_query: Vec::new(),
             rewrite_path: None,
             rewrite_host: None,
+            body_limit: None,
             method: &http::Method::GET,
         }
     }

@@ -597,6 +597,7 @@ mod tests {
             status: StatusCode::OK,
             headers: HeaderMap::new(),
             body: None,
+            encodings: Vec::new(),
         };
         p.response(&ctx, &mut parts);
         parts.headers

@@ -1,7 +1,8 @@
 //! Request limits: `requestBodyLimit`, `headerLimits` and `uaRestriction`.
 //!
 //! All three decide from the request head alone, before a byte of the body
-//! is read or the upstream is chosen.
+//! is read or the upstream is chosen; `requestBodyLimit` also has the proxy
+//! count a body whose length the head does not declare.
 
 use std::sync::Arc;
 
@@ -17,10 +18,12 @@ use crate::routing::Pattern;
 /// with `413` before it is sent on, and a `Content-Length` that cannot be
 /// read with `400`.
 ///
-/// Only the declared length is checked. A body without `Content-Length`
-/// (chunked, or HTTP/2 without the header) is not counted by this plugin
-/// and reaches the upstream whatever its size; the upstream's own limit is
-/// what stops it.
+/// A body without `Content-Length` (chunked, or HTTP/2 without the header)
+/// is counted as it streams to the upstream (see
+/// [`RequestCtx::body_limit`]): once past `maxBytes` nothing more is
+/// forwarded, the upstream connection is closed mid-body, and the client
+/// gets `413` if the upstream has not answered yet. Several limits (a
+/// global one and the route's) make the smallest count.
 #[derive(Debug)]
 pub struct RequestBodyLimitPlugin {
     config: RequestBodyLimit,
@@ -81,9 +84,14 @@ impl Plugin for RequestBodyLimitPlugin {
     }
 
     fn request<'s>(&'s self, ctx: &mut RequestCtx<'_>) -> Outcome<'s> {
+        let max = self.config.max_bytes;
         match declared_length(ctx.headers) {
-            Declared::None => Outcome::Continue,
-            Declared::Length(n) if n <= self.config.max_bytes => Outcome::Continue,
+            Declared::None => {
+                ctx.body_limit = Some(ctx.body_limit.map_or(max, |l| l.min(max)));
+                Outcome::Continue
+            }
+            // The server reads exactly the declared length, no more.
+            Declared::Length(n) if n <= max => Outcome::Continue,
             Declared::Length(_) => Outcome::Reject(plain(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 Bytes::from(format!(

@@ -6,7 +6,6 @@ use std::task::{Context, Poll, ready};
 
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::task::JoinHandle;
@@ -14,6 +13,7 @@ use tokio::task::JoinHandle;
 use super::UpstreamError;
 use super::codec::{BodyFraming, Chunk, ChunkedDecoder, encode_chunk, encode_last_chunk};
 use super::conn::{Conn, Pool};
+use crate::proxy::body::RequestBody;
 
 /// Bytes read from an upstream per system call, at most.
 const READ_CHUNK: usize = 16 * 1024;
@@ -53,7 +53,7 @@ pub(crate) fn poll_fill(
 /// write half back so that the connection can be reused.
 pub(crate) async fn write_body(
     mut w: OwnedWriteHalf,
-    mut body: Incoming,
+    mut body: RequestBody,
     first: Option<Frame<Bytes>>,
     chunked: bool,
 ) -> Result<OwnedWriteHalf, UpstreamError> {

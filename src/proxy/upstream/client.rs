@@ -19,7 +19,6 @@ use std::time::Instant;
 
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
-use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -27,7 +26,7 @@ use tokio::net::TcpStream;
 use tracing::debug;
 
 use super::{Deadlines, PoolConfig, UpstreamError};
-use crate::proxy::body::ResponseBody;
+use crate::proxy::body::{OverLimit, RequestBody, ResponseBody};
 use crate::proxy::error::ProxyError;
 use crate::proxy::headers::RequestHead;
 use crate::routing::BackendProtocol;
@@ -35,14 +34,14 @@ use crate::routing::BackendProtocol;
 type Key = (u64, SocketAddr);
 
 enum Entry {
-    H2(http2::SendRequest<Incoming>),
+    H2(http2::SendRequest<RequestBody>),
     /// Idle senders with the time they were put back, newest last.
-    H1(Vec<(http1::SendRequest<Incoming>, Instant)>),
+    H1(Vec<(http1::SendRequest<RequestBody>, Instant)>),
 }
 
 enum Sender {
-    H1(http1::SendRequest<Incoming>),
-    H2(http2::SendRequest<Incoming>),
+    H1(http1::SendRequest<RequestBody>),
+    H2(http2::SendRequest<RequestBody>),
 }
 
 /// One worker's connections to protocol backends.
@@ -197,12 +196,14 @@ where
 /// Forwards one request to `addr` as `proto` says. The body is taken only
 /// once a connection is open, so that after a failure to connect the
 /// request can go to another endpoint.
+#[allow(clippy::too_many_arguments)] // one request's parts, passed through as they are
 pub async fn send(
     clients: &Clients,
     proto: &BackendProtocol,
     addr: SocketAddr,
     head: &RequestHead<'_>,
-    body: &mut Option<Incoming>,
+    body: &mut Option<RequestBody>,
+    over_limit: &mut OverLimit,
     deadlines: Deadlines,
     client_upgrade: &mut Option<OnUpgrade>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
@@ -238,16 +239,7 @@ pub async fn send(
             }
         }
     };
-    let deadline = tokio::time::Instant::from_std(deadlines.started + deadlines.request);
-    let mut resp = match tokio::time::timeout_at(deadline, exchange).await {
-        Ok(r) => r?,
-        Err(_) => {
-            return Err(ProxyError::UpstreamTimeout {
-                addr,
-                timeout: deadlines.request,
-            });
-        }
-    };
+    let mut resp = super::bounded(exchange, over_limit, addr, deadlines).await?;
     let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
     if switching {
         let Some(client) = client_upgrade.take() else {
@@ -269,9 +261,9 @@ fn request(
     head: &RequestHead<'_>,
     proto: &BackendProtocol,
     addr: SocketAddr,
-    body: Incoming,
+    body: RequestBody,
     http2: bool,
-) -> Result<Request<Incoming>, ProxyError> {
+) -> Result<Request<RequestBody>, ProxyError> {
     if *head.method == Method::CONNECT {
         return Err(ProxyError::BadRequest("CONNECT is not proxied"));
     }

@@ -14,6 +14,7 @@ mod client;
 mod codec;
 mod conn;
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -23,7 +24,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{Method, Response};
 use http_body::{Body, Frame};
-use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
@@ -34,7 +34,7 @@ pub use client::{Clients, send as send_with_protocol};
 pub use codec::{CodecError, RequestFraming};
 pub use conn::{Pool, PoolConfig};
 
-use super::body::ResponseBody;
+use super::body::{OverLimit, RequestBody, ResponseBody};
 use super::error::ProxyError;
 use super::headers::RequestHead;
 use crate::routing::EndpointState;
@@ -77,7 +77,7 @@ enum ReqBody {
     Inline(Bytes),
     /// The rest is read from the client while the exchange runs.
     Streaming {
-        body: Incoming,
+        body: RequestBody,
         first: Option<Frame<Bytes>>,
         chunked: bool,
     },
@@ -86,7 +86,7 @@ enum ReqBody {
 /// Looks at the client's body without waiting: bodies that are already
 /// complete (no body, or a small one that arrived with the head) are sent
 /// in the same write as the head, and the request can be retried.
-async fn classify(method: &Method, mut body: Incoming) -> (RequestFraming, ReqBody) {
+async fn classify(method: &Method, mut body: RequestBody) -> (RequestFraming, ReqBody) {
     if body.is_end_stream() {
         let framing = if matches!(*method, Method::POST | Method::PUT | Method::PATCH) {
             RequestFraming::Length(0)
@@ -131,7 +131,7 @@ pub struct Outgoing {
 
 impl Outgoing {
     /// Encodes the head and looks at the body (see [`classify`]).
-    pub async fn prepare(request: &RequestHead<'_>, body: Incoming) -> Outgoing {
+    pub async fn prepare(request: &RequestHead<'_>, body: RequestBody) -> Outgoing {
         let method = request.method.clone();
         let (framing, body) = classify(&method, body).await;
         let mut head = Vec::with_capacity(512);
@@ -158,6 +158,7 @@ pub async fn send(
     pool: &Arc<Pool>,
     endpoint: &Arc<EndpointState>,
     out: &mut Outgoing,
+    over_limit: &mut OverLimit,
     deadlines: Deadlines,
     client_upgrade: &mut Option<OnUpgrade>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
@@ -190,16 +191,7 @@ pub async fn send(
             }
         }
     };
-    let deadline = tokio::time::Instant::from_std(deadlines.started + deadlines.request);
-    let (mut conn, (head, writer)) = match tokio::time::timeout_at(deadline, exchange).await {
-        Err(_) => {
-            return Err(ProxyError::UpstreamTimeout {
-                addr,
-                timeout: deadlines.request,
-            });
-        }
-        Ok(r) => r?,
-    };
+    let (mut conn, (head, writer)) = bounded(exchange, over_limit, addr, deadlines).await?;
 
     let ResponseHead {
         status,
@@ -243,6 +235,27 @@ pub async fn send(
         pool.clone(),
     )));
     Ok(resp)
+}
+
+/// Runs `exchange` until the response head is in, within the request
+/// deadline. A request body that passes its limit first ends it with
+/// `413`: dropping the exchange closes its connection, so the upstream
+/// never gets the rest of the body.
+pub(crate) async fn bounded<T>(
+    exchange: impl Future<Output = Result<T, ProxyError>>,
+    over_limit: &mut OverLimit,
+    addr: SocketAddr,
+    deadlines: Deadlines,
+) -> Result<T, ProxyError> {
+    let deadline = tokio::time::Instant::from_std(deadlines.started + deadlines.request);
+    let timeout = deadlines.request;
+    tokio::select! {
+        biased;
+        limit = over_limit => Err(ProxyError::BodyTooLarge { limit }),
+        r = tokio::time::timeout_at(deadline, exchange) => {
+            r.unwrap_or_else(|_| Err(ProxyError::UpstreamTimeout { addr, timeout }))
+        }
+    }
 }
 
 /// How one attempt failed: `Stale` when nothing came back at all (the
