@@ -456,6 +456,25 @@ async fn active_checks_take_endpoints_out_and_back_and_fail_open() {
     assert_eq!(t.get(&p[1].name).copied(), Some(20), "{t:?}");
     let routes = common::admin_get(&gw, "/routes").await.text();
     assert!(routes.contains("\"failingActiveChecks\": true"), "{routes}");
+    let metrics = common::admin_get(&gw, "/metrics").await.text();
+    let line = |addr: SocketAddr| {
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("sluicegate_endpoint_healthy{")
+                    && l.contains(&format!("endpoint=\"{addr}\""))
+            })
+            .map(str::to_owned)
+    };
+    assert!(
+        line(p[0].addr).is_some_and(|l| l.ends_with(" 0")),
+        "{metrics}"
+    );
+    assert!(
+        line(p[1].addr).is_some_and(|l| l.ends_with(" 1")),
+        "{metrics}"
+    );
+    assert!(metrics.contains("sluicegate_endpoint_in_flight{"));
     // Every endpoint failing: serve from all rather than from none.
     p[1].behaviour.unhealthy.store(true, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(600)).await;
