@@ -65,26 +65,15 @@ pub(super) async fn send(
         };
         let in_flight = endpoint.begin();
         let sent = now;
+        // The plain HTTP/1.1 path sends a prepared request, kept for
+        // another attempt.
+        if backend.protocol.is_none()
+            && let Body::Raw(raw) = &mut body
+        {
+            let b = raw.take().ok_or_else(body_gone)?;
+            body = Body::Prepared(Outgoing::prepare(head, b).await);
+        }
         let result = match (&backend.protocol, &mut body) {
-            (None, Body::Raw(raw)) => match raw.take() {
-                Some(b) => {
-                    let out = Outgoing::prepare(head, b).await;
-                    body = Body::Prepared(out);
-                    let Body::Prepared(out) = &mut body else {
-                        unreachable!("just prepared")
-                    };
-                    upstream::send(
-                        &worker.pool,
-                        &endpoint,
-                        out,
-                        &mut over_limit,
-                        deadlines,
-                        &mut client_upgrade,
-                    )
-                    .await
-                }
-                None => return Err(body_gone()),
-            },
             (None, Body::Prepared(out)) => {
                 upstream::send(
                     &worker.pool,
@@ -109,9 +98,9 @@ pub(super) async fn send(
                 )
                 .await
             }
-            // The body went into an HTTP/1.1 attempt and cannot be
-            // handed to hyper's client any more.
-            (Some(_), Body::Prepared(_)) => return Err(body_gone()),
+            // The body went into an HTTP/1.1 attempt and cannot be handed
+            // to hyper's client any more (or was not there to prepare).
+            _ => return Err(body_gone()),
         };
         now = Instant::now();
         let now_ns = clock_ns(now);
