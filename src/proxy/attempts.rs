@@ -120,9 +120,9 @@ pub(super) async fn send(
         let (error, failed) = match result {
             Ok(resp) => {
                 let status = resp.status().as_u16();
-                let health = backend.upstream.health();
-                if health.passive.is_failure_status(status) {
-                    record_failure(route, &endpoint, &health.passive, now_ns);
+                let passive = backend.upstream.passive();
+                if passive.is_failure_status(status) {
+                    record_failure(route, &endpoint, &passive, now_ns);
                 } else {
                     endpoint.success(now_ns);
                 }
@@ -137,8 +137,7 @@ pub(super) async fn send(
             }
             Err(e) => {
                 if counts_against_endpoint(&e) {
-                    let health = backend.upstream.health();
-                    record_failure(route, &endpoint, &health.passive, now_ns);
+                    record_failure(route, &endpoint, &backend.upstream.passive(), now_ns);
                 }
                 match condition(&e) {
                     Some(c) if retry(c, &body) => (e.to_string(), Err(e)),

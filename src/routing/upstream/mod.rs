@@ -25,7 +25,7 @@ use arc_swap::ArcSwap;
 pub use balance::{Ring, hash_bytes};
 pub use endpoint::{EndpointState, InFlight, clock_ns};
 
-use super::resilience::{HealthSpec, LoadBalancer};
+use super::resilience::{HealthSpec, LoadBalancer, PassiveHealth};
 use super::spec::{UpstreamKey, UpstreamSpec};
 
 /// The endpoints of one upstream at one moment.
@@ -158,6 +158,12 @@ impl Upstream {
     /// The health settings.
     pub fn health(&self) -> Arc<HealthSpec> {
         self.health.load_full()
+    }
+
+    /// The passive health settings, read on every request's outcome:
+    /// copied out without touching the settings' reference count.
+    pub fn passive(&self) -> PassiveHealth {
+        self.health.load().passive
     }
 
     /// Whether any endpoint can take a request now.
