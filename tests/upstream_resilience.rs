@@ -40,6 +40,8 @@ struct Pod {
     addr: SocketAddr,
     name: String,
     hits: Arc<AtomicUsize>,
+    /// Connections open from the gateway.
+    open: Arc<AtomicUsize>,
     behaviour: Arc<Behaviour>,
     tasks: JoinSet<()>,
 }
@@ -50,9 +52,11 @@ impl Pod {
         let listener = TcpListener::bind(addr).await.expect("bind pod address");
         let name = format!("pod-{ip}");
         let hits = Arc::new(AtomicUsize::new(0));
+        let open = Arc::new(AtomicUsize::new(0));
         let behaviour = Arc::new(Behaviour::default());
         let mut tasks = JoinSet::new();
         let (n, h, b) = (name.clone(), hits.clone(), behaviour.clone());
+        let o = open.clone();
         let conns = Arc::new(tokio::sync::Mutex::new(JoinSet::new()));
         let conns2 = conns.clone();
         tasks.spawn(async move {
@@ -65,10 +69,13 @@ impl Pod {
                     let (n, h, b) = (n.clone(), h.clone(), b.clone());
                     async move { Ok::<_, Infallible>(answer(req, &n, &h, &b).await) }
                 });
+                let o = o.clone();
+                o.fetch_add(1, Ordering::SeqCst);
                 conns2.lock().await.spawn(async move {
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(stream), svc)
                         .await;
+                    o.fetch_sub(1, Ordering::SeqCst);
                 });
             }
         });
@@ -82,6 +89,7 @@ impl Pod {
             addr,
             name,
             hits,
+            open,
             behaviour,
             tasks,
         }
@@ -641,5 +649,98 @@ async fn idle_timeout_cuts_a_stalled_body() {
     let r = common::send(gw.http(), req).await;
     assert!(r.is_err(), "the body is cut, not completed");
     assert!(started.elapsed() < Duration::from_secs(3));
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn idle_connections_to_a_departed_endpoint_are_closed() {
+    let p = pods(80, 2).await;
+    let gw = start(&p, "").await;
+    tally(&gw, 10, &[]).await;
+    assert!(p[0].open.load(Ordering::SeqCst) >= 1, "a pooled connection");
+    // The pod leaves the Service but keeps running: the gateway closes
+    // its idle connections to it well before the pool's idle timeout.
+    gw.write(
+        "main.yaml",
+        &manifests(p[0].addr.port(), &[ready(&p[1])], ""),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while p[0].open.load(Ordering::SeqCst) > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "idle connections to the departed pod stay open"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tally(&gw, 4, &[]).await;
+    assert!(p[1].open.load(Ordering::SeqCst) >= 1);
+    gw.shutdown().await;
+}
+
+/// A pod on `ip:port` that reads each request and closes the connection
+/// without answering.
+async fn resetting_pod(ip: u8, port: u16) -> tokio::task::JoinHandle<()> {
+    let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, ip], port)))
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                use tokio::io::AsyncReadExt;
+                let mut buf = [0u8; 1024];
+                let _ = stream.read(&mut buf).await;
+            });
+        }
+    })
+}
+
+#[tokio::test]
+async fn resets_are_retried_only_when_asked() {
+    let good = pods(84, 1).await;
+    let port = good[0].addr.port();
+    let bad = resetting_pod(85, port).await;
+    let eps = [
+        ready(&good[0]),
+        Ep {
+            ip: IpAddr::V4(Ipv4Addr::new(127, 0, 0, 85)),
+            ready: true,
+            terminating: false,
+        },
+    ];
+    let no_ejection = "    healthCheck: {passive: {consecutiveFailures: 0}}\n";
+    // With ejection off the resetting pod keeps its turn, so nearly every
+    // request tries it first; a wide budget lets all of them retry.
+    let retry_resets =
+        format!("    retries: {{on: [reset], budget: {{minPerSecond: 1000}}}}\n{no_ejection}");
+    let gw = TestGateway::start(&manifests(port, &eps, &retry_resets)).await;
+    for _ in 0..20 {
+        let r = get_with(&gw, &[]).await;
+        assert_eq!(r.status, StatusCode::OK, "GETs are retried after a reset");
+    }
+    // POST may have been processed before the reset: not retried.
+    let mut posts = Vec::new();
+    for _ in 0..6 {
+        posts.push(request(gw.http(), "POST", HOST, "/", &[]).await.status);
+    }
+    assert!(posts.contains(&StatusCode::BAD_GATEWAY), "{posts:?}");
+    // Without `reset` in `on`, half the GETs get a clean 502.
+    gw.write("main.yaml", &manifests(port, &eps, no_ejection))
+        .await;
+    let mut bad_gateway = 0;
+    for _ in 0..20 {
+        let r = get_with(&gw, &[]).await;
+        if r.status == StatusCode::BAD_GATEWAY {
+            assert_eq!(r.text(), "502 Bad Gateway: upstream error\n");
+            bad_gateway += 1;
+        } else {
+            assert_eq!(r.status, StatusCode::OK);
+        }
+    }
+    assert_eq!(bad_gateway, 10);
+    bad.abort();
     gw.shutdown().await;
 }

@@ -152,11 +152,6 @@ impl UpstreamSpec {
             ..UpstreamSpec::default()
         }
     }
-
-    /// Same as [`Self::ready`].
-    pub fn with_endpoints(endpoints: Vec<SocketAddr>) -> Self {
-        Self::ready(endpoints)
-    }
 }
 
 /// A DNS name and the port its addresses serve on.

@@ -422,7 +422,7 @@ mod tests {
         let upstreams = BTreeMap::from([
             (
                 UpstreamKey::new("ns", "svc", 80),
-                UpstreamSpec::with_endpoints(vec![SocketAddr::from(([10, 0, 0, 1], 8080))]),
+                UpstreamSpec::ready(vec![SocketAddr::from(([10, 0, 0, 1], 8080))]),
             ),
             (
                 UpstreamKey::external("ns", "ext", 443, "api.example.com"),

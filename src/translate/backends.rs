@@ -252,9 +252,7 @@ impl<'a> BackendResolver<'a> {
         UpstreamKey::write_external_text(&mut self.key_text, namespace, service, port, &text);
         self.existing().unwrap_or_else(|| {
             let spec = match host {
-                UpstreamHost::Ip(ip) => {
-                    UpstreamSpec::with_endpoints(vec![SocketAddr::new(*ip, port)])
-                }
+                UpstreamHost::Ip(ip) => UpstreamSpec::ready(vec![SocketAddr::new(*ip, port)]),
                 UpstreamHost::Name(_) => UpstreamSpec {
                     dns: Some(DnsTarget {
                         name: text.into(),

@@ -187,12 +187,6 @@ impl EndpointState {
 #[derive(Debug)]
 pub struct InFlight(Arc<EndpointState>);
 
-impl InFlight {
-    pub fn endpoint(&self) -> &Arc<EndpointState> {
-        &self.0
-    }
-}
-
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Relaxed);

@@ -171,12 +171,6 @@ impl Upstream {
         !self.endpoints.load().active().is_empty()
     }
 
-    /// Replaces the ready endpoints (none terminating); returns whether
-    /// the set changed.
-    pub fn set_endpoints(&self, addrs: &[SocketAddr]) -> bool {
-        self.set_all(addrs, &[])
-    }
-
     /// Replaces the endpoint set; returns whether it changed. Endpoints
     /// that left are marked removed, so that idle connections to them are
     /// closed instead of kept.
@@ -215,7 +209,8 @@ impl Upstream {
     }
 
     /// Round-robin choice of an endpoint, or `None` when there is none.
-    pub fn pick_addr(&self) -> Option<SocketAddr> {
+    #[cfg(test)]
+    fn pick_addr(&self) -> Option<SocketAddr> {
         let input = PickInput {
             now: Instant::now(),
             hash: 0,
