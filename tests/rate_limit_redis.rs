@@ -296,7 +296,152 @@ async fn limits_work_on_a_redis_cluster() {
             }
             assert_eq!(seen, [200, 200, 200, 200, 429], "{host} {client}");
         }
+        // Concurrent clients: their checks share calls, split by slot.
+        let mut calls = Vec::new();
+        for client in ["e", "f", "g", "h", "i", "j"] {
+            for i in 0..6 {
+                let gw = if i % 2 == 0 { one.http() } else { two.http() };
+                calls.push((
+                    client,
+                    tokio::spawn(async move {
+                        request(gw, "GET", host, "/", &[("x-client", client)]).await
+                    }),
+                ));
+            }
+        }
+        let mut allowed = std::collections::BTreeMap::<&str, usize>::new();
+        for (client, call) in calls {
+            if call.await.unwrap().status == StatusCode::OK {
+                *allowed.entry(client).or_default() += 1;
+            }
+        }
+        assert!(allowed.values().all(|&n| n == 4), "{host}: {allowed:?}");
+        assert_eq!(allowed.len(), 6, "{host}: {allowed:?}");
     }
     one.shutdown().await;
     two.shutdown().await;
+}
+
+/// Sends one command to Redis and returns its reply as text (RESP, as
+/// received); enough for the few commands these tests need.
+async fn redis_command(addr: SocketAddr, args: &[&str]) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut cmd = format!("*{}\r\n", args.len());
+    for a in args {
+        cmd += &format!("${}\r\n{a}\r\n", a.len());
+    }
+    s.write_all(cmd.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    // Replies here are short: wait for the first bytes, then for a pause.
+    let mut wait = Duration::from_secs(5);
+    while let Ok(Ok(n)) = tokio::time::timeout(wait, s.read(&mut buf)).await {
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+        wait = Duration::from_millis(100);
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// The `_count` and `_sum` of a summary in Prometheus text.
+fn summary(metrics: &str, name: &str) -> (f64, f64) {
+    let value = |suffix: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}_{suffix} ")))
+            .map_or(0.0, |v| v.trim().parse().unwrap())
+    };
+    (value("count"), value("sum"))
+}
+
+#[tokio::test]
+async fn checks_of_concurrent_requests_share_calls_and_count_exactly() {
+    let redis = RedisServer::start(None).await;
+    let b = Backend::named("app").await;
+    let settings = format!(
+        "policy: Redis, redis: {{url: \"{}\", timeout: 5s}}",
+        redis.url()
+    );
+    let m = service("app", &[b.addr])
+        + &limited_route(
+            "fixed",
+            &format!("{{limitCount: {{count: 30, timeWindow: 1h, {settings}}}}}"),
+            None,
+        )
+        + &limited_route(
+            "sliding",
+            &format!(
+                "{{limitCount: {{count: 30, timeWindow: 1h, windowType: Sliding, {settings}}}}}"
+            ),
+            None,
+        )
+        + &limited_route(
+            "req",
+            &format!("{{limitReq: {{rate: 1, burst: 29, nodelay: true, {settings}}}}}"),
+            None,
+        )
+        + &limited_route(
+            "broken",
+            &format!("{{limitReq: {{rate: 100, burst: 100, nodelay: true, {settings}}}}}"),
+            None,
+        );
+    let gw = TestGateway::start_with(&m, test_config(1)).await;
+
+    // A first request makes the connection and the `broken` route's key;
+    // then that key is made a hash, which its script step cannot read.
+    assert_eq!(
+        get(gw.http(), "broken.test", "/").await.status,
+        StatusCode::OK
+    );
+    let keys = redis_command(redis.addr(), &["KEYS", "sg:{req:*"]).await;
+    let key = keys
+        .lines()
+        .find(|l| l.starts_with("sg:"))
+        .unwrap_or_else(|| panic!("no limitReq key in {keys:?}"))
+        .to_owned();
+    redis_command(redis.addr(), &["DEL", &key]).await;
+    redis_command(redis.addr(), &["HSET", &key, "not", "a counter"]).await;
+
+    let before = summary(
+        &admin_get(&gw, "/metrics").await.text(),
+        "sluicegate_redis_batch_checks",
+    );
+    // Redis holds every command for a moment: the first call waits, and
+    // the checks of every other request queue behind it.
+    let paused = redis_command(redis.addr(), &["CLIENT", "PAUSE", "500", "ALL"]).await;
+    assert!(paused.starts_with("+OK"), "{paused}");
+    let mut calls = Vec::new();
+    for host in ["fixed.test", "sliding.test", "req.test"] {
+        for _ in 0..45 {
+            calls.push(tokio::spawn(get(gw.http(), host, "/")));
+        }
+    }
+    for _ in 0..5 {
+        calls.push(tokio::spawn(get(gw.http(), "broken.test", "/")));
+    }
+    let mut statuses = std::collections::HashMap::<(usize, u16), usize>::new();
+    for (i, call) in calls.into_iter().enumerate() {
+        let status = call.await.unwrap().status.as_u16();
+        *statuses.entry((i / 45, status)).or_default() += 1;
+    }
+    for (route, name) in ["fixed", "sliding", "req"].iter().enumerate() {
+        assert_eq!(
+            (statuses.get(&(route, 200)), statuses.get(&(route, 429))),
+            (Some(&30), Some(&15)),
+            "{name}: exactly the limit passes, however the checks were batched: {statuses:?}"
+        );
+    }
+    // The refused step fails its own requests only (no degradation: 503).
+    assert_eq!(statuses.get(&(3, 503)), Some(&5), "{statuses:?}");
+
+    let after = summary(
+        &admin_get(&gw, "/metrics").await.text(),
+        "sluicegate_redis_batch_checks",
+    );
+    let (calls, checks) = (after.0 - before.0, after.1 - before.1);
+    assert_eq!(checks, 140.0, "every check went to Redis");
+    assert!(calls <= 10.0, "140 checks took {calls} calls");
+    gw.shutdown().await;
 }

@@ -376,7 +376,13 @@ async fn run_plugins(
             Outcome::Reject(r) => r,
             Outcome::Wait(pending) => match pending.await {
                 Ok(w) => {
-                    ctx.response_headers.extend(w.response_headers);
+                    // Usually the only headers so far: take them whole
+                    // rather than rehash them one by one.
+                    if ctx.response_headers.is_empty() {
+                        ctx.response_headers = w.response_headers;
+                    } else {
+                        ctx.response_headers.extend(w.response_headers);
+                    }
                     ctx.upstream_headers.extend(w.upstream_headers);
                     if w.consumer.is_some() {
                         ctx.consumer = w.consumer;
