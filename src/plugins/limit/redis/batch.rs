@@ -176,31 +176,41 @@ pub async fn check(target: &RedisTarget, target_id: u64, timeout: Duration, chec
     for _ in 0..2 {
         match batcher(target, target_id, timeout).push(check) {
             Ok(rx) => return rx.await.unwrap_or(Err(Failure::Error)),
-            Err(c) => check = c,
+            Err(c) => {
+                forget(target_id, timeout);
+                check = c;
+            }
         }
     }
     Err(Failure::Error)
 }
 
-/// This thread's running batcher for `target`, started on first use on
-/// the current runtime.
+/// This thread's batcher for `target`, started on first use on the
+/// current runtime. It may have stopped since: [`Batcher::push`] says so,
+/// without a second lock per request here.
 fn batcher(target: &RedisTarget, target_id: u64, timeout: Duration) -> Arc<Batcher> {
     BATCHERS.with(|cell| {
         let mut list = cell.borrow_mut();
-        if let Some(i) = list
+        if let Some((_, _, b)) = list
             .iter()
-            .position(|(id, t, _)| *id == target_id && *t == timeout)
+            .find(|(id, t, _)| *id == target_id && *t == timeout)
         {
-            if !list[i].2.is_closed() {
-                return list[i].2.clone();
-            }
-            list.swap_remove(i);
+            return b.clone();
         }
         let b = Arc::new(Batcher::new());
         tokio::spawn(run(Closer(b.clone()), target.clone(), timeout));
         list.push((target_id, timeout, b.clone()));
         b
     })
+}
+
+/// Drops this thread's stopped batcher for `target`, so that the next
+/// lookup starts a new one.
+fn forget(target_id: u64, timeout: Duration) {
+    BATCHERS.with(|cell| {
+        cell.borrow_mut()
+            .retain(|(id, t, b)| !(*id == target_id && *t == timeout && b.is_closed()));
+    });
 }
 
 /// The batcher's task: sends what is queued whenever fewer than
@@ -555,6 +565,19 @@ mod tests {
             Err(oneshot::error::TryRecvError::Closed)
         ));
         assert!(b.push(fixed("sg:{a}:1")).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_stopped_batcher_is_replaced_on_the_next_lookup() {
+        let target = RedisTarget::parse("redis://127.0.0.1:1", false, None).unwrap();
+        let t = Duration::from_millis(50);
+        let first = batcher(&target, 7, t);
+        assert!(first.close_if_idle());
+        assert!(Arc::ptr_eq(&first, &batcher(&target, 7, t)));
+        forget(7, t);
+        let second = batcher(&target, 7, t);
+        assert!(!Arc::ptr_eq(&first, &second));
+        assert!(second.push(fixed("sg:{a}:1")).is_ok());
     }
 
     #[test]

@@ -16,6 +16,7 @@
 
 mod batch;
 
+use std::fmt::Write as _;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -187,10 +188,14 @@ impl RedisLimiter {
         let index = now_ms / window_ms;
         let into = now_ms % window_ms;
         let reset_after = (window_ms - into) * 1_000_000;
-        let current = format!("{base}:{index}");
-        let check = if sliding {
+        let previous = sliding.then(|| format!("{base}:{}", index.saturating_sub(1)));
+        // The window's key extends the base in place: one allocation.
+        let mut current = base;
+        // Writing to a String cannot fail.
+        let _ = write!(current, ":{index}");
+        let check = if let Some(previous) = previous {
             batch::Check::Sliding {
-                previous: format!("{base}:{}", index.saturating_sub(1)),
+                previous,
                 current,
                 limit,
                 // The previous window is still read during the next one.
