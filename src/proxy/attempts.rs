@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::{Method, Response, header};
-use hyper::upgrade::OnUpgrade;
 use tracing::debug;
 
 use super::body::{RequestBody, ResponseBody, Tracked};
+use super::client::ClientUpgrade;
 use super::error::ProxyError;
 use super::headers::RequestHead;
 use super::service::Worker;
@@ -39,7 +39,7 @@ pub(super) async fn send(
     head: &RequestHead<'_>,
     mut body: RequestBody,
     deadlines: Deadlines,
-    mut client_upgrade: Option<OnUpgrade>,
+    mut client_upgrade: Option<ClientUpgrade>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let mut over_limit = body.over_limit();
     let mut body = Body::Raw(Some(body));
@@ -71,7 +71,7 @@ pub(super) async fn send(
             && let Body::Raw(raw) = &mut body
         {
             let b = raw.take().ok_or_else(body_gone)?;
-            body = Body::Prepared(Outgoing::prepare(head, b).await);
+            body = Body::Prepared(Outgoing::prepare(head, b).await?);
         }
         let result = match (&backend.protocol, &mut body) {
             (None, Body::Prepared(out)) => {

@@ -10,11 +10,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use tokio::sync::oneshot;
 
 use tokio::time::Sleep;
 
+use super::client::{ClientBody, ClientBodyError};
 use super::upstream::{UpstreamBody, UpstreamError};
 use crate::plugins::transform::compress::{self, Encoder};
 use crate::routing::InFlight;
@@ -232,7 +232,7 @@ impl EncodedBody {
 #[derive(Debug)]
 pub struct RequestBody {
     /// Taken only when the body is dropped.
-    inner: Option<Incoming>,
+    inner: Option<ClientBody>,
     limit: Option<Box<Limit>>,
 }
 
@@ -256,13 +256,13 @@ struct Limit {
 #[derive(Debug, thiserror::Error)]
 pub enum RequestBodyError {
     #[error(transparent)]
-    Client(#[from] hyper::Error),
+    Client(#[from] ClientBodyError),
     #[error("the request body is larger than {0} bytes")]
     TooLarge(u64),
 }
 
 impl RequestBody {
-    pub fn new(inner: Incoming, max: Option<u64>) -> RequestBody {
+    pub fn new(inner: ClientBody, max: Option<u64>) -> RequestBody {
         let limit = max.map(|max| {
             let (tx, rx) = oneshot::channel();
             Box::new(Limit {

@@ -260,11 +260,56 @@ impl RequestHead<'_> {
     }
 }
 
-fn put(out: &mut Vec<u8>, name: &str, value: &[u8]) {
+/// Appends one header line in HTTP/1.1 form.
+pub fn put(out: &mut Vec<u8>, name: &str, value: &[u8]) {
     out.extend_from_slice(name.as_bytes());
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
+}
+
+/// A `Content-Length` value: digits only, no sign, at most 19 of them.
+pub fn content_length(v: &[u8]) -> Option<u64> {
+    let v = v.trim_ascii();
+    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(v).ok()?.parse().ok()
+}
+
+/// Where a header's name and value lie in the buffer its head was parsed
+/// from. Positions are recorded while the parser borrows the buffer; the
+/// head is then frozen once, and [`header_map`] makes the values slices of
+/// it rather than copies.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Span {
+    name: (u32, u32),
+    value: (u32, u32),
+}
+
+impl Span {
+    /// `h`'s position in the buffer that starts at `base`.
+    pub fn of(base: *const u8, h: &httparse::Header<'_>) -> Span {
+        let at = |p: *const u8| (p as usize - base as usize) as u32;
+        Span {
+            name: (at(h.name.as_ptr()), h.name.len() as u32),
+            value: (at(h.value.as_ptr()), h.value.len() as u32),
+        }
+    }
+}
+
+/// The header map of a frozen head, from the spans of its headers.
+pub fn header_map(head: &bytes::Bytes, spans: &[Span]) -> Result<HeaderMap, &'static str> {
+    let mut headers = HeaderMap::with_capacity(spans.len());
+    for s in spans {
+        let (ns, nl) = (s.name.0 as usize, s.name.1 as usize);
+        let (vs, vl) = (s.value.0 as usize, s.value.1 as usize);
+        let name = HeaderName::from_bytes(&head[ns..ns + nl]).map_err(|_| "invalid header name")?;
+        let value = HeaderValue::from_maybe_shared(head.slice(vs..vs + vl))
+            .map_err(|_| "invalid header value")?;
+        headers.append(name, value);
+    }
+    Ok(headers)
 }
 
 #[cfg(test)]

@@ -7,11 +7,14 @@
 
 mod attempts;
 mod body;
+mod client;
 mod error;
+mod h1;
 mod headers;
 mod health;
 mod server;
 mod service;
+mod socket;
 mod tls;
 mod upstream;
 

@@ -19,6 +19,8 @@ use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tracing::{debug, info, warn};
 
+use super::client::ClientBody;
+use super::h1;
 use super::headers::ClientInfo;
 use super::service::{Shared, Worker};
 use super::tls;
@@ -157,8 +159,8 @@ fn bind_all(
     Ok((addr, listeners))
 }
 
-/// The service for one client connection.
-fn service(
+/// The hyper service for one client connection.
+pub(super) fn service(
     worker: Worker,
     client: ClientInfo,
 ) -> impl hyper::service::Service<
@@ -170,9 +172,10 @@ fn service(
 + Send
 + 'static {
     let client = Arc::new(client);
-    service_fn(move |req| {
+    service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         let w = worker.clone();
         let client = client.clone();
+        let req = req.map(ClientBody::Hyper);
         async move { Ok::<_, std::convert::Infallible>(w.handle(req, &client).await) }
     })
 }
@@ -196,6 +199,15 @@ async fn serve(
         .max_concurrent_streams(256);
     let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
+    // Plain connections: the own HTTP/1.1 server, hyper for h2c. Each one
+    // holds a receiver of `conns` until it ends.
+    let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    h2.timer(TokioTimer::new()).max_concurrent_streams(256);
+    let plain = Arc::new(h1::Http1 {
+        worker: worker.clone(),
+        h2,
+    });
+    let (conns, conns_rx) = watch::channel(false);
     let local = listener.local_addr().ok();
     let grace = settings.shutdown_grace;
 
@@ -235,16 +247,8 @@ async fn serve(
         let local = local.unwrap_or(peer);
         match &tls {
             None => {
-                let svc = service(worker.clone(), ClientInfo::new(peer, local, false));
-                let conn = builder
-                    .serve_connection_with_upgrades(TokioIo::new(stream), svc)
-                    .into_owned();
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        debug!(%peer, error = %e, "client connection ended with an error");
-                    }
-                });
+                let client = ClientInfo::new(peer, local, false);
+                tokio::spawn(h1::serve(stream, plain.clone(), client, conns_rx.clone()));
             }
             Some(handshaker) => {
                 // The handshake runs in the connection's own task, so a
@@ -284,10 +288,12 @@ async fn serve(
     }
     drop(listener);
     sweeper.abort();
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    conns.send_replace(true);
+    drop(conns_rx);
+    let drained = async {
+        tokio::join!(graceful.shutdown(), conns.closed());
+    };
+    if tokio::time::timeout(grace, drained).await.is_err() {
         warn!(
             ?grace,
             "shutdown grace period over; closing remaining connections"

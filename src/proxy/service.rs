@@ -8,13 +8,13 @@ use arc_swap::ArcSwap;
 use http::uri::Uri;
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode, header};
 use http_body::Body as _;
-use hyper::body::Incoming;
 use tracing::{debug, warn};
 
 use super::ProxySettings;
 use super::attempts;
 use super::body::Guards;
 use super::body::{RequestBody, ResponseBody};
+use super::client::{ClientBody, ClientUpgrade};
 use super::error::ProxyError;
 use super::headers::{self, ClientInfo, RequestHead};
 use super::upstream::{Clients, Deadlines, Pool};
@@ -61,7 +61,7 @@ static SSL_CLIENT_SUBJECT_DN: HeaderName = HeaderName::from_static("ssl-client-s
 impl Worker {
     pub async fn handle(
         &self,
-        req: Request<Incoming>,
+        req: Request<ClientBody>,
         client: &ClientInfo,
     ) -> Response<ResponseBody> {
         let start = Instant::now();
@@ -152,7 +152,7 @@ impl Worker {
         resp
     }
 
-    fn route_for(&self, req: &Request<Incoming>) -> Result<Matched, ProxyError> {
+    fn route_for(&self, req: &Request<ClientBody>) -> Result<Matched, ProxyError> {
         // An absolute-form target or an HTTP/2 :authority names the host;
         // otherwise the Host header does.
         let raw_host = match req.uri().authority() {
@@ -196,7 +196,7 @@ impl Worker {
     async fn forward(
         &self,
         matched: Matched,
-        mut req: Request<Incoming>,
+        mut req: Request<ClientBody>,
         client: &ClientInfo,
         started: Instant,
         changes: Option<UpstreamChanges>,
@@ -210,7 +210,7 @@ impl Worker {
             request: route.timeouts.request.unwrap_or(settings.request_timeout),
         };
         let websocket = route.websocket && headers::is_websocket_upgrade(req.headers());
-        let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
+        let client_upgrade = websocket.then(|| ClientUpgrade::on(&mut req));
 
         let (mut parts, body) = req.into_parts();
         let body = RequestBody::new(body, changes.as_ref().and_then(|c| c.body_limit));
@@ -345,7 +345,7 @@ fn without_query_params(target: &str, remove: &[Box<str>]) -> String {
 async fn run_plugins(
     route: &Route,
     matched: &Matched,
-    req: &Request<Incoming>,
+    req: &Request<ClientBody>,
     client: &ClientInfo,
 ) -> Result<Effects, Response<ResponseBody>> {
     let path = matched
@@ -464,7 +464,11 @@ fn client_certificate_headers(headers: &mut http::HeaderMap, own_host: bool, cli
 
 /// The same URL over HTTPS: host without its port, then `https_port`
 /// unless it is 443, then the path and query as the client sent them.
-fn redirect(code: StatusCode, req: &Request<Incoming>, https_port: u16) -> Response<ResponseBody> {
+fn redirect(
+    code: StatusCode,
+    req: &Request<ClientBody>,
+    https_port: u16,
+) -> Response<ResponseBody> {
     let raw = req
         .uri()
         .authority()

@@ -14,39 +14,15 @@ use super::UpstreamError;
 use super::codec::{BodyFraming, Chunk, ChunkedDecoder, encode_chunk, encode_last_chunk};
 use super::conn::{Conn, Pool};
 use crate::proxy::body::RequestBody;
+use crate::proxy::socket;
 
-/// Bytes read from an upstream per system call, at most.
-const READ_CHUNK: usize = 16 * 1024;
-
-/// Reads more bytes into `conn.buf`; `Ok(0)` means the upstream closed.
-/// Waits for readiness first, so no read is attempted that would block.
-///
-/// A read that returns less than it asked for has drained the socket, so
-/// the event loop's cached readiness is cleared then, without the extra
-/// read that would otherwise be needed to learn it. An idle pooled
-/// connection then usually shows no readiness, and [`Conn::usable`] can
-/// tell it is alive without a system call.
+/// Reads more bytes into `conn.buf`; `Ok(0)` means the upstream closed
+/// (see [`socket::poll_fill`]).
 pub(crate) fn poll_fill(
     conn: &mut Conn,
     cx: &mut Context<'_>,
 ) -> Poll<Result<usize, std::io::Error>> {
-    if conn.buf.capacity() - conn.buf.len() < READ_CHUNK / 4 {
-        conn.buf.reserve(READ_CHUNK);
-    }
-    loop {
-        ready!(conn.read.as_ref().poll_read_ready(cx))?;
-        let spare = conn.buf.capacity() - conn.buf.len();
-        match conn.read.try_read_buf(&mut conn.buf) {
-            Ok(n) => {
-                if n > 0 && n < spare {
-                    conn.clear_read_readiness();
-                }
-                return Poll::Ready(Ok(n));
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Poll::Ready(Err(e)),
-        }
-    }
+    socket::poll_fill(&conn.read, &mut conn.buf, cx)
 }
 
 /// Streams the rest of a request body to the upstream, then hands the

@@ -27,6 +27,7 @@ use tracing::debug;
 
 use super::{Deadlines, PoolConfig, UpstreamError};
 use crate::proxy::body::{OverLimit, RequestBody, ResponseBody};
+use crate::proxy::client::ClientUpgrade;
 use crate::proxy::error::ProxyError;
 use crate::proxy::headers::RequestHead;
 use crate::routing::BackendProtocol;
@@ -205,7 +206,7 @@ pub async fn send(
     body: &mut Option<RequestBody>,
     over_limit: &mut OverLimit,
     deadlines: Deadlines,
-    client_upgrade: &mut Option<OnUpgrade>,
+    client_upgrade: &mut Option<ClientUpgrade>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     // Upgrades need HTTP/1.1 connections, kept apart from those on which
     // the backend may have chosen HTTP/2.
@@ -321,16 +322,20 @@ fn strip_response_headers(headers: &mut http::HeaderMap, switching: bool) {
 }
 
 /// Joins the client's upgraded connection to the upstream's.
-fn splice(addr: SocketAddr, client: OnUpgrade, upstream: OnUpgrade) {
+fn splice(addr: SocketAddr, client: ClientUpgrade, upstream: OnUpgrade) {
     tokio::spawn(async move {
-        let (client, upstream) = match tokio::try_join!(client, upstream) {
-            Ok(both) => both,
-            Err(e) => {
-                debug!(%addr, error = %e, "upgrade did not complete");
+        let (mut client, upstream) = match tokio::join!(client.wait(), upstream) {
+            (Ok(c), Ok(u)) => (c, u),
+            (Err(e), _) => {
+                debug!(%addr, error = %e, "client upgrade did not complete");
+                return;
+            }
+            (_, Err(e)) => {
+                debug!(%addr, error = %e, "upstream upgrade did not complete");
                 return;
             }
         };
-        let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+        let mut upstream = TokioIo::new(upstream);
         if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
             debug!(%addr, error = %e, "upgraded connection ended");
         }

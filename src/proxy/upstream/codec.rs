@@ -11,6 +11,8 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version};
 
+use crate::proxy::headers::{Span, content_length, header_map};
+
 /// Largest response head accepted.
 pub const MAX_HEAD: usize = 64 * 1024;
 /// Most response headers accepted.
@@ -139,7 +141,7 @@ pub fn parse_response_head(
                 .next()
                 .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
         } else if h.name.eq_ignore_ascii_case("content-length") {
-            let n = parse_length(h.value).ok_or(CodecError::Head("invalid Content-Length"))?;
+            let n = content_length(h.value).ok_or(CodecError::Head("invalid Content-Length"))?;
             if length.is_some_and(|l| l != n) {
                 conflicting = true;
             }
@@ -150,11 +152,8 @@ pub fn parse_response_head(
         return Err(CodecError::ConflictingLength);
     }
 
-    // Header positions are recorded while `buf` is borrowed by the
-    // parser; the head is then frozen once and values are slices of it,
-    // without copying.
-    let base = buf.as_ptr() as usize;
-    let mut kept = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
+    let base = buf.as_ptr();
+    let mut kept = [Span::default(); MAX_HEADERS];
     let mut n_kept = 0;
     for h in resp.headers.iter() {
         let name = h.name.as_bytes();
@@ -166,24 +165,11 @@ pub fn parse_response_head(
         if transfer_encoding && name.eq_ignore_ascii_case(b"content-length") {
             continue;
         }
-        let at = |p: &[u8]| (p.as_ptr() as usize - base) as u32;
-        kept[n_kept] = (
-            at(name),
-            name.len() as u32,
-            at(h.value),
-            h.value.len() as u32,
-        );
+        kept[n_kept] = Span::of(base, h);
         n_kept += 1;
     }
-    let mut headers = HeaderMap::with_capacity(n_kept);
     let head = buf.split_to(len).freeze();
-    for &(ns, nl, vs, vl) in &kept[..n_kept] {
-        let name = HeaderName::from_bytes(&head[ns as usize..(ns + nl) as usize])
-            .map_err(|_| CodecError::Head("invalid header name"))?;
-        let value = HeaderValue::from_maybe_shared(head.slice(vs as usize..(vs + vl) as usize))
-            .map_err(|_| CodecError::Head("invalid header value"))?;
-        headers.append(name, value);
-    }
+    let mut headers = header_map(&head, &kept[..n_kept]).map_err(CodecError::Head)?;
 
     let upgrade = code == 101;
     let framing =
@@ -217,14 +203,6 @@ pub fn parse_response_head(
         keep_alive,
         upgrade,
     }))
-}
-
-fn parse_length(v: &[u8]) -> Option<u64> {
-    let v = v.trim_ascii();
-    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(v).ok()?.parse().ok()
 }
 
 fn is_hop_by_hop(name: &str) -> bool {

@@ -14,7 +14,6 @@ use std::task::{Context, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
@@ -65,13 +64,6 @@ impl Conn {
             last_used: Instant::now(),
             endpoint: endpoint.clone(),
         })
-    }
-
-    /// Forgets readiness the event loop recorded for bytes already read.
-    pub(crate) fn clear_read_readiness(&self) {
-        let _ = self.read.as_ref().try_io(Interest::READABLE, || {
-            Err::<(), _>(io::ErrorKind::WouldBlock.into())
-        });
     }
 
     /// Whether this idle connection can carry a request. A connection with

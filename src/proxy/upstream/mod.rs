@@ -24,17 +24,18 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{Method, Response};
 use http_body::{Body, Frame};
-use hyper::upgrade::OnUpgrade;
-use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
 use tracing::debug;
 
 pub use body::UpstreamBody;
 pub use client::{Clients, send as send_with_protocol};
-pub use codec::{CodecError, RequestFraming};
+pub use codec::{
+    Chunk, ChunkedDecoder, CodecError, RequestFraming, encode_chunk, encode_last_chunk,
+};
 pub use conn::{Pool, PoolConfig};
 
 use super::body::{OverLimit, RequestBody, ResponseBody};
+use super::client::ClientUpgrade;
 use super::error::ProxyError;
 use super::headers::RequestHead;
 use crate::routing::EndpointState;
@@ -86,14 +87,20 @@ enum ReqBody {
 /// Looks at the client's body without waiting: bodies that are already
 /// complete (no body, or a small one that arrived with the head) are sent
 /// in the same write as the head, and the request can be retried.
-async fn classify(method: &Method, mut body: RequestBody) -> (RequestFraming, ReqBody) {
+///
+/// A body that fails at once (broken framing, a client gone) fails the
+/// request here, before anything reaches the upstream.
+async fn classify(
+    method: &Method,
+    mut body: RequestBody,
+) -> Result<(RequestFraming, ReqBody), ProxyError> {
     if body.is_end_stream() {
         let framing = if matches!(*method, Method::POST | Method::PUT | Method::PATCH) {
             RequestFraming::Length(0)
         } else {
             RequestFraming::None
         };
-        return (framing, ReqBody::Inline(Bytes::new()));
+        return Ok((framing, ReqBody::Inline(Bytes::new())));
     }
     let exact = body.size_hint().exact();
     let framing = exact.map_or(RequestFraming::Chunked, RequestFraming::Length);
@@ -101,23 +108,30 @@ async fn classify(method: &Method, mut body: RequestBody) -> (RequestFraming, Re
     let polled = std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx))).await;
     let first = match polled {
         Poll::Ready(Some(Ok(frame))) => Some(frame),
-        _ => None,
+        Poll::Ready(Some(Err(e))) => {
+            debug!(error = %e, "request body failed before it was sent");
+            return Err(match body.exceeded() {
+                Some(limit) => ProxyError::BodyTooLarge { limit },
+                None => ProxyError::BadRequest("unreadable request body"),
+            });
+        }
+        Poll::Ready(None) | Poll::Pending => None,
     };
     if let (Some(frame), Some(n)) = (&first, exact)
         && body.is_end_stream()
         && let Some(data) = frame.data_ref()
         && data.len() as u64 == n
     {
-        return (framing, ReqBody::Inline(data.clone()));
+        return Ok((framing, ReqBody::Inline(data.clone())));
     }
-    (
+    Ok((
         framing,
         ReqBody::Streaming {
             body,
             first,
             chunked,
         },
-    )
+    ))
 }
 
 /// A request ready to be sent, possibly several times: its encoded head
@@ -131,16 +145,19 @@ pub struct Outgoing {
 
 impl Outgoing {
     /// Encodes the head and looks at the body (see [`classify`]).
-    pub async fn prepare(request: &RequestHead<'_>, body: RequestBody) -> Outgoing {
+    pub async fn prepare(
+        request: &RequestHead<'_>,
+        body: RequestBody,
+    ) -> Result<Outgoing, ProxyError> {
         let method = request.method.clone();
-        let (framing, body) = classify(&method, body).await;
+        let (framing, body) = classify(&method, body).await?;
         let mut head = Vec::with_capacity(512);
         request.encode(&mut head, framing);
-        Outgoing {
+        Ok(Outgoing {
             head,
             method,
             body: Some(body),
-        }
+        })
     }
 
     /// Whether the request can be sent again: its body, if any, is in
@@ -160,7 +177,7 @@ pub async fn send(
     out: &mut Outgoing,
     over_limit: &mut OverLimit,
     deadlines: Deadlines,
-    client_upgrade: &mut Option<OnUpgrade>,
+    client_upgrade: &mut Option<ClientUpgrade>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let addr = endpoint.addr();
     let method = &out.method;
@@ -330,19 +347,18 @@ async fn exchange(
 /// Joins the client's upgraded connection to the upstream's.
 fn splice(
     addr: SocketAddr,
-    client: OnUpgrade,
+    client: ClientUpgrade,
     mut upstream: tokio::net::TcpStream,
     leftover: bytes::BytesMut,
 ) {
     tokio::spawn(async move {
-        let upgraded = match client.await {
+        let mut client = match client.wait().await {
             Ok(u) => u,
             Err(e) => {
                 debug!(%addr, error = %e, "client upgrade did not complete");
                 return;
             }
         };
-        let mut client = TokioIo::new(upgraded);
         if !leftover.is_empty() && client.write_all(&leftover).await.is_err() {
             return;
         }
