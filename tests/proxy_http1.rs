@@ -258,6 +258,16 @@ async fn keep_alive_follows_the_version_and_connection_header() {
     assert_eq!(r.text(), "GET /d ");
     assert_eq!(r.header("connection"), Some("close"));
     assert!(c.closed().await);
+
+    // A body left unread (no route for it) ends the connection, and the
+    // answer says so.
+    let mut c = Raw::open(gw.http()).await;
+    c.send("POST /x HTTP/1.1\r\nHost: nowhere.test\r\nContent-Length: 100\r\n\r\n0123456789")
+        .await;
+    let r = c.response(false).await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.header("connection"), Some("close"));
+    assert!(c.closed().await);
     gw.shutdown().await;
 }
 
@@ -362,6 +372,11 @@ async fn unreadable_requests_are_refused_and_the_connection_closed() {
     let huge = format!("x-big: {}\r\n", "a".repeat(70 * 1024));
     let cases = [
         ("garbage\r\n\r\n".to_owned(), 400),
+        ("GET / HTTP/1.1\r\n\r\n".to_owned(), 400),
+        (
+            format!("GET / HTTP/1.1\r\nHost: {HOST}\r\nHost: other.test\r\n\r\n"),
+            400,
+        ),
         (
             format!("GET / HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 1x\r\n\r\n"),
             400,

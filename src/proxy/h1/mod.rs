@@ -249,9 +249,23 @@ pub async fn serve(
         };
 
         let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+        // A body read to its end has handed the socket back by now; one
+        // dropped unread has taken it along, and the response says that
+        // the connection closes.
+        let mut body_lost = false;
+        if let Some(rx) = handback.as_mut() {
+            match rx.try_recv() {
+                Ok(r) => {
+                    reader = Some(r);
+                    handback = None;
+                }
+                Err(oneshot::error::TryRecvError::Closed) => body_lost = true,
+                Err(oneshot::error::TryRecvError::Empty) => {}
+            }
+        }
         let facts = RequestFacts {
             // The one change `stop` sees is the shutdown.
-            keep_alive: facts.keep_alive && !stop.has_changed().unwrap_or(true),
+            keep_alive: facts.keep_alive && !body_lost && !stop.has_changed().unwrap_or(true),
             ..facts
         };
         let reusable = match write_response(&mut w, &mut out, resp, facts).await {

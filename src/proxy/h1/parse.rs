@@ -102,9 +102,12 @@ pub fn parse_request_head(buf: &mut BytesMut) -> Result<Option<RequestHead>, Hea
     let mut chunked = false;
     let mut length: Option<u64> = None;
     let mut expect_continue = false;
+    let mut hosts = 0;
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
-        if name.eq_ignore_ascii_case(b"connection") {
+        if name.eq_ignore_ascii_case(b"host") {
+            hosts += 1;
+        } else if name.eq_ignore_ascii_case(b"connection") {
             for token in h.value.split(|b| *b == b',') {
                 let token = token.trim_ascii();
                 if token.eq_ignore_ascii_case(b"close") {
@@ -138,6 +141,13 @@ pub fn parse_request_head(buf: &mut BytesMut) -> Result<Option<RequestHead>, Hea
         } else if name.eq_ignore_ascii_case(b"expect") {
             expect_continue = h.value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
         }
+    }
+    // RFC 9112 §3.2: one Host, and HTTP/1.1 requests must have it.
+    if hosts > 1 {
+        return Err(HeadError::Malformed("more than one Host header"));
+    }
+    if hosts == 0 && version == Version::HTTP_11 {
+        return Err(HeadError::Malformed("missing Host header"));
     }
     let framing = if transfer_encoding {
         if version == Version::HTTP_10 {
@@ -226,36 +236,38 @@ mod tests {
 
     #[test]
     fn keep_alive_follows_version_and_connection() {
-        assert!(head("GET / HTTP/1.1\r\n\r\n").keep_alive);
-        assert!(!head("GET / HTTP/1.1\r\nConnection: close\r\n\r\n").keep_alive);
+        assert!(head("GET / HTTP/1.1\r\nHost: a\r\n\r\n").keep_alive);
+        assert!(!head("GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").keep_alive);
         assert!(!head("GET / HTTP/1.0\r\n\r\n").keep_alive);
         assert!(head("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").keep_alive);
-        let up =
-            head("GET / HTTP/1.1\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\r\n");
+        let up = head(
+            "GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\r\n",
+        );
         assert!(up.upgrade && up.keep_alive);
     }
 
     #[test]
     fn bodies_are_framed_strictly() {
         assert_eq!(
-            head("POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n").framing,
+            head("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n").framing,
             BodyFraming::Chunked
         );
         assert_eq!(
-            head("POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n").framing,
+            head("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n").framing,
             BodyFraming::Empty
         );
         assert_eq!(
-            head("POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n").framing,
+            head("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n")
+                .framing,
             BodyFraming::Length(5)
         );
         for bad in [
-            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
-            "POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
-            "POST / HTTP/1.1\r\nContent-Length: -5\r\n\r\n",
-            "POST / HTTP/1.1\r\nContent-Length: 5x\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -5\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5x\r\n\r\n",
             "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
-            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n\r\n",
         ] {
             assert!(
                 matches!(parse(bad), Err(HeadError::Malformed(_))),
@@ -264,7 +276,7 @@ mod tests {
             );
         }
         assert_eq!(
-            parse("POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n").unwrap_err(),
+            parse("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n").unwrap_err(),
             HeadError::UnsupportedCoding
         );
     }
@@ -272,16 +284,16 @@ mod tests {
     #[test]
     fn expect_continue_only_with_a_body() {
         assert!(
-            head("PUT / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 9\r\n\r\n")
+            head("PUT / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 9\r\n\r\n")
                 .expect_continue
         );
-        assert!(!head("GET / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n").expect_continue);
+        assert!(!head("GET / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n").expect_continue);
     }
 
     #[test]
     fn malformed_and_oversized_heads_are_refused() {
         assert!(matches!(
-            parse("GET / HTTP/1.1\r\nBad Header: x\r\n\r\n"),
+            parse("GET / HTTP/1.1\r\nHost: a\r\nBad Header: x\r\n\r\n"),
             Err(HeadError::Malformed(_))
         ));
         assert!(matches!(
@@ -289,15 +301,18 @@ mod tests {
             Err(HeadError::Malformed(_))
         ));
         assert!(matches!(
-            parse("\x01GET / HTTP/1.1\r\n\r\n"),
+            parse("\x01GET / HTTP/1.1\r\nHost: a\r\n\r\n"),
             Err(HeadError::Malformed(_))
         ));
         let many: String = (0..101).map(|i| format!("x-{i}: 1\r\n")).collect();
         assert_eq!(
-            parse(&format!("GET / HTTP/1.1\r\n{many}\r\n")).unwrap_err(),
+            parse(&format!("GET / HTTP/1.1\r\nHost: a\r\n{many}\r\n")).unwrap_err(),
             HeadError::TooManyHeaders
         );
-        let long = format!("GET / HTTP/1.1\r\nx-long: {}", "a".repeat(MAX_HEAD));
+        let long = format!(
+            "GET / HTTP/1.1\r\nHost: a\r\nx-long: {}",
+            "a".repeat(MAX_HEAD)
+        );
         assert_eq!(parse(&long).unwrap_err(), HeadError::TooLarge);
         assert_eq!(
             HeadError::TooLarge.status(),
@@ -306,8 +321,21 @@ mod tests {
     }
 
     #[test]
+    fn host_is_required_once_in_http11() {
+        assert_eq!(
+            parse("GET / HTTP/1.1\r\n\r\n").unwrap_err(),
+            HeadError::Malformed("missing Host header")
+        );
+        assert_eq!(
+            parse("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n").unwrap_err(),
+            HeadError::Malformed("more than one Host header")
+        );
+        assert!(head("GET / HTTP/1.0\r\n\r\n").headers.is_empty());
+    }
+
+    #[test]
     fn absolute_targets_keep_their_authority() {
-        let h = head("GET http://shop.example/x HTTP/1.1\r\n\r\n");
+        let h = head("GET http://shop.example/x HTTP/1.1\r\nHost: shop.example\r\n\r\n");
         assert_eq!(h.uri.authority().map(|a| a.as_str()), Some("shop.example"));
         assert_eq!(h.uri.path(), "/x");
     }
