@@ -54,10 +54,19 @@ async fn echo() -> Backend {
         if path == "/slow" {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        let framing = match (
+            req.headers().get("content-length"),
+            req.headers().get("transfer-encoding"),
+        ) {
+            (Some(n), _) => format!("length {}", n.to_str().unwrap()),
+            (None, Some(_)) => "chunked".to_owned(),
+            (None, None) => "none".to_owned(),
+        };
         let body = req.into_body().collect().await.unwrap().to_bytes();
         let text = format!("{method} {path} {}", String::from_utf8_lossy(&body));
         Response::builder()
             .header("x-len", body.len())
+            .header("x-framing", framing)
             .body(full(text))
             .unwrap()
     })
@@ -215,8 +224,13 @@ async fn pipelined_requests_are_answered_in_order() {
         get("/three")
     ))
     .await;
-    assert_eq!(c.response(false).await.text(), "GET /slow ");
-    assert_eq!(c.response(false).await.text(), "POST /two hello");
+    let slow = c.response(false).await;
+    assert_eq!(slow.text(), "GET /slow ");
+    // A request without a body goes upstream without framing headers.
+    assert_eq!(slow.header("x-framing"), Some("none"));
+    let two = c.response(false).await;
+    assert_eq!(two.text(), "POST /two hello");
+    assert_eq!(two.header("x-framing"), Some("length 5"));
     let third = c.response(false).await;
     assert_eq!(third.text(), "GET /three ");
     assert!(third.header("date").is_some(), "{third:?}");
@@ -287,6 +301,7 @@ async fn chunked_request_bodies_stream_and_the_connection_carries_on() {
     let r = c.response(false).await;
     assert_eq!(r.text(), "POST /up hello world");
     assert_eq!(r.header("x-len"), Some("11"));
+    assert_eq!(r.header("x-framing"), Some("chunked"));
     // A body with a length, sent after its head, then another request.
     c.send(&format!(
         "PUT /len HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 6\r\n\r\n"

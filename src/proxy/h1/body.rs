@@ -71,10 +71,10 @@ pub struct H1Body {
 }
 
 impl H1Body {
-    /// A body that came whole with its head.
-    pub fn full(bytes: Bytes) -> Self {
+    /// A body that came whole with its head; `None` for no body at all.
+    pub fn full(bytes: Option<Bytes>) -> Self {
         H1Body {
-            state: State::Full(Some(bytes)),
+            state: State::Full(bytes),
             reader: None,
             back: None,
             want_continue: None,

@@ -26,7 +26,6 @@ use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use hyper::server::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -193,9 +192,9 @@ pub async fn serve(
         let mut handback = None;
         let mut want_continue = None;
         let body = match head.framing {
-            BodyFraming::Empty => H1Body::full(Bytes::new()),
+            BodyFraming::Empty => H1Body::full(None),
             BodyFraming::Length(n) if r.buf.len() as u64 >= n => {
-                H1Body::full(r.buf.split_to(n as usize).freeze())
+                H1Body::full(Some(r.buf.split_to(n as usize).freeze()))
             }
             framing => {
                 let Some(r) = reader.take() else { return };
