@@ -298,13 +298,32 @@ impl Span {
     }
 }
 
+/// A header name, with the most common ones recognized without the
+/// general parser (which lower-cases into a buffer and then searches the
+/// whole standard table).
+fn header_name(raw: &[u8]) -> Option<HeaderName> {
+    let known = match raw.len() {
+        4 if raw.eq_ignore_ascii_case(b"host") => Some(header::HOST),
+        4 if raw.eq_ignore_ascii_case(b"date") => Some(header::DATE),
+        6 if raw.eq_ignore_ascii_case(b"server") => Some(header::SERVER),
+        6 if raw.eq_ignore_ascii_case(b"accept") => Some(header::ACCEPT),
+        10 if raw.eq_ignore_ascii_case(b"user-agent") => Some(header::USER_AGENT),
+        12 if raw.eq_ignore_ascii_case(b"content-type") => Some(header::CONTENT_TYPE),
+        13 if raw.eq_ignore_ascii_case(b"cache-control") => Some(header::CACHE_CONTROL),
+        14 if raw.eq_ignore_ascii_case(b"content-length") => Some(header::CONTENT_LENGTH),
+        15 if raw.eq_ignore_ascii_case(b"accept-encoding") => Some(header::ACCEPT_ENCODING),
+        _ => None,
+    };
+    known.or_else(|| HeaderName::from_bytes(raw).ok())
+}
+
 /// The header map of a frozen head, from the spans of its headers.
 pub fn header_map(head: &bytes::Bytes, spans: &[Span]) -> Result<HeaderMap, &'static str> {
     let mut headers = HeaderMap::with_capacity(spans.len());
     for s in spans {
         let (ns, nl) = (s.name.0 as usize, s.name.1 as usize);
         let (vs, vl) = (s.value.0 as usize, s.value.1 as usize);
-        let name = HeaderName::from_bytes(&head[ns..ns + nl]).map_err(|_| "invalid header name")?;
+        let name = header_name(&head[ns..ns + nl]).ok_or("invalid header name")?;
         let value = HeaderValue::from_maybe_shared(head.slice(vs..vs + vl))
             .map_err(|_| "invalid header value")?;
         headers.append(name, value);

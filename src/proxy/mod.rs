@@ -4,6 +4,12 @@
 //! matched route out of it (so that a table swap never affects a request in
 //! flight), picks an endpoint and forwards on a pooled keep-alive
 //! connection, streaming bodies both ways without buffering them.
+//!
+//! Plain HTTP/1.1 is served by the proxy's own server (`h1`) and spoken to
+//! upstreams by its own client (`upstream`): the common path runs as one
+//! state machine per connection, with no task or channel in between.
+//! hyper serves HTTP/2 and TLS listeners and speaks to HTTP/2 and TLS
+//! backends, where its generality pays for itself.
 
 mod attempts;
 mod body;

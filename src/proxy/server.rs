@@ -4,6 +4,11 @@
 //! its own listening socket (`SO_REUSEPORT`, so the kernel spreads new
 //! connections) and its own upstream pool. Requests never hop threads and
 //! pools never contend: the nginx worker model, with one worker per core.
+//!
+//! Plain connections go to the own HTTP/1.1 server (`h1`, which hands h2c
+//! to hyper); TLS connections to hyper's, which picks the protocol by
+//! ALPN. On shutdown the listeners close, idle connections are closed and
+//! busy ones finish their request within the grace period.
 
 use std::io;
 use std::net::SocketAddr;

@@ -173,6 +173,16 @@ fn hex(b: u8) -> Option<u8> {
 /// prefix it was matched by (`/public/../admin`). Allocates only when the
 /// path needs it.
 pub fn normalize_path(path: &str) -> Cow<'_, str> {
+    // One pass finds the paths that may need work: "//" or a segment that
+    // starts with a dot. Most have neither and are returned as they are.
+    let bytes = path.as_bytes();
+    let suspect = bytes.first() != Some(&b'/')
+        || bytes
+            .windows(2)
+            .any(|w| w[0] == b'/' && (w[1] == b'/' || w[1] == b'.'));
+    if !suspect {
+        return Cow::Borrowed(path);
+    }
     let needs = path.contains("//")
         || path.split('/').any(|seg| seg == "." || seg == "..")
         || !path.starts_with('/');

@@ -7,6 +7,8 @@
 //! final `chunked`, or `Transfer-Encoding` on HTTP/1.0 are all refused with
 //! `400`, and the connection is closed.
 
+use std::mem::MaybeUninit;
+
 use bytes::BytesMut;
 use http::header::HeaderMap;
 use http::{Method, StatusCode, Uri, Version};
@@ -71,9 +73,11 @@ pub struct RequestHead {
 /// Parses a request head from the start of `buf`, consuming it. Returns
 /// `Ok(None)` when more bytes are needed.
 pub fn parse_request_head(buf: &mut BytesMut) -> Result<Option<RequestHead>, HeadError> {
-    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut slots);
-    let len = match req.parse(buf) {
+    // Uninitialized slots: initializing all of them would cost more than
+    // parsing a typical head.
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let len = match req.parse_with_uninit_headers(buf, &mut slots) {
         Ok(httparse::Status::Complete(n)) if n <= MAX_HEAD => n,
         Ok(httparse::Status::Complete(_)) => return Err(HeadError::TooLarge),
         Ok(httparse::Status::Partial) => {

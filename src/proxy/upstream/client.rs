@@ -240,7 +240,7 @@ pub async fn send(
             }
         }
     };
-    let mut resp = super::bounded(exchange, over_limit, addr, deadlines).await?;
+    let mut resp = super::bounded(std::pin::pin!(exchange), over_limit, addr, deadlines).await?;
     let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
     if switching {
         let Some(client) = client_upgrade.take() else {

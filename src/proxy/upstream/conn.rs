@@ -6,7 +6,6 @@
 //! readiness the event loop already recorded, usually without a system
 //! call.
 
-use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -14,6 +13,7 @@ use std::task::{Context, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use foldhash::HashMap;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
@@ -135,7 +135,7 @@ impl std::fmt::Debug for Pool {
 impl Pool {
     pub fn new(config: PoolConfig) -> Arc<Self> {
         Arc::new(Pool {
-            idle: Mutex::new(HashMap::new()),
+            idle: Mutex::new(HashMap::default()),
             config,
         })
     }

@@ -208,6 +208,9 @@ pub async fn send(
             }
         }
     };
+    // Pinned where it is: moving the large future into `bounded` would
+    // copy it.
+    let exchange = std::pin::pin!(exchange);
     let (mut conn, (head, writer)) = bounded(exchange, over_limit, addr, deadlines).await?;
 
     let ResponseHead {
@@ -328,11 +331,14 @@ async fn exchange(
     }
     let mut received = false;
     loop {
-        match codec::parse_response_head(&mut conn.buf, method) {
-            Ok(Some(head)) if head.status.is_informational() && !head.upgrade => continue,
-            Ok(Some(head)) => return Ok((head, writer)),
-            Ok(None) => {}
-            Err(e) => return Err(Attempt::Failed(e.into())),
+        // Nothing to parse before the first read.
+        if !conn.buf.is_empty() || received {
+            match codec::parse_response_head(&mut conn.buf, method) {
+                Ok(Some(head)) if head.status.is_informational() && !head.upgrade => continue,
+                Ok(Some(head)) => return Ok((head, writer)),
+                Ok(None) => {}
+                Err(e) => return Err(Attempt::Failed(e.into())),
+            }
         }
         match std::future::poll_fn(|cx| body::poll_fill(conn, cx)).await {
             Ok(0) if received => return Err(Attempt::Failed(UpstreamError::ClosedEarly)),
