@@ -91,6 +91,73 @@ async fn upstream_that_never_answers_is_504_after_the_route_timeout() {
 }
 
 #[tokio::test]
+async fn a_shorter_timeout_applies_on_a_connection_kept_from_a_longer_one() {
+    // Answers `/fast` at once and never answers `/hang`, on the same
+    // keep-alive connection.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let backend = tokio::spawn(async move {
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                use tokio::io::AsyncWriteExt;
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 1024];
+                loop {
+                    let Ok(n) = s.read(&mut chunk).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                        buf.drain(..end + 4);
+                        if head.starts_with("GET /fast ") {
+                            let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                            if s.write_all(ok).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let mut m = service("kept", &[addr]);
+    m.push_str(&route("kept", ""));
+    m.push_str(
+        r#"---
+apiVersion: sluicegate.io/v1alpha1
+kind: ApiRoute
+metadata: {name: short}
+spec:
+  hosts: [short.test]
+  routes:
+  - name: r
+    backends: [{serviceName: kept, servicePort: 80}]
+    timeouts: {request: 300ms}
+"#,
+    );
+    let gw = TestGateway::start(&m).await;
+    // The connection's timer is armed for the default 60 s here...
+    let r = get(gw.http(), "kept.test", "/fast").await;
+    assert_eq!(r.status, StatusCode::OK);
+    // ...and must still fire after 300 ms for the next request on it.
+    let started = std::time::Instant::now();
+    let r = get(gw.http(), "short.test", "/hang").await;
+    assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT);
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+    backend.abort();
+    gw.shutdown().await;
+}
+
+#[tokio::test]
 async fn upstream_closing_without_answer_is_502() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -21,6 +21,7 @@ mod health;
 mod server;
 mod service;
 mod socket;
+mod timer;
 mod tls;
 mod upstream;
 

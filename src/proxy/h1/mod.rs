@@ -3,10 +3,9 @@
 //! A connection is one task that reads a request head, runs the handler
 //! and writes the response, then reads the next head; pipelined requests
 //! are answered in order. There is no task or channel between the socket
-//! and the handler, and the head timeout is one timer per connection that
-//! is re-armed lazily (it fires at most once per timeout period and then
-//! checks the real deadline), not a timer per request. That is where most
-//! of a general-purpose server's per-request cost went.
+//! and the handler, and the head timeout is one lazily re-armed timer per
+//! connection (`timer::LazyDeadline`), not a timer per request. That is
+//! where most of a general-purpose server's per-request cost went.
 //!
 //! A connection that opens with the HTTP/2 preface (h2c with prior
 //! knowledge) is handed to hyper's HTTP/2 server with the bytes already
@@ -21,7 +20,7 @@ mod parse;
 mod write;
 
 use std::future::Future;
-use std::pin::{Pin, pin};
+use std::pin::pin;
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::Duration;
@@ -32,7 +31,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, watch};
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 use tracing::debug;
 
 pub use body::H1Body;
@@ -43,6 +42,7 @@ use write::{RequestFacts, error_response, write_response};
 use super::client::{ClientBody, Prefixed, UpgradeSlot, Upgraded};
 use super::headers::ClientInfo;
 use super::service::Worker;
+use super::timer::LazyDeadline;
 
 /// The client connection preface of HTTP/2 (RFC 9113 §3.4).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -56,40 +56,6 @@ const BODY_HANDBACK: Duration = Duration::from_secs(1);
 pub struct Http1 {
     pub worker: Worker,
     pub h2: http2::Builder<TokioExecutor>,
-}
-
-/// The head timeout of one connection. The timer is armed once; waiting
-/// for a new head only moves `deadline`, and the timer, when it fires
-/// early, is re-armed to it.
-struct HeadTimer {
-    limit: Duration,
-    deadline: Instant,
-    sleep: Pin<Box<Sleep>>,
-}
-
-impl HeadTimer {
-    fn new(limit: Duration) -> Self {
-        let deadline = Instant::now() + limit;
-        HeadTimer {
-            limit,
-            deadline,
-            sleep: Box::pin(tokio::time::sleep_until(deadline)),
-        }
-    }
-
-    fn restart(&mut self) {
-        self.deadline = Instant::now() + self.limit;
-    }
-
-    fn poll_expired(&mut self, cx: &mut std::task::Context<'_>) -> bool {
-        while self.sleep.as_mut().poll(cx).is_ready() {
-            if Instant::now() >= self.deadline {
-                return true;
-            }
-            self.sleep.as_mut().reset(self.deadline);
-        }
-        false
-    }
 }
 
 /// How waiting for more of a request head ended.
@@ -113,7 +79,8 @@ pub async fn serve(
     let worker = &shared.worker;
     let (read, mut w) = stream.into_split();
     let mut reader = Some(Box::new(Reader::new(read)));
-    let mut timer = HeadTimer::new(worker.shared.settings.header_read_timeout);
+    let head_timeout = worker.shared.settings.header_read_timeout;
+    let mut timer = LazyDeadline::new(Instant::now() + head_timeout);
     let mut stopping = stop.clone();
     let mut stopped = pin!(stopping.changed());
     let mut out: Vec<u8> = Vec::with_capacity(1024);
@@ -148,7 +115,7 @@ pub async fn serve(
                 }
             }
             if !waited {
-                timer.restart();
+                timer.set(Instant::now() + head_timeout);
                 waited = true;
             }
             let filled = std::future::poll_fn(|cx| {

@@ -18,6 +18,7 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 use crate::proxy::error::ProxyError;
+use crate::proxy::timer::LazyDeadline;
 use crate::routing::EndpointState;
 
 /// Initial read buffer; grows for large heads.
@@ -39,6 +40,9 @@ pub struct Conn {
     /// The endpoint it leads to: once that leaves its upstream, the
     /// connection is closed instead of kept idle.
     endpoint: Arc<EndpointState>,
+    /// The deadline of the exchange in progress, kept with the connection
+    /// so that its timer is registered once, not once per request.
+    pub deadline: Option<LazyDeadline>,
 }
 
 impl Conn {
@@ -63,6 +67,7 @@ impl Conn {
             reused: false,
             last_used: Instant::now(),
             endpoint: endpoint.clone(),
+            deadline: None,
         })
     }
 

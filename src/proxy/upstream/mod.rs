@@ -38,6 +38,8 @@ use super::body::{OverLimit, RequestBody, ResponseBody};
 use super::client::ClientUpgrade;
 use super::error::ProxyError;
 use super::headers::RequestHead;
+use super::socket;
+use super::timer::LazyDeadline;
 use crate::routing::EndpointState;
 use codec::{BodyFraming, ResponseHead};
 use conn::Conn;
@@ -185,15 +187,20 @@ pub async fn send(
     let body = &mut out.body;
     let upstream_err = |source: UpstreamError| ProxyError::Upstream { addr, source };
 
+    let deadline = tokio::time::Instant::from_std(deadlines.started + deadlines.request);
+    let timed_out = ProxyError::UpstreamTimeout {
+        addr,
+        timeout: deadlines.request,
+    };
     let exchange = async {
         let replayable = matches!(body, Some(ReqBody::Inline(_)));
         let mut conn = match pool.take(addr, deadlines.started) {
             Some(c) => c,
-            None => Conn::connect(endpoint, deadlines.connect).await?,
+            None => connect(endpoint, deadlines, deadline).await?,
         };
         conn.last_used = deadlines.started;
         loop {
-            let attempt = exchange(&mut conn, head, method, body).await;
+            let attempt = exchange(&mut conn, head, method, body, deadline).await;
             match attempt {
                 Ok(ok) => return Ok((conn, ok)),
                 // A kept-alive connection the server closed just before our
@@ -201,17 +208,25 @@ pub async fn send(
                 // sent again goes out once more on a fresh connection.
                 Err(Attempt::Stale(e)) if conn.reused && replayable => {
                     debug!(%addr, error = %e, "pooled connection was closed; retrying on a new one");
-                    conn = Conn::connect(endpoint, deadlines.connect).await?;
+                    conn = connect(endpoint, deadlines, deadline).await?;
                     conn.last_used = deadlines.started;
                 }
                 Err(Attempt::Stale(e) | Attempt::Failed(e)) => return Err(upstream_err(e)),
+                Err(Attempt::TimedOut) => return Err(timed_out),
             }
         }
     };
-    // Pinned where it is: moving the large future into `bounded` would
-    // copy it.
+    // Pinned where it is: moving the large future into the select would
+    // copy it. The request deadline is the exchange's own (see
+    // `exchange`); a request body past its limit ends it with `413`, and
+    // dropping the exchange closes its connection, so the upstream never
+    // gets the rest of the body.
     let exchange = std::pin::pin!(exchange);
-    let (mut conn, (head, writer)) = bounded(exchange, over_limit, addr, deadlines).await?;
+    let (mut conn, (head, writer)) = tokio::select! {
+        biased;
+        limit = over_limit => Err(ProxyError::BodyTooLarge { limit }),
+        r = exchange => r,
+    }?;
 
     let ResponseHead {
         status,
@@ -283,30 +298,76 @@ pub(crate) async fn bounded<T>(
 enum Attempt {
     Stale(UpstreamError),
     Failed(UpstreamError),
+    TimedOut,
+}
+
+/// Opens a connection within the connect timeout, and within what is left
+/// of the request deadline when that is shorter.
+async fn connect(
+    endpoint: &Arc<EndpointState>,
+    deadlines: Deadlines,
+    deadline: tokio::time::Instant,
+) -> Result<Conn, ProxyError> {
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    if left >= deadlines.connect {
+        return Conn::connect(endpoint, deadlines.connect).await;
+    }
+    tokio::time::timeout_at(deadline, Conn::connect(endpoint, deadlines.connect))
+        .await
+        .unwrap_or_else(|_| {
+            Err(ProxyError::UpstreamTimeout {
+                addr: endpoint.addr(),
+                timeout: deadlines.request,
+            })
+        })
+}
+
+/// Runs `f` until it finishes (`Some`) or `deadline` passes (`None`).
+async fn within<F: Future>(deadline: &mut LazyDeadline, f: F) -> Option<F::Output> {
+    let mut f = std::pin::pin!(f);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(v) = f.as_mut().poll(cx) {
+            return Poll::Ready(Some(v));
+        }
+        if deadline.poll_expired(cx) {
+            return Poll::Ready(None);
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 type Writer = tokio::task::JoinHandle<Result<tokio::net::tcp::OwnedWriteHalf, UpstreamError>>;
 
-/// Writes the request and reads the response head on `conn`.
+/// Writes the request and reads the response head on `conn`, by
+/// `deadline`.
 async fn exchange(
     conn: &mut Conn,
     head: &[u8],
     method: &Method,
     body: &mut Option<ReqBody>,
+    deadline: tokio::time::Instant,
 ) -> Result<(ResponseHead, Option<Writer>), Attempt> {
     let Some(mut w) = conn.write.take() else {
         return Err(Attempt::Stale(UpstreamError::ClosedEarly));
+    };
+    let timer = match &mut conn.deadline {
+        Some(t) => {
+            t.set(deadline);
+            t
+        }
+        none => none.insert(LazyDeadline::new(deadline)),
     };
     let mut writer = None;
     let write = match body.take() {
         Some(ReqBody::Inline(bytes)) => {
             let r = if bytes.is_empty() {
-                w.write_all(head).await
+                within(timer, w.write_all(head)).await
             } else {
                 let mut both = Vec::with_capacity(head.len() + bytes.len());
                 both.extend_from_slice(head);
                 both.extend_from_slice(&bytes);
-                w.write_all(&both).await
+                within(timer, w.write_all(&both)).await
             };
             // Keep it for a possible retry.
             *body = Some(ReqBody::Inline(bytes));
@@ -318,16 +379,18 @@ async fn exchange(
             first,
             chunked,
         }) => {
-            let r = w.write_all(head).await;
-            if r.is_ok() {
+            let r = within(timer, w.write_all(head)).await;
+            if let Some(Ok(())) = r {
                 writer = Some(tokio::spawn(body::write_body(w, body, first, chunked)));
             }
             r
         }
-        None => Err(std::io::Error::other("request body already consumed")),
+        None => Some(Err(std::io::Error::other("request body already consumed"))),
     };
-    if let Err(e) = write {
-        return Err(Attempt::Stale(e.into()));
+    match write {
+        None => return Err(Attempt::TimedOut),
+        Some(Err(e)) => return Err(Attempt::Stale(e.into())),
+        Some(Ok(())) => {}
     }
     let mut received = false;
     loop {
@@ -340,7 +403,22 @@ async fn exchange(
                 Err(e) => return Err(Attempt::Failed(e.into())),
             }
         }
-        match std::future::poll_fn(|cx| body::poll_fill(conn, cx)).await {
+        let filled = std::future::poll_fn(|cx| {
+            if let Poll::Ready(r) = socket::poll_fill(&conn.read, &mut conn.buf, cx) {
+                return Poll::Ready(Some(r));
+            }
+            let expired = conn.deadline.as_mut().is_some_and(|t| t.poll_expired(cx));
+            if expired {
+                Poll::Ready(None)
+            } else {
+                Poll::Pending
+            }
+        })
+        .await;
+        let Some(filled) = filled else {
+            return Err(Attempt::TimedOut);
+        };
+        match filled {
             Ok(0) if received => return Err(Attempt::Failed(UpstreamError::ClosedEarly)),
             Ok(0) => return Err(Attempt::Stale(UpstreamError::ClosedEarly)),
             Ok(_) => received = true,

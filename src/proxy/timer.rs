@@ -1,0 +1,84 @@
+//! Deadlines that cost no timer operation per request.
+//!
+//! Registering a timer and removing it again takes the runtime's timer
+//! lock twice, which on a keep-alive connection would happen for every
+//! request. A [`LazyDeadline`] keeps one registered timer for as long as
+//! its owner lives. Moving the deadline later only records it; when the
+//! timer fires before the recorded deadline it is re-armed to it, so it
+//! costs one timer operation per period instead of two per request.
+//! Moving the deadline earlier re-arms it at once.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Context;
+
+use tokio::time::{Instant, Sleep};
+
+#[derive(Debug)]
+pub struct LazyDeadline {
+    wanted: Instant,
+    sleep: Pin<Box<Sleep>>,
+}
+
+impl LazyDeadline {
+    pub fn new(at: Instant) -> Self {
+        LazyDeadline {
+            wanted: at,
+            sleep: Box::pin(tokio::time::sleep_until(at)),
+        }
+    }
+
+    /// Moves the deadline to `at`.
+    pub fn set(&mut self, at: Instant) {
+        if at < self.sleep.deadline() {
+            self.sleep.as_mut().reset(at);
+        }
+        self.wanted = at;
+    }
+
+    /// Whether the deadline has passed; otherwise `cx` is woken when it
+    /// may have.
+    pub fn poll_expired(&mut self, cx: &mut Context<'_>) -> bool {
+        while self.sleep.as_mut().poll(cx).is_ready() {
+            if Instant::now() >= self.wanted {
+                return true;
+            }
+            self.sleep.as_mut().reset(self.wanted);
+        }
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    async fn expired(d: &mut LazyDeadline) -> bool {
+        std::future::poll_fn(|cx| std::task::Poll::Ready(d.poll_expired(cx))).await
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn later_deadlines_are_honoured_when_the_timer_fires() {
+        let start = Instant::now();
+        let mut d = LazyDeadline::new(start + Duration::from_secs(1));
+        assert!(!expired(&mut d).await);
+        d.set(start + Duration::from_secs(3));
+        tokio::time::advance(Duration::from_millis(1500)).await;
+        // The timer fired at 1 s and was re-armed to 3 s.
+        assert!(!expired(&mut d).await);
+        tokio::time::advance(Duration::from_millis(1600)).await;
+        assert!(expired(&mut d).await);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn earlier_deadlines_re_arm_at_once() {
+        let start = Instant::now();
+        let mut d = LazyDeadline::new(start + Duration::from_secs(60));
+        assert!(!expired(&mut d).await);
+        d.set(start + Duration::from_millis(100));
+        tokio::time::advance(Duration::from_millis(150)).await;
+        assert!(expired(&mut d).await);
+    }
+}
