@@ -423,6 +423,17 @@ async fn unreadable_requests_are_refused_and_the_connection_closed() {
         assert_eq!(r.header("connection"), Some("close"));
         assert!(c.closed().await);
     }
+    // Each refusal is counted, under the route of unrouted requests.
+    let metrics = admin_get(&gw, "/metrics").await.text();
+    let count = |class: &str| -> u64 {
+        let key = format!("sluicegate_requests_total{{route=\"unmatched\",status=\"{class}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(key.as_str()))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    assert_eq!((count("4xx"), count("5xx")), (8, 1), "{metrics}");
     // A chunked body that breaks its framing ends the exchange, and the
     // next connection is served as usual.
     let mut c = Raw::open(gw.http()).await;

@@ -38,7 +38,9 @@ pub struct Worker {
     pub clients: Arc<Clients>,
 }
 
-fn unmatched() -> &'static RouteMetrics {
+/// The metrics of requests that matched no route, or that were refused
+/// before routing (an unreadable head).
+pub(super) fn unmatched() -> &'static RouteMetrics {
     static M: OnceLock<RouteMetrics> = OnceLock::new();
     M.get_or_init(|| RouteMetrics::new("unmatched".into()))
 }

@@ -41,7 +41,7 @@ use write::{RequestFacts, error_response, write_response};
 
 use super::client::{ClientBody, Prefixed, UpgradeSlot, Upgraded};
 use super::headers::ClientInfo;
-use super::service::Worker;
+use super::service::{Worker, unmatched};
 use super::timer::LazyDeadline;
 
 /// The client connection preface of HTTP/2 (RFC 9113 §3.4).
@@ -108,6 +108,8 @@ pub async fn serve(
                     Ok(None) => {}
                     Err(e) => {
                         debug!(peer = %client.peer_ip, error = %e, "unreadable request");
+                        let now = std::time::Instant::now();
+                        unmatched().record(e.status().as_u16(), Duration::ZERO, now);
                         error_response(&mut out, e.status(), &e.to_string());
                         let _ = w.write_all(&out).await;
                         return;
