@@ -97,7 +97,9 @@ pub fn parse_request_head(buf: &mut BytesMut) -> Result<Option<RequestHead>, Hea
         Some(0) => Version::HTTP_10,
         _ => Version::HTTP_11,
     };
-    let path = req.path.unwrap_or("");
+    let path = req
+        .path
+        .ok_or(HeadError::Malformed("missing request target"))?;
 
     let mut close = false;
     let mut keep_alive_token = false;
@@ -322,6 +324,28 @@ mod tests {
             HeadError::TooLarge.status(),
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
         );
+    }
+
+    #[test]
+    fn mangled_heads_are_refused_without_panicking() {
+        let valid = b"POST /a/b?c=d HTTP/1.1\r\nHost: shop.test\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\nX-A: \x80\xff\r\n\r\nabc";
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..20_000 {
+            let mut bytes = valid.to_vec();
+            for _ in 0..(next() % 4) {
+                let at = (next() as usize) % bytes.len();
+                bytes[at] = next() as u8;
+            }
+            bytes.truncate(1 + (next() as usize) % bytes.len());
+            let mut buf = BytesMut::from(&bytes[..]);
+            let _ = parse_request_head(&mut buf);
+        }
     }
 
     #[test]
