@@ -26,7 +26,7 @@ use std::time::Duration;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, Method};
 use sluicegate::routing::{
-    RequestView, RouteTable, UpstreamRegistry, normalize_host, normalize_path,
+    EncodedSlashes, RequestView, RouteTable, UpstreamRegistry, normalize_host, normalize_path,
 };
 use sluicegate::source::manifest::state_from_str;
 use sluicegate::translate::{ClusterState, TranslateOptions, translate};
@@ -198,7 +198,8 @@ fn bench_match(c: &mut Criterion) {
             b.iter(|| {
                 let mut buf = [0u8; 256];
                 let host = normalize_host(black_box(&raw_host), &mut buf)?;
-                let path = normalize_path(black_box("/api/v2/orders/8812"));
+                let path =
+                    normalize_path(black_box("/api/v2/orders/8812"), EncodedSlashes::Keep).ok()?;
                 let req = RequestView {
                     host,
                     path: &path,

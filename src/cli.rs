@@ -10,8 +10,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::api::Duration;
 use crate::controller::{ControllerConfig, Publish};
 use crate::gateway::GatewayConfig;
+use crate::http::client::PoolConfig;
 use crate::plugins::limit::redis::RedisTarget;
-use crate::proxy::{PoolConfig, ProxySettings};
+use crate::proxy::{Http2Settings, ProxySettings};
+use crate::routing::EncodedSlashes;
 use crate::source::dns::DnsSettings;
 use crate::source::kube::WatchScope;
 use crate::status::lease::{LeaseConfig, LeaseConfigError};
@@ -280,9 +282,53 @@ pub struct GatewayArgs {
     /// or load balancer that sets them).
     #[arg(long, env = "SLUICEGATE_TRUST_FORWARDED_HEADERS")]
     pub trust_forwarded_headers: bool,
-    /// Time a client has to send a complete request head.
+    /// Time a client has to send a complete request head, from its first
+    /// byte (from the connection's start for its first request).
     #[arg(long, env = "SLUICEGATE_HEADER_READ_TIMEOUT", default_value = "30s")]
     pub header_read_timeout: Duration,
+    /// How long a client connection may wait for its next request
+    /// (HTTP/1.1 keep-alive; HTTP/2 without open streams).
+    #[arg(long, env = "SLUICEGATE_KEEPALIVE_TIMEOUT", default_value = "60s")]
+    pub keepalive_timeout: Duration,
+    /// How long a response may make no progress towards a client that
+    /// does not read it before both connections close; routes may set
+    /// their own (`timeouts.send`).
+    #[arg(long, env = "SLUICEGATE_SEND_TIMEOUT", default_value = "60s")]
+    pub send_timeout: Duration,
+    /// Streams an HTTP/2 client may have open at once.
+    #[arg(
+        long,
+        env = "SLUICEGATE_HTTP2_MAX_CONCURRENT_STREAMS",
+        default_value_t = 128
+    )]
+    pub http2_max_concurrent_streams: u32,
+    /// Largest HTTP/2 header list accepted, in bytes.
+    #[arg(
+        long,
+        env = "SLUICEGATE_HTTP2_MAX_HEADER_LIST_SIZE",
+        default_value_t = 65536
+    )]
+    pub http2_max_header_list_size: u32,
+    /// An HTTP/2 PING is sent after this long without a frame from the
+    /// client...
+    #[arg(
+        long,
+        env = "SLUICEGATE_HTTP2_KEEPALIVE_INTERVAL",
+        default_value = "30s"
+    )]
+    pub http2_keepalive_interval: Duration,
+    /// ...and the connection closes when it is not answered within this.
+    #[arg(
+        long,
+        env = "SLUICEGATE_HTTP2_KEEPALIVE_TIMEOUT",
+        default_value = "20s"
+    )]
+    pub http2_keepalive_timeout: Duration,
+    /// What `%2F` and `%5C` in request paths mean, for routing and
+    /// forwarding alike: `keep` (part of a segment), `reject` (400) or
+    /// `decode` (separators).
+    #[arg(long, env = "SLUICEGATE_PATH_ENCODED_SLASHES", default_value = "keep")]
+    pub path_encoded_slashes: EncodedSlashes,
     /// On SIGTERM, how long in-flight requests may still run.
     #[arg(long, env = "SLUICEGATE_SHUTDOWN_GRACE", default_value = "25s")]
     pub shutdown_grace: Duration,
@@ -320,6 +366,16 @@ impl GatewayArgs {
                 request_timeout: self.request_timeout.0,
                 trust_forwarded: self.trust_forwarded_headers,
                 header_read_timeout: self.header_read_timeout.0,
+                keepalive_timeout: self.keepalive_timeout.0,
+                send_timeout: self.send_timeout.0,
+                http2: Http2Settings {
+                    max_concurrent_streams: self.http2_max_concurrent_streams,
+                    max_header_list_size: self.http2_max_header_list_size,
+                    keepalive_interval: self.http2_keepalive_interval.0,
+                    keepalive_timeout: self.http2_keepalive_timeout.0,
+                    ..Http2Settings::default()
+                },
+                encoded_slashes: self.path_encoded_slashes,
                 shutdown_grace: self.shutdown_grace.0,
                 https_redirect_port: self.https_redirect_port,
                 hsts: self.hsts.clone(),

@@ -261,7 +261,7 @@ impl Gateway {
     ) -> Result<Gateway, StartError> {
         let shared = Arc::new(Shared {
             table: publisher.table(),
-            settings: config.proxy.clone(),
+            settings: Arc::new(config.proxy.clone()),
         });
         let proxy = ProxyServer::start(config.http_addr, config.https_addr, config.workers, shared)
             .map_err(|source| StartError::Bind {

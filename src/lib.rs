@@ -11,6 +11,7 @@ pub mod cli;
 pub mod controller;
 pub mod demo;
 pub mod gateway;
+pub mod http;
 pub mod metrics;
 pub mod plugins;
 pub mod proxy;

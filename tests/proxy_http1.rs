@@ -73,12 +73,14 @@ async fn echo() -> Backend {
     .await
 }
 
-async fn gateway_with(timeout: Option<Duration>) -> (TestGateway, Backend) {
+/// A gateway with the given header read and keep-alive timeouts.
+async fn gateway_with(timeouts: Option<(Duration, Duration)>) -> (TestGateway, Backend) {
     let backend = echo().await;
     let manifests = format!("{}{}", service("echo", &[backend.addr]), route());
     let mut config = test_config(1);
-    if let Some(t) = timeout {
-        config.proxy.header_read_timeout = t;
+    if let Some((head, idle)) = timeouts {
+        config.proxy.header_read_timeout = head;
+        config.proxy.keepalive_timeout = idle;
     }
     (TestGateway::start_with(&manifests, config).await, backend)
 }
@@ -460,30 +462,53 @@ async fn unmatched_counts(gw: &TestGateway) -> (u64, u64) {
 }
 
 #[tokio::test]
-async fn slow_and_idle_clients_are_cut_after_the_header_read_timeout() {
-    let limit = Duration::from_millis(400);
-    let (gw, _b) = gateway_with(Some(limit)).await;
+async fn slow_and_idle_clients_are_cut_after_their_timeouts() {
+    let head = Duration::from_millis(400);
+    let idle = Duration::from_millis(1200);
+    let (gw, _b) = gateway_with(Some((head, idle))).await;
 
-    // A head that never completes.
+    // A head that never completes: the header read timeout, although the
+    // keep-alive timeout is longer.
     let started = Instant::now();
     let mut c = Raw::open(gw.http()).await;
     c.send("GET / HTTP/1.1\r\nHo").await;
     assert!(c.closed().await);
     let took = started.elapsed();
-    assert!(took >= limit && took < limit * 4, "closed after {took:?}");
+    assert!(took >= head && took < idle, "closed after {took:?}");
 
-    // Requests spaced closer than the limit keep one connection alive for
-    // well past it: the timeout counts from each new head, not from the
-    // start of the connection.
+    // A connection that never sends anything gets the header read timeout
+    // for its first request.
+    let started = Instant::now();
     let mut c = Raw::open(gw.http()).await;
-    for i in 0..6 {
+    assert!(c.closed().await);
+    let took = started.elapsed();
+    assert!(took >= head && took < idle, "closed after {took:?}");
+
+    // A head started after a kept-alive wait gets the header read timeout
+    // from its first byte.
+    let mut c = Raw::open(gw.http()).await;
+    c.send(&get("/first")).await;
+    assert_eq!(c.response(false).await.text(), "GET /first ");
+    tokio::time::sleep(head + head / 2).await;
+    let started = Instant::now();
+    c.send("GET /second HTTP/1.1\r\nHo").await;
+    assert!(c.closed().await);
+    let took = started.elapsed();
+    assert!(took >= head && took < idle, "closed after {took:?}");
+
+    // Requests spaced further apart than the header read timeout, but
+    // closer than the keep-alive timeout, keep one connection alive for
+    // well past both.
+    let mut c = Raw::open(gw.http()).await;
+    for i in 0..4 {
         c.send(&get(&format!("/k{i}"))).await;
         assert_eq!(c.response(false).await.text(), format!("GET /k{i} "));
-        tokio::time::sleep(limit / 2).await;
+        tokio::time::sleep(idle / 2).await;
     }
-    // Then an idle connection is closed.
+    // Then an idle connection is closed after the keep-alive timeout.
     let started = Instant::now();
     assert!(c.closed().await);
-    assert!(started.elapsed() < limit * 4);
+    let took = started.elapsed() + idle / 2;
+    assert!(took >= idle && took < idle * 3, "closed after {took:?}");
     gw.shutdown().await;
 }

@@ -363,6 +363,11 @@ pub struct Timeouts {
     /// default, so that long streams are not cut.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle: Option<Duration>,
+    /// Longest time the response may make no progress towards a client
+    /// that does not read it; then the client's and the upstream's
+    /// connections close. The gateway's `--send-timeout` by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send: Option<Duration>,
 }
 
 /// Observed state, written by the controller.

@@ -168,49 +168,6 @@ fn hex(b: u8) -> Option<u8> {
     }
 }
 
-/// Resolves `.` and `..` segments and merges repeated slashes, so that a
-/// request cannot reach a route's upstream with a path that escapes the
-/// prefix it was matched by (`/public/../admin`). Allocates only when the
-/// path needs it.
-pub fn normalize_path(path: &str) -> Cow<'_, str> {
-    // One pass finds the paths that may need work: "//" or a segment that
-    // starts with a dot. Most have neither and are returned as they are.
-    let bytes = path.as_bytes();
-    let suspect = bytes.first() != Some(&b'/')
-        || bytes
-            .windows(2)
-            .any(|w| w[0] == b'/' && (w[1] == b'/' || w[1] == b'.'));
-    if !suspect {
-        return Cow::Borrowed(path);
-    }
-    let needs = path.contains("//")
-        || path.split('/').any(|seg| seg == "." || seg == "..")
-        || !path.starts_with('/');
-    if !needs {
-        return Cow::Borrowed(path);
-    }
-    let mut segs: Vec<&str> = Vec::new();
-    for seg in path.split('/') {
-        match seg {
-            "" | "." => {}
-            ".." => {
-                segs.pop();
-            }
-            s => segs.push(s),
-        }
-    }
-    let trailing = path.ends_with('/') || path.ends_with("/.") || path.ends_with("/..");
-    let mut out = String::with_capacity(path.len());
-    for s in &segs {
-        out.push('/');
-        out.push_str(s);
-    }
-    if trailing || out.is_empty() {
-        out.push('/');
-    }
-    Cow::Owned(out)
-}
-
 /// Lower-cases a host and strips its port, using `buf` when lower-casing
 /// is needed so that the common (already lower case) host costs nothing.
 /// Returns `None` for a host that no route could name: too long, or with
@@ -249,21 +206,6 @@ fn strip_port(host: &str) -> &str {
 mod tests {
     use super::*;
     use crate::routing::Pattern;
-
-    #[test]
-    fn normalizes_paths() {
-        assert_eq!(normalize_path("/a/b"), "/a/b");
-        assert!(matches!(normalize_path("/a/b"), Cow::Borrowed(_)));
-        assert_eq!(normalize_path("/a//b"), "/a/b");
-        assert_eq!(normalize_path("/a/./b"), "/a/b");
-        assert_eq!(normalize_path("/public/../admin"), "/admin");
-        assert_eq!(normalize_path("/../../etc"), "/etc");
-        assert_eq!(normalize_path("/a/b/.."), "/a/");
-        assert_eq!(normalize_path("/a/"), "/a/");
-        assert_eq!(normalize_path("/"), "/");
-        assert_eq!(normalize_path("/.."), "/");
-        assert_eq!(normalize_path("/a..b/c"), "/a..b/c");
-    }
 
     #[test]
     fn normalizes_hosts() {

@@ -4,6 +4,7 @@
 //! in, a [`RouteTable`] comes out, and the proxy asks it for a route.
 
 mod matcher;
+mod path;
 mod pick;
 mod protocol;
 mod resilience;
@@ -15,7 +16,8 @@ mod tests;
 mod tls;
 mod upstream;
 
-pub use matcher::{RequestView, form_decode, normalize_host, normalize_path};
+pub use matcher::{RequestView, form_decode, normalize_host};
+pub use path::{EncodedSlashes, PathError, normalize_path};
 pub use pick::{RequestKeys, cookie_value};
 pub use protocol::{BackendProtocol, Protocol, UpstreamTls};
 pub use resilience::*;

@@ -166,6 +166,21 @@ impl BackendProtocol {
     }
 }
 
+impl BackendProtocol {
+    /// The settings as the upstream client takes them.
+    pub fn client(&self) -> crate::http::client::Protocol<'_> {
+        crate::http::client::Protocol {
+            id: self.id,
+            http2: self.protocol.http2_only(),
+            tls: self.tls.as_deref().map(|t| crate::http::client::Tls {
+                name: &t.name,
+                config: &t.config,
+                config_http1: &t.config_http1,
+            }),
+        }
+    }
+}
+
 impl PartialEq for BackendProtocol {
     fn eq(&self, other: &Self) -> bool {
         self.id == other.id

@@ -249,6 +249,9 @@ pub struct Timeouts {
     /// Longest wait for the next bytes of a response body.
     #[serde(skip_serializing_if = "Option::is_none", with = "opt_duration")]
     pub idle: Option<Duration>,
+    /// Longest time a response may make no progress towards the client.
+    #[serde(skip_serializing_if = "Option::is_none", with = "opt_duration")]
+    pub send: Option<Duration>,
 }
 
 impl Timeouts {

@@ -192,7 +192,9 @@ fn req(host: &str, target: &str) -> Req {
     };
     Req {
         host: host.to_owned(),
-        path: normalize_path(path).into_owned(),
+        path: normalize_path(path, crate::routing::EncodedSlashes::Keep)
+            .unwrap()
+            .into_owned(),
         query,
         method: Method::GET,
         headers: HeaderMap::new(),

@@ -215,6 +215,7 @@ fn route(
         connect: rule.timeouts.and_then(|t| t.connect).map(|d| d.0),
         request: rule.timeouts.and_then(|t| t.request).map(|d| d.0),
         idle: rule.timeouts.and_then(|t| t.idle).map(|d| d.0),
+        send: rule.timeouts.and_then(|t| t.send).map(|d| d.0),
     };
     let upstream = resilience::from_rule(rule, &format!("spec.routes[{i}]"))
         .map_err(|(field, why)| invalid(field, why))?;
@@ -222,6 +223,7 @@ fn route(
         ("connect", timeouts.connect),
         ("request", timeouts.request),
         ("idle", timeouts.idle),
+        ("send", timeouts.send),
     ] {
         if d.is_some_and(|d| d.is_zero()) {
             return Err(invalid(

@@ -421,6 +421,7 @@ pub(super) fn from_ingress(
         connect,
         request: read,
         idle: read,
+        send: None,
     };
     (out, timeouts)
 }

@@ -106,7 +106,21 @@ impl EndpointState {
     pub(super) fn mark_removed(&self) {
         self.removed.store(true, Relaxed);
     }
+}
 
+/// Connections to an endpoint that left its upstream are closed rather
+/// than pooled.
+impl crate::http::client::Peer for EndpointState {
+    fn addr(&self) -> std::net::SocketAddr {
+        EndpointState::addr(self)
+    }
+
+    fn is_gone(&self) -> bool {
+        self.is_removed()
+    }
+}
+
+impl EndpointState {
     /// Counts a request in flight until the guard is dropped.
     pub fn begin(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Relaxed);

@@ -1,57 +1,43 @@
-//! Request heads in (RFC 9112 §2–§7).
+//! Request heads: parsed in the server role (RFC 9112 §2–§7), framed in
+//! the client role.
 //!
 //! Request bodies are framed strictly, since a proxy that reads a body one
 //! way while the upstream reads it another lets a client smuggle a request
 //! past routing and plugins: `Transfer-Encoding` together with
 //! `Content-Length`, conflicting lengths, a transfer coding other than a
-//! final `chunked`, or `Transfer-Encoding` on HTTP/1.0 are all refused with
-//! `400`, and the connection is closed.
+//! lone `chunked`, or `Transfer-Encoding` on HTTP/1.0 are all refused, and
+//! the connection is closed. The request target must have one of the four
+//! forms of RFC 9112 §3.2, each only where it belongs.
 
 use std::mem::MaybeUninit;
 
 use bytes::BytesMut;
 use http::header::HeaderMap;
-use http::{Method, StatusCode, Uri, Version};
+use http::{Method, Uri, Version};
 
-use crate::proxy::headers::{Span, content_length, header_map};
+use super::WireError;
+use super::fields::{Span, TransferCoding, content_length, header_map};
+use super::limits::{MAX_HEAD, MAX_REQUEST_HEADERS, MAX_TARGET};
 
-/// Largest request head accepted, request line included.
-pub const MAX_HEAD: usize = 64 * 1024;
-/// Most request headers accepted.
-const MAX_HEADERS: usize = 100;
-
-/// Why a request head was refused; each maps to the status the client
-/// gets before the connection closes.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum HeadError {
-    #[error("malformed request: {0}")]
-    Malformed(&'static str),
-    #[error("request head larger than {MAX_HEAD} bytes")]
-    TooLarge,
-    #[error("more than {MAX_HEADERS} request headers")]
-    TooManyHeaders,
-    #[error("unsupported transfer coding")]
-    UnsupportedCoding,
-}
-
-impl HeadError {
-    pub fn status(&self) -> StatusCode {
-        match self {
-            HeadError::Malformed(_) => StatusCode::BAD_REQUEST,
-            HeadError::TooLarge | HeadError::TooManyHeaders => {
-                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
-            }
-            HeadError::UnsupportedCoding => StatusCode::NOT_IMPLEMENTED,
-        }
-    }
-}
-
-/// How a request body is delimited.
+/// How a request body is delimited, on the way in and on the way out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BodyFraming {
-    Empty,
+pub enum RequestFraming {
+    None,
     Length(u64),
     Chunked,
+}
+
+/// The form of a request target (RFC 9112 §3.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// `/path?query`
+    Origin,
+    /// `http://host/path`: the authority names the host, not `Host`.
+    Absolute,
+    /// `host:port`, for `CONNECT` only.
+    Authority,
+    /// `*`, for `OPTIONS` only.
+    Asterisk,
 }
 
 /// A parsed request head.
@@ -59,9 +45,10 @@ pub enum BodyFraming {
 pub struct RequestHead {
     pub method: Method,
     pub uri: Uri,
+    pub target: Target,
     pub version: Version,
     pub headers: HeaderMap,
-    pub framing: BodyFraming,
+    pub framing: RequestFraming,
     /// Whether the client lets the connection carry another request.
     pub keep_alive: bool,
     /// The client waits for `100 Continue` before sending its body.
@@ -70,42 +57,80 @@ pub struct RequestHead {
     pub upgrade: bool,
 }
 
+/// The target's form, checked against the method.
+fn target(method: &Method, raw: &str, uri: &Uri) -> Result<Target, WireError> {
+    if raw == "*" {
+        return if *method == Method::OPTIONS {
+            Ok(Target::Asterisk)
+        } else {
+            Err(WireError::Malformed(
+                "asterisk-form target is only for OPTIONS",
+            ))
+        };
+    }
+    if *method == Method::CONNECT {
+        return if uri.scheme().is_none() && uri.authority().is_some() && uri.path().is_empty() {
+            Ok(Target::Authority)
+        } else {
+            Err(WireError::Malformed(
+                "CONNECT needs an authority-form target",
+            ))
+        };
+    }
+    if raw.starts_with('/') {
+        return Ok(Target::Origin);
+    }
+    let http = uri
+        .scheme_str()
+        .is_some_and(|s| s.eq_ignore_ascii_case("http") || s.eq_ignore_ascii_case("https"));
+    match uri.authority() {
+        // RFC 9110 §4.2.4: userinfo in an http(s) URI is an error.
+        Some(a) if a.as_str().contains('@') => {
+            Err(WireError::Malformed("userinfo in the request target"))
+        }
+        Some(a) if http && !a.host().is_empty() => Ok(Target::Absolute),
+        _ => Err(WireError::Malformed("invalid request target")),
+    }
+}
+
 /// Parses a request head from the start of `buf`, consuming it. Returns
 /// `Ok(None)` when more bytes are needed.
-pub fn parse_request_head(buf: &mut BytesMut) -> Result<Option<RequestHead>, HeadError> {
+pub fn parse_request_head(buf: &mut BytesMut) -> Result<Option<RequestHead>, WireError> {
     // Uninitialized slots: initializing all of them would cost more than
     // parsing a typical head.
-    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_REQUEST_HEADERS];
     let mut req = httparse::Request::new(&mut []);
     let len = match req.parse_with_uninit_headers(buf, &mut slots) {
         Ok(httparse::Status::Complete(n)) if n <= MAX_HEAD => n,
-        Ok(httparse::Status::Complete(_)) => return Err(HeadError::TooLarge),
+        Ok(httparse::Status::Complete(_)) => return Err(WireError::HeadTooLarge),
         Ok(httparse::Status::Partial) => {
             return if buf.len() > MAX_HEAD {
-                Err(HeadError::TooLarge)
+                Err(WireError::HeadTooLarge)
             } else {
                 Ok(None)
             };
         }
-        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooManyHeaders),
-        Err(httparse::Error::Version) => return Err(HeadError::Malformed("unsupported version")),
-        Err(_) => return Err(HeadError::Malformed("invalid syntax")),
+        Err(httparse::Error::TooManyHeaders) => return Err(WireError::TooManyHeaders),
+        Err(httparse::Error::Version) => return Err(WireError::Malformed("unsupported version")),
+        Err(_) => return Err(WireError::Malformed("invalid syntax")),
     };
     let method = Method::from_bytes(req.method.unwrap_or("").as_bytes())
-        .map_err(|_| HeadError::Malformed("invalid method"))?;
+        .map_err(|_| WireError::Malformed("invalid method"))?;
     let version = match req.version {
         Some(0) => Version::HTTP_10,
         _ => Version::HTTP_11,
     };
     let path = req
         .path
-        .ok_or(HeadError::Malformed("missing request target"))?;
+        .ok_or(WireError::Malformed("missing request target"))?;
+    if path.len() > MAX_TARGET {
+        return Err(WireError::TargetTooLong);
+    }
 
     let mut close = false;
     let mut keep_alive_token = false;
     let mut upgrade_token = false;
-    let mut transfer_encoding = false;
-    let mut chunked = false;
+    let mut coding = TransferCoding::default();
     let mut length: Option<u64> = None;
     let mut expect_continue = false;
     let mut hosts = 0;
@@ -125,23 +150,12 @@ pub fn parse_request_head(buf: &mut BytesMut) -> Result<Option<RequestHead>, Hea
                 }
             }
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            if transfer_encoding && chunked {
-                // `chunked` was not the last coding.
-                return Err(HeadError::Malformed(
-                    "chunked is not the last transfer coding",
-                ));
-            }
-            transfer_encoding = true;
-            chunked = h
-                .value
-                .rsplit(|b| *b == b',')
-                .next()
-                .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            coding.add(h.value);
         } else if name.eq_ignore_ascii_case(b"content-length") {
             let n =
-                content_length(h.value).ok_or(HeadError::Malformed("invalid Content-Length"))?;
+                content_length(h.value).ok_or(WireError::Malformed("invalid Content-Length"))?;
             if length.is_some_and(|l| l != n) {
-                return Err(HeadError::Malformed("conflicting Content-Length"));
+                return Err(WireError::ConflictingLength);
             }
             length = Some(n);
         } else if name.eq_ignore_ascii_case(b"expect") {
@@ -150,30 +164,28 @@ pub fn parse_request_head(buf: &mut BytesMut) -> Result<Option<RequestHead>, Hea
     }
     // RFC 9112 §3.2: one Host, and HTTP/1.1 requests must have it.
     if hosts > 1 {
-        return Err(HeadError::Malformed("more than one Host header"));
+        return Err(WireError::Malformed("more than one Host header"));
     }
     if hosts == 0 && version == Version::HTTP_11 {
-        return Err(HeadError::Malformed("missing Host header"));
+        return Err(WireError::Malformed("missing Host header"));
     }
-    let framing = if transfer_encoding {
+    let framing = if coding.present {
         if version == Version::HTTP_10 {
-            return Err(HeadError::Malformed(
+            return Err(WireError::Malformed(
                 "Transfer-Encoding in an HTTP/1.0 request",
             ));
         }
         if length.is_some() {
-            return Err(HeadError::Malformed(
+            return Err(WireError::Malformed(
                 "both Transfer-Encoding and Content-Length",
             ));
         }
-        if !chunked {
-            return Err(HeadError::UnsupportedCoding);
-        }
-        BodyFraming::Chunked
+        coding.chunked()?;
+        RequestFraming::Chunked
     } else {
         match length {
-            None | Some(0) => BodyFraming::Empty,
-            Some(n) => BodyFraming::Length(n),
+            None | Some(0) => RequestFraming::None,
+            Some(n) => RequestFraming::Length(n),
         }
     };
     let keep_alive = match version {
@@ -182,24 +194,31 @@ pub fn parse_request_head(buf: &mut BytesMut) -> Result<Option<RequestHead>, Hea
     };
 
     let base = buf.as_ptr();
-    let target = (path.as_ptr() as usize - base as usize, path.len());
-    let mut spans = [Span::default(); MAX_HEADERS];
+    let at = (path.as_ptr() as usize - base as usize, path.len());
+    let mut spans = [Span::default(); MAX_REQUEST_HEADERS];
     let n = req.headers.len();
     for (slot, h) in spans.iter_mut().zip(req.headers.iter()) {
         *slot = Span::of(base, h);
     }
     let head = buf.split_to(len).freeze();
-    let uri = Uri::from_maybe_shared(head.slice(target.0..target.0 + target.1))
-        .map_err(|_| HeadError::Malformed("invalid request target"))?;
-    let headers = header_map(&head, &spans[..n]).map_err(HeadError::Malformed)?;
+    let raw = head.slice(at.0..at.0 + at.1);
+    let uri = Uri::from_maybe_shared(raw.clone())
+        .map_err(|_| WireError::Malformed("invalid request target"))?;
+    let target = target(
+        &method,
+        std::str::from_utf8(&raw).map_err(|_| WireError::Malformed("invalid request target"))?,
+        &uri,
+    )?;
+    let headers = header_map(&head, &spans[..n])?;
     Ok(Some(RequestHead {
         method,
         uri,
+        target,
         version,
         headers,
         framing,
         keep_alive,
-        expect_continue: expect_continue && framing != BodyFraming::Empty,
+        expect_continue: expect_continue && framing != RequestFraming::None,
         upgrade: upgrade_token,
     }))
 }
@@ -208,7 +227,7 @@ pub fn parse_request_head(buf: &mut BytesMut) -> Result<Option<RequestHead>, Hea
 mod tests {
     use super::*;
 
-    fn parse(text: &str) -> Result<Option<RequestHead>, HeadError> {
+    fn parse(text: &str) -> Result<Option<RequestHead>, WireError> {
         parse_request_head(&mut BytesMut::from(text))
     }
 
@@ -226,7 +245,7 @@ mod tests {
         assert_eq!(h.uri.path(), "/a/b");
         assert_eq!(h.uri.query(), Some("x=1"));
         assert_eq!(h.version, Version::HTTP_11);
-        assert_eq!(h.framing, BodyFraming::Length(3));
+        assert_eq!(h.framing, RequestFraming::Length(3));
         assert!(h.keep_alive);
         assert!(!h.expect_continue);
         assert_eq!(h.headers["host"], "shop");
@@ -255,36 +274,53 @@ mod tests {
     #[test]
     fn bodies_are_framed_strictly() {
         assert_eq!(
-            head("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n").framing,
-            BodyFraming::Chunked
+            head("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n").framing,
+            RequestFraming::Chunked
         );
         assert_eq!(
             head("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n").framing,
-            BodyFraming::Empty
+            RequestFraming::None
         );
         assert_eq!(
             head("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n")
                 .framing,
-            BodyFraming::Length(5)
+            RequestFraming::Length(5)
         );
         for bad in [
             "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
-            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
             "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -5\r\n\r\n",
             "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5x\r\n\r\n",
             "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
             "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:\r\n\r\n",
         ] {
             assert!(
-                matches!(parse(bad), Err(HeadError::Malformed(_))),
+                matches!(parse(bad), Err(WireError::Malformed(_))),
                 "{bad:?} gave {:?}",
                 parse(bad)
             );
         }
         assert_eq!(
-            parse("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n").unwrap_err(),
-            HeadError::UnsupportedCoding
+            parse("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n")
+                .unwrap_err(),
+            WireError::ConflictingLength
         );
+        for unsupported in [
+            "gzip",
+            "gzip, chunked",
+            "gzip\r\nTransfer-Encoding: chunked",
+            "identity, chunked",
+        ] {
+            let text =
+                format!("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: {unsupported}\r\n\r\n");
+            assert_eq!(
+                parse(&text).unwrap_err(),
+                WireError::UnsupportedCoding,
+                "{unsupported}"
+            );
+        }
     }
 
     #[test]
@@ -300,29 +336,29 @@ mod tests {
     fn malformed_and_oversized_heads_are_refused() {
         assert!(matches!(
             parse("GET / HTTP/1.1\r\nHost: a\r\nBad Header: x\r\n\r\n"),
-            Err(HeadError::Malformed(_))
+            Err(WireError::Malformed(_))
         ));
         assert!(matches!(
             parse("GET / HTTP/2.0\r\n\r\n"),
-            Err(HeadError::Malformed(_))
+            Err(WireError::Malformed(_))
         ));
         assert!(matches!(
             parse("\x01GET / HTTP/1.1\r\nHost: a\r\n\r\n"),
-            Err(HeadError::Malformed(_))
+            Err(WireError::Malformed(_))
         ));
         let many: String = (0..101).map(|i| format!("x-{i}: 1\r\n")).collect();
         assert_eq!(
             parse(&format!("GET / HTTP/1.1\r\nHost: a\r\n{many}\r\n")).unwrap_err(),
-            HeadError::TooManyHeaders
+            WireError::TooManyHeaders
         );
         let long = format!(
             "GET / HTTP/1.1\r\nHost: a\r\nx-long: {}",
             "a".repeat(MAX_HEAD)
         );
-        assert_eq!(parse(&long).unwrap_err(), HeadError::TooLarge);
+        assert_eq!(parse(&long).unwrap_err(), WireError::HeadTooLarge);
         assert_eq!(
-            HeadError::TooLarge.status(),
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+            WireError::HeadTooLarge.status(),
+            http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
         );
     }
 
@@ -352,11 +388,11 @@ mod tests {
     fn host_is_required_once_in_http11() {
         assert_eq!(
             parse("GET / HTTP/1.1\r\n\r\n").unwrap_err(),
-            HeadError::Malformed("missing Host header")
+            WireError::Malformed("missing Host header")
         );
         assert_eq!(
             parse("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n").unwrap_err(),
-            HeadError::Malformed("more than one Host header")
+            WireError::Malformed("more than one Host header")
         );
         assert!(head("GET / HTTP/1.0\r\n\r\n").headers.is_empty());
     }
@@ -366,5 +402,69 @@ mod tests {
         let h = head("GET http://shop.example/x HTTP/1.1\r\nHost: shop.example\r\n\r\n");
         assert_eq!(h.uri.authority().map(|a| a.as_str()), Some("shop.example"));
         assert_eq!(h.uri.path(), "/x");
+    }
+
+    #[test]
+    fn targets_have_the_form_their_method_allows() {
+        let t = |text: &str| parse(text).map(|h| h.unwrap().target);
+        assert_eq!(t("GET /a HTTP/1.1\r\nHost: a\r\n\r\n"), Ok(Target::Origin));
+        assert_eq!(
+            t("GET http://a.test/x HTTP/1.1\r\nHost: a.test\r\n\r\n"),
+            Ok(Target::Absolute)
+        );
+        assert_eq!(
+            t("GET HTTPS://a.test HTTP/1.1\r\nHost: a.test\r\n\r\n"),
+            Ok(Target::Absolute)
+        );
+        assert_eq!(
+            t("OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n"),
+            Ok(Target::Asterisk)
+        );
+        assert_eq!(
+            t("CONNECT a.test:443 HTTP/1.1\r\nHost: a.test:443\r\n\r\n"),
+            Ok(Target::Authority)
+        );
+        for bad in [
+            "GET * HTTP/1.1\r\nHost: a\r\n\r\n",
+            "POST * HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET a.test:443 HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET a/b HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET ftp://a.test/x HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET http://user:pw@a.test/x HTTP/1.1\r\nHost: a.test\r\n\r\n",
+            "GET http:///x HTTP/1.1\r\nHost: a\r\n\r\n",
+            "CONNECT /x HTTP/1.1\r\nHost: a\r\n\r\n",
+            "CONNECT http://a.test/ HTTP/1.1\r\nHost: a\r\n\r\n",
+        ] {
+            assert!(
+                matches!(t(bad), Err(WireError::Malformed(_))),
+                "{bad:?}: {:?}",
+                t(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn long_targets_are_refused_with_414() {
+        let text = format!(
+            "GET /{} HTTP/1.1\r\nHost: a\r\n\r\n",
+            "a".repeat(MAX_TARGET)
+        );
+        let e = parse(&text).unwrap_err();
+        assert_eq!(e, WireError::TargetTooLong);
+        assert_eq!(e.status(), http::StatusCode::URI_TOO_LONG);
+    }
+
+    #[test]
+    fn bare_cr_nul_and_folding_are_refused() {
+        for bad in [
+            "GET / HTTP/1.1\r\nHost: a\rX-A: b\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nX-A: a\0b\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nX-A: a\r\n b\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost : a\r\n\r\n",
+            "GET /a b HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET /a\0 HTTP/1.1\r\nHost: a\r\n\r\n",
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} was accepted");
+        }
     }
 }

@@ -20,44 +20,64 @@ use std::time::Instant;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
 use hyper::client::conn::{http1, http2};
-use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 use tracing::debug;
 
-use super::{Deadlines, PoolConfig, UpstreamError};
-use crate::proxy::body::{OverLimit, RequestBody, ResponseBody};
-use crate::proxy::client::ClientUpgrade;
-use crate::proxy::error::ProxyError;
-use crate::proxy::headers::RequestHead;
-use crate::routing::BackendProtocol;
+use super::body::{Switched, UpstreamBody};
+use super::{Deadlines, Error, Head, OutBody, PoolConfig, UpstreamError};
+
+/// How a backend is spoken to through hyper.
+#[derive(Clone, Copy, Debug)]
+pub struct Protocol<'a> {
+    /// Connections are shared by requests whose settings have the same id.
+    pub id: u64,
+    /// HTTP/2 with prior knowledge (h2c, gRPC); over TLS, ALPN may also
+    /// choose it.
+    pub http2: bool,
+    pub tls: Option<Tls<'a>>,
+}
+
+/// TLS towards a backend.
+#[derive(Clone, Copy, Debug)]
+pub struct Tls<'a> {
+    /// Sent as SNI and checked against the certificate.
+    pub name: &'a rustls::pki_types::ServerName<'static>,
+    pub config: &'a std::sync::Arc<rustls::ClientConfig>,
+    /// The same, offering only HTTP/1.1 by ALPN: for protocol upgrades,
+    /// which HTTP/2 connections cannot carry.
+    pub config_http1: &'a std::sync::Arc<rustls::ClientConfig>,
+}
 
 type Key = (u64, SocketAddr);
 
-enum Entry {
-    H2(http2::SendRequest<RequestBody>),
+enum Entry<B> {
+    H2(http2::SendRequest<B>),
     /// Idle senders with the time they were put back, newest last.
-    H1(Vec<(http1::SendRequest<RequestBody>, Instant)>),
+    H1(Vec<(http1::SendRequest<B>, Instant)>),
 }
 
-enum Sender {
-    H1(http1::SendRequest<RequestBody>),
-    H2(http2::SendRequest<RequestBody>),
+enum Sender<B> {
+    H1(http1::SendRequest<B>),
+    H2(http2::SendRequest<B>),
 }
 
 /// One worker's connections to protocol backends.
-pub struct Clients {
-    conns: Mutex<HashMap<Key, Entry>>,
+pub struct Clients<B> {
+    conns: Mutex<HashMap<Key, Entry<B>>>,
     config: PoolConfig,
 }
 
-impl std::fmt::Debug for Clients {
+impl<B> std::fmt::Debug for Clients<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Clients").finish_non_exhaustive()
     }
 }
 
-impl Clients {
+impl<B: OutBody> Clients<B>
+where
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     pub fn new(config: PoolConfig) -> Self {
         Clients {
             conns: Mutex::new(HashMap::new()),
@@ -65,13 +85,13 @@ impl Clients {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Entry>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Entry<B>>> {
         self.conns.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// A connection that can take a request now: the shared HTTP/2 one,
     /// or an idle HTTP/1.1 one whose previous response has completed.
-    fn take(&self, key: Key, now: Instant) -> Option<Sender> {
+    fn take(&self, key: Key, now: Instant) -> Option<Sender<B>> {
         let mut conns = self.lock();
         match conns.get_mut(&key)? {
             Entry::H2(s) if !s.is_closed() => Some(Sender::H2(s.clone())),
@@ -88,7 +108,7 @@ impl Clients {
         }
     }
 
-    fn put(&self, key: Key, sender: Sender, now: Instant) {
+    fn put(&self, key: Key, sender: Sender<B>, now: Instant) {
         let mut conns = self.lock();
         match sender {
             Sender::H2(s) => {
@@ -127,29 +147,31 @@ impl Clients {
 
 /// Opens a connection as `proto` says, within the connect timeout (TCP
 /// and the TLS handshake together).
-async fn connect(
+async fn connect<B: OutBody>(
     addr: SocketAddr,
-    proto: &BackendProtocol,
+    proto: Protocol<'_>,
     deadlines: &Deadlines,
     upgrade: bool,
-) -> Result<Sender, ProxyError> {
+) -> Result<Sender<B>, Error>
+where
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let timeout = deadlines.connect;
     let open = async {
         let tcp = TcpStream::connect(addr)
             .await
-            .map_err(|source| ProxyError::Connect { addr, source })?;
+            .map_err(|source| Error::Connect { addr, source })?;
         let _ = tcp.set_nodelay(true);
-        let http2 = proto.protocol.http2_only();
-        let upstream = |source| ProxyError::Upstream { addr, source };
-        match &proto.tls {
-            None => handshake(TokioIo::new(tcp), http2)
+        let upstream = |source| Error::Exchange { addr, source };
+        match proto.tls {
+            None => handshake(TokioIo::new(tcp), proto.http2)
                 .await
                 .map_err(|e| upstream(UpstreamError::Hyper(e))),
             Some(tls) => {
                 let config = if upgrade {
-                    &tls.config_http1
+                    tls.config_http1
                 } else {
-                    &tls.config
+                    tls.config
                 };
                 let connector = tokio_rustls::TlsConnector::from(config.clone());
                 let stream = connector
@@ -157,7 +179,7 @@ async fn connect(
                     .await
                     .map_err(|e| upstream(UpstreamError::Tls(e)))?;
                 let alpn_h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-                handshake(TokioIo::new(stream), http2 || alpn_h2)
+                handshake(TokioIo::new(stream), proto.http2 || alpn_h2)
                     .await
                     .map_err(|e| upstream(UpstreamError::Hyper(e)))
             }
@@ -165,13 +187,14 @@ async fn connect(
     };
     match tokio::time::timeout(timeout, open).await {
         Ok(r) => r,
-        Err(_) => Err(ProxyError::ConnectTimeout { addr, timeout }),
+        Err(_) => Err(Error::ConnectTimeout { addr, timeout }),
     }
 }
 
-async fn handshake<T>(io: TokioIo<T>, http2: bool) -> Result<Sender, hyper::Error>
+async fn handshake<T, B: OutBody>(io: TokioIo<T>, http2: bool) -> Result<Sender<B>, hyper::Error>
 where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     if http2 {
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
@@ -194,23 +217,24 @@ where
     }
 }
 
-/// Forwards one request to `addr` as `proto` says. The body is taken only
-/// once a connection is open, so that after a failure to connect the
-/// request can go to another endpoint.
-#[allow(clippy::too_many_arguments)] // one request's parts, passed through as they are
-pub async fn send(
-    clients: &Clients,
-    proto: &BackendProtocol,
+/// Forwards one request to `addr` as `proto` says, within the request
+/// deadline. The body is taken only once a connection is open, so that
+/// after a failure to connect the request can go to another endpoint. A
+/// `101` answer's body is the switched connection.
+pub async fn send<B: OutBody>(
+    clients: &Clients<B>,
+    proto: Protocol<'_>,
     addr: SocketAddr,
-    head: &RequestHead<'_>,
-    body: &mut Option<RequestBody>,
-    over_limit: &mut OverLimit,
+    head: &impl Head,
+    body: &mut Option<B>,
     deadlines: Deadlines,
-    client_upgrade: &mut Option<ClientUpgrade>,
-) -> Result<Response<ResponseBody>, ProxyError> {
+) -> Result<Response<UpstreamBody>, Error>
+where
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     // Upgrades need HTTP/1.1 connections, kept apart from those on which
     // the backend may have chosen HTTP/2.
-    let upgrade = client_upgrade.is_some();
+    let upgrade = head.upgrade();
     let key = (proto.id ^ u64::from(upgrade), addr);
     let exchange = async {
         let sender = match clients.take(key, deadlines.started) {
@@ -220,9 +244,9 @@ pub async fn send(
         let http2 = matches!(sender, Sender::H2(_));
         let body = body
             .take()
-            .ok_or(ProxyError::BadRequest("request body already sent"))?;
+            .ok_or(Error::Request("request body already sent"))?;
         let req = request(head, proto, addr, body, http2)?;
-        let upstream = |e| ProxyError::Upstream {
+        let upstream = |e| Error::Exchange {
             addr,
             source: UpstreamError::Hyper(e),
         };
@@ -240,39 +264,51 @@ pub async fn send(
             }
         }
     };
-    let mut resp = super::bounded(std::pin::pin!(exchange), over_limit, addr, deadlines).await?;
+    let deadline = tokio::time::Instant::from_std(deadlines.started + deadlines.request);
+    let mut resp = tokio::time::timeout_at(deadline, exchange)
+        .await
+        .unwrap_or(Err(Error::Timeout {
+            addr,
+            timeout: deadlines.request,
+        }))?;
     let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
-    if switching {
-        let Some(client) = client_upgrade.take() else {
-            return Err(ProxyError::Upstream {
+    let switched = if switching {
+        if !upgrade {
+            return Err(Error::Exchange {
                 addr,
-                source: UpstreamError::Codec(super::CodecError::Head("unexpected 101 response")),
+                source: UpstreamError::UnexpectedSwitch,
             });
-        };
-        splice(addr, client, hyper::upgrade::on(&mut resp));
-    }
+        }
+        Some(Switched::Hyper(hyper::upgrade::on(&mut resp)))
+    } else {
+        None
+    };
     let (mut parts, body) = resp.into_parts();
     strip_response_headers(&mut parts.headers, switching);
-    Ok(Response::from_parts(parts, ResponseBody::Hyper(body)))
+    let body = match switched {
+        Some(s) => UpstreamBody::Switched(Some(s)),
+        None => UpstreamBody::Hyper(body),
+    };
+    Ok(Response::from_parts(parts, body))
 }
 
 /// The request as hyper's client takes it: origin-form with `Host` over
 /// HTTP/1.1, absolute with the client's host as `:authority` over HTTP/2.
-fn request(
-    head: &RequestHead<'_>,
-    proto: &BackendProtocol,
+fn request<B>(
+    head: &impl Head,
+    proto: Protocol<'_>,
     addr: SocketAddr,
-    body: RequestBody,
+    body: B,
     http2: bool,
-) -> Result<Request<RequestBody>, ProxyError> {
-    if *head.method == Method::CONNECT {
-        return Err(ProxyError::BadRequest("CONNECT is not proxied"));
+) -> Result<Request<B>, Error> {
+    if *head.method() == Method::CONNECT {
+        return Err(Error::Request("CONNECT is not proxied"));
     }
-    let bad = |_| ProxyError::BadRequest("invalid request target");
-    let path = PathAndQuery::try_from(head.target).map_err(bad)?;
+    let bad = |_| Error::Request("invalid request target");
+    let path = PathAndQuery::try_from(head.target()).map_err(bad)?;
     let uri = if http2 {
         let authority = head
-            .host
+            .authority()
             .and_then(|h| Authority::try_from(h.as_bytes()).ok())
             .map_or_else(|| Authority::try_from(addr.to_string()), Ok)
             .map_err(bad)?;
@@ -286,12 +322,12 @@ fn request(
             .authority(authority)
             .path_and_query(path)
             .build()
-            .map_err(|_| ProxyError::BadRequest("invalid request target"))?
+            .map_err(|_| Error::Request("invalid request target"))?
     } else {
         Uri::from(path)
     };
     let mut req = Request::new(body);
-    *req.method_mut() = head.method.clone();
+    *req.method_mut() = head.method().clone();
     *req.uri_mut() = uri;
     *req.version_mut() = if http2 {
         Version::HTTP_2
@@ -319,25 +355,4 @@ fn strip_response_headers(headers: &mut http::HeaderMap, switching: bool) {
     } else {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
-}
-
-/// Joins the client's upgraded connection to the upstream's.
-fn splice(addr: SocketAddr, client: ClientUpgrade, upstream: OnUpgrade) {
-    tokio::spawn(async move {
-        let (mut client, upstream) = match tokio::join!(client.wait(), upstream) {
-            (Ok(c), Ok(u)) => (c, u),
-            (Err(e), _) => {
-                debug!(%addr, error = %e, "client upgrade did not complete");
-                return;
-            }
-            (_, Err(e)) => {
-                debug!(%addr, error = %e, "upstream upgrade did not complete");
-                return;
-            }
-        };
-        let mut upstream = TokioIo::new(upstream);
-        if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-            debug!(%addr, error = %e, "upgraded connection ended");
-        }
-    });
 }

@@ -14,32 +14,32 @@ use std::task::{Context, Poll, ready};
 
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
-use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::oneshot;
 
-use crate::proxy::client::ClientBodyError;
-use crate::proxy::socket;
-use crate::proxy::upstream::{Chunk, ChunkedDecoder};
+use super::body_error::ClientBodyError;
+use crate::http::io::Source;
+use crate::http::wire::{Chunk, ChunkedDecoder};
 
-/// The reading side of a client connection: the socket's read half and
+/// The reading side of a client connection: the stream's read half and
 /// what was read from it but not used yet.
-#[derive(Debug)]
-pub struct Reader {
-    pub read: OwnedReadHalf,
+pub struct Reader<R> {
+    pub read: R,
     pub buf: BytesMut,
 }
 
-impl Reader {
-    pub fn new(read: OwnedReadHalf) -> Self {
+impl<R: Source> Reader<R> {
+    /// No buffer yet: an idle connection holds none until its client
+    /// sends something.
+    pub fn new(read: R) -> Self {
         Reader {
             read,
-            buf: BytesMut::with_capacity(socket::READ_CHUNK / 2),
+            buf: BytesMut::new(),
         }
     }
 
     /// Reads more bytes into the buffer; `Ok(0)` means the client closed.
     pub fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        socket::poll_fill(&self.read, &mut self.buf, cx)
+        self.read.poll_fill(&mut self.buf, cx)
     }
 }
 
@@ -58,19 +58,26 @@ enum State {
 }
 
 /// A request body read by the proxy's own HTTP/1.1 server.
-#[derive(Debug)]
-pub struct H1Body {
+pub struct H1Body<R> {
     state: State,
     /// The connection's reading side, while the body streams.
-    reader: Option<Box<Reader>>,
+    reader: Option<Box<Reader<R>>>,
     /// Where the reading side goes back at the end of the body.
-    back: Option<oneshot::Sender<Box<Reader>>>,
+    back: Option<oneshot::Sender<Box<Reader<R>>>>,
     /// Tells the connection to send `100 Continue`, on the first read
     /// that has to wait for the client.
     want_continue: Option<oneshot::Sender<()>>,
 }
 
-impl H1Body {
+impl<R> std::fmt::Debug for H1Body<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("H1Body")
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: Source> H1Body<R> {
     /// A body that came whole with its head; `None` for no body at all.
     pub fn full(bytes: Option<Bytes>) -> Self {
         H1Body {
@@ -84,9 +91,9 @@ impl H1Body {
     /// A body still to be read from `reader`: `length` bytes, or chunked
     /// when `None`.
     pub fn streaming(
-        reader: Box<Reader>,
+        reader: Box<Reader<R>>,
         length: Option<u64>,
-        back: oneshot::Sender<Box<Reader>>,
+        back: oneshot::Sender<Box<Reader<R>>>,
         want_continue: Option<oneshot::Sender<()>>,
     ) -> Self {
         H1Body {
@@ -117,7 +124,7 @@ impl H1Body {
     }
 }
 
-impl Body for H1Body {
+impl<R: Source> Body for H1Body<R> {
     type Data = Bytes;
     type Error = ClientBodyError;
 

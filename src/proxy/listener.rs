@@ -5,31 +5,27 @@
 //! connections) and its own upstream pool. Requests never hop threads and
 //! pools never contend: the nginx worker model, with one worker per core.
 //!
-//! Plain connections go to the own HTTP/1.1 server (`h1`, which hands h2c
-//! to hyper); TLS connections to hyper's, which picks the protocol by
-//! ALPN. On shutdown the listeners close, idle connections are closed and
-//! busy ones finish their request within the grace period.
+//! Every connection goes to the own HTTP/1.1 server, which hands one that
+//! opens with the HTTP/2 preface (h2c) to the HTTP/2 server; a TLS
+//! connection goes to the HTTP/2 server when ALPN chose `h2`, else to the
+//! same HTTP/1.1 server as plain ones. On shutdown the listeners close,
+//! idle connections are closed and busy ones finish their request within
+//! the grace period.
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tracing::{debug, info, warn};
 
-use super::client::ClientBody;
-use super::h1;
-use super::headers::ClientInfo;
-use super::service::{Shared, Worker};
+use super::forward::{Shared, Worker};
+use super::server::{ClientInfo, Server, h1, h2};
 use super::tls;
-use super::upstream::{Clients, Pool};
+use crate::http::client::{Clients, Pool};
 
 /// A running proxy listener and its workers.
 pub struct ProxyServer {
@@ -164,54 +160,15 @@ fn bind_all(
     Ok((addr, listeners))
 }
 
-/// The hyper service for one client connection.
-pub(super) fn service(
-    worker: Worker,
-    client: ClientInfo,
-) -> impl hyper::service::Service<
-    hyper::Request<hyper::body::Incoming>,
-    Response = hyper::Response<super::ResponseBody>,
-    Error = std::convert::Infallible,
-    Future: Send + 'static,
-> + Clone
-+ Send
-+ 'static {
-    let client = Arc::new(client);
-    service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-        let w = worker.clone();
-        let client = client.clone();
-        let req = req.map(ClientBody::Hyper);
-        async move { Ok::<_, std::convert::Infallible>(w.handle(req, &client).await) }
-    })
-}
-
 async fn serve(
     listener: TcpListener,
     tls: Option<Arc<tls::Handshaker>>,
     worker: Worker,
     mut stop: watch::Receiver<bool>,
 ) {
-    let settings = &worker.shared.settings;
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(settings.header_read_timeout)
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(256);
-    let builder = Arc::new(builder);
-    let graceful = GracefulShutdown::new();
-    // Plain connections: the own HTTP/1.1 server, hyper for h2c. Each one
-    // holds a receiver of `conns` until it ends.
-    let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-    h2.timer(TokioTimer::new()).max_concurrent_streams(256);
-    let plain = Arc::new(h1::Http1 {
-        worker: worker.clone(),
-        h2,
-    });
+    let settings = worker.shared.settings.clone();
+    let server = Arc::new(Server::new(worker.clone(), settings.clone()));
+    // Each connection holds a receiver of `conns` until it ends.
     let (conns, conns_rx) = watch::channel(false);
     let local = listener.local_addr().ok();
     let grace = settings.shutdown_grace;
@@ -253,17 +210,17 @@ async fn serve(
         match &tls {
             None => {
                 let client = ClientInfo::new(peer, local, false);
-                tokio::spawn(h1::serve(stream, plain.clone(), client, conns_rx.clone()));
+                tokio::spawn(h1::serve(stream, server.clone(), client, conns_rx.clone()));
             }
             Some(handshaker) => {
                 // The handshake runs in the connection's own task, so a
                 // slow client never holds up the accept loop; it gets the
                 // header read timeout to finish it.
                 let handshaker = handshaker.clone();
-                let (builder, watcher) = (builder.clone(), graceful.watcher());
                 let limit = settings.header_read_timeout;
                 let mut client = ClientInfo::new(peer, local, true);
-                let w = worker.clone();
+                let server = server.clone();
+                let stop = conns_rx.clone();
                 tokio::spawn(async move {
                     let accepted =
                         match tokio::time::timeout(limit, handshaker.accept(stream)).await {
@@ -278,14 +235,11 @@ async fn serve(
                             }
                         };
                     client.set_client_certificate(accepted.client_auth, accepted.subject);
-                    let conn = builder
-                        .serve_connection_with_upgrades(
-                            TokioIo::new(accepted.stream),
-                            service(w, client),
-                        )
-                        .into_owned();
-                    if let Err(e) = watcher.watch(conn).await {
-                        debug!(%peer, error = %e, "client connection ended with an error");
+                    let h2 = accepted.stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                    if h2 {
+                        h2::serve(accepted.stream, &server, client, stop).await;
+                    } else {
+                        h1::serve(accepted.stream, server, client, stop).await;
                     }
                 });
             }
@@ -295,10 +249,7 @@ async fn serve(
     sweeper.abort();
     conns.send_replace(true);
     drop(conns_rx);
-    let drained = async {
-        tokio::join!(graceful.shutdown(), conns.closed());
-    };
-    if tokio::time::timeout(grace, drained).await.is_err() {
+    if tokio::time::timeout(grace, conns.closed()).await.is_err() {
         warn!(
             ?grace,
             "shutdown grace period over; closing remaining connections"

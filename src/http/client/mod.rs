@@ -1,18 +1,19 @@
-//! The upstream side of the proxy: a lean HTTP/1.1 client that runs inside
-//! the request's own task.
+//! The upstream side: a lean HTTP/1.1 client that runs inside the
+//! request's own task, hyper for TLS and HTTP/2 backends, and
+//! [`fetch`] for the gateway's own calls.
 //!
 //! One request is one exchange on one connection: write the head (and a
 //! small body in the same write), read the response head, then stream the
-//! response body as the client reads it. A longer request body is written
+//! response body as the caller reads it. A longer request body is written
 //! by a helper task so that request and response can flow at the same time.
 //! Compared with a general-purpose client there is no connection task and
 //! no channel between tasks on the way, which is most of the per-request
 //! cost of proxying.
 
 mod body;
-mod client;
-mod codec;
 mod conn;
+
+mod hyper;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -22,26 +23,18 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{Method, Response};
+use http::{HeaderMap, HeaderValue, Method, Response};
 use http_body::{Body, Frame};
 use tokio::io::AsyncWriteExt;
 use tracing::debug;
 
-pub use body::UpstreamBody;
-pub use client::{Clients, send as send_with_protocol};
-pub use codec::{
-    Chunk, ChunkedDecoder, CodecError, RequestFraming, encode_chunk, encode_last_chunk,
-};
-pub use conn::{Pool, PoolConfig};
+pub use self::hyper::{Clients, Protocol, Tls, send as send_with_protocol};
+pub use body::{Switched, UpstreamBody};
+pub use conn::{Peer, Pool, PoolConfig};
 
-use super::body::{OverLimit, RequestBody, ResponseBody};
-use super::client::ClientUpgrade;
-use super::error::ProxyError;
-use super::headers::RequestHead;
-use super::socket;
+use super::io::Source;
 use super::timer::LazyDeadline;
-use crate::routing::EndpointState;
-use codec::{BodyFraming, ResponseHead};
+use super::wire::{self, BodyFraming, RequestFraming, ResponseHead, WireError};
 use conn::Conn;
 
 /// Why an exchange with an upstream failed after connecting.
@@ -50,7 +43,7 @@ pub enum UpstreamError {
     #[error(transparent)]
     Io(#[from] std::io::Error),
     #[error(transparent)]
-    Codec(#[from] CodecError),
+    Wire(#[from] WireError),
     #[error("connection closed before a response arrived")]
     ClosedEarly,
     #[error("connection closed in the middle of the response body")]
@@ -58,11 +51,36 @@ pub enum UpstreamError {
     #[error("the client's request body failed")]
     ClientBody,
     #[error(transparent)]
-    Hyper(#[from] hyper::Error),
+    Hyper(#[from] ::hyper::Error),
     #[error("TLS handshake failed: {0}")]
     Tls(std::io::Error),
     #[error("no response bytes for {0:?}")]
     Idle(Duration),
+    #[error("unexpected 101 response")]
+    UnexpectedSwitch,
+}
+
+/// Why a request could not be exchanged with an upstream.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("connecting to {addr} failed: {source}")]
+    Connect {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("connecting to {addr} timed out after {timeout:?}")]
+    ConnectTimeout { addr: SocketAddr, timeout: Duration },
+    #[error("upstream {addr} sent no response within {timeout:?}")]
+    Timeout { addr: SocketAddr, timeout: Duration },
+    #[error("upstream {addr} failed: {source}")]
+    Exchange {
+        addr: SocketAddr,
+        #[source]
+        source: UpstreamError,
+    },
+    #[error("the request cannot be sent: {0}")]
+    Request(&'static str),
 }
 
 /// Per-request deadlines.
@@ -74,28 +92,53 @@ pub struct Deadlines {
     pub request: Duration,
 }
 
+/// A request head as it goes to an upstream: what the client layer needs
+/// to write it, whoever decided its fields.
+pub trait Head {
+    fn method(&self) -> &Method;
+    /// Origin-form target: path and query.
+    fn target(&self) -> &str;
+    /// The host the request is for: `:authority` over HTTP/2.
+    fn authority(&self) -> Option<&HeaderValue>;
+    /// Whether the request asks to switch protocols.
+    fn upgrade(&self) -> bool;
+    /// The whole head in HTTP/1.1 form, with `framing`.
+    fn encode(&self, out: &mut Vec<u8>, framing: RequestFraming);
+    /// The fields for hyper's client, which adds the framing itself.
+    fn header_map(&self, http2: bool) -> HeaderMap;
+}
+
+/// What a request body must be to be sent upstream.
+pub trait OutBody: Body<Data = Bytes> + Send + Unpin + 'static {}
+impl<B: Body<Data = Bytes> + Send + Unpin + 'static> OutBody for B {}
+
 /// A request body that is either complete in hand or still streaming.
-enum ReqBody {
+enum ReqBody<B> {
     /// Everything there is (possibly nothing), sent with the head.
     Inline(Bytes),
     /// The rest is read from the client while the exchange runs.
     Streaming {
-        body: RequestBody,
+        body: B,
         first: Option<Frame<Bytes>>,
         chunked: bool,
     },
 }
 
-/// Looks at the client's body without waiting: bodies that are already
-/// complete (no body, or a small one that arrived with the head) are sent
-/// in the same write as the head, and the request can be retried.
+/// Why a request body could not even start.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body failed before it was sent")]
+pub struct BodyFailed;
+
+/// Looks at the body without waiting: bodies that are already complete
+/// (no body, or a small one that arrived with the head) are sent in the
+/// same write as the head, and the request can be retried.
 ///
 /// A body that fails at once (broken framing, a client gone) fails the
 /// request here, before anything reaches the upstream.
-async fn classify(
+async fn classify<B: OutBody>(
     method: &Method,
-    mut body: RequestBody,
-) -> Result<(RequestFraming, ReqBody), ProxyError> {
+    mut body: B,
+) -> Result<(RequestFraming, ReqBody<B>), BodyFailed> {
     if body.is_end_stream() {
         let framing = if matches!(*method, Method::POST | Method::PUT | Method::PATCH) {
             RequestFraming::Length(0)
@@ -110,13 +153,7 @@ async fn classify(
     let polled = std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx))).await;
     let first = match polled {
         Poll::Ready(Some(Ok(frame))) => Some(frame),
-        Poll::Ready(Some(Err(e))) => {
-            debug!(error = %e, "request body failed before it was sent");
-            return Err(match body.exceeded() {
-                Some(limit) => ProxyError::BodyTooLarge { limit },
-                None => ProxyError::BadRequest("unreadable request body"),
-            });
-        }
+        Poll::Ready(Some(Err(_))) => return Err(BodyFailed),
         Poll::Ready(None) | Poll::Pending => None,
     };
     if let (Some(frame), Some(n)) = (&first, exact)
@@ -139,19 +176,16 @@ async fn classify(
 /// A request ready to be sent, possibly several times: its encoded head
 /// and its body, which is kept for another attempt when it was complete
 /// in hand.
-pub struct Outgoing {
+pub struct Outgoing<B> {
     head: Vec<u8>,
     method: Method,
-    body: Option<ReqBody>,
+    body: Option<ReqBody<B>>,
 }
 
-impl Outgoing {
+impl<B: OutBody> Outgoing<B> {
     /// Encodes the head and looks at the body (see [`classify`]).
-    pub async fn prepare(
-        request: &RequestHead<'_>,
-        body: RequestBody,
-    ) -> Result<Outgoing, ProxyError> {
-        let method = request.method.clone();
+    pub async fn prepare(request: &impl Head, body: B) -> Result<Outgoing<B>, BodyFailed> {
+        let method = request.method().clone();
         let (framing, body) = classify(&method, body).await?;
         let mut head = Vec::with_capacity(512);
         request.encode(&mut head, framing);
@@ -169,26 +203,24 @@ impl Outgoing {
     }
 }
 
-/// Sends a request to `addr` and returns the response once its head
-/// arrived. With `client_upgrade`, a `101` answer splices client and
-/// upstream together. A failure to connect leaves `out` as it was, so the
-/// request can go to another endpoint.
-pub async fn send(
+/// Sends a request to `peer` and returns the response once its head
+/// arrived. A `101` answer's body is the switched connection
+/// ([`UpstreamBody::Switched`]). A failure to connect leaves `out` as it
+/// was, so the request can go to another endpoint.
+pub async fn send<P: Peer + 'static, B: OutBody>(
     pool: &Arc<Pool>,
-    endpoint: &Arc<EndpointState>,
-    out: &mut Outgoing,
-    over_limit: &mut OverLimit,
+    peer: &Arc<P>,
+    out: &mut Outgoing<B>,
     deadlines: Deadlines,
-    client_upgrade: &mut Option<ClientUpgrade>,
-) -> Result<Response<ResponseBody>, ProxyError> {
-    let addr = endpoint.addr();
+) -> Result<Response<UpstreamBody>, Error> {
+    let addr = peer.addr();
     let method = &out.method;
     let head = &out.head;
     let body = &mut out.body;
-    let upstream_err = |source: UpstreamError| ProxyError::Upstream { addr, source };
+    let upstream_err = |source: UpstreamError| Error::Exchange { addr, source };
 
     let deadline = tokio::time::Instant::from_std(deadlines.started + deadlines.request);
-    let timed_out = ProxyError::UpstreamTimeout {
+    let timed_out = Error::Timeout {
         addr,
         timeout: deadlines.request,
     };
@@ -196,7 +228,7 @@ pub async fn send(
         let replayable = matches!(body, Some(ReqBody::Inline(_)));
         let mut conn = match pool.take(addr, deadlines.started) {
             Some(c) => c,
-            None => connect(endpoint, deadlines, deadline).await?,
+            None => connect(peer, deadlines, deadline).await?,
         };
         conn.last_used = deadlines.started;
         loop {
@@ -208,7 +240,7 @@ pub async fn send(
                 // sent again goes out once more on a fresh connection.
                 Err(Attempt::Stale(e)) if conn.reused && replayable => {
                     debug!(%addr, error = %e, "pooled connection was closed; retrying on a new one");
-                    conn = connect(endpoint, deadlines, deadline).await?;
+                    conn = connect(peer, deadlines, deadline).await?;
                     conn.last_used = deadlines.started;
                 }
                 Err(Attempt::Stale(e) | Attempt::Failed(e)) => return Err(upstream_err(e)),
@@ -216,17 +248,8 @@ pub async fn send(
             }
         }
     };
-    // Pinned where it is: moving the large future into the select would
-    // copy it. The request deadline is the exchange's own (see
-    // `exchange`); a request body past its limit ends it with `413`, and
-    // dropping the exchange closes its connection, so the upstream never
-    // gets the rest of the body.
-    let exchange = std::pin::pin!(exchange);
-    let (mut conn, (head, writer)) = tokio::select! {
-        biased;
-        limit = over_limit => Err(ProxyError::BodyTooLarge { limit }),
-        r = exchange => r,
-    }?;
+    // The request deadline is the exchange's own (see `exchange`).
+    let (mut conn, (head, writer)) = exchange.await?;
 
     let ResponseHead {
         status,
@@ -235,18 +258,16 @@ pub async fn send(
         keep_alive,
         upgrade,
     } = head;
-    let mut resp = Response::new(ResponseBody::empty());
+    let mut resp = Response::new(UpstreamBody::Complete(None));
     *resp.status_mut() = status;
     *resp.headers_mut() = headers;
 
     if upgrade {
-        match (client_upgrade.take(), conn.into_stream()) {
-            (Some(client), Some((stream, leftover))) => splice(addr, client, stream, leftover),
-            _ => {
-                return Err(upstream_err(UpstreamError::Codec(CodecError::Head(
-                    "unexpected 101 response",
-                ))));
+        match conn.into_stream() {
+            Some((stream, leftover)) => {
+                *resp.body_mut() = UpstreamBody::Switched(Some(Switched::Own(stream, leftover)));
             }
+            None => return Err(upstream_err(UpstreamError::UnexpectedSwitch)),
         }
         return Ok(resp);
     }
@@ -258,39 +279,12 @@ pub async fn send(
             pool.put(conn);
         }
         if framing != BodyFraming::Empty {
-            *resp.body_mut() = ResponseBody::full(bytes);
+            *resp.body_mut() = UpstreamBody::Complete(Some(bytes));
         }
         return Ok(resp);
     }
-    *resp.body_mut() = ResponseBody::Upstream(Box::new(UpstreamBody::new(
-        conn,
-        framing,
-        keep_alive,
-        writer,
-        pool.clone(),
-    )));
+    *resp.body_mut() = UpstreamBody::stream(conn, framing, keep_alive, writer, pool.clone());
     Ok(resp)
-}
-
-/// Runs `exchange` until the response head is in, within the request
-/// deadline. A request body that passes its limit first ends it with
-/// `413`: dropping the exchange closes its connection, so the upstream
-/// never gets the rest of the body.
-pub(crate) async fn bounded<T>(
-    exchange: impl Future<Output = Result<T, ProxyError>>,
-    over_limit: &mut OverLimit,
-    addr: SocketAddr,
-    deadlines: Deadlines,
-) -> Result<T, ProxyError> {
-    let deadline = tokio::time::Instant::from_std(deadlines.started + deadlines.request);
-    let timeout = deadlines.request;
-    tokio::select! {
-        biased;
-        limit = over_limit => Err(ProxyError::BodyTooLarge { limit }),
-        r = tokio::time::timeout_at(deadline, exchange) => {
-            r.unwrap_or_else(|_| Err(ProxyError::UpstreamTimeout { addr, timeout }))
-        }
-    }
 }
 
 /// How one attempt failed: `Stale` when nothing came back at all (the
@@ -303,23 +297,23 @@ enum Attempt {
 
 /// Opens a connection within the connect timeout, and within what is left
 /// of the request deadline when that is shorter.
-async fn connect(
-    endpoint: &Arc<EndpointState>,
+async fn connect<P: Peer + 'static>(
+    peer: &Arc<P>,
     deadlines: Deadlines,
     deadline: tokio::time::Instant,
-) -> Result<Conn, ProxyError> {
+) -> Result<Conn, Error> {
     let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    let peer: Arc<dyn Peer> = peer.clone();
     if left >= deadlines.connect {
-        return Conn::connect(endpoint, deadlines.connect).await;
+        return Conn::connect(peer, deadlines.connect).await;
     }
-    tokio::time::timeout_at(deadline, Conn::connect(endpoint, deadlines.connect))
+    let addr = peer.addr();
+    tokio::time::timeout_at(deadline, Conn::connect(peer, deadlines.connect))
         .await
-        .unwrap_or_else(|_| {
-            Err(ProxyError::UpstreamTimeout {
-                addr: endpoint.addr(),
-                timeout: deadlines.request,
-            })
-        })
+        .unwrap_or(Err(Error::Timeout {
+            addr,
+            timeout: deadlines.request,
+        }))
 }
 
 /// Runs `f` until it finishes (`Some`) or `deadline` passes (`None`).
@@ -339,13 +333,20 @@ async fn within<F: Future>(deadline: &mut LazyDeadline, f: F) -> Option<F::Outpu
 
 type Writer = tokio::task::JoinHandle<Result<tokio::net::tcp::OwnedWriteHalf, UpstreamError>>;
 
+/// What woke an exchange waiting for its response head.
+enum Event {
+    Read(std::io::Result<usize>),
+    Written(Result<Result<tokio::net::tcp::OwnedWriteHalf, UpstreamError>, tokio::task::JoinError>),
+    Expired,
+}
+
 /// Writes the request and reads the response head on `conn`, by
 /// `deadline`.
-async fn exchange(
+async fn exchange<B: OutBody>(
     conn: &mut Conn,
     head: &[u8],
     method: &Method,
-    body: &mut Option<ReqBody>,
+    body: &mut Option<ReqBody<B>>,
     deadline: tokio::time::Instant,
 ) -> Result<(ResponseHead, Option<Writer>), Attempt> {
     let Some(mut w) = conn.write.take() else {
@@ -396,27 +397,50 @@ async fn exchange(
     loop {
         // Nothing to parse before the first read.
         if !conn.buf.is_empty() || received {
-            match codec::parse_response_head(&mut conn.buf, method) {
+            match wire::parse_response_head(&mut conn.buf, method) {
                 Ok(Some(head)) if head.status.is_informational() && !head.upgrade => continue,
                 Ok(Some(head)) => return Ok((head, writer)),
                 Ok(None) => {}
                 Err(e) => return Err(Attempt::Failed(e.into())),
             }
         }
-        let filled = std::future::poll_fn(|cx| {
-            if let Poll::Ready(r) = socket::poll_fill(&conn.read, &mut conn.buf, cx) {
-                return Poll::Ready(Some(r));
+        let event = std::future::poll_fn(|cx| {
+            if let Poll::Ready(r) = conn.read.poll_fill(&mut conn.buf, cx) {
+                return Poll::Ready(Event::Read(r));
             }
-            let expired = conn.deadline.as_mut().is_some_and(|t| t.poll_expired(cx));
-            if expired {
-                Poll::Ready(None)
-            } else {
-                Poll::Pending
+            // A request body that fails on the client's side ends the
+            // exchange at once, as the client's fault: the upstream would
+            // only wait for the rest of it.
+            if let Some(w) = writer.as_mut()
+                && let Poll::Ready(done) = Pin::new(w).poll(cx)
+            {
+                return Poll::Ready(Event::Written(done));
             }
+            if conn.deadline.as_mut().is_some_and(|t| t.poll_expired(cx)) {
+                return Poll::Ready(Event::Expired);
+            }
+            Poll::Pending
         })
         .await;
-        let Some(filled) = filled else {
-            return Err(Attempt::TimedOut);
+        let filled = match event {
+            Event::Read(r) => r,
+            Event::Expired => return Err(Attempt::TimedOut),
+            Event::Written(done) => {
+                writer = None;
+                match done {
+                    Ok(Ok(w)) => conn.write = Some(w),
+                    Ok(Err(UpstreamError::ClientBody)) => {
+                        return Err(Attempt::Failed(UpstreamError::ClientBody));
+                    }
+                    // The upstream stopped reading the body: it may still
+                    // answer (`413`, say); the connection is not reused.
+                    Ok(Err(e)) => debug!(error = %e, "request body not written whole"),
+                    Err(e) => {
+                        return Err(Attempt::Failed(UpstreamError::Io(std::io::Error::other(e))));
+                    }
+                }
+                continue;
+            }
         };
         match filled {
             Ok(0) if received => return Err(Attempt::Failed(UpstreamError::ClosedEarly)),
@@ -426,28 +450,4 @@ async fn exchange(
             Err(e) => return Err(Attempt::Stale(e.into())),
         }
     }
-}
-
-/// Joins the client's upgraded connection to the upstream's.
-fn splice(
-    addr: SocketAddr,
-    client: ClientUpgrade,
-    mut upstream: tokio::net::TcpStream,
-    leftover: bytes::BytesMut,
-) {
-    tokio::spawn(async move {
-        let mut client = match client.wait().await {
-            Ok(u) => u,
-            Err(e) => {
-                debug!(%addr, error = %e, "client upgrade did not complete");
-                return;
-            }
-        };
-        if !leftover.is_empty() && client.write_all(&leftover).await.is_err() {
-            return;
-        }
-        if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-            debug!(%addr, error = %e, "upgraded connection ended");
-        }
-    });
 }

@@ -1,12 +1,14 @@
-//! Request header handling between client and upstream: hop-by-hop
-//! headers are removed (RFC 9110 §7.6.1) and the `X-Forwarded-*` family is
-//! set. Response heads are filtered while they are parsed (see
-//! `upstream::codec`).
+//! The request head an upstream gets: the client's fields without the
+//! hop-by-hop ones (RFC 9110 §7.6.1), one `Host`, and the
+//! `X-Forwarded-*` family set by the proxy. Response heads are filtered
+//! while they are parsed (see `wire`).
 
 use http::Method;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-use super::upstream::RequestFraming;
+use crate::http::client::Head;
+use crate::http::wire::{RequestFraming, put, put_length};
+use crate::proxy::server::ClientInfo;
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -15,44 +17,6 @@ static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port"
 static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
-
-/// Facts about the client connection, formatted once per connection.
-#[derive(Clone, Debug)]
-pub struct ClientInfo {
-    /// The peer's address, for hashing.
-    pub peer_ip: std::net::IpAddr,
-    pub ip: HeaderValue,
-    pub port: HeaderValue,
-    pub proto: HeaderValue,
-    /// Whether the connection is TLS.
-    pub tls: bool,
-    /// The client authentication setting the TLS handshake ran under.
-    pub client_auth: Option<u64>,
-    /// The verified client certificate's subject.
-    pub client_subject: Option<HeaderValue>,
-}
-
-impl ClientInfo {
-    pub fn new(peer: std::net::SocketAddr, local: std::net::SocketAddr, tls: bool) -> Self {
-        let num = |n: u16| HeaderValue::from(n);
-        ClientInfo {
-            peer_ip: peer.ip(),
-            ip: HeaderValue::try_from(peer.ip().to_string())
-                .unwrap_or(HeaderValue::from_static("unknown")),
-            port: num(local.port()),
-            proto: HeaderValue::from_static(if tls { "https" } else { "http" }),
-            tls,
-            client_auth: None,
-            client_subject: None,
-        }
-    }
-
-    /// Records what the handshake established about the client.
-    pub fn set_client_certificate(&mut self, setting: Option<u64>, subject: Option<String>) {
-        self.client_auth = setting;
-        self.client_subject = subject.and_then(|s| HeaderValue::try_from(s).ok());
-    }
-}
 
 /// Whether the request asks to switch to WebSocket.
 pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
@@ -75,12 +39,14 @@ fn connection_has(headers: &HeaderMap, token: &str) -> bool {
         .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
-/// Headers never passed to the upstream as the client sent them: the
-/// hop-by-hop ones (RFC 9110 §7.6.1), framing (the proxy frames the
-/// request itself), `Expect` (the proxy answers `100-continue` itself when
-/// it starts reading the body) and the forwarding headers (set below).
+/// Headers never passed to the upstream as the client sent them: `Host`
+/// (the request's one host is written instead), the hop-by-hop ones
+/// (RFC 9110 §7.6.1), framing (the proxy frames the request itself),
+/// `Expect` (the proxy answers `100-continue` itself when it starts
+/// reading the body) and the forwarding headers (set below).
 fn is_replaced(name: &HeaderName) -> bool {
     [
+        &header::HOST,
         &header::CONNECTION,
         &KEEP_ALIVE,
         &PROXY_CONNECTION,
@@ -99,14 +65,15 @@ fn is_replaced(name: &HeaderName) -> bool {
 }
 
 /// A request as it is written to the upstream.
-pub struct RequestHead<'a> {
+pub struct ForwardHead<'a> {
     pub method: &'a Method,
     /// Origin-form target: path and query.
     pub target: &'a str,
-    /// The client's headers, as received.
+    /// The client's headers, as received, but for `Host`.
     pub headers: &'a HeaderMap,
-    /// The host the client asked for (URI authority or `Host`); written as
-    /// `Host` when the client sent none, as HTTP/2 clients do.
+    /// The request's one host: what it was routed by, unless a plugin
+    /// rewrote it. Written as `Host` over HTTP/1.1 and as `:authority`
+    /// over HTTP/2, whatever `Host` the client sent.
     pub host: Option<&'a HeaderValue>,
     pub client: &'a ClientInfo,
     /// Keep the WebSocket upgrade handshake headers.
@@ -133,11 +100,27 @@ impl Sink for HeaderMap {
     }
 }
 
-impl RequestHead<'_> {
+impl Head for ForwardHead<'_> {
+    fn method(&self) -> &Method {
+        self.method
+    }
+
+    fn target(&self) -> &str {
+        self.target
+    }
+
+    fn authority(&self) -> Option<&HeaderValue> {
+        self.host
+    }
+
+    fn upgrade(&self) -> bool {
+        self.upgrade
+    }
+
     /// Writes the head in HTTP/1.1 form. Header policy is applied while
     /// writing rather than by editing the header map, which would hash
     /// every removed and inserted name once more.
-    pub fn encode(&self, out: &mut Vec<u8>, framing: RequestFraming) {
+    fn encode(&self, out: &mut Vec<u8>, framing: RequestFraming) {
         out.clear();
         out.extend_from_slice(self.method.as_str().as_bytes());
         out.push(b' ');
@@ -149,7 +132,7 @@ impl RequestHead<'_> {
         }
         match framing {
             RequestFraming::None => {}
-            RequestFraming::Length(n) => put(out, "content-length", n.to_string().as_bytes()),
+            RequestFraming::Length(n) => put_length(out, n),
             RequestFraming::Chunked => put(out, "transfer-encoding", b"chunked"),
         }
         out.extend_from_slice(b"\r\n");
@@ -159,11 +142,10 @@ impl RequestHead<'_> {
     /// as [`Self::encode`]; hyper adds the framing. Over HTTP/2 the host
     /// travels as `:authority` instead of `Host`, and `TE: trailers`, which
     /// gRPC requires, is kept.
-    pub fn header_map(&self, http2: bool) -> HeaderMap {
+    fn header_map(&self, http2: bool) -> HeaderMap {
         let mut out = HeaderMap::with_capacity(self.headers.len() + 6);
         self.headers_into(&mut out, !http2);
         if http2 {
-            out.remove(header::HOST);
             let trailers = self
                 .headers
                 .get_all(header::TE)
@@ -179,10 +161,11 @@ impl RequestHead<'_> {
         }
         out
     }
+}
 
-    /// The client's headers that pass, then the forwarding headers; `Host`
-    /// is added from the request's authority when `host` is set and the
-    /// client sent none.
+impl ForwardHead<'_> {
+    /// `Host` first, from the request's one host, then the client's
+    /// headers that pass, then the forwarding headers.
     fn headers_into(&self, out: &mut impl Sink, host: bool) {
         let named: Vec<&str> = if self.headers.contains_key(header::CONNECTION) {
             self.headers
@@ -195,7 +178,9 @@ impl RequestHead<'_> {
         } else {
             Vec::new()
         };
-        let mut have_host = false;
+        if host && let Some(h) = self.host {
+            out.put(&header::HOST, h);
+        }
         for (name, value) in self.headers {
             if is_replaced(name) {
                 continue;
@@ -209,14 +194,7 @@ impl RequestHead<'_> {
             {
                 continue;
             }
-            have_host |= *name == header::HOST;
             out.put(name, value);
-        }
-        if host
-            && !have_host
-            && let Some(h) = self.host
-        {
-            out.put(&header::HOST, h);
         }
         self.forwarded(out);
     }
@@ -260,77 +238,6 @@ impl RequestHead<'_> {
     }
 }
 
-/// Appends one header line in HTTP/1.1 form.
-pub fn put(out: &mut Vec<u8>, name: &str, value: &[u8]) {
-    out.extend_from_slice(name.as_bytes());
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
-}
-
-/// A `Content-Length` value: digits only, no sign, at most 19 of them.
-pub fn content_length(v: &[u8]) -> Option<u64> {
-    let v = v.trim_ascii();
-    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(v).ok()?.parse().ok()
-}
-
-/// Where a header's name and value lie in the buffer its head was parsed
-/// from. Positions are recorded while the parser borrows the buffer; the
-/// head is then frozen once, and [`header_map`] makes the values slices of
-/// it rather than copies.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Span {
-    name: (u32, u32),
-    value: (u32, u32),
-}
-
-impl Span {
-    /// `h`'s position in the buffer that starts at `base`.
-    pub fn of(base: *const u8, h: &httparse::Header<'_>) -> Span {
-        let at = |p: *const u8| (p as usize - base as usize) as u32;
-        Span {
-            name: (at(h.name.as_ptr()), h.name.len() as u32),
-            value: (at(h.value.as_ptr()), h.value.len() as u32),
-        }
-    }
-}
-
-/// A header name, with the most common ones recognized without the
-/// general parser (which lower-cases into a buffer and then searches the
-/// whole standard table).
-fn header_name(raw: &[u8]) -> Option<HeaderName> {
-    let known = match raw.len() {
-        4 if raw.eq_ignore_ascii_case(b"host") => Some(header::HOST),
-        4 if raw.eq_ignore_ascii_case(b"date") => Some(header::DATE),
-        6 if raw.eq_ignore_ascii_case(b"server") => Some(header::SERVER),
-        6 if raw.eq_ignore_ascii_case(b"accept") => Some(header::ACCEPT),
-        10 if raw.eq_ignore_ascii_case(b"user-agent") => Some(header::USER_AGENT),
-        12 if raw.eq_ignore_ascii_case(b"content-type") => Some(header::CONTENT_TYPE),
-        13 if raw.eq_ignore_ascii_case(b"cache-control") => Some(header::CACHE_CONTROL),
-        14 if raw.eq_ignore_ascii_case(b"content-length") => Some(header::CONTENT_LENGTH),
-        15 if raw.eq_ignore_ascii_case(b"accept-encoding") => Some(header::ACCEPT_ENCODING),
-        _ => None,
-    };
-    known.or_else(|| HeaderName::from_bytes(raw).ok())
-}
-
-/// The header map of a frozen head, from the spans of its headers.
-pub fn header_map(head: &bytes::Bytes, spans: &[Span]) -> Result<HeaderMap, &'static str> {
-    let mut headers = HeaderMap::with_capacity(spans.len());
-    for s in spans {
-        let (ns, nl) = (s.name.0 as usize, s.name.1 as usize);
-        let (vs, vl) = (s.value.0 as usize, s.value.1 as usize);
-        let name = header_name(&head[ns..ns + nl]).ok_or("invalid header name")?;
-        let value = HeaderValue::from_maybe_shared(head.slice(vs..vs + vl))
-            .map_err(|_| "invalid header value")?;
-        headers.append(name, value);
-    }
-    Ok(headers)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -362,7 +269,7 @@ mod tests {
         framing: RequestFraming,
     ) -> String {
         let client = client();
-        let head = RequestHead {
+        let head = ForwardHead {
             method: &Method::GET,
             target: "/p?q=1",
             headers: h,
@@ -389,7 +296,8 @@ mod tests {
             ("content-length", "999"),
             ("x-kept", "yes"),
         ]);
-        let text = encode(&h, None, false, false, RequestFraming::Length(3));
+        let host = HeaderValue::from_static("a.example");
+        let text = encode(&h, Some(&host), false, false, RequestFraming::Length(3));
         assert!(
             text.starts_with("GET /p?q=1 HTTP/1.1\r\nhost: a.example\r\nx-kept: yes\r\n"),
             "{text}"
@@ -406,6 +314,28 @@ mod tests {
             assert!(!text.contains(gone), "{gone} must not be sent: {text}");
         }
         assert!(text.ends_with("content-length: 3\r\n\r\n"), "{text}");
+    }
+
+    #[test]
+    fn the_one_host_replaces_the_clients() {
+        let h = map(&[("host", "b.test"), ("x-a", "1")]);
+        let host = HeaderValue::from_static("a.test");
+        let text = encode(&h, Some(&host), false, false, RequestFraming::None);
+        assert!(text.contains("host: a.test\r\n"), "{text}");
+        assert!(!text.contains("b.test"), "{text}");
+        let client = client();
+        let head = ForwardHead {
+            method: &Method::GET,
+            target: "/",
+            headers: &h,
+            host: Some(&host),
+            client: &client,
+            upgrade: false,
+            trust_forwarded: false,
+        };
+        let map = head.header_map(true);
+        assert!(!map.contains_key("host"), "{map:?}");
+        assert_eq!(map["x-forwarded-host"], "a.test");
     }
 
     #[test]

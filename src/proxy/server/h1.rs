@@ -1,23 +1,24 @@
-//! The proxy's own HTTP/1.1 server, for plain listeners.
+//! The proxy's own HTTP/1.1 server, for every listener.
 //!
 //! A connection is one task that reads a request head, runs the handler
 //! and writes the response, then reads the next head; pipelined requests
-//! are answered in order. There is no task or channel between the socket
-//! and the handler, and the head timeout is one lazily re-armed timer per
+//! are answered in order. There is no task or channel between the stream
+//! and the handler, and every deadline is one lazily re-armed timer per
 //! connection (`timer::LazyDeadline`), not a timer per request. That is
 //! where most of a general-purpose server's per-request cost went.
 //!
-//! A connection that opens with the HTTP/2 preface (h2c with prior
-//! knowledge) is handed to hyper's HTTP/2 server with the bytes already
-//! read. TLS listeners use hyper for both protocols (see `server`).
+//! The server is generic over the byte stream ([`Duplex`]): plain TCP and
+//! TLS run the same code with the same rules. A connection that opens
+//! with the HTTP/2 preface (h2c with prior knowledge) is handed to the
+//! HTTP/2 server with the bytes already read.
 //!
-//! Timeouts: the client has the header read timeout to send each request
-//! head, counted from when the server starts waiting for it, which also
-//! bounds how long an idle keep-alive connection stays open.
-
-mod body;
-mod parse;
-mod write;
+//! Timeouts:
+//! - a request head must arrive whole within the header read timeout,
+//!   counted from its first byte (from the accept for the first request);
+//! - between requests a connection may wait the keep-alive timeout;
+//! - a response that makes no progress towards the client for the send
+//!   timeout (the route's, else the server's) closes the connection, and
+//!   with it the upstream's.
 
 use std::future::Future;
 use std::pin::pin;
@@ -26,37 +27,27 @@ use std::task::Poll;
 use std::time::Duration;
 
 use http::{Method, Request, StatusCode};
-use hyper::server::conn::http2;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 use tracing::debug;
 
-pub use body::H1Body;
-use body::Reader;
-use parse::{BodyFraming, parse_request_head};
-use write::{RequestFacts, error_response, write_response};
-
-use super::client::{ClientBody, Prefixed, UpgradeSlot, Upgraded};
-use super::headers::ClientInfo;
-use super::service::{Worker, unmatched};
-use super::timer::LazyDeadline;
+use super::body::IntoClientBody;
+use super::h1_body::{H1Body, Reader};
+use super::h1_write::{Out, RequestFacts, write_response};
+use super::upgrade::UpgradeSlot;
+use super::{ClientInfo, Handler, SendTimeout, Server};
+use crate::http::io::{Duplex, Prefixed, Upgraded};
+use crate::http::timer::LazyDeadline;
+use crate::http::wire::{self, RequestFraming, parse_request_head};
+use crate::proxy::settings::ProxySettings;
 
 /// The client connection preface of HTTP/2 (RFC 9113 §3.4).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// How long the connection waits, after its response is written, for a
-/// request body still being read elsewhere to hand the socket back before
+/// request body still being read elsewhere to hand the stream back before
 /// it gives up on keep-alive.
 const BODY_HANDBACK: Duration = Duration::from_secs(1);
-
-/// What the plain listener's connections share.
-pub struct Http1 {
-    pub worker: Worker,
-    pub h2: http2::Builder<TokioExecutor>,
-}
 
 /// How waiting for more of a request head ended.
 enum Filled {
@@ -67,29 +58,36 @@ enum Filled {
     Failed(std::io::Error),
 }
 
-/// Serves one plain client connection. `stop` changes when the server
-/// shuts down; the connection holds it until it ends, which is how the
-/// server knows when every connection is done.
-pub async fn serve(
-    stream: TcpStream,
-    shared: Arc<Http1>,
+/// Serves one client connection. `stop` changes when the server shuts
+/// down; the connection holds it until it ends, which is how the server
+/// knows when every connection is done.
+pub async fn serve<S, H>(
+    stream: S,
+    server: Arc<Server<H>>,
     client: ClientInfo,
     stop: watch::Receiver<bool>,
-) {
-    let worker = &shared.worker;
-    let (read, mut w) = stream.into_split();
+) where
+    S: Duplex,
+    S::Read: IntoClientBody,
+    H: Handler,
+{
+    let handler = &server.handler;
+    let settings = &server.settings;
+    let (read, w) = stream.split();
     let mut reader = Some(Box::new(Reader::new(read)));
-    let head_timeout = worker.shared.settings.header_read_timeout;
-    let mut timer = LazyDeadline::new(Instant::now() + head_timeout);
+    let mut timer = LazyDeadline::new(Instant::now() + settings.header_read_timeout);
+    let mut out = Out::new(w);
     let mut stopping = stop.clone();
     let mut stopped = pin!(stopping.changed());
-    let mut out: Vec<u8> = Vec::with_capacity(1024);
     let mut first = true;
 
     loop {
         let Some(r) = reader.as_mut() else { return };
-        // The head.
-        let mut waited = false;
+        // The head: the keep-alive timeout while nothing of it has come,
+        // then the header read timeout from its first byte. The first
+        // request has the header read timeout from the accept.
+        let mut waited = first;
+        let mut started = first || !r.buf.is_empty();
         let head = loop {
             if first && !r.buf.is_empty() {
                 let n = r.buf.len().min(H2_PREFACE.len());
@@ -102,24 +100,29 @@ pub async fn serve(
                     first = false;
                     continue;
                 }
-            } else {
+            } else if !r.buf.is_empty() {
                 match parse_request_head(&mut r.buf) {
                     Ok(Some(head)) => break Some(head),
                     Ok(None) => {}
                     Err(e) => {
                         debug!(peer = %client.peer_ip, error = %e, "unreadable request");
-                        let now = std::time::Instant::now();
-                        unmatched().record(e.status().as_u16(), Duration::ZERO, now);
-                        error_response(&mut out, e.status(), &e.to_string());
-                        let _ = w.write_all(&out).await;
+                        refuse(handler, &mut out, &mut timer, settings, e).await;
                         return;
                     }
                 }
             }
-            if !waited {
-                timer.set(Instant::now() + head_timeout);
-                waited = true;
+            if !started && !r.buf.is_empty() {
+                started = true;
+                timer.set(Instant::now() + settings.header_read_timeout);
+            } else if !waited {
+                let limit = if started {
+                    settings.header_read_timeout
+                } else {
+                    settings.keepalive_timeout
+                };
+                timer.set(Instant::now() + limit);
             }
+            waited = true;
             let filled = std::future::poll_fn(|cx| {
                 match r.poll_fill(cx) {
                     Poll::Ready(Ok(0)) => return Poll::Ready(Filled::Closed),
@@ -140,7 +143,7 @@ pub async fn serve(
                 Filled::Data => {}
                 Filled::Closed | Filled::Stopping => return,
                 Filled::TimedOut => {
-                    debug!(peer = %client.peer_ip, "no request head within the header read timeout");
+                    debug!(peer = %client.peer_ip, started, "no whole request head in time");
                     return;
                 }
                 Filled::Failed(e) => {
@@ -150,8 +153,11 @@ pub async fn serve(
             }
         };
         let Some(head) = head else {
-            if let Some(r) = reader.take() {
-                serve_h2(r, w, &shared, client, stop).await;
+            if let Some(r) = reader.take()
+                && let Some(stream) = S::unsplit(r.read, out.into_inner())
+            {
+                let stream = Prefixed::new(r.buf, stream);
+                super::h2::serve(stream, &server, client, stop).await;
             }
             return;
         };
@@ -161,8 +167,8 @@ pub async fn serve(
         let mut handback = None;
         let mut want_continue = None;
         let body = match head.framing {
-            BodyFraming::Empty => H1Body::full(None),
-            BodyFraming::Length(n) if r.buf.len() as u64 >= n => {
+            RequestFraming::None => H1Body::full(None),
+            RequestFraming::Length(n) if r.buf.len() as u64 >= n => {
                 H1Body::full(Some(r.buf.split_to(n as usize).freeze()))
             }
             framing => {
@@ -175,19 +181,22 @@ pub async fn serve(
                     tx
                 });
                 let length = match framing {
-                    BodyFraming::Length(n) => Some(n),
+                    RequestFraming::Length(n) => Some(n),
                     _ => None,
                 };
                 H1Body::streaming(r, length, tx, cont)
             }
         };
 
+        // A refused CONNECT ends the connection: a client may already be
+        // sending what it meant for the tunnel.
+        let connect = head.method == Method::CONNECT;
         let facts = RequestFacts {
             head: head.method == Method::HEAD,
             version: head.version,
-            keep_alive: head.keep_alive,
+            keep_alive: head.keep_alive && !connect,
         };
-        let mut req = Request::new(ClientBody::H1(body));
+        let mut req = Request::new(S::Read::client_body(body));
         *req.method_mut() = head.method;
         *req.uri_mut() = head.uri;
         *req.version_mut() = head.version;
@@ -200,14 +209,15 @@ pub async fn serve(
         });
 
         let resp = match want_continue {
-            None => worker.handle(req, &client).await,
+            None => handler.handle(req, &client).await,
             Some(asked) => {
-                let mut handling = pin!(worker.handle(req, &client));
+                let mut handling = pin!(handler.handle(req, &client));
                 tokio::select! {
                     biased;
                     resp = &mut handling => resp,
                     Ok(()) = asked => {
-                        if w.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.is_err() {
+                        let cont = b"HTTP/1.1 100 Continue\r\n\r\n";
+                        if out.write(cont, &mut timer, settings.send_timeout).await.is_err() {
                             return;
                         }
                         handling.await
@@ -217,7 +227,7 @@ pub async fn serve(
         };
 
         let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
-        // A body read to its end has handed the socket back by now; one
+        // A body read to its end has handed the stream back by now; one
         // dropped unread has taken it along, and the response says that
         // the connection closes.
         let mut body_lost = false;
@@ -236,7 +246,11 @@ pub async fn serve(
             keep_alive: facts.keep_alive && !body_lost && !stop.has_changed().unwrap_or(true),
             ..facts
         };
-        let reusable = match write_response(&mut w, &mut out, resp, facts).await {
+        let send_timeout = resp
+            .extensions()
+            .get::<SendTimeout>()
+            .map_or(settings.send_timeout, |t| t.0);
+        let reusable = match write_response(&mut out, &mut timer, send_timeout, resp, facts).await {
             Ok(reusable) => reusable,
             Err(e) => {
                 debug!(peer = %client.peer_ip, error = %e, "response not sent whole");
@@ -246,7 +260,7 @@ pub async fn serve(
         if switching {
             if let (Some(tx), Some(r)) = (upgrade, reader.take()) {
                 let Reader { read, buf } = *r;
-                if let Ok(stream) = read.reunite(w) {
+                if let Some(stream) = S::unsplit(read, out.into_inner()) {
                     let _ = tx.send(Box::new(Prefixed::new(buf, stream)));
                 }
             }
@@ -272,27 +286,21 @@ pub async fn serve(
     }
 }
 
-/// Hands a connection that opened with the HTTP/2 preface to hyper.
-async fn serve_h2(
-    reader: Box<Reader>,
-    w: tokio::net::tcp::OwnedWriteHalf,
-    shared: &Http1,
-    client: ClientInfo,
-    mut stop: watch::Receiver<bool>,
-) {
-    let Reader { read, buf } = *reader;
-    let Ok(stream) = read.reunite(w) else { return };
-    let io = TokioIo::new(Prefixed::new(buf, stream));
-    let service = super::server::service(shared.worker.clone(), client);
-    let mut conn = pin!(shared.h2.serve_connection(io, service));
-    let result = tokio::select! {
-        r = conn.as_mut() => r,
-        _ = stop.changed() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
-    };
-    if let Err(e) = result {
-        debug!(error = %e, "HTTP/2 client connection ended with an error");
-    }
+/// Answers a request the server could not read, and counts it; the
+/// connection then closes.
+async fn refuse<W, H>(
+    handler: &H,
+    out: &mut Out<W>,
+    timer: &mut LazyDeadline,
+    settings: &ProxySettings,
+    e: wire::WireError,
+) where
+    W: tokio::io::AsyncWrite + Unpin,
+    H: Handler,
+{
+    let status = e.status();
+    handler.refused(status);
+    let mut text = Vec::new();
+    wire::error_response(&mut text, status, &e.to_string());
+    let _ = out.write(&text, timer, settings.send_timeout).await;
 }

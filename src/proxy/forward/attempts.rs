@@ -7,16 +7,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::{Method, Response, header};
+use http::{Method, Response, StatusCode, header};
+use tokio::io::AsyncWriteExt;
 use tracing::debug;
 
-use super::body::{RequestBody, ResponseBody, Tracked};
-use super::client::ClientUpgrade;
-use super::error::ProxyError;
-use super::headers::RequestHead;
-use super::service::Worker;
-use super::upstream::{self, Deadlines, Outgoing, UpstreamError};
+use super::Worker;
+use super::head::ForwardHead;
+use crate::http::client::{self, Deadlines, Outgoing, UpstreamBody, UpstreamError};
 use crate::metrics::{UPSTREAM_EJECTIONS, UPSTREAM_RETRIES};
+use crate::proxy::body::{FaultProbe, OverLimit, RequestBody, ResponseBody, Tracked};
+use crate::proxy::error::{ClientFault, ProxyError};
+use crate::proxy::server::ClientUpgrade;
 use crate::routing::{
     EndpointState, LoadBalancer, PickInput, RequestKeys, RetryOn, Route, clock_ns,
 };
@@ -25,7 +26,41 @@ use crate::routing::{
 /// attempt on the plain HTTP/1.1 path prepares it.
 enum Body {
     Raw(Option<RequestBody>),
-    Prepared(Outgoing),
+    Prepared(Outgoing<RequestBody>),
+}
+
+/// Runs an exchange until the response head is in. A request body that
+/// passes its limit first ends it with `413`: dropping the exchange closes
+/// its connection, so the upstream never gets the rest of the body.
+async fn bounded(
+    exchange: impl Future<Output = Result<Response<UpstreamBody>, client::Error>>,
+    over_limit: &mut OverLimit,
+) -> Result<Response<UpstreamBody>, ProxyError> {
+    let exchange = std::pin::pin!(exchange);
+    tokio::select! {
+        biased;
+        limit = over_limit => Err(ProxyError::BodyTooLarge { limit }),
+        r = exchange => r.map_err(ProxyError::from),
+    }
+}
+
+/// An attempt's failure as the client's own, when its request body is
+/// what failed: never the endpoint's fault, never retried.
+fn client_fault(e: ProxyError, probe: Option<&FaultProbe>) -> ProxyError {
+    if let ProxyError::BodyTooLarge { .. } | ProxyError::Client(_) = e {
+        return e;
+    }
+    match (probe.and_then(FaultProbe::error), &e) {
+        (Some(own), _) => own,
+        (
+            None,
+            ProxyError::Upstream {
+                source: UpstreamError::ClientBody,
+                ..
+            },
+        ) => ProxyError::Client(ClientFault::Aborted),
+        _ => e,
+    }
 }
 
 /// Sends the request, retrying as the route allows. Returns the response
@@ -36,12 +71,13 @@ pub(super) async fn send(
     worker: &Worker,
     route: &Route,
     keys: RequestKeys,
-    head: &RequestHead<'_>,
+    head: &ForwardHead<'_>,
     mut body: RequestBody,
     deadlines: Deadlines,
     mut client_upgrade: Option<ClientUpgrade>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let mut over_limit = body.over_limit();
+    let probe = body.fault_probe();
     let mut body = Body::Raw(Some(body));
     let mut tried: Vec<SocketAddr> = Vec::new();
     let policy = &route.retries;
@@ -71,30 +107,35 @@ pub(super) async fn send(
             && let Body::Raw(raw) = &mut body
         {
             let b = raw.take().ok_or_else(body_gone)?;
-            body = Body::Prepared(Outgoing::prepare(head, b).await?);
+            match Outgoing::prepare(head, b).await {
+                Ok(out) => body = Body::Prepared(out),
+                Err(_) => {
+                    return Err(probe
+                        .as_ref()
+                        .and_then(FaultProbe::error)
+                        .unwrap_or(ProxyError::Client(ClientFault::Aborted)));
+                }
+            }
         }
         let result = match (&backend.protocol, &mut body) {
             (None, Body::Prepared(out)) => {
-                upstream::send(
-                    &worker.pool,
-                    &endpoint,
-                    out,
+                bounded(
+                    client::send(&worker.pool, &endpoint, out, deadlines),
                     &mut over_limit,
-                    deadlines,
-                    &mut client_upgrade,
                 )
                 .await
             }
             (Some(proto), Body::Raw(raw)) => {
-                upstream::send_with_protocol(
-                    &worker.clients,
-                    proto,
-                    endpoint.addr(),
-                    head,
-                    raw,
+                bounded(
+                    client::send_with_protocol(
+                        &worker.clients,
+                        proto.client(),
+                        endpoint.addr(),
+                        head,
+                        raw,
+                        deadlines,
+                    ),
                     &mut over_limit,
-                    deadlines,
-                    &mut client_upgrade,
                 )
                 .await
             }
@@ -102,6 +143,7 @@ pub(super) async fn send(
             // to hyper's client any more (or was not there to prepare).
             _ => return Err(body_gone()),
         };
+        let result = result.map_err(|e| client_fault(e, probe.as_ref()));
         now = Instant::now();
         let now_ns = clock_ns(now);
         let attempts = tried.len() as u32 + 1;
@@ -131,12 +173,13 @@ pub(super) async fn send(
                     if route.load_balancer == LoadBalancer::PeakEwma {
                         endpoint.observe_latency(now - sent, now_ns);
                     }
+                    let resp = switch(endpoint.addr(), resp, client_upgrade.take())?;
                     return Ok(finish(route, keys, &endpoint, in_flight, resp));
                 }
                 (format!("status {status}"), Ok(resp))
             }
             Err(e) => {
-                if counts_against_endpoint(&e) {
+                if e.blames_endpoint() {
                     record_failure(route, &endpoint, &backend.upstream.passive(), now_ns);
                 }
                 match condition(&e) {
@@ -146,7 +189,7 @@ pub(super) async fn send(
             }
         };
         drop(in_flight);
-        last = Some(failed);
+        last = Some(failed.map(|r| r.map(ResponseBody::upstream)));
         debug!(route = %route.name, endpoint = %endpoint.addr(), error, "retrying on another endpoint");
         metrics::counter!(UPSTREAM_RETRIES, "route" => route.name.to_string()).increment(1);
         tried.push(endpoint.addr());
@@ -161,8 +204,9 @@ fn finish(
     keys: RequestKeys,
     endpoint: &Arc<EndpointState>,
     in_flight: crate::routing::InFlight,
-    mut resp: Response<ResponseBody>,
+    resp: Response<UpstreamBody>,
 ) -> Response<ResponseBody> {
+    let mut resp = resp.map(ResponseBody::upstream);
     if let Some(cookie) = route.affinity_cookie(endpoint, keys.affinity) {
         resp.headers_mut().append(header::SET_COOKIE, cookie);
     }
@@ -205,18 +249,6 @@ fn condition(e: &ProxyError) -> Option<RetryOn> {
     }
 }
 
-/// Whether an error says something about the endpoint's health (and not,
-/// say, about the client's request).
-fn counts_against_endpoint(e: &ProxyError) -> bool {
-    match e {
-        ProxyError::Connect { .. }
-        | ProxyError::ConnectTimeout { .. }
-        | ProxyError::UpstreamTimeout { .. } => true,
-        ProxyError::Upstream { source, .. } => !matches!(source, UpstreamError::ClientBody),
-        _ => false,
-    }
-}
-
 /// Methods that may be sent twice with the effect of once (RFC 9110 9.2.2).
 fn is_idempotent(m: &Method) -> bool {
     matches!(
@@ -227,4 +259,44 @@ fn is_idempotent(m: &Method) -> bool {
 
 fn body_gone() -> ProxyError {
     ProxyError::BadRequest("request body already sent")
+}
+
+/// A `101` answer joins the client's switched connection to the
+/// upstream's; the response the client gets has no body.
+fn switch(
+    addr: SocketAddr,
+    mut resp: Response<UpstreamBody>,
+    client: Option<ClientUpgrade>,
+) -> Result<Response<UpstreamBody>, ProxyError> {
+    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        return Ok(resp);
+    }
+    let switched = match resp.body_mut() {
+        UpstreamBody::Switched(s) => s.take(),
+        _ => None,
+    };
+    let (Some(upstream), Some(client)) = (switched, client) else {
+        return Err(ProxyError::Upstream {
+            addr,
+            source: UpstreamError::UnexpectedSwitch,
+        });
+    };
+    tokio::spawn(async move {
+        let (mut client, (mut upstream, leftover)) =
+            match tokio::join!(client.wait(), upstream.wait()) {
+                (Ok(c), Ok(u)) => (c, u),
+                (Err(e), _) | (_, Err(e)) => {
+                    debug!(%addr, error = %e, "protocol switch did not complete");
+                    return;
+                }
+            };
+        if !leftover.is_empty() && client.write_all(&leftover).await.is_err() {
+            return;
+        }
+        if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+            debug!(%addr, error = %e, "switched connection ended");
+        }
+    });
+    *resp.body_mut() = UpstreamBody::Complete(None);
+    Ok(resp)
 }

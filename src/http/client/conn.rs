@@ -17,12 +17,27 @@ use foldhash::HashMap;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
-use crate::proxy::error::ProxyError;
-use crate::proxy::timer::LazyDeadline;
-use crate::routing::EndpointState;
+use super::Error;
+use crate::http::timer::LazyDeadline;
 
 /// Initial read buffer; grows for large heads.
 const READ_BUF: usize = 16 * 1024;
+
+/// Where a connection leads. Once the peer is gone (an endpoint that left
+/// its upstream), its connections are closed instead of kept idle, so that
+/// a terminating pod is not held open by the pool.
+pub trait Peer: Send + Sync + std::fmt::Debug {
+    fn addr(&self) -> SocketAddr;
+    fn is_gone(&self) -> bool {
+        false
+    }
+}
+
+impl Peer for SocketAddr {
+    fn addr(&self) -> SocketAddr {
+        *self
+    }
+}
 
 /// An HTTP/1.1 connection to one endpoint.
 #[derive(Debug)]
@@ -39,7 +54,7 @@ pub struct Conn {
     pub last_used: Instant,
     /// The endpoint it leads to: once that leaves its upstream, the
     /// connection is closed instead of kept idle.
-    endpoint: Arc<EndpointState>,
+    peer: Arc<dyn Peer>,
     /// The deadline of the exchange in progress, kept with the connection
     /// so that its timer is registered once, not once per request.
     pub deadline: Option<LazyDeadline>,
@@ -47,14 +62,11 @@ pub struct Conn {
 
 impl Conn {
     /// Opens a connection within `timeout`.
-    pub async fn connect(
-        endpoint: &Arc<EndpointState>,
-        timeout: Duration,
-    ) -> Result<Conn, ProxyError> {
-        let addr = endpoint.addr();
+    pub async fn connect(peer: Arc<dyn Peer>, timeout: Duration) -> Result<Conn, Error> {
+        let addr = peer.addr();
         let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-            Err(_) => return Err(ProxyError::ConnectTimeout { addr, timeout }),
-            Ok(Err(source)) => return Err(ProxyError::Connect { addr, source }),
+            Err(_) => return Err(Error::ConnectTimeout { addr, timeout }),
+            Ok(Err(source)) => return Err(Error::Connect { addr, source }),
             Ok(Ok(s)) => s,
         };
         let _ = stream.set_nodelay(true);
@@ -66,7 +78,7 @@ impl Conn {
             buf: BytesMut::with_capacity(READ_BUF),
             reused: false,
             last_used: Instant::now(),
-            endpoint: endpoint.clone(),
+            peer,
             deadline: None,
         })
     }
@@ -77,7 +89,7 @@ impl Conn {
     /// or only a late notice of bytes already read; one non-blocking read
     /// tells which.
     fn usable(&mut self) -> bool {
-        if !self.buf.is_empty() || self.write.is_none() || self.endpoint.is_removed() {
+        if !self.buf.is_empty() || self.write.is_none() || self.peer.is_gone() {
             return false;
         }
         let mut cx = Context::from_waker(Waker::noop());
@@ -163,7 +175,7 @@ impl Pool {
 
     /// Keeps a connection that finished its exchange cleanly.
     pub fn put(&self, mut conn: Conn) {
-        if !conn.buf.is_empty() || conn.write.is_none() || conn.endpoint.is_removed() {
+        if !conn.buf.is_empty() || conn.write.is_none() || conn.peer.is_gone() {
             return;
         }
         conn.reused = true;

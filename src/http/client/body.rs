@@ -1,4 +1,9 @@
 //! Request bodies out and response bodies in, streamed frame by frame.
+//!
+//! Whatever the backend's protocol, an upstream response body is one
+//! [`UpstreamBody`]: complete in hand, streamed from the own HTTP/1.1
+//! client, streamed by hyper (TLS and HTTP/2 backends, trailers
+//! included), or, after a `101`, the switched connection itself.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -10,26 +15,126 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::task::JoinHandle;
 
-use super::UpstreamError;
-use super::codec::{BodyFraming, Chunk, ChunkedDecoder, encode_chunk, encode_last_chunk};
 use super::conn::{Conn, Pool};
-use crate::proxy::body::RequestBody;
-use crate::proxy::socket;
+use super::{OutBody, UpstreamError};
+use crate::http::io::{Source, Upgraded};
+use crate::http::wire::{
+    BodyFraming, Chunk, ChunkedDecoder, encode_chunk, encode_last_chunk, retain_trailers,
+};
 
-/// Reads more bytes into `conn.buf`; `Ok(0)` means the upstream closed
-/// (see [`socket::poll_fill`]).
-pub(crate) fn poll_fill(
-    conn: &mut Conn,
-    cx: &mut Context<'_>,
-) -> Poll<Result<usize, std::io::Error>> {
-    socket::poll_fill(&conn.read, &mut conn.buf, cx)
+/// Reads more bytes into `conn.buf`; `Ok(0)` means the upstream closed.
+fn poll_fill(conn: &mut Conn, cx: &mut Context<'_>) -> Poll<Result<usize, std::io::Error>> {
+    conn.read.poll_fill(&mut conn.buf, cx)
+}
+
+/// An upstream's response body.
+#[derive(Debug)]
+pub enum UpstreamBody {
+    /// The whole body arrived with the head (or there is none).
+    Complete(Option<Bytes>),
+    /// Streamed from the own HTTP/1.1 client. Boxed: it is large, and
+    /// most responses are complete.
+    Stream(Box<H1Stream>),
+    /// Streamed by hyper's client, trailers included.
+    Hyper(hyper::body::Incoming),
+    /// After `101 Switching Protocols`: no body, the connection itself,
+    /// taken once.
+    Switched(Option<Switched>),
+}
+
+/// An upstream connection after `101 Switching Protocols`.
+pub enum Switched {
+    /// From the own client, with what the upstream sent after the head.
+    Own(tokio::net::TcpStream, BytesMut),
+    Hyper(hyper::upgrade::OnUpgrade),
+}
+
+impl std::fmt::Debug for Switched {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Switched")
+    }
+}
+
+impl Switched {
+    /// The switched connection, with the upstream's first bytes (sent
+    /// right after its `101`) to be passed on first.
+    pub async fn wait(self) -> std::io::Result<(Upgraded, BytesMut)> {
+        match self {
+            Switched::Own(stream, leftover) => Ok((Box::new(stream), leftover)),
+            Switched::Hyper(on) => match on.await {
+                Ok(u) => Ok((Box::new(hyper_util::rt::TokioIo::new(u)), BytesMut::new())),
+                Err(e) => Err(std::io::Error::other(e)),
+            },
+        }
+    }
+}
+
+impl UpstreamBody {
+    pub(super) fn stream(
+        conn: Conn,
+        framing: BodyFraming,
+        keep_alive: bool,
+        writer: Option<JoinHandle<Result<OwnedWriteHalf, UpstreamError>>>,
+        pool: Arc<Pool>,
+    ) -> Self {
+        UpstreamBody::Stream(Box::new(H1Stream::new(
+            conn, framing, keep_alive, writer, pool,
+        )))
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = UpstreamError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, UpstreamError>>> {
+        match self.get_mut() {
+            UpstreamBody::Complete(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
+            UpstreamBody::Stream(s) => Pin::new(s.as_mut()).poll_frame(cx),
+            UpstreamBody::Hyper(b) => {
+                let frame = ready!(Pin::new(b).poll_frame(cx));
+                Poll::Ready(frame.map(|f| {
+                    let f = f?;
+                    Ok(match f.into_trailers() {
+                        Ok(mut t) => {
+                            retain_trailers(&mut t);
+                            Frame::trailers(t)
+                        }
+                        Err(f) => f,
+                    })
+                }))
+            }
+            UpstreamBody::Switched(_) => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::Complete(b) => b.is_none(),
+            UpstreamBody::Stream(s) => s.is_end_stream(),
+            UpstreamBody::Hyper(b) => b.is_end_stream(),
+            UpstreamBody::Switched(_) => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpstreamBody::Complete(Some(b)) => SizeHint::with_exact(b.len() as u64),
+            UpstreamBody::Complete(None) | UpstreamBody::Switched(_) => SizeHint::with_exact(0),
+            UpstreamBody::Stream(s) => s.size_hint(),
+            UpstreamBody::Hyper(b) => b.size_hint(),
+        }
+    }
 }
 
 /// Streams the rest of a request body to the upstream, then hands the
 /// write half back so that the connection can be reused.
-pub(crate) async fn write_body(
+pub(super) async fn write_body<B: OutBody>(
     mut w: OwnedWriteHalf,
-    mut body: RequestBody,
+    mut body: B,
     first: Option<Frame<Bytes>>,
     chunked: bool,
 ) -> Result<OwnedWriteHalf, UpstreamError> {
@@ -85,7 +190,7 @@ enum State {
 /// consumes it. Once complete, the connection goes back to the pool if it
 /// can carry another request; a body dropped early closes it.
 #[derive(Debug)]
-pub struct UpstreamBody {
+pub struct H1Stream {
     conn: Option<Conn>,
     state: State,
     keep_alive: bool,
@@ -94,8 +199,8 @@ pub struct UpstreamBody {
     pool: Arc<Pool>,
 }
 
-impl UpstreamBody {
-    pub(crate) fn new(
+impl H1Stream {
+    fn new(
         conn: Conn,
         framing: BodyFraming,
         keep_alive: bool,
@@ -108,7 +213,7 @@ impl UpstreamBody {
             BodyFraming::Chunked => State::Chunked(ChunkedDecoder::default()),
             BodyFraming::UntilClose => State::UntilClose,
         };
-        UpstreamBody {
+        H1Stream {
             conn: Some(conn),
             state,
             keep_alive,
@@ -193,7 +298,7 @@ impl UpstreamBody {
     }
 }
 
-impl Body for UpstreamBody {
+impl Body for H1Stream {
     type Data = Bytes;
     type Error = UpstreamError;
 
@@ -223,7 +328,7 @@ impl Body for UpstreamBody {
     }
 }
 
-impl Drop for UpstreamBody {
+impl Drop for H1Stream {
     fn drop(&mut self) {
         if let Some(w) = self.writer.take() {
             w.abort();
@@ -234,7 +339,7 @@ impl Drop for UpstreamBody {
 /// Splits a complete body out of the read buffer when it is already
 /// there, the common case for small responses, so that the connection can
 /// be pooled before the response is even returned.
-pub(crate) fn take_complete(buf: &mut BytesMut, framing: BodyFraming) -> Option<Bytes> {
+pub(super) fn take_complete(buf: &mut BytesMut, framing: BodyFraming) -> Option<Bytes> {
     match framing {
         BodyFraming::Empty => Some(Bytes::new()),
         BodyFraming::Length(n) if buf.len() as u64 >= n => Some(buf.split_to(n as usize).freeze()),

@@ -1,0 +1,179 @@
+//! Byte streams as both HTTP roles use them: the reading side of a
+//! connection filled into a buffer, the writing side apart, and the two
+//! put back together for protocol switches.
+//!
+//! The HTTP/1.1 server and client read into a `BytesMut` and parse in
+//! place; the reading side moves into a request body while the writing
+//! side answers, so every stream they serve is split in two halves. A TCP
+//! stream splits without a lock; a TLS stream shares one session between
+//! its halves and splits with tokio's lock.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+
+/// Bytes read per system call, at most.
+pub const READ_CHUNK: usize = 16 * 1024;
+
+/// The reading side of a connection.
+pub trait Source: Send + Unpin + 'static {
+    /// Reads more bytes into `buf`; `Ok(0)` means the peer closed.
+    fn poll_fill(&mut self, buf: &mut BytesMut, cx: &mut Context<'_>) -> Poll<io::Result<usize>>;
+}
+
+/// A stream that splits into a reading and a writing side, and is put back
+/// together from them.
+pub trait Duplex: AsyncRead + AsyncWrite + Send + Unpin + Sized + 'static {
+    type Read: Source;
+    type Write: AsyncWrite + Send + Unpin + 'static;
+
+    fn split(self) -> (Self::Read, Self::Write);
+
+    /// The stream again; `None` when the halves are not of one stream.
+    fn unsplit(read: Self::Read, write: Self::Write) -> Option<Self>;
+}
+
+impl Source for OwnedReadHalf {
+    /// Waits for readiness first, so no read is attempted that would
+    /// block. A read that returns less than it asked for has drained the
+    /// socket, so the event loop's cached readiness is cleared then,
+    /// without the extra read that would otherwise be needed to learn it.
+    /// An idle connection then usually shows no readiness, which tells
+    /// that it is alive without a system call.
+    fn poll_fill(&mut self, buf: &mut BytesMut, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        loop {
+            ready!(self.as_ref().poll_read_ready(cx))?;
+            // Only now: an idle connection holds no buffer.
+            reserve(buf);
+            let spare = buf.capacity() - buf.len();
+            match self.try_read_buf(buf) {
+                Ok(n) => {
+                    if n > 0 && n < spare {
+                        clear_read_readiness(self);
+                    }
+                    return Poll::Ready(Ok(n));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+impl<T: AsyncRead + Send + 'static> Source for tokio::io::ReadHalf<T> {
+    fn poll_fill(&mut self, buf: &mut BytesMut, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        reserve(buf);
+        tokio_util::io::poll_read_buf(Pin::new(self), cx, buf)
+    }
+}
+
+fn reserve(buf: &mut BytesMut) {
+    if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+        buf.reserve(READ_CHUNK);
+    }
+}
+
+impl Duplex for TcpStream {
+    type Read = OwnedReadHalf;
+    type Write = OwnedWriteHalf;
+
+    fn split(self) -> (OwnedReadHalf, OwnedWriteHalf) {
+        self.into_split()
+    }
+
+    fn unsplit(read: OwnedReadHalf, write: OwnedWriteHalf) -> Option<Self> {
+        read.reunite(write).ok()
+    }
+}
+
+impl Duplex for tokio_rustls::server::TlsStream<TcpStream> {
+    type Read = tokio::io::ReadHalf<Self>;
+    type Write = tokio::io::WriteHalf<Self>;
+
+    fn split(self) -> (Self::Read, Self::Write) {
+        tokio::io::split(self)
+    }
+
+    fn unsplit(read: Self::Read, write: Self::Write) -> Option<Self> {
+        read.is_pair_of(&write).then(|| read.unsplit(write))
+    }
+}
+
+/// Forgets readiness the event loop recorded for bytes already read.
+pub fn clear_read_readiness(read: &OwnedReadHalf) {
+    let _ = read.as_ref().try_io(Interest::READABLE, || {
+        Err::<(), _>(io::ErrorKind::WouldBlock.into())
+    });
+}
+
+/// Anything a switched connection can run over.
+pub trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+
+/// A connection after `101 Switching Protocols`, on either side.
+pub type Upgraded = Box<dyn Io>;
+
+/// A stream whose first bytes were already read: they are read again
+/// before the rest.
+pub struct Prefixed<T> {
+    prefix: BytesMut,
+    inner: T,
+}
+
+impl<T> Prefixed<T> {
+    pub fn new(prefix: BytesMut, inner: T) -> Self {
+        Prefixed { prefix, inner }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Prefixed<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.prefix.is_empty() {
+            let n = this.prefix.len().min(buf.remaining());
+            buf.put_slice(&this.prefix[..n]);
+            this.prefix.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Prefixed<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}

@@ -1,0 +1,147 @@
+//! What a request is before it is routed: its one host, its normalized
+//! path, and the methods and targets no route serves.
+//!
+//! One request has one host everywhere: the authority of an absolute-form
+//! target (RFC 9112 §3.2.2) or of HTTP/2's `:authority`, else `Host`. A
+//! request that names two different hosts is refused (RFC 9113 §8.3.1
+//! calls it malformed), so that routing, plugins, client-certificate
+//! checks, logs and the upstream can never disagree about it.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use http::{HeaderValue, Method, Request, header};
+
+use crate::proxy::error::ProxyError;
+use crate::proxy::server::ClientBody;
+use crate::proxy::settings::ProxySettings;
+use crate::routing::{
+    ClientAuth, PathError, RequestView, Route, RouteTable, normalize_host, normalize_path,
+};
+
+/// A matched route, with what the rest of the pipeline needs to know
+/// about the request.
+pub(super) struct Matched {
+    pub route: Arc<Route>,
+    /// The path to forward, when normalization changed the client's.
+    pub normalized: Option<String>,
+    /// Whether some host of the table asks for client certificates, and
+    /// the setting of this request's host, if it does.
+    pub client_auth: Option<Option<Arc<ClientAuth>>>,
+    /// The normalized host (lower case, no port), kept only for routes
+    /// with plugins.
+    pub host: Option<Box<str>>,
+    /// The request's one host as the client wrote it, port included: what
+    /// the upstream gets as `Host` or `:authority`.
+    pub authority: Option<HeaderValue>,
+}
+
+impl Matched {
+    /// The path as routed.
+    pub fn path<'a>(&'a self, req: &'a Request<ClientBody>) -> &'a str {
+        self.normalized
+            .as_deref()
+            .unwrap_or_else(|| req.uri().path())
+    }
+}
+
+/// Why a request has no route to follow.
+pub(super) enum Unrouted {
+    /// `OPTIONS *`: the gateway answers it itself.
+    OptionsAsterisk,
+    Error(ProxyError),
+}
+
+impl From<ProxyError> for Unrouted {
+    fn from(e: ProxyError) -> Self {
+        Unrouted::Error(e)
+    }
+}
+
+/// The request's one host: see the module documentation.
+fn one_host(req: &Request<ClientBody>) -> Result<Option<HeaderValue>, ProxyError> {
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err(ProxyError::BadRequest("more than one Host header"));
+    }
+    let Some(authority) = req.uri().authority() else {
+        return Ok(host.cloned());
+    };
+    if authority.as_str().contains('@') {
+        return Err(ProxyError::BadRequest(
+            "userinfo in the request's authority",
+        ));
+    }
+    if let Some(h) = host {
+        let (mut a, mut b) = ([0u8; 256], [0u8; 256]);
+        let named = normalize_host(authority.as_str(), &mut a);
+        let sent = h.to_str().ok().and_then(|h| normalize_host(h, &mut b));
+        if named.is_none() || named != sent {
+            return Err(ProxyError::BadRequest(
+                "Host names another host than the request target",
+            ));
+        }
+    }
+    HeaderValue::from_str(authority.as_str())
+        .map(Some)
+        .map_err(|_| ProxyError::BadRequest("invalid authority"))
+}
+
+/// Finds the request's route, or why it has none.
+pub(super) fn route(
+    table: &ArcSwap<RouteTable>,
+    settings: &ProxySettings,
+    req: &Request<ClientBody>,
+) -> Result<Matched, Unrouted> {
+    if *req.method() == Method::CONNECT {
+        return Err(ProxyError::MethodNotAllowed(Method::CONNECT).into());
+    }
+    if req.uri().path() == "*" {
+        return if *req.method() == Method::OPTIONS {
+            Err(Unrouted::OptionsAsterisk)
+        } else {
+            Err(ProxyError::BadRequest("asterisk-form target is only for OPTIONS").into())
+        };
+    }
+    let authority = one_host(req)?;
+    let raw_host = match &authority {
+        Some(h) => h
+            .to_str()
+            .map_err(|_| ProxyError::BadRequest("invalid Host header"))?,
+        None => "",
+    };
+    let mut buf = [0u8; 256];
+    let host =
+        normalize_host(raw_host, &mut buf).ok_or(ProxyError::BadRequest("invalid Host header"))?;
+    let path = normalize_path(req.uri().path(), settings.encoded_slashes).map_err(|e| {
+        ProxyError::BadRequest(match e {
+            PathError::InvalidEncoding => "invalid percent-encoding in the path",
+            PathError::EncodedSlash => "encoded slash in the path",
+        })
+    })?;
+    let view = RequestView {
+        host,
+        path: &path,
+        query: req.uri().query(),
+        method: req.method(),
+        headers: req.headers(),
+    };
+    let table = table.load();
+    let route = table.find(&view).ok_or(ProxyError::NoRoute)?.clone();
+    let certs = table.certs();
+    let client_auth = certs
+        .has_client_auth()
+        .then(|| certs.client_auth(host).cloned());
+    drop(table);
+    Ok(Matched {
+        host: (!route.plugins.is_empty()).then(|| host.into()),
+        route,
+        client_auth,
+        authority,
+        normalized: match path {
+            std::borrow::Cow::Owned(p) => Some(p),
+            std::borrow::Cow::Borrowed(_) => None,
+        },
+    })
+}

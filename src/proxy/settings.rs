@@ -1,0 +1,91 @@
+//! Proxy behaviour that is not per route.
+
+use std::time::Duration;
+
+use crate::http::client::PoolConfig;
+use crate::routing::EncodedSlashes;
+
+/// Proxy behaviour that is not per route.
+#[derive(Clone, Debug)]
+pub struct ProxySettings {
+    /// Connect timeout when a route sets none.
+    pub connect_timeout: Duration,
+    /// Time to the upstream's response head when a route sets none.
+    pub request_timeout: Duration,
+    /// Trust `X-Forwarded-*` headers from clients (set when another proxy
+    /// or load balancer in front already sets them).
+    pub trust_forwarded: bool,
+    /// Time a client has to send a whole request head, from its first
+    /// byte (for a connection's first request, from the accept; for
+    /// HTTP/2, from the first frame of the head).
+    pub header_read_timeout: Duration,
+    /// How long a connection may wait for its next request: HTTP/1.1
+    /// between requests, HTTP/2 while no stream is open.
+    pub keepalive_timeout: Duration,
+    /// How long a response may make no progress towards a client that
+    /// does not read it, when a route sets none; then both the client's
+    /// and the upstream's connection close.
+    pub send_timeout: Duration,
+    /// HTTP/2 limits and liveness checks.
+    pub http2: Http2Settings,
+    /// What `%2F` and `%5C` in a path mean, for routing and forwarding
+    /// alike.
+    pub encoded_slashes: EncodedSlashes,
+    /// How long in-flight requests may run after shutdown begins.
+    pub shutdown_grace: Duration,
+    /// The HTTPS port clients reach (the load balancer's, not the
+    /// listener's), for redirects; 443 is left out of the URL.
+    pub https_redirect_port: u16,
+    /// `Strict-Transport-Security` value added to responses sent over TLS
+    /// that do not carry one already.
+    pub hsts: Option<http::HeaderValue>,
+    pub pool: PoolConfig,
+}
+
+/// HTTP/2 connection limits (RFC 9113 §6.5.2) and keep-alive pings.
+#[derive(Clone, Copy, Debug)]
+pub struct Http2Settings {
+    /// Streams a client may have open at once.
+    pub max_concurrent_streams: u32,
+    /// Largest header list accepted, in the RFC's own measure (names and
+    /// values plus 32 bytes a field).
+    pub max_header_list_size: u32,
+    /// A PING is sent after this long without a frame from the client...
+    pub keepalive_interval: Duration,
+    /// ...and the connection closes when it is not answered within this.
+    pub keepalive_timeout: Duration,
+    /// Streams a client may open and reset before the server accepted
+    /// them, at once (the "rapid reset" bound).
+    pub max_pending_accept_reset_streams: usize,
+}
+
+impl Default for Http2Settings {
+    fn default() -> Self {
+        Http2Settings {
+            max_concurrent_streams: 128,
+            max_header_list_size: 64 * 1024,
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(20),
+            max_pending_accept_reset_streams: 20,
+        }
+    }
+}
+
+impl Default for ProxySettings {
+    fn default() -> Self {
+        ProxySettings {
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(60),
+            trust_forwarded: false,
+            header_read_timeout: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(60),
+            http2: Http2Settings::default(),
+            encoded_slashes: EncodedSlashes::default(),
+            shutdown_grace: Duration::from_secs(25),
+            https_redirect_port: 443,
+            hsts: None,
+            pool: PoolConfig::default(),
+        }
+    }
+}
