@@ -4,6 +4,7 @@
 
 pub mod dns;
 pub mod tls;
+pub mod wire;
 
 use std::convert::Infallible;
 use std::future::Future;
