@@ -62,8 +62,19 @@ async fn run(command: Command) -> anyhow::Result<()> {
             sa.shutdown().await;
         }
         Command::Controller { kube, gateway } => {
-            let config = kube.config(gateway.config())?;
             let client = kube_client(kube.kubeconfig.as_deref()).await?;
+            let gateway = gateway.config();
+            info!(
+                workers = gateway.workers,
+                "proxy workers (the cgroup CPU quota rounded up, or --workers)"
+            );
+            let config = kube.config(gateway, client.default_namespace())?;
+            match &config.lease {
+                Some(l) => {
+                    info!(lease = %format!("{}/{}", l.namespace, l.name), identity = %l.identity, "leader election on")
+                }
+                None => info!("leader election off: this replica writes status"),
+            }
             let controller = Controller::start(config, client).await?;
             info!("controller running; waiting for every watcher to sync");
             signal.await;
@@ -95,7 +106,8 @@ async fn kube_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kub
             .await
             .context("no in-cluster configuration and no kubeconfig")?,
     };
-    kube::Client::try_from(config).context("creating the Kubernetes client")
+    kube::Client::try_from(sluicegate::source::kube::client_config(config))
+        .context("creating the Kubernetes client")
 }
 
 /// Resolves on SIGTERM or SIGINT.
