@@ -149,7 +149,7 @@ impl Plane {
                 "--server-side",
                 "--field-manager=test",
                 "--force-conflicts",
-                "--field-validation=Strict",
+                "--validate=strict",
                 "-f",
                 "-",
             ],
