@@ -614,6 +614,7 @@ async fn only_watched_namespaces_and_our_class_are_served() {
     let mut cfg = config(Publish::Addresses(vec!["192.0.2.1".into()]), None);
     cfg.scope = WatchScope {
         namespaces: vec!["team-a".into()],
+        ..WatchScope::default()
     };
     let c = Controller::start(cfg, api.client()).await.unwrap();
     assert_eq!(
