@@ -16,7 +16,8 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = EnvFilter::try_new(&cli.log.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_new(log_directives(&cli.log.log_level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
     match cli.log.log_format {
         LogFormat::Text => {
             use std::io::IsTerminal;
@@ -48,6 +49,18 @@ fn main() -> ExitCode {
             error!("{e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The log filter: the user's, plus silence for kube-runtime's watcher
+/// unless the user names it. Its warnings repeat on every retry with the
+/// API server's whole `Status` object; Sluicegate logs each failure streak
+/// once itself, in one line.
+fn log_directives(level: &str) -> String {
+    if level.contains("kube_runtime") {
+        level.to_owned()
+    } else {
+        format!("{level},kube_runtime::watcher=error")
     }
 }
 

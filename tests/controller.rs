@@ -433,17 +433,27 @@ async fn watches_resume_within_the_retry_cap_after_a_long_outage() {
     let r = readyz().await;
     let details = r.text();
     assert_eq!(r.status, StatusCode::OK, "{details}");
-    assert!(details.contains("[-]watch ApiRoute failing for"), "{details}");
+    assert!(
+        details.contains("[-]watch ApiRoute failing for"),
+        "{details}"
+    );
     assert!(details.contains("503"), "the cause is shown: {details}");
     api.apply(api_route("shop", "late", "late.test", "web", json!({})));
     api.set_down(false);
     let back = tokio::time::Instant::now();
     assert_eq!(until(&c, "late.test", |_, b| b == "blue").await, "200 blue");
     let took = back.elapsed();
-    assert!(took < Duration::from_secs(7), "resumed {took:?} after the outage");
+    assert!(
+        took < Duration::from_secs(7),
+        "resumed {took:?} after the outage"
+    );
     let deadline = back + WAIT;
     while readyz().await.text().contains("[-]") {
-        assert!(tokio::time::Instant::now() < deadline, "{}", readyz().await.text());
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{}",
+            readyz().await.text()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     c.shutdown().await;

@@ -70,7 +70,8 @@ fn real_api_server_scenario() {
     // SLUICEGATE_LEADER_ELECTION_NAMESPACE too, the Lease goes to the
     // kubeconfig context's namespace.
     let mut deployment = plane.get(&["deployment", "-n", NS, "sluicegate"]);
-    if let Some(env) = deployment["spec"]["template"]["spec"]["containers"][0]["env"].as_array_mut() {
+    if let Some(env) = deployment["spec"]["template"]["spec"]["containers"][0]["env"].as_array_mut()
+    {
         env.retain(|e| e["name"] != "SLUICEGATE_LEADER_ELECTION_NAMESPACE");
     }
     let kubeconfig = scratch.join("sa.kubeconfig");
@@ -103,7 +104,10 @@ fn tempdir() -> std::path::PathBuf {
 fn unexpected_warnings(stderr: &str) -> Vec<String> {
     let crds: String = ["crds/apiroutes.yaml", "crds/pluginconfigs.yaml"]
         .iter()
-        .map(|f| std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(f)).unwrap_or_default())
+        .map(|f| {
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(f))
+                .unwrap_or_default()
+        })
         .collect();
     stderr
         .lines()
@@ -247,23 +251,39 @@ fn forbidden_lease_namespace_is_said_once(plane: &Plane, deployment: &Value, scr
             !a.starts_with("--retry-period") && !a.starts_with("--renew-deadline")
         });
     }
-    let c = Ctl::start("sg-default", &d, &kc, scratch, &["--retry-period=500ms", "--renew-deadline=2s"]);
+    let c = Ctl::start(
+        "sg-default",
+        &d,
+        &kc,
+        scratch,
+        &["--retry-period=500ms", "--renew-deadline=2s"],
+    );
     c.wait_ready(30 * SECOND);
     std::thread::sleep(4 * SECOND);
     let forbidden = c.lines("leader election forbidden");
     println!("lease in `default`: {forbidden:?}");
     assert_eq!(forbidden.len(), 1, "said once, not per retry:\n{}", c.log());
     let line = &forbidden[0];
-    assert!(line.contains("\"default\"") && line.contains("get"), "{line}");
-    assert!(!c.log().contains("Status {"), "no Status dumps:\n{}", c.log());
+    assert!(
+        line.contains("\"default\"") && line.contains("get"),
+        "{line}"
+    );
+    assert!(
+        !c.log().contains("Status {"),
+        "no Status dumps:\n{}",
+        c.log()
+    );
     assert!(c.lines("became leader").is_empty());
     c.stop();
 }
 
 fn routes_status_and_events(plane: &Plane, a: &Ctl) {
-    let body = until("ing.test served", 20 * SECOND, Duration::from_millis(20), || {
-        served(a, "ing.test", "/")
-    });
+    let body = until(
+        "ing.test served",
+        20 * SECOND,
+        Duration::from_millis(20),
+        || served(a, "ing.test", "/"),
+    );
     assert!(body == "blue" || body == "green", "{body}");
     assert!(served(a, "api.test", "/").is_some());
     assert_eq!(http_get(a.http, "broken.test", "/").map(|r| r.0), Some(404));
@@ -278,40 +298,78 @@ fn routes_status_and_events(plane: &Plane, a: &Ctl) {
         assert_eq!(c["status"], "True", "{t}: {c}");
         assert_eq!(c["observedGeneration"].as_i64(), generation, "{t}: {c}");
     }
-    let broken = until("broken not Accepted", 20 * SECOND, Duration::from_millis(100), || {
-        let c = condition(&plane.get(&["apiroute", "-n", APP, "broken"]), "Accepted")?;
-        (c["status"] == "False").then_some(c)
-    });
+    let broken = until(
+        "broken not Accepted",
+        20 * SECOND,
+        Duration::from_millis(100),
+        || {
+            let c = condition(&plane.get(&["apiroute", "-n", APP, "broken"]), "Accepted")?;
+            (c["status"] == "False").then_some(c)
+        },
+    );
     assert_eq!(broken["reason"], "PluginConfigNotFound", "{broken}");
     println!("broken route: {} {}", broken["reason"], broken["message"]);
-    let events = until("an Event for the broken route", 20 * SECOND, Duration::from_millis(200), || {
-        let list = plane.get(&["events", "-n", APP, "--field-selector", "involvedObject.name=broken"]);
-        let items = list["items"].as_array().cloned().unwrap_or_default();
-        (!items.is_empty()).then_some(items)
-    });
+    let events = until(
+        "an Event for the broken route",
+        20 * SECOND,
+        Duration::from_millis(200),
+        || {
+            let list = plane.get(&[
+                "events",
+                "-n",
+                APP,
+                "--field-selector",
+                "involvedObject.name=broken",
+            ]);
+            let items = list["items"].as_array().cloned().unwrap_or_default();
+            (!items.is_empty()).then_some(items)
+        },
+    );
     assert_eq!(events[0]["type"], "Warning", "{}", events[0]);
 
     // The Ingress shows the chart's Service address.
     let svc = plane.get(&["service", "-n", NS, "sluicegate"]);
-    let ip = svc["spec"]["clusterIP"].as_str().unwrap_or_default().to_owned();
-    let shown = until("Ingress status", 20 * SECOND, Duration::from_millis(100), || {
-        let ing = plane.get(&["ingress", "-n", APP, "web"]);
-        ing["status"]["loadBalancer"]["ingress"][0]["ip"]
-            .as_str()
-            .map(str::to_owned)
-    });
+    let ip = svc["spec"]["clusterIP"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let shown = until(
+        "Ingress status",
+        20 * SECOND,
+        Duration::from_millis(100),
+        || {
+            let ing = plane.get(&["ingress", "-n", APP, "web"]);
+            ing["status"]["loadBalancer"]["ingress"][0]["ip"]
+                .as_str()
+                .map(str::to_owned)
+        },
+    );
     assert_eq!(shown, ip);
 
     // An edit: the new generation is observed.
     must_apply(plane, &api_route("api", "api.test", "web", "/v2"));
-    let route = until("observedGeneration 2", 20 * SECOND, Duration::from_millis(100), || {
-        let r = plane.get(&["apiroute", "-n", APP, "api"]);
-        let g = r["metadata"]["generation"].as_i64();
-        (g == Some(2) && condition(&r, "Programmed")?["observedGeneration"].as_i64() == g).then_some(r)
+    let route = until(
+        "observedGeneration 2",
+        20 * SECOND,
+        Duration::from_millis(100),
+        || {
+            let r = plane.get(&["apiroute", "-n", APP, "api"]);
+            let g = r["metadata"]["generation"].as_i64();
+            (g == Some(2) && condition(&r, "Programmed")?["observedGeneration"].as_i64() == g)
+                .then_some(r)
+        },
+    );
+    assert_eq!(
+        condition(&route, "Ready").unwrap_or_default()["status"],
+        "True"
+    );
+    until("/v2 served", 10 * SECOND, Duration::from_millis(20), || {
+        served(a, "api.test", "/v2/x")
     });
-    assert_eq!(condition(&route, "Ready").unwrap_or_default()["status"], "True");
-    until("/v2 served", 10 * SECOND, Duration::from_millis(20), || served(a, "api.test", "/v2/x"));
-    assert_eq!(http_get(a.http, "api.test", "/other").map(|r| r.0), Some(404));
+    assert_eq!(
+        http_get(a.http, "api.test", "/other").map(|r| r.0),
+        Some(404)
+    );
 }
 
 fn typos_are_rejected_at_apply(plane: &Plane) {
@@ -323,11 +381,23 @@ fn typos_are_rejected_at_apply(plane: &Plane) {
         })
         .to_string()
     };
-    must_apply(plane, &pc(json!({"limitCount": {"count": 10, "timeWindow": "1m"}})));
+    must_apply(
+        plane,
+        &pc(json!({"limitCount": {"count": 10, "timeWindow": "1m"}})),
+    );
     for (bad, field) in [
-        (json!({"limitCount": {"count": 10, "timeWindow": "1m", "tmeWindow": "1m"}}), "tmeWindow"),
-        (json!({"limitCount": {"count": "ten", "timeWindow": "1m"}}), "count"),
-        (json!({"limitCuont": {"count": 10, "timeWindow": "1m"}}), "limitCuont"),
+        (
+            json!({"limitCount": {"count": 10, "timeWindow": "1m", "tmeWindow": "1m"}}),
+            "tmeWindow",
+        ),
+        (
+            json!({"limitCount": {"count": "ten", "timeWindow": "1m"}}),
+            "count",
+        ),
+        (
+            json!({"limitCuont": {"count": 10, "timeWindow": "1m"}}),
+            "limitCuont",
+        ),
     ] {
         let (ok, err) = plane.apply(&pc(bad.clone()));
         println!("rejected {bad}: {}", err.trim());
@@ -335,7 +405,10 @@ fn typos_are_rejected_at_apply(plane: &Plane) {
         assert!(err.contains(field), "the error names {field}: {err}");
     }
     let kept = plane.get(&["pluginconfig", "-n", APP, "limits"]);
-    assert_eq!(kept["spec"]["plugins"]["limitCount"]["count"], 10, "last good spec kept");
+    assert_eq!(
+        kept["spec"]["plugins"]["limitCount"]["count"], 10,
+        "last good spec kept"
+    );
 }
 
 /// Removing an endpoint from the slice: how long until the proxy stops
@@ -345,13 +418,18 @@ fn endpoint_removal(plane: &Plane, a: &Ctl) {
     let mut lags = Vec::new();
     for i in 0..rounds {
         must_apply(plane, &slice(&["198.51.100.10", "198.51.100.11"]));
-        until("both endpoints serve", 10 * SECOND, Duration::from_millis(5), || {
-            let mut seen = std::collections::HashSet::new();
-            for _ in 0..20 {
-                seen.insert(served(a, "ing.test", "/")?);
-            }
-            (seen.len() == 2).then_some(())
-        });
+        until(
+            "both endpoints serve",
+            10 * SECOND,
+            Duration::from_millis(5),
+            || {
+                let mut seen = std::collections::HashSet::new();
+                for _ in 0..20 {
+                    seen.insert(served(a, "ing.test", "/")?);
+                }
+                (seen.len() == 2).then_some(())
+            },
+        );
         let stop = Arc::new(AtomicBool::new(false));
         let (stop2, http) = (stop.clone(), a.http);
         let load = std::thread::spawn(move || {
@@ -380,7 +458,9 @@ fn endpoint_removal(plane: &Plane, a: &Ctl) {
             .map(|(t, _)| *t)
             .max();
         let lag = last.map_or(Duration::ZERO, |t| t.saturating_duration_since(applied));
-        let after = replies.iter().filter(|(t, _)| *t > applied + Duration::from_millis(300));
+        let after = replies
+            .iter()
+            .filter(|(t, _)| *t > applied + Duration::from_millis(300));
         assert!(
             after.clone().all(|(_, b)| b != removed),
             "{removed} still served 300 ms after its removal"
@@ -404,13 +484,27 @@ fn leader(plane: &Plane) -> Option<String> {
 
 /// Two controllers; the leader shuts down; the other takes over at once,
 /// and traffic through it never fails.
-fn lease_handover(plane: &Plane, a: Ctl, deployment: &Value, kubeconfig: &Path, scratch: &Path) -> Ctl {
-    until("sg-a leads", 30 * SECOND, Duration::from_millis(100), || {
-        (leader(plane).as_deref() == Some("sg-a")).then_some(())
-    });
+fn lease_handover(
+    plane: &Plane,
+    a: Ctl,
+    deployment: &Value,
+    kubeconfig: &Path,
+    scratch: &Path,
+) -> Ctl {
+    until(
+        "sg-a leads",
+        30 * SECOND,
+        Duration::from_millis(100),
+        || (leader(plane).as_deref() == Some("sg-a")).then_some(()),
+    );
     let b = Ctl::start("sg-b", deployment, kubeconfig, scratch, &[]);
     b.wait_ready(30 * SECOND);
-    until("sg-b serves", 10 * SECOND, Duration::from_millis(20), || served(&b, "ing.test", "/"));
+    until(
+        "sg-b serves",
+        10 * SECOND,
+        Duration::from_millis(20),
+        || served(&b, "ing.test", "/"),
+    );
     let stop = Arc::new(AtomicBool::new(false));
     let (stop2, http) = (stop.clone(), b.http);
     let load = std::thread::spawn(move || {
@@ -431,11 +525,16 @@ fn lease_handover(plane: &Plane, a: Ctl, deployment: &Value, kubeconfig: &Path, 
     });
     // The new leader writes status: an edit is observed.
     must_apply(plane, &api_route("api", "api.test", "web", "/v3"));
-    until("sg-b writes status", 20 * SECOND, Duration::from_millis(100), || {
-        let r = plane.get(&["apiroute", "-n", APP, "api"]);
-        let g = r["metadata"]["generation"].as_i64();
-        (condition(&r, "Programmed")?["observedGeneration"].as_i64() == g).then_some(())
-    });
+    until(
+        "sg-b writes status",
+        20 * SECOND,
+        Duration::from_millis(100),
+        || {
+            let r = plane.get(&["apiroute", "-n", APP, "api"]);
+            let g = r["metadata"]["generation"].as_i64();
+            (condition(&r, "Programmed")?["observedGeneration"].as_i64() == g).then_some(())
+        },
+    );
     stop.store(true, Ordering::Relaxed);
     let (ok, failed) = load.join().unwrap_or_default();
     println!(
@@ -455,29 +554,46 @@ fn restart_convergence(plane: &Plane, b: &Ctl) {
     let down = Instant::now();
     while down.elapsed() < outage {
         // Traffic keeps flowing, and the replica stays ready.
-        assert_eq!(served(b, "ing.test", "/").is_some(), true, "traffic during the outage");
+        assert!(
+            served(b, "ing.test", "/").is_some(),
+            "traffic during the outage"
+        );
         std::thread::sleep(Duration::from_millis(500));
     }
     let (status, details) = b.readyz().unwrap_or_default();
     println!("/readyz during the outage ({status}):\n{details}");
     assert_eq!(status, 200);
     assert!(details.contains("[-]watch Ingress failing"), "{details}");
-    assert_eq!(b.metric("sluicegate_watch_healthy{kind=\"Ingress\"}"), Some(0.0));
+    assert_eq!(
+        b.metric("sluicegate_watch_healthy{kind=\"Ingress\"}"),
+        Some(0.0)
+    );
 
     let mut start = plane.start_background();
-    let ready_at = until("API server ready", 120 * SECOND, Duration::from_millis(50), || {
-        plane.ready().then(Instant::now)
-    });
+    let ready_at = until(
+        "API server ready",
+        120 * SECOND,
+        Duration::from_millis(50),
+        || plane.ready().then(Instant::now),
+    );
     // Right away, as a user would: a new path on the Ingress.
     must_apply(plane, &ingress("ing.test", "/after"));
     let edited = ready_at.elapsed();
-    let live = until("the edit is live", 30 * SECOND, Duration::from_millis(20), || {
-        served(b, "ing.test", "/after/x").map(|_| ready_at.elapsed())
-    });
-    let healthy = until("every watch healthy", 30 * SECOND, Duration::from_millis(50), || {
-        let (_, d) = b.readyz()?;
-        (!d.contains("[-]")).then(|| ready_at.elapsed())
-    });
+    let live = until(
+        "the edit is live",
+        30 * SECOND,
+        Duration::from_millis(20),
+        || served(b, "ing.test", "/after/x").map(|_| ready_at.elapsed()),
+    );
+    let healthy = until(
+        "every watch healthy",
+        30 * SECOND,
+        Duration::from_millis(50),
+        || {
+            let (_, d) = b.readyz()?;
+            (!d.contains("[-]")).then(|| ready_at.elapsed())
+        },
+    );
     let _ = start.wait();
     let log = b.log();
     println!(
@@ -486,7 +602,11 @@ fn restart_convergence(plane: &Plane, b: &Ctl) {
     );
     let failed = b.lines("watch failed");
     let recovered = b.lines("watch recovered");
-    println!("log: {} 'watch failed' lines, {} 'watch recovered' lines", failed.len(), recovered.len());
+    println!(
+        "log: {} 'watch failed' lines, {} 'watch recovered' lines",
+        failed.len(),
+        recovered.len()
+    );
     for l in failed.iter().chain(&recovered) {
         println!("  {l}");
     }
@@ -494,7 +614,10 @@ fn restart_convergence(plane: &Plane, b: &Ctl) {
     // One line per watcher and streak (7 kinds, all namespaces).
     assert!(failed.len() <= 7 * 2, "{} failure lines", failed.len());
     assert!(recovered.len() >= 7, "every watch says it recovered");
-    assert!(live < Duration::from_secs(10), "live {live:?} after the API server was ready");
+    assert!(
+        live < Duration::from_secs(10),
+        "live {live:?} after the API server was ready"
+    );
 }
 
 /// A fresh controller against many objects: time to `/readyz` and to the
@@ -536,22 +659,29 @@ fn cold_start(plane: &Plane, deployment: &Value, kubeconfig: &Path, scratch: &Pa
         let list = json!({"apiVersion": "v1", "kind": "List", "items": items}).to_string();
         must_apply(plane, &list);
     }
-    println!("cold start: loaded {n} ApiRoutes + Services + EndpointSlices in {:?}", t0.elapsed());
+    println!(
+        "cold start: loaded {n} ApiRoutes + Services + EndpointSlices in {:?}",
+        t0.elapsed()
+    );
     let c = Ctl::start("sg-cold", deployment, kubeconfig, scratch, &[]);
     let spawned = Instant::now();
     let ready = c.wait_ready(120 * SECOND);
     let probe = format!("r{}.cold.test", n / 2);
-    let first = until("a cold route served", 60 * SECOND, Duration::from_millis(5), || {
-        served(&c, &probe, "/").map(|_| spawned.elapsed())
-    });
+    let first = until(
+        "a cold route served",
+        60 * SECOND,
+        Duration::from_millis(5),
+        || served(&c, &probe, "/").map(|_| spawned.elapsed()),
+    );
     let rss = std::fs::read_to_string(format!("/proc/{}/status", c.pid()))
         .unwrap_or_default()
         .lines()
         .filter(|l| l.starts_with("VmHWM") || l.starts_with("VmRSS"))
         .collect::<Vec<_>>()
         .join(", ");
-    println!("cold start with {n}: /readyz 200 after {ready:?}, {probe} served after {first:?}; {rss}");
+    println!(
+        "cold start with {n}: /readyz 200 after {ready:?}, {probe} served after {first:?}; {rss}"
+    );
     println!("{}", c.readyz().map(|r| r.1).unwrap_or_default());
     c.stop();
 }
-

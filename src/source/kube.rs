@@ -417,6 +417,9 @@ impl WatchCtx {
                 match stream.next().await {
                     Some(Ok(event)) => {
                         let listed = matches!(event, Event::InitDone);
+                        // `Init` comes before the list request is even
+                        // sent: it says nothing about the API server.
+                        let delivered = !matches!(event, Event::Init);
                         self.apply(event, &mut attempt, &scope, &mut synced);
                         if listed {
                             self.health.listed(id);
@@ -425,7 +428,7 @@ impl WatchCtx {
                                 info!(kind = %K::KIND, namespace = where_, after = ?took.round_secs(), errors,
                                     "watch recovered: listed again and watching");
                             }
-                        } else {
+                        } else if delivered {
                             self.health.event(id);
                         }
                     }

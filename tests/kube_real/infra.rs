@@ -51,7 +51,10 @@ impl Plane {
         c.arg(self.scripts.join(name))
             .env("K8S_DIR", &self.dir)
             .env("APISERVER_PORT", self.port.to_string())
-            .env("ETCD_PORT", std::env::var("ETCD_PORT").unwrap_or("12379".into()))
+            .env(
+                "ETCD_PORT",
+                std::env::var("ETCD_PORT").unwrap_or("12379".into()),
+            )
             .env(
                 "ETCD_PEER_PORT",
                 std::env::var("ETCD_PEER_PORT").unwrap_or("12380".into()),
@@ -248,7 +251,9 @@ impl Netns {
         ip(&["netns", "del", NETNS]);
         ip(&["link", "del", "sg-h"]);
         must(&["netns", "add", NETNS]);
-        must(&["link", "add", "sg-h", "type", "veth", "peer", "name", "sg-n"]);
+        must(&[
+            "link", "add", "sg-h", "type", "veth", "peer", "name", "sg-n",
+        ]);
         must(&["link", "set", "sg-n", "netns", NETNS]);
         must(&["addr", "add", "198.51.100.1/24", "dev", "sg-h"]);
         must(&["link", "set", "sg-h", "up"]);
@@ -382,8 +387,10 @@ impl Ctl {
         extra: &[&str],
     ) -> Ctl {
         let c = &deployment["spec"]["template"]["spec"]["containers"][0];
-        let bin = std::env::var_os("SLUICEGATE_BIN")
-            .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_sluicegate")), PathBuf::from);
+        let bin = std::env::var_os("SLUICEGATE_BIN").map_or_else(
+            || PathBuf::from(env!("CARGO_BIN_EXE_sluicegate")),
+            PathBuf::from,
+        );
         let (http, admin) = (free_port(), free_port());
         let log = scratch.join(format!("{name}.log"));
         let file = std::fs::File::create(&log).expect("log file");
@@ -493,13 +500,21 @@ impl Drop for Ctl {
 
 /// Polls `f` every `every` until it returns `Some`, or panics after
 /// `timeout` with `what`.
-pub fn until<T>(what: &str, timeout: Duration, every: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+pub fn until<T>(
+    what: &str,
+    timeout: Duration,
+    every: Duration,
+    mut f: impl FnMut() -> Option<T>,
+) -> T {
     let t0 = Instant::now();
     loop {
         if let Some(v) = f() {
             return v;
         }
-        assert!(t0.elapsed() < timeout, "timed out after {timeout:?}: {what}");
+        assert!(
+            t0.elapsed() < timeout,
+            "timed out after {timeout:?}: {what}"
+        );
         std::thread::sleep(every);
     }
 }
