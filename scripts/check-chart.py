@@ -714,6 +714,21 @@ def env_of(r: sc.Rendered) -> dict[str, str]:
     return {e["name"]: e.get("value", "") for e in c.get("env", [])}
 
 
+def workers_source(r: sc.Rendered) -> str | None:
+    """Where SLUICEGATE_WORKERS comes from: a literal, `limits.cpu` or
+    `requests.cpu` (Downward API, divisor 1), or None when unset."""
+    c = r.one("Deployment").obj["spec"]["template"]["spec"]["containers"][0]
+    for e in c.get("env", []):
+        if e["name"] == "SLUICEGATE_WORKERS":
+            if "value" in e:
+                return "value:" + e["value"]
+            ref = e.get("valueFrom", {}).get("resourceFieldRef", {})
+            if ref.get("divisor") == "1" and ref.get("containerName") == c["name"]:
+                return ref.get("resource")
+            return "bad reference"
+    return None
+
+
 def defaults_expectations(r: sc.Rendered) -> list[str]:
     dep = r.one("Deployment").obj
     pod = dep["spec"]["template"]["spec"]
@@ -769,6 +784,7 @@ def defaults_expectations(r: sc.Rendered) -> list[str]:
     errs += expect(
         len(r.of_kind("ClusterRole")) == 1 and len(r.of_kind("Role")) == 1, "one ClusterRole, one Role"
     )
+    errs += expect(workers_source(r) == "requests.cpu", "workers from the CPU request (no CPU limit)")
     return errs
 
 
@@ -787,6 +803,7 @@ def all_features_expectations(r: sc.Rendered) -> list[str]:
         "watch namespaces passed once each",
     )
     errs += expect(all(a in c["args"] for a in v["extraArgs"]), "extra args passed")
+    errs += expect(workers_source(r) == "value:4", "an explicit workers value wins")
     errs += expect(c["image"].endswith("@" + v["image"]["digest"]), "the digest wins over the tag")
     errs += expect(env.get("SLUICEGATE_HTTP_ADDR") == "[::]:8080", "IPv6 bind address bracketed")
     ic = r.one("IngressClass").obj
@@ -818,6 +835,7 @@ def minimal_expectations(r: sc.Rendered) -> list[str]:
     errs += expect(spec["serviceAccountName"] == "existing-sa", "an existing ServiceAccount")
     errs += expect("topologySpreadConstraints" not in spec, "no spread constraints")
     errs += expect("startupProbe" not in spec["containers"][0], "startupProbe: null removes the probe")
+    errs += expect(workers_source(r) is None, "no CPU request or limit: the binary's cgroup quota decides")
     for crd in r.of_kind("CustomResourceDefinition"):
         errs += expect("annotations" not in crd.obj["metadata"], "crds.keep=false drops the keep annotation")
     return errs
@@ -832,6 +850,7 @@ def clusterip_expectations(r: sc.Rendered) -> list[str]:
     errs += expect(not r.of_kind("PodDisruptionBudget"), "no PDB with a single replica")
     errs += expect(env_of(r).get("SLUICEGATE_PUBLISH_SERVICE") == "ingress/front", "publish service override")
     errs += expect(env_of(r).get("SLUICEGATE_LEADER_ELECTION_NAMESPACE") == "kube-system", "lease namespace")
+    errs += expect(workers_source(r) == "limits.cpu", "workers from the CPU limit when there is one")
     role = [d for d in r.of_kind("Role") if d.name.endswith("-leader-election")]
     errs += expect(len(role) == 1 and role[0].namespace == "kube-system", "lease Role in the lease namespace")
     return errs
@@ -843,7 +862,7 @@ def scenarios() -> list[Scenario]:
         ("defaults", {}, defaults_expectations),
         ("ci/all-features-values.yaml", all_features, all_features_expectations),
         (
-            "minimal: no RBAC, ServiceAccount, Service, metrics, IngressClass; crds.keep=false",
+            "minimal: no RBAC, ServiceAccount, Service, metrics, IngressClass; crds.keep=false; no resources",
             {
                 "rbac": {"create": False},
                 "serviceAccount": {"create": False, "name": "existing-sa"},
@@ -855,6 +874,7 @@ def scenarios() -> list[Scenario]:
                 "crds": {"keep": False},
                 "topologySpreadConstraints": [],
                 "startupProbe": None,
+                "resources": {"requests": None, "limits": None},
             },
             minimal_expectations,
         ),
@@ -865,6 +885,7 @@ def scenarios() -> list[Scenario]:
                 "service": {"type": "ClusterIP", "ports": {"https": {"enabled": False}}},
                 "publishService": {"pathOverride": "ingress/front"},
                 "leaderElection": {"namespace": "kube-system"},
+                "resources": {"requests": {"cpu": "500m"}, "limits": {"cpu": "1500m"}},
                 "autoscaling": {
                     "enabled": True,
                     "minReplicas": 1,

@@ -93,7 +93,9 @@ pub struct KubeArgs {
     /// Write status without leader election (only for a single replica).
     #[arg(long, env = "SLUICEGATE_DISABLE_LEADER_ELECTION")]
     pub disable_leader_election: bool,
-    /// Namespace of the leader election Lease; defaults to the pod's.
+    /// Namespace of the leader election Lease; defaults to POD_NAMESPACE,
+    /// else the client's namespace (the service account's in a pod, the
+    /// kubeconfig context's outside one).
     #[arg(long, env = "SLUICEGATE_LEADER_ELECTION_NAMESPACE")]
     pub leader_election_namespace: Option<String>,
     /// Name of the leader election Lease.
@@ -112,6 +114,10 @@ pub struct KubeArgs {
     /// How often the Lease is renewed or tried.
     #[arg(long, env = "SLUICEGATE_RETRY_PERIOD", default_value = "2s")]
     pub retry_period: Duration,
+    /// The longest a failed watch waits before it lists and watches again
+    /// (delays start at 0.5 s, double, and are jittered).
+    #[arg(long, env = "SLUICEGATE_WATCH_RETRY_MAX", default_value = "5s")]
+    pub watch_retry_max: Duration,
     /// This replica's name: the leader election identity.
     #[arg(long, env = "POD_NAME")]
     pub pod_name: Option<String>,
@@ -147,8 +153,14 @@ fn parse_namespaced(text: &str) -> Result<(String, String), String> {
 }
 
 impl KubeArgs {
-    /// The controller's settings around `gateway`.
-    pub fn config(&self, gateway: GatewayConfig) -> Result<ControllerConfig, LeaseConfigError> {
+    /// The controller's settings around `gateway`. `client_namespace` is
+    /// the Kubernetes client's default namespace, where the Lease goes
+    /// unless a flag or POD_NAMESPACE says otherwise.
+    pub fn config(
+        &self,
+        gateway: GatewayConfig,
+        client_namespace: &str,
+    ) -> Result<ControllerConfig, LeaseConfigError> {
         let identity = self
             .pod_name
             .clone()
@@ -163,7 +175,8 @@ impl KubeArgs {
                     .leader_election_namespace
                     .clone()
                     .or_else(|| self.pod_namespace.clone())
-                    .unwrap_or_else(|| "default".to_owned()),
+                    .filter(|n| !n.is_empty())
+                    .unwrap_or_else(|| client_namespace.to_owned()),
                 name: self.leader_election_name.clone(),
                 identity: identity.clone(),
                 lease_duration: self.lease_duration.0,
@@ -188,7 +201,13 @@ impl KubeArgs {
         namespaces.dedup();
         Ok(ControllerConfig {
             gateway,
-            scope: WatchScope { namespaces },
+            scope: WatchScope {
+                namespaces,
+                retry_max: self
+                    .watch_retry_max
+                    .0
+                    .max(std::time::Duration::from_millis(100)),
+            },
             publish,
             lease,
             instance: Some(identity),
@@ -257,7 +276,8 @@ pub struct GatewayArgs {
     #[arg(long, env = "SLUICEGATE_ADMIN_ADDR", default_value = "0.0.0.0:9180")]
     pub admin_addr: SocketAddr,
     /// Proxy worker threads; each runs its own event loop. Defaults to the
-    /// number of CPUs available.
+    /// cgroup CPU quota rounded up (at least 1, at most the CPUs this
+    /// process may use), or the CPU count without a quota.
     #[arg(long, env = "SLUICEGATE_WORKERS")]
     pub workers: Option<usize>,
     /// IngressClass name served by this instance.
@@ -338,6 +358,12 @@ pub struct GatewayArgs {
     pub dns_server: Option<SocketAddr>,
 }
 
+/// Workers for this process's CPU budget (see [`crate::cgroup`]).
+pub fn default_workers() -> usize {
+    let fallback = std::thread::available_parallelism().map_or(1, usize::from);
+    crate::cgroup::CpuBudget::detect().workers(fallback)
+}
+
 fn parse_dns_server(text: &str) -> Result<SocketAddr, String> {
     text.parse::<SocketAddr>()
         .or_else(|_| {
@@ -357,10 +383,7 @@ impl GatewayArgs {
             http_addr: self.http_addr,
             https_addr: self.https_addr.0,
             admin_addr: self.admin_addr,
-            workers: self
-                .workers
-                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))
-                .max(1),
+            workers: self.workers.unwrap_or_else(default_workers).max(1),
             proxy: ProxySettings {
                 connect_timeout: self.connect_timeout.0,
                 request_timeout: self.request_timeout.0,
@@ -505,8 +528,9 @@ mod tests {
         let Command::Controller { kube, gateway } = cli.command else {
             panic!("expected controller");
         };
-        let cfg = kube.config(gateway.config()).unwrap();
+        let cfg = kube.config(gateway.config(), "elsewhere").unwrap();
         assert_eq!(cfg.scope.namespaces, ["a", "b"]);
+        assert_eq!(cfg.scope.retry_max, std::time::Duration::from_secs(5));
         assert!(
             matches!(cfg.publish, Publish::Service(ref ns, ref n) if ns == "ingress" && n == "sluicegate")
         );
@@ -516,6 +540,34 @@ mod tests {
             ("ingress", "sg-0")
         );
         assert_eq!(lease.lease_duration, std::time::Duration::from_secs(20));
+    }
+
+    #[test]
+    fn the_lease_goes_to_the_clients_namespace_unless_told() {
+        let lease_ns = |args: &[&str]| {
+            let mut argv = vec!["sluicegate", "controller", "--pod-name", "sg-0"];
+            argv.extend_from_slice(args);
+            let Command::Controller { kube, gateway } = Cli::parse_from(argv).command else {
+                panic!("expected controller");
+            };
+            kube.config(gateway.config(), "from-kubeconfig")
+                .unwrap()
+                .lease
+                .unwrap()
+                .namespace
+        };
+        assert_eq!(lease_ns(&[]), "from-kubeconfig");
+        assert_eq!(lease_ns(&["--pod-namespace", ""]), "from-kubeconfig");
+        assert_eq!(lease_ns(&["--pod-namespace", "pods"]), "pods");
+        assert_eq!(
+            lease_ns(&[
+                "--pod-namespace",
+                "pods",
+                "--leader-election-namespace",
+                "leases"
+            ]),
+            "leases"
+        );
     }
 
     #[test]
@@ -539,7 +591,7 @@ mod tests {
         let Command::Controller { kube, gateway } = cli.command else {
             panic!("expected controller");
         };
-        let err = kube.config(gateway.config()).unwrap_err().to_string();
+        let err = kube.config(gateway.config(), "x").unwrap_err().to_string();
         assert!(err.contains("--renew-deadline"), "{err}");
     }
 }

@@ -18,6 +18,7 @@ use crate::metrics as m;
 use crate::proxy::{ProxyServer, ProxySettings, Shared};
 use crate::routing::{RouteTable, TableSpec, UpstreamRegistry};
 use crate::source::dns::{self, DnsResolver, DnsSettings};
+use crate::source::health::WatchHealth;
 use crate::source::standalone::{self, DirSource, SourceIssue};
 use crate::translate::{self, ClusterState, Diagnostics, Severity, TranslateOptions};
 
@@ -48,6 +49,8 @@ pub struct Publisher {
     generation: AtomicU64,
     /// Findings already logged, so that each is logged once, not per reload.
     reported: Mutex<HashSet<String>>,
+    /// The watches' health, in Kubernetes mode.
+    watch_health: OnceLock<Arc<WatchHealth>>,
 }
 
 impl Publisher {
@@ -62,7 +65,23 @@ impl Publisher {
             ready: AtomicBool::new(false),
             generation: AtomicU64::new(0),
             reported: Mutex::new(HashSet::new()),
+            watch_health: OnceLock::new(),
         })
+    }
+
+    /// Shows the watches' health in `/readyz` and `/metrics`.
+    pub fn set_watch_health(&self, health: Arc<WatchHealth>) {
+        let _ = self.watch_health.set(health);
+    }
+
+    /// The watches' health, in Kubernetes mode.
+    pub fn watch_health(&self) -> Option<&WatchHealth> {
+        self.watch_health.get().map(Arc::as_ref)
+    }
+
+    /// The generation of the live table (0 before the first).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
     }
 
     /// The table handle the proxy reads.

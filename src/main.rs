@@ -16,7 +16,8 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = EnvFilter::try_new(&cli.log.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_new(log_directives(&cli.log.log_level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
     match cli.log.log_format {
         LogFormat::Text => {
             use std::io::IsTerminal;
@@ -51,6 +52,18 @@ fn main() -> ExitCode {
     }
 }
 
+/// The log filter: the user's, plus silence for kube-runtime's watcher
+/// unless the user names it. Its warnings repeat on every retry with the
+/// API server's whole `Status` object; Sluicegate logs each failure streak
+/// once itself, in one line.
+fn log_directives(level: &str) -> String {
+    if level.contains("kube_runtime") {
+        level.to_owned()
+    } else {
+        format!("{level},kube_runtime::watcher=error")
+    }
+}
+
 async fn run(command: Command) -> anyhow::Result<()> {
     // Handlers first, so that a SIGTERM during startup is not lost.
     let signal = shutdown_signal()?;
@@ -62,8 +75,19 @@ async fn run(command: Command) -> anyhow::Result<()> {
             sa.shutdown().await;
         }
         Command::Controller { kube, gateway } => {
-            let config = kube.config(gateway.config())?;
             let client = kube_client(kube.kubeconfig.as_deref()).await?;
+            let gateway = gateway.config();
+            info!(
+                workers = gateway.workers,
+                "proxy workers (the cgroup CPU quota rounded up, or --workers)"
+            );
+            let config = kube.config(gateway, client.default_namespace())?;
+            match &config.lease {
+                Some(l) => {
+                    info!(lease = %format!("{}/{}", l.namespace, l.name), identity = %l.identity, "leader election on")
+                }
+                None => info!("leader election off: this replica writes status"),
+            }
             let controller = Controller::start(config, client).await?;
             info!("controller running; waiting for every watcher to sync");
             signal.await;
@@ -95,7 +119,8 @@ async fn kube_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kub
             .await
             .context("no in-cluster configuration and no kubeconfig")?,
     };
-    kube::Client::try_from(config).context("creating the Kubernetes client")
+    kube::Client::try_from(sluicegate::source::kube::client_config(config))
+        .context("creating the Kubernetes client")
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -30,6 +30,14 @@ pub const TABLE_ROUTES: &str = "sluicegate_table_routes";
 pub const CONFIG_DIAGNOSTICS: &str = "sluicegate_config_diagnostics";
 /// Counter: failed watch requests, by kind (Kubernetes mode).
 pub const WATCH_ERRORS: &str = "sluicegate_watch_errors_total";
+/// Gauge: 1 while every watcher of a kind has listed and is not failing,
+/// by kind.
+pub const WATCH_HEALTHY: &str = "sluicegate_watch_healthy";
+/// Gauge: seconds since a kind's watchers last delivered an object or a
+/// list, by kind.
+pub const WATCH_LAST_EVENT_AGE: &str = "sluicegate_watch_last_event_age_seconds";
+/// Counter: failed leader election rounds (Kubernetes mode).
+pub const LEADER_ELECTION_ERRORS: &str = "sluicegate_leader_election_errors_total";
 /// Counter: endpoint sets updated in place, without a table rebuild.
 pub const ENDPOINT_UPDATES: &str = "sluicegate_endpoint_updates_total";
 /// Counter: DNS lookups of upstream names, by `result` (`ok`, `error`).

@@ -61,6 +61,24 @@ fn describe() {
         "1 while an endpoint takes traffic, 0 while ejected or failing active checks."
     );
     metrics::describe_counter!(
+        m::WATCH_ERRORS,
+        "Failed list or watch requests to the API server, by kind."
+    );
+    metrics::describe_gauge!(
+        m::WATCH_HEALTHY,
+        "1 while every watch of a kind has listed and is not failing, by kind."
+    );
+    metrics::describe_gauge!(
+        m::WATCH_LAST_EVENT_AGE,
+        metrics::Unit::Seconds,
+        "Seconds since a kind's watches last delivered an object or a list, by kind."
+    );
+    metrics::describe_counter!(
+        m::LEADER_ELECTION_ERRORS,
+        "Failed leader election requests (get, create or update of the Lease)."
+    );
+    metrics::describe_gauge!(m::LEADER, "1 while this replica holds the leader Lease.");
+    metrics::describe_counter!(
         m::DNS_LOOKUPS,
         "DNS lookups of the names of upstreams outside the cluster, by result."
     );
