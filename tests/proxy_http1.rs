@@ -385,10 +385,16 @@ async fn slow_and_idle_clients_are_cut_after_their_timeouts(l: Listener) {
         assert_eq!(c.response(false).await.text(), format!("GET /k{i} "));
         tokio::time::sleep(idle / 2).await;
     }
-    // Then an idle connection is closed after the keep-alive timeout.
+    // Then an idle connection is closed after the keep-alive timeout
+    // (counted from when the server began to wait, a little before the
+    // client had the answer).
     let started = Instant::now();
     assert!(c.closed().await);
     let took = started.elapsed() + idle / 2;
-    assert!(took >= idle && took < idle * 3, "closed after {took:?}");
+    let early = Duration::from_millis(100);
+    assert!(
+        took >= idle - early && took < idle * 3,
+        "closed after {took:?}"
+    );
     gw.shutdown().await;
 }

@@ -234,7 +234,7 @@ type Sender = http2::SendRequest<Empty<Bytes>>;
 /// An HTTP/2 client connection through hyper.
 async fn h2_client(s: &Setup, l: Listener) -> Sender {
     let exec = TokioExecutor::new();
-    let sender = match l {
+    match l {
         Listener::Plain => {
             let tcp = tokio::net::TcpStream::connect(s.gw.http()).await.unwrap();
             let (sender, conn) = http2::handshake(exec, TokioIo::new(tcp)).await.unwrap();
@@ -247,8 +247,7 @@ async fn h2_client(s: &Setup, l: Listener) -> Sender {
             tokio::spawn(conn);
             sender
         }
-    };
-    sender
+    }
 }
 
 /// One host (RFC 9113 §8.3.1: `:authority` and a differing `host` make a
