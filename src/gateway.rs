@@ -281,6 +281,7 @@ impl Gateway {
         let shared = Arc::new(Shared {
             table: publisher.table(),
             settings: Arc::new(config.proxy.clone()),
+            telemetry: Arc::default(),
         });
         let proxy = ProxyServer::start(config.http_addr, config.https_addr, config.workers, shared)
             .map_err(|source| StartError::Bind {

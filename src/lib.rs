@@ -19,5 +19,6 @@ pub mod proxy;
 pub mod routing;
 pub mod source;
 pub mod status;
+pub mod telemetry;
 pub mod translate;
 pub(crate) mod x509;
