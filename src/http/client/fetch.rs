@@ -231,7 +231,7 @@ async fn plain(
     deadlines: Deadlines,
     options: &Options,
 ) -> Result<Answer, FetchError> {
-    let pool = match local().filter(|_| options.reuse) {
+    let pool = match options.reuse.then(local).flatten() {
         Some(l) => l.pool,
         // Closed when the call is over: nothing else holds it.
         None => Pool::new(POOL),
@@ -260,7 +260,7 @@ async fn secure(
     options: &Options,
 ) -> Result<Answer, FetchError> {
     let config = tls.config.as_ref().ok_or(FetchError::NoTls)?;
-    let clients = match local().filter(|_| options.reuse) {
+    let clients = match options.reuse.then(local).flatten() {
         Some(l) => l.clients,
         None => Arc::new(Clients::new(POOL)),
     };
