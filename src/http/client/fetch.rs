@@ -36,11 +36,11 @@ use super::{
     UpstreamBody, UpstreamError, send, send_with_protocol,
 };
 use crate::http::dns::{self, LookupError};
+use crate::http::wire::{RequestFraming, is_hop_by_hop, put, put_length};
+use target::{Host, TargetTls, origin_form};
 
 mod target;
 
-use crate::http::wire::{RequestFraming, is_hop_by_hop, put, put_length};
-use target::{Host, TargetTls, origin_form};
 pub use target::{Target, UrlError};
 
 /// Connections kept alive for the gateway's own calls, per thread and
