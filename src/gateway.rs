@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::admin::AdminServer;
+use crate::http::dns::Resolver;
 use crate::metrics as m;
 use crate::proxy::{ProxyServer, ProxySettings, Shared};
 use crate::routing::{RouteTable, TableSpec, UpstreamRegistry};
@@ -256,12 +257,14 @@ pub enum StartError {
 }
 
 /// A running proxy and admin server around one publisher, and the DNS
-/// resolver that fills its upstreams outside the cluster.
+/// resolver that fills its upstreams outside the cluster and answers its
+/// own calls (forwardAuth, JWKS).
 pub struct Gateway {
     publisher: Arc<Publisher>,
     proxy: ProxyServer,
     admin: AdminServer,
     dns: DnsResolver,
+    resolver: Resolver,
 }
 
 impl Gateway {
@@ -283,18 +286,30 @@ impl Gateway {
             settings: Arc::new(config.proxy.clone()),
             telemetry: Arc::default(),
         });
-        let proxy = ProxyServer::start(config.http_addr, config.https_addr, config.workers, shared)
-            .map_err(|source| StartError::Bind {
-                addr: config.http_addr,
-                source,
-            })?;
+        // Owned by a task of this runtime, which outlives the workers; the
+        // workers ask it, and so does everything else in the process that
+        // resolves a name (the last gateway started wins).
+        let resolver = Resolver::start(&config.dns);
+        crate::http::dns::install(&resolver);
+        let proxy = ProxyServer::start(
+            config.http_addr,
+            config.https_addr,
+            config.workers,
+            shared,
+            Some(resolver.clone()),
+        )
+        .map_err(|source| StartError::Bind {
+            addr: config.http_addr,
+            source,
+        })?;
         let admin = AdminServer::start(config.admin_addr, publisher.clone())
             .await
             .map_err(|source| StartError::Bind {
                 addr: config.admin_addr,
                 source,
             })?;
-        let dns = DnsResolver::start(
+        let dns = DnsResolver::start_with(
+            resolver.clone(),
             config.dns.clone(),
             publisher.registry_handle(),
             publisher.dns_targets(),
@@ -304,6 +319,7 @@ impl Gateway {
             proxy,
             admin,
             dns,
+            resolver,
         })
     }
 
@@ -326,6 +342,7 @@ impl Gateway {
     /// Stops accepting and drains in-flight requests.
     pub async fn shutdown(self) {
         drop(self.dns);
+        crate::http::dns::uninstall(&self.resolver);
         self.admin.stop();
         self.proxy.shutdown().await;
     }

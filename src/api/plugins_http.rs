@@ -204,7 +204,7 @@ pub struct Mocking {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ForwardAuth {
-    /// `http://host:port/path` of the service.
+    /// `http://` or `https://host:port/path` of the service.
     #[schemars(length(min = 1, max = 2048))]
     pub uri: String,
     /// Client request headers sent to the service (besides
@@ -220,6 +220,10 @@ pub struct ForwardAuth {
     /// Default 3s; past it the client gets 503.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Duration>,
+    /// A Secret in this namespace whose `ca.crt` verifies an `https://`
+    /// service; without it the system's CA certificates do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<super::LocalObjectRef>,
 }
 
 /// Compress responses with gzip for clients that accept it.
