@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod api;
+pub mod check;
 pub mod cli;
 pub mod controller;
 pub mod demo;

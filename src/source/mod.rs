@@ -8,4 +8,5 @@
 pub mod dns;
 pub mod kube;
 pub mod manifest;
+pub mod schema;
 pub mod standalone;
