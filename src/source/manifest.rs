@@ -368,9 +368,31 @@ fn typed<T: DeserializeOwned>(
     let de = serde_ignored::Deserializer::new(doc, &mut record);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
-        let field = (path != ".").then_some(path);
-        (field, e.into_inner().to_string())
+        let message = e.into_inner().to_string();
+        let mut field = (path != ".").then_some(path);
+        // A struct with a flattened part (the plugins' shared settings)
+        // reports an unknown field at the struct, not at the field itself:
+        // name the field, as for every other struct.
+        if let Some(name) = unknown_field(&message) {
+            match &mut field {
+                Some(f) if !f.ends_with(&format!(".{name}")) && *f != name => {
+                    f.push('.');
+                    f.push_str(name);
+                }
+                Some(_) => {}
+                None => field = Some(name.to_owned()),
+            }
+        }
+        (field, message)
     })
+}
+
+/// The field serde's "unknown field `NAME`" message names.
+fn unknown_field(message: &str) -> Option<&str> {
+    message
+        .strip_prefix("unknown field `")
+        .and_then(|rest| rest.split_once('`'))
+        .map(|(name, _)| name)
 }
 
 /// Formats a path the way the rest of Sluicegate names fields:
@@ -502,6 +524,21 @@ spec:
 "#;
         let err = parse(text).unwrap_err();
         assert!(err.message.contains("hostz"), "{err}");
+    }
+
+    #[test]
+    fn typos_name_the_misspelt_field_also_beside_flattened_settings() {
+        let text = r#"
+apiVersion: sluicegate.io/v1alpha1
+kind: PluginConfig
+metadata: {name: p}
+spec:
+  plugins:
+    limitReq: {rate: 5, burts: 20}
+"#;
+        let err = parse(text).unwrap_err();
+        assert_eq!(err.field.as_deref(), Some("spec.plugins.limitReq.burts"));
+        assert!(err.message.starts_with("unknown field `burts`"), "{err}");
     }
 
     #[test]
