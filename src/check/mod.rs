@@ -17,7 +17,6 @@
 
 mod report;
 
-use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -167,7 +166,7 @@ pub fn check(inputs: &[Input], opts: &TranslateOptions) -> Report {
     };
     let parsed = parse_all(inputs);
     let mut state = ClusterState::default();
-    let mut origins: HashMap<(Kind, ObjectKey), Origin> = HashMap::new();
+    let mut origins: foldhash::HashMap<(Kind, ObjectKey), Origin> = Default::default();
     for (file, docs) in parsed.into_iter().enumerate() {
         let name = &inputs[file].name;
         for e in docs.errors {
@@ -264,8 +263,10 @@ fn parse_all(inputs: &[Input]) -> Vec<manifest::Documents> {
     })
 }
 
+/// A file that is not YAML, or a document that is not a mapping, is
+/// `InvalidYAML`; anything about an object's content is `InvalidSpec`.
 fn parse_reason(issue: &DocIssue) -> &'static str {
-    if issue.document.is_none() || issue.object.is_none() && issue.field.is_none() {
+    if issue.document.is_none() || (issue.object.is_none() && issue.field.is_none()) {
         "InvalidYAML"
     } else {
         "InvalidSpec"

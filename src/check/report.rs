@@ -189,7 +189,7 @@ impl Report {
             notes: self.count(Level::Note),
             findings: &self.findings,
         };
-        // ok: these types always serialize (strings, numbers, options).
+        // These types always serialize (strings, numbers, options).
         let mut text = serde_json::to_string_pretty(&doc).unwrap_or_default();
         text.push('\n');
         text
