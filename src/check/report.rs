@@ -95,10 +95,13 @@ impl Report {
             level,
             file: file.to_owned(),
             document: issue.document,
-            object: issue.object.map(|o| FindingObject {
-                kind: o.kind,
-                namespace: o.namespace,
-                name: o.name,
+            object: issue.object.map(|o| {
+                let o = *o;
+                FindingObject {
+                    kind: o.kind,
+                    namespace: o.namespace,
+                    name: o.name,
+                }
             }),
             field: issue.field,
             reason: reason.to_owned(),

@@ -108,8 +108,9 @@ impl fmt::Display for DocObject {
 pub struct DocIssue {
     /// 1-based document number; `None` for a YAML syntax error.
     pub document: Option<usize>,
-    /// The object, when its kind could be read.
-    pub object: Option<DocObject>,
+    /// The object, when its kind could be read (boxed: results carrying a
+    /// `DocIssue` stay small).
+    pub object: Option<Box<DocObject>>,
     /// Dotted field path, when known.
     pub field: Option<String>,
     pub message: String,
@@ -280,10 +281,12 @@ fn parse_object(
     };
     let name = meta("name");
     let namespace = meta("namespace");
-    let object = (!kind.is_empty()).then(|| DocObject {
-        kind: kind.clone(),
-        namespace: namespace.clone(),
-        name: name.clone(),
+    let object = (!kind.is_empty()).then(|| {
+        Box::new(DocObject {
+            kind: kind.clone(),
+            namespace: namespace.clone(),
+            name: name.clone(),
+        })
     });
     let issue = |field: Option<String>, message: String| DocIssue {
         document: Some(n),
