@@ -51,6 +51,9 @@ pub enum Command {
         #[command(flatten)]
         gateway: GatewayArgs,
     },
+    /// Validate manifests offline (for CI before a GitOps sync): exit 1 on
+    /// errors, or on warnings with --strict.
+    Check(crate::check::CheckArgs),
     /// Run the gateway on the demo manifests with two echo backends.
     Demo {
         /// Manifest directory; the built-in copies are used when it does

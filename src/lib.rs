@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod api;
 pub mod cgroup;
+pub mod check;
 pub mod cli;
 pub mod controller;
 pub mod demo;
