@@ -46,7 +46,10 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,target=/usr/local/cargo/git,sharing=locked \
     cargo chef cook --locked --release --bin sluicegate --recipe-path recipe.json
 
-# 3. The crate itself.
+# 3. The crate itself. The commit shows in `sluicegate_build_info`
+#    (`--build-arg SLUICEGATE_COMMIT=$(git rev-parse HEAD)`).
+ARG SLUICEGATE_COMMIT=unknown
+ENV SLUICEGATE_COMMIT=${SLUICEGATE_COMMIT}
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,target=/usr/local/cargo/git,sharing=locked \

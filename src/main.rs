@@ -73,6 +73,13 @@ fn log_directives(level: &str) -> String {
 async fn run(command: Command) -> anyhow::Result<()> {
     // Handlers first, so that a SIGTERM during startup is not lost.
     let signal = shutdown_signal()?;
+    // Before any series is registered.
+    if let Command::Standalone { gateway, .. }
+    | Command::Controller { gateway, .. }
+    | Command::Demo { gateway, .. } = &command
+    {
+        sluicegate::metrics::disable_labels(gateway.metrics_disabled_labels.clone());
+    }
     match command {
         Command::Standalone { config, gateway } => {
             let sa = Standalone::start(gateway.config(), config).await?;

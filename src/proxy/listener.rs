@@ -232,13 +232,18 @@ async fn serve(
                             Ok(Ok(a)) => a,
                             Ok(Err(e)) => {
                                 debug!(%peer, error = %e, "TLS handshake failed");
+                                handshake_counted("failed", false);
                                 return;
                             }
                             Err(_) => {
                                 debug!(%peer, "TLS handshake timed out");
+                                handshake_counted("timeout", false);
                                 return;
                             }
                         };
+                    let resumed = accepted.stream.get_ref().1.handshake_kind()
+                        == Some(rustls::HandshakeKind::Resumed);
+                    handshake_counted("ok", resumed);
                     client.set_client_certificate(accepted.client_auth, accepted.subject);
                     let h2 = accepted.stream.get_ref().1.alpn_protocol() == Some(b"h2");
                     if h2 {
@@ -260,4 +265,14 @@ async fn serve(
             "shutdown grace period over; closing remaining connections"
         );
     }
+}
+
+/// Counts a TLS handshake by how it ended.
+fn handshake_counted(result: &'static str, resumed: bool) {
+    let resumed = if resumed { "true" } else { "false" };
+    metrics::counter!(
+        crate::metrics::TLS_HANDSHAKES,
+        crate::metrics::labels(&[("result", result), ("resumed", resumed)])
+    )
+    .increment(1);
 }
