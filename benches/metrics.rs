@@ -65,6 +65,21 @@ fn render(c: &mut Criterion) {
         text.len() / 1024,
         text.lines().count()
     );
+    // Where the bytes go, largest family first.
+    let mut families: std::collections::BTreeMap<&str, usize> = Default::default();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let name = line.split(['{', ' ']).next().unwrap_or_default();
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s))
+            .unwrap_or(name);
+        *families.entry(family).or_default() += line.len() + 1;
+    }
+    let mut families: Vec<_> = families.into_iter().collect();
+    families.sort_by_key(|(_, bytes)| std::cmp::Reverse(*bytes));
+    for (family, bytes) in families {
+        eprintln!("  {family}: {} KB", bytes / 1024);
+    }
     c.bench_function("metrics/render/1000_routes_3000_endpoints", |b| {
         b.iter(|| black_box(handle.render().len()))
     });
