@@ -173,6 +173,7 @@ fn bench_match(c: &mut Criterion) {
             query: Some("page=2&sort=desc"),
             method: &get,
             headers: &headers,
+            port: 0,
         };
         let middle: &'static str = Box::leak(middle.into_boxed_str());
         let cases = [
@@ -206,6 +207,7 @@ fn bench_match(c: &mut Criterion) {
                     query: Some("page=2&sort=desc"),
                     method: &get,
                     headers: &headers,
+                    port: 0,
                 };
                 table.find(&req).map(|r| r.name.len())
             })

@@ -17,7 +17,7 @@ use crate::routing::EncodedSlashes;
 use crate::source::dns::DnsSettings;
 use crate::source::kube::WatchScope;
 use crate::status::lease::{LeaseConfig, LeaseConfigError};
-use crate::translate::{ObjectKey, TranslateOptions};
+use crate::translate::{ObjectKey, OwnPorts, TranslateOptions};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -422,6 +422,10 @@ impl GatewayArgs {
                     let cluster = self.redis_cluster || urls.contains(',');
                     RedisTarget::parse(urls, cluster, self.redis_password.clone()).ok()
                 }),
+                own_ports: OwnPorts {
+                    http: self.http_addr.port(),
+                    https: self.https_addr.0.map(|a| a.port()),
+                },
             },
             dns: DnsSettings {
                 server: self.dns_server,

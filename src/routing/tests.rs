@@ -45,6 +45,8 @@ fn route(name: &str) -> RouteBuilder {
         retries: Default::default(),
         https_redirect: None,
         plugins: Vec::new(),
+        listeners: Vec::new(),
+        mirrors: Vec::new(),
     })
 }
 
@@ -171,6 +173,7 @@ fn table_with(
         upstreams,
         tls: Vec::new(),
         client_auth: Vec::new(),
+        listeners: Vec::new(),
     };
     RouteTable::build(&spec, registry)
 }
@@ -182,6 +185,7 @@ struct Req {
     query: Option<String>,
     method: Method,
     headers: HeaderMap,
+    port: u16,
 }
 
 /// A GET for `target` (path plus optional `?query`) on `host`.
@@ -198,6 +202,7 @@ fn req(host: &str, target: &str) -> Req {
         query,
         method: Method::GET,
         headers: HeaderMap::new(),
+        port: 0,
     }
 }
 
@@ -223,6 +228,7 @@ impl Req {
             query: self.query.as_deref(),
             method: &self.method,
             headers: &self.headers,
+            port: self.port,
         }
     }
 }

@@ -105,7 +105,7 @@ fn content_hash(secret: &Secret) -> u64 {
 
 /// The parsed certificate of Secret `key`, from the cache when its content
 /// has not changed.
-fn lookup(ctx: &Ctx<'_>, key: &ObjectKey) -> Result<Arc<CertifiedKey>, String> {
+pub(super) fn lookup(ctx: &Ctx<'_>, key: &ObjectKey) -> Result<Arc<CertifiedKey>, String> {
     let Some(secret) = ctx.state.secrets.get(key) else {
         return Err(format!("Secret {}/{} not found", key.namespace, key.name));
     };
@@ -144,6 +144,7 @@ pub(super) fn bind_default(ctx: &mut Ctx<'_>, key: &ObjectKey) {
             hosts: Vec::new(),
             secret: format!("{}/{}", key.namespace, key.name),
             source: "--default-certificate".into(),
+            port: None,
             key: parsed,
         }),
         Err(e) => ctx.diags.report(
@@ -202,6 +203,7 @@ pub(super) fn bind(
             hosts: bound,
             secret,
             source,
+            port: None,
             key: parsed,
         });
     }

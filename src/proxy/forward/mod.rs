@@ -86,7 +86,7 @@ impl Worker {
     ) -> Response<ResponseBody> {
         let start = Instant::now();
         let settings = &self.shared.settings;
-        let matched = match request::route(&self.shared.table, settings, &req) {
+        let matched = match request::route(&self.shared.table, settings, &req, client.local_port) {
             Ok(m) => m,
             Err(request::Unrouted::OptionsAsterisk) => {
                 let resp = respond::options_asterisk();
