@@ -17,6 +17,7 @@
 
 mod attempts;
 mod head;
+mod mirror;
 mod plugins;
 mod request;
 mod respond;
@@ -251,6 +252,10 @@ impl Worker {
             upgrade: websocket,
             trust_forwarded: settings.trust_forwarded,
         };
+        if !route.mirrors.is_empty() {
+            use http_body::Body as _;
+            mirror::start(self, route, &head, body.is_end_stream(), deadlines).await;
+        }
         attempts::send(self, route, keys, &head, body, deadlines, client_upgrade).await
     }
 }
