@@ -194,15 +194,18 @@ fn gateway(
         .map(|(i, l)| listener(ctx, obj, i, l))
         .collect();
 
-    // Conflicts inside the Gateway.
+    // Conflicts inside the Gateway. On the proxy's own ports the protocol
+    // is fixed, and only listeners that differ from it conflict (below).
+    let own_port = |p: u16| p == opts.own_ports.http || Some(p) == opts.own_ports.https;
     for i in 0..read.len() {
         if !read[i].accepted {
             continue;
         }
         let (port, https) = (read[i].info.port, read[i].https);
-        let protocol_clash = read
-            .iter()
-            .any(|o| o.accepted && o.info.port == port && o.https != https);
+        let protocol_clash = !own_port(port)
+            && read
+                .iter()
+                .any(|o| o.accepted && o.info.port == port && o.https != https);
         let twin = read.iter().enumerate().any(|(j, o)| {
             j != i
                 && o.accepted
