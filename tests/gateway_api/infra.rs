@@ -34,6 +34,8 @@ pub struct Echo {
     /// Path and query as received.
     pub target: String,
     pub host: String,
+    /// `HTTP/1.1` or `HTTP/2.0`.
+    pub version: String,
     /// Header values by lower-case name, joined with `,` when repeated.
     pub headers: BTreeMap<String, String>,
 }
@@ -52,6 +54,7 @@ impl Echo {
             method: s("method"),
             target: s("target"),
             host: s("host"),
+            version: s("version"),
             headers,
         })
     }
@@ -80,7 +83,9 @@ pub async fn echo(name: &'static str) -> Backend {
             "backend": name,
             "method": req.method().as_str(),
             "target": req.uri().path_and_query().map_or("/", |p| p.as_str()),
-            "host": req.headers().get("host").and_then(|h| h.to_str().ok()).unwrap_or(""),
+            "host": req.headers().get("host").and_then(|h| h.to_str().ok())
+                .or_else(|| req.uri().authority().map(|a| a.as_str())).unwrap_or(""),
+            "version": format!("{:?}", req.version()),
             "headers": headers,
         });
         let mut resp = Response::builder()

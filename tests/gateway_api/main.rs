@@ -7,6 +7,8 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod filters;
+mod grpcroute;
 mod httproute;
 mod infra;
 mod listeners;
