@@ -482,7 +482,9 @@ fn listener(ctx: &mut Ctx<'_>, obj: Subject<'_>, i: usize, l: &Listener) -> Read
     let mut kinds_problem: Option<(&'static str, String)> = None;
     let mut cert_problem: Option<(&'static str, String)> = None;
     let mut kinds: Vec<&'static str> = Vec::new();
-    if l.allowed_routes.kinds.is_empty() {
+    if !matches!(l.protocol.as_str(), "HTTP" | "HTTPS") {
+        // No route kind Sluicegate serves fits another protocol.
+    } else if l.allowed_routes.kinds.is_empty() {
         kinds = vec![HTTP_ROUTE, GRPC_ROUTE];
     } else {
         for k in &l.allowed_routes.kinds {
@@ -497,8 +499,9 @@ fn listener(ctx: &mut Ctx<'_>, obj: Subject<'_>, i: usize, l: &Listener) -> Read
                     kinds_problem.get_or_insert((
                         INVALID_ROUTE_KINDS,
                         format!(
-                            "route kind {}/{} is not supported on {} listeners",
-                            k.group, k.kind, l.protocol
+                            "route kind {} is not supported on {} listeners",
+                            super::rules::group_kind(&k.group, &k.kind),
+                            l.protocol
                         ),
                     ));
                 }
@@ -602,8 +605,8 @@ fn certificate(
         return Err((
             INVALID_CERTIFICATE_REF,
             format!(
-                "{field}: kind {}/{} is not supported; use a Secret",
-                r.group, r.kind
+                "{field}: kind {} is not supported; use a Secret",
+                super::rules::group_kind(&r.group, &r.kind)
             ),
         ));
     }

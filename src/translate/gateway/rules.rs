@@ -182,8 +182,8 @@ pub(super) fn read<'r>(
                             format!("{f_field}.extensionRef"),
                             INVALID_KIND,
                             format!(
-                                "{}/{} is not a kind of extension Sluicegate knows (use {SLUICEGATE_GROUP}/PluginConfig); the rule answers 500",
-                                e.group, e.kind
+                                "{} is not a kind of extension Sluicegate knows (use {SLUICEGATE_GROUP}/PluginConfig); the rule answers 500",
+                                group_kind(&e.group, &e.kind)
                             ),
                         );
                         fail = Some("the route's filter cannot be resolved");
@@ -316,8 +316,8 @@ fn service<'s>(
         return Err((
             INVALID_KIND,
             format!(
-                "{}/{} is not a kind of backend Sluicegate knows; use a Service",
-                r.group, r.kind
+                "{} is not a kind of backend Sluicegate knows; use a Service",
+                group_kind(r.group, r.kind)
             ),
         ));
     }
@@ -358,6 +358,15 @@ fn service<'s>(
         return Err((BACKEND_NOT_FOUND, e.to_string()));
     }
     Ok((resolved.upstream, resolved.app_protocol, ns.to_owned()))
+}
+
+/// `Kind` for the core group, `group/Kind` otherwise.
+pub(super) fn group_kind(group: &str, kind: &str) -> String {
+    if group.is_empty() {
+        kind.to_owned()
+    } else {
+        format!("{group}/{kind}")
+    }
 }
 
 /// The usable backends of a rule; the others are reported.
