@@ -207,6 +207,7 @@ impl KubeArgs {
                     .watch_retry_max
                     .0
                     .max(std::time::Duration::from_millis(100)),
+                ..WatchScope::default()
             },
             publish,
             lease,

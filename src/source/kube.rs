@@ -337,6 +337,9 @@ pub struct WatchScope {
     pub namespaces: Vec<String>,
     /// The longest a failed watch waits before it retries.
     pub retry_max: Duration,
+    /// How often the Gateway API's kinds are looked for while some are
+    /// missing ([`REDISCOVER`]).
+    pub rediscover: Duration,
 }
 
 impl Default for WatchScope {
@@ -344,6 +347,7 @@ impl Default for WatchScope {
         WatchScope {
             namespaces: Vec::new(),
             retry_max: RETRY_MAX,
+            rediscover: REDISCOVER,
         }
     }
 }
@@ -397,6 +401,7 @@ impl KubeSource {
             client.clone(),
             namespaces,
             discovered.clone(),
+            scope.rediscover,
         )));
         KubeSource {
             inner,
@@ -500,13 +505,14 @@ async fn discover(client: &Client) -> Result<[bool; 5], kube::Error> {
 }
 
 /// Starts watchers for the Gateway API kinds that exist, and looks again
-/// every [`REDISCOVER`] for those that do not yet. Counts as one unsynced
+/// every `rediscover` for those that do not yet. Counts as one unsynced
 /// watcher until the first answer.
 async fn gateway_api(
     ctx: WatchCtx,
     client: Client,
     namespaces: Vec<Option<String>>,
     tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    rediscover: Duration,
 ) {
     let mut backoff = RetryBackoff::new(RETRY_INITIAL, ctx.retry_max);
     let mut streak = health::Streak::default();
@@ -548,8 +554,18 @@ async fn gateway_api(
                 }),
             }
             if i == 0 {
-                // Listeners select route namespaces by their labels.
-                started.push(ctx.spawn::<Namespace>(&client, None));
+                // Listeners select route namespaces by their labels; only
+                // the watched namespaces' matter.
+                let names: Vec<&str> = namespaces.iter().flatten().map(String::as_str).collect();
+                let config = if names.is_empty() {
+                    Namespace::config()
+                } else {
+                    watcher::Config::default().labels(&format!(
+                        "kubernetes.io/metadata.name in ({})",
+                        names.join(",")
+                    ))
+                };
+                started.push(ctx.spawn_with::<Namespace>(&client, None, config));
             }
         }
         if !started.is_empty() {
@@ -574,7 +590,7 @@ async fn gateway_api(
         if watching.iter().all(|w| *w) {
             return;
         }
-        tokio::time::sleep(REDISCOVER).await;
+        tokio::time::sleep(rediscover).await;
     }
 }
 
@@ -607,6 +623,16 @@ struct Attempt<K> {
 
 impl WatchCtx {
     fn spawn<K: Watched>(&self, client: &Client, namespace: Option<&str>) -> JoinHandle<()> {
+        self.spawn_with::<K>(client, namespace, K::config())
+    }
+
+    /// Like [`Self::spawn`], with a watcher configuration of its own.
+    fn spawn_with<K: Watched>(
+        &self,
+        client: &Client,
+        namespace: Option<&str>,
+        config: watcher::Config,
+    ) -> JoinHandle<()> {
         let api = K::api(client.clone(), namespace);
         self.inner
             .lock()
@@ -615,18 +641,24 @@ impl WatchCtx {
         let ctx = self.clone();
         let scope = namespace.map(str::to_owned);
         let id = self.health.register(K::KIND);
-        tokio::spawn(async move { ctx.run::<K>(api, scope, id).await })
+        tokio::spawn(async move { ctx.run::<K>(api, scope, id, config).await })
     }
 
     /// Watches until aborted. Every attempt starts with a fresh list; an
     /// error ends the attempt, and the next starts after a backoff delay.
-    async fn run<K: Watched>(self, api: Api<K>, scope: Option<String>, id: WatcherId) {
+    async fn run<K: Watched>(
+        self,
+        api: Api<K>,
+        scope: Option<String>,
+        id: WatcherId,
+        config: watcher::Config,
+    ) {
         let mut backoff = RetryBackoff::new(RETRY_INITIAL, self.retry_max);
         let mut streak = health::Streak::default();
         let mut synced = false;
         let where_ = scope.as_deref().unwrap_or("all namespaces");
         loop {
-            let mut stream = watcher::watcher(api.clone(), K::config()).boxed();
+            let mut stream = watcher::watcher(api.clone(), config.clone()).boxed();
             let mut attempt = Attempt { relist: None };
             let error = loop {
                 match stream.next().await {
