@@ -90,6 +90,17 @@ pub struct KubeArgs {
         conflicts_with = "publish_service"
     )]
     pub publish_addresses: Vec<String>,
+    /// Serve the Gateway API (GatewayClasses of controller
+    /// sluicegate.io/gateway-controller, their Gateways and routes) when
+    /// its CRDs are installed; `false` never watches its kinds (for
+    /// installations without RBAC for them).
+    #[arg(
+        long,
+        env = "SLUICEGATE_GATEWAY_API",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    pub gateway_api: bool,
     /// Write status without leader election (only for a single replica).
     #[arg(long, env = "SLUICEGATE_DISABLE_LEADER_ELECTION")]
     pub disable_leader_election: bool,
@@ -207,6 +218,7 @@ impl KubeArgs {
                     .watch_retry_max
                     .0
                     .max(std::time::Duration::from_millis(100)),
+                gateway_api: self.gateway_api,
                 ..WatchScope::default()
             },
             publish,

@@ -340,6 +340,8 @@ pub struct WatchScope {
     /// How often the Gateway API's kinds are looked for while some are
     /// missing ([`REDISCOVER`]).
     pub rediscover: Duration,
+    /// Whether the Gateway API's kinds are watched at all.
+    pub gateway_api: bool,
 }
 
 impl Default for WatchScope {
@@ -348,6 +350,7 @@ impl Default for WatchScope {
             namespaces: Vec::new(),
             retry_max: RETRY_MAX,
             rediscover: REDISCOVER,
+            gateway_api: true,
         }
     }
 }
@@ -392,17 +395,19 @@ impl KubeSource {
         // installed: they are looked up first, and the first table waits
         // for that answer as it waits for the watchers.
         let discovered = Arc::new(Mutex::new(Vec::new()));
-        ctx.inner
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .unsynced += 1;
-        tasks.push(tokio::spawn(gateway_api(
-            ctx.clone(),
-            client.clone(),
-            namespaces,
-            discovered.clone(),
-            scope.rediscover,
-        )));
+        if scope.gateway_api {
+            ctx.inner
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .unsynced += 1;
+            tasks.push(tokio::spawn(gateway_api(
+                ctx.clone(),
+                client.clone(),
+                namespaces,
+                discovered.clone(),
+                scope.rediscover,
+            )));
+        }
         KubeSource {
             inner,
             notify,
