@@ -191,7 +191,7 @@ async fn status_is_written_per_parent_by_server_side_apply() {
     });
     api.apply(route(
         json!([
-            {"name": "edge", "namespace": "infra"},
+            {"name": "edge", "namespace": "infra", "sectionName": "web"},
             {"name": "edge", "namespace": "infra", "sectionName": "nope"},
             {"name": "theirs", "namespace": "infra"}
         ]),
