@@ -398,7 +398,11 @@ fn bench_match_gateway_api(c: &mut Criterion) {
                 ("miss_path", view(middle, "/api/v3/orders/8812"), false),
             ];
             for (name, req, hit) in cases {
-                assert_eq!(table.find(&req).is_some(), hit, "{name} at {n} on {listener}");
+                assert_eq!(
+                    table.find(&req).is_some(),
+                    hit,
+                    "{name} at {n} on {listener}"
+                );
                 let id = BenchmarkId::new(format!("{n}/{listener}"), name);
                 group.bench_with_input(id, &req, |b, req| {
                     b.iter(|| table.find(black_box(req)).map(|r| r.name.len()))

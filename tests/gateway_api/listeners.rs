@@ -345,6 +345,29 @@ async fn https_listeners_serve_their_own_certificates() {
         let s = connect(addr, Some(sni), &[b"http/1.1"]).await;
         assert_eq!(presented(&s), want.der, "{sni}");
     }
+    // HTTPRouteHTTPSListener: requests over TLS are routed on the port.
+    let s = connect(addr, Some("a.example.com"), &[b"http/1.1"]).await;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(s))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get("/tls")
+        .header("host", "a.example.com")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    assert_eq!(resp.headers().get("x-backend").unwrap(), "infra-backend-v1");
+    let body = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    let reply = crate::common::Reply {
+        status: http::StatusCode::OK,
+        headers: http::HeaderMap::new(),
+        body,
+    };
+    let echo = crate::infra::Echo::parse(&reply).unwrap();
+    assert_eq!(echo.header("x-forwarded-proto"), Some("https"));
     assert_eq!(
         infra.listener_condition("secure", "c", "ResolvedRefs"),
         Some((true, "ResolvedRefs".into(), 1))

@@ -12,3 +12,4 @@ mod grpcroute;
 mod httproute;
 mod infra;
 mod listeners;
+mod precedence;
