@@ -170,7 +170,8 @@ pub struct Infra {
     pub all: u16,
     /// Port of Gateway `backend-namespaces`.
     pub backend_ns: u16,
-    pub backends: Vec<Backend>,
+    /// The echo backends, running as long as the base.
+    _backends: Vec<Backend>,
 }
 
 /// A gateway configuration whose own HTTP port is known in advance, as
@@ -252,7 +253,7 @@ metadata:
             same,
             all,
             backend_ns,
-            backends,
+            _backends: backends,
         };
         for port in [same, all, backend_ns] {
             infra.wait_port(port).await;

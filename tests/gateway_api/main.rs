@@ -5,6 +5,9 @@
 //! `ExtensionRef`, mirrors. Backends are real servers on loopback that
 //! echo what they received.
 
+// The case tables read best written out inline, types and all.
+#![allow(clippy::type_complexity)]
+
 #[path = "../common/mod.rs"]
 mod common;
 mod filters;

@@ -38,7 +38,7 @@ pub struct FixedStatus {
 }
 
 impl FixedStatus {
-    pub fn new(status: StatusCode, why: &'static str) -> Arc<dyn Plugin> {
+    pub fn build(status: StatusCode, why: &'static str) -> Arc<dyn Plugin> {
         Arc::new(FixedStatus { status, why })
     }
 }

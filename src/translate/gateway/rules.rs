@@ -70,7 +70,7 @@ impl RuleParts<'_> {
             }
         }
         if let Some(why) = self.fail {
-            list.push(FixedStatus::new(StatusCode::INTERNAL_SERVER_ERROR, why));
+            list.push(FixedStatus::build(StatusCode::INTERNAL_SERVER_ERROR, why));
         }
         plugins::sort(&mut list);
         Ok(list)
