@@ -51,11 +51,15 @@ fn route(name: &str) -> RouteBuilder {
 }
 
 impl RouteBuilder {
-    /// `*.example.com` becomes a wildcard, anything else an exact host.
+    /// `*.example.com` becomes a wildcard, `**.example.com` a Gateway API
+    /// wildcard (any number of labels), anything else an exact host.
     fn host(mut self, host: &str) -> Self {
-        let m = match host.strip_prefix("*.") {
-            Some(suffix) => HostMatch::Wildcard(suffix.to_owned()),
-            None => HostMatch::Exact(host.to_owned()),
+        let m = if let Some(suffix) = host.strip_prefix("**.") {
+            HostMatch::Suffix(suffix.to_owned())
+        } else if let Some(suffix) = host.strip_prefix("*.") {
+            HostMatch::Wildcard(suffix.to_owned())
+        } else {
+            HostMatch::Exact(host.to_owned())
         };
         self.0.hosts.push(m);
         self
