@@ -26,6 +26,9 @@ pub struct TlsCertificate {
     /// `None` for the proxy's own HTTPS listener.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
+    /// When the certificate stops being valid, in Unix seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_after: Option<i64>,
     #[serde(skip)]
     pub key: Arc<CertifiedKey>,
 }

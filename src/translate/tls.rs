@@ -145,6 +145,7 @@ pub(super) fn bind_default(ctx: &mut Ctx<'_>, key: &ObjectKey) {
             secret: format!("{}/{}", key.namespace, key.name),
             source: "--default-certificate".into(),
             port: None,
+            not_after: expiry(&parsed),
             key: parsed,
         }),
         Err(e) => ctx.diags.report(
@@ -204,7 +205,13 @@ pub(super) fn bind(
             secret,
             source,
             port: None,
+            not_after: expiry(&parsed),
             key: parsed,
         });
     }
+}
+
+/// When the leaf certificate of `key` expires.
+pub(super) fn expiry(key: &rustls::sign::CertifiedKey) -> Option<i64> {
+    key.cert.first().and_then(|c| crate::x509::not_after(c))
 }

@@ -325,6 +325,7 @@ fn gateway(
                             secret,
                             source: source.clone(),
                             port: (!shared).then_some(r.info.port),
+                            not_after: tls::expiry(&cert),
                             key: cert,
                         });
                     }
