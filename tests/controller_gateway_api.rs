@@ -339,3 +339,58 @@ async fn a_route_that_leaves_our_gateways_loses_our_status_entries() {
     assert_eq!(get_until(port, "shop.example.com", |s| s == 404).await, 404);
     c.shutdown().await;
 }
+
+/// Kubernetes mode's side of the listener target: a listener on a new
+/// port is served soon after the Gateway changes, and a keep-alive
+/// connection to the Gateway's other port is not touched by the change.
+/// The delay printed is recorded in docs/benchmarks.md.
+#[tokio::test]
+async fn a_new_listener_port_is_served_and_other_connections_are_kept() {
+    let api = ApiServer::start().await;
+    let backend = Backend::named("web").await;
+    seed_backend(&api, "shop", "web", backend.addr);
+    let (first, second) = (free_port(), free_port());
+    api.apply(class());
+    api.apply(gateway(first));
+    api.apply(route(json!([{"name": "edge", "namespace": "infra"}]), None));
+    let c = Controller::start(config(Publish::Nothing), api.client())
+        .await
+        .unwrap();
+    assert_eq!(
+        get_until(first, "shop.example.com", |s| s == 200).await,
+        200
+    );
+    let mut kept = common::Conn::open(SocketAddr::from(([127, 0, 0, 1], first)))
+        .await
+        .unwrap();
+    let before = kept.get("shop.example.com", "/").await.unwrap();
+    assert_eq!(before.status, 200);
+    assert!(
+        tokio::net::TcpStream::connect(("127.0.0.1", second))
+            .await
+            .is_err()
+    );
+
+    let mut two = gateway(first);
+    two["spec"]["listeners"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "web2", "port": second, "protocol": "HTTP",
+                     "allowedRoutes": {"namespaces": {"from": "All"}}}));
+    let changed = std::time::Instant::now();
+    api.apply(two);
+    let status = get_until(second, "shop.example.com", |s| s == 200).await;
+    let served = changed.elapsed();
+    assert_eq!(status, 200, "the new listener's port never served");
+    println!(
+        "new listener port served {} ms after the Gateway changed (polled every 20 ms)",
+        served.as_millis()
+    );
+    let after = kept
+        .get("shop.example.com", "/")
+        .await
+        .expect("the first port's connection survives the change");
+    assert_eq!(after.status, 200);
+    assert_eq!(after.text(), "web");
+    c.shutdown().await;
+}
