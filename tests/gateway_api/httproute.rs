@@ -628,3 +628,65 @@ async fn http_route_invalid_parent_refs() {
     );
     infra.shutdown().await;
 }
+
+/// Sends `GET /` with HTTP/2 prior knowledge (h2c) on a new connection.
+async fn h2c_get(port: u16, host: &str) -> crate::common::Reply {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get(format!("http://{host}/"))
+        .body(Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    let (parts, body) = resp.into_parts();
+    crate::common::Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body: body.collect().await.unwrap().to_bytes(),
+    }
+}
+
+/// The suite's HTTPRouteBackendProtocolH2C: a backend whose Service port
+/// says `appProtocol: kubernetes.io/h2c` is reached, from a client that
+/// speaks HTTP/2 with prior knowledge; and (Sluicegate's own check) the
+/// backend is spoken to over HTTP/2 without TLS, whatever the client
+/// speaks.
+#[tokio::test]
+async fn http_route_backend_protocol_h2c() {
+    let backend = crate::infra::echo("infra-backend-v1").await;
+    let mut m = crate::infra::service_port(
+        INFRA,
+        "infra-backend-v1-h2c",
+        8081,
+        Some("kubernetes.io/h2c"),
+        backend.addr,
+    );
+    m += &route(
+        "backend-protocol-h2c",
+        INFRA,
+        "  parentRefs: [{name: same-namespace}]\n  rules:\n  - backendRefs: [{name: infra-backend-v1-h2c, port: 8081}]\n",
+    );
+    let infra = Infra::start(&m).await;
+    let r = h2c_get(infra.same, "example.org").await;
+    let echo = expect_backend(&r, "infra-backend-v1");
+    assert_eq!(echo.version, "HTTP/2.0");
+    assert_eq!(echo.target, "/");
+    let r = infra.get(infra.same, "example.org", "/").await;
+    assert_eq!(expect_backend(&r, "infra-backend-v1").version, "HTTP/2.0");
+    assert_eq!(
+        infra.route_condition(
+            (HTTP, INFRA, "backend-protocol-h2c"),
+            "same-namespace",
+            "ResolvedRefs"
+        ),
+        Some((true, "ResolvedRefs".into()))
+    );
+    infra.shutdown().await;
+}
