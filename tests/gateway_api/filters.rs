@@ -550,6 +550,38 @@ async fn http_route_timeout_request() {
     infra.shutdown().await;
 }
 
+/// The suite's HTTPRouteTimeoutBackendRequest, with a backend that
+/// answers after a second in place of the suite's `?delay=1s`.
+#[tokio::test]
+async fn http_route_timeout_backend_request() {
+    let (slow, slow_n) = counting(Duration::from_secs(1)).await;
+    let mut m = service(INFRA, "slow", slow.addr);
+    m += &route(
+        "backend-request-timeout",
+        "  - matches: [{path: {type: PathPrefix, value: /backend-timeout}}]\n    timeouts: {backendRequest: 500ms}\n    backendRefs: [{name: infra-backend-v1, port: 8080}]\n  - matches: [{path: {type: PathPrefix, value: /slow-backend-timeout}}]\n    timeouts: {backendRequest: 500ms}\n    backendRefs: [{name: slow, port: 8080}]\n  - matches: [{path: {type: PathPrefix, value: /disable-backend-timeout}}]\n    timeouts: {backendRequest: 0s}\n    backendRefs: [{name: slow, port: 8080}]\n",
+    );
+    let infra = Infra::start(&m).await;
+    expect_backend(
+        &infra.get(infra.same, "x", "/backend-timeout").await,
+        "infra-backend-v1",
+    );
+    let r = infra.get(infra.same, "x", "/slow-backend-timeout").await;
+    assert_eq!(r.status, 504, "{}", r.text());
+    let r = infra.get(infra.same, "x", "/disable-backend-timeout").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-mirror-saw"), Some("/disable-backend-timeout"));
+    assert_eq!(slow_n.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        infra.route_condition(
+            (Kind::HTTPRoute, INFRA, "backend-request-timeout"),
+            "same-namespace",
+            "ResolvedRefs"
+        ),
+        Some((true, "ResolvedRefs".into()))
+    );
+    infra.shutdown().await;
+}
+
 #[tokio::test]
 async fn extension_ref_attaches_plugin_configs() {
     let mut m = format!(
