@@ -690,3 +690,57 @@ async fn http_route_backend_protocol_h2c() {
     );
     infra.shutdown().await;
 }
+
+/// The suite's HTTPRouteBackendProtocolWebSocket: a WebSocket to a Service
+/// port with `appProtocol: kubernetes.io/ws` is upgraded, and text and
+/// binary messages come back from the backend's echo.
+#[tokio::test]
+async fn http_route_backend_protocol_websocket() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let echo = tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+                    return;
+                };
+                while let Some(Ok(msg)) = ws.next().await {
+                    if (msg.is_text() || msg.is_binary()) && ws.send(msg).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let mut m = crate::infra::service_port(
+        INFRA,
+        "infra-backend-v1-ws",
+        8080,
+        Some("kubernetes.io/ws"),
+        addr,
+    );
+    m += &route(
+        "backend-protocol-ws",
+        INFRA,
+        "  parentRefs: [{name: same-namespace}]\n  rules:\n  - backendRefs: [{name: infra-backend-v1-ws, port: 8080}]\n",
+    );
+    let infra = Infra::start(&m).await;
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", infra.same))
+        .await
+        .unwrap();
+    let (mut ws, resp) = tokio_tungstenite::client_async("ws://gateway/ws", stream)
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), http::StatusCode::SWITCHING_PROTOCOLS);
+    ws.send(Message::text("Websocket Support!")).await.unwrap();
+    let got = ws.next().await.unwrap().unwrap();
+    assert_eq!(got.into_text().unwrap().as_str(), "Websocket Support!");
+    let binary = vec![1u8, 2, 3, 4, 5, 6, 7];
+    ws.send(Message::binary(binary.clone())).await.unwrap();
+    let got = ws.next().await.unwrap().unwrap();
+    assert_eq!(got.into_data().to_vec(), binary);
+    echo.abort();
+    infra.shutdown().await;
+}
