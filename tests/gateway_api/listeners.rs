@@ -472,3 +472,108 @@ async fn a_port_that_cannot_be_opened_is_reported() {
     drop(taken);
     infra.shutdown().await;
 }
+
+/// The HTTPS listener cases of the suite's HTTPRouteRedirectPortAndScheme,
+/// on a port of the listener's own in place of 443: without a scheme a
+/// redirect keeps `https` and the listener's port; with a scheme and no
+/// port it takes the scheme's well-known port, which is left out.
+#[tokio::test]
+async fn http_route_redirect_port_and_scheme_on_an_https_listener() {
+    let port = free_port();
+    let c = cert(&["example.org"]);
+    let mut m = secret(INFRA, "example-org", &c);
+    m += &doc(
+        "Gateway",
+        "same-namespace-with-https-listener",
+        INFRA,
+        &format!(
+            "  gatewayClassName: sluicegate\n  listeners:\n  - name: https\n    port: {port}\n    protocol: HTTPS\n    tls: {{certificateRefs: [{{name: example-org}}]}}\n    allowedRoutes: {{namespaces: {{from: Same}}}}\n"
+        ),
+    );
+    let redirects = [
+        ("/scheme-nil-and-port-nil", "{hostname: example.org}"),
+        (
+            "/scheme-nil-and-port-443",
+            "{port: 443, hostname: example.org}",
+        ),
+        (
+            "/scheme-nil-and-port-8443",
+            "{port: 8443, hostname: example.org}",
+        ),
+        (
+            "/scheme-http-and-port-nil",
+            "{scheme: http, hostname: example.org}",
+        ),
+        (
+            "/scheme-http-and-port-80",
+            "{scheme: http, port: 80, hostname: example.org}",
+        ),
+        (
+            "/scheme-http-and-port-8080",
+            "{scheme: http, port: 8080, hostname: example.org}",
+        ),
+    ];
+    let rules: String = redirects
+        .iter()
+        .map(|(prefix, r)| {
+            format!(
+                "  - matches: [{{path: {{type: PathPrefix, value: {prefix}}}}}]\n    filters: [{{type: RequestRedirect, requestRedirect: {r}}}]\n"
+            )
+        })
+        .collect();
+    m += &doc(
+        "HTTPRoute",
+        "http-route-for-listener-on-port-443",
+        INFRA,
+        &format!("  parentRefs: [{{name: same-namespace-with-https-listener}}]\n  rules:\n{rules}"),
+    );
+    let infra = Infra::start(&m).await;
+    infra.wait_port(port).await;
+    let expected = [
+        (
+            "/scheme-nil-and-port-nil",
+            format!("https://example.org:{port}/scheme-nil-and-port-nil"),
+        ),
+        (
+            "/scheme-nil-and-port-443",
+            "https://example.org/scheme-nil-and-port-443".to_owned(),
+        ),
+        (
+            "/scheme-nil-and-port-8443",
+            "https://example.org:8443/scheme-nil-and-port-8443".to_owned(),
+        ),
+        (
+            "/scheme-http-and-port-nil",
+            "http://example.org/scheme-http-and-port-nil".to_owned(),
+        ),
+        (
+            "/scheme-http-and-port-80",
+            "http://example.org/scheme-http-and-port-80".to_owned(),
+        ),
+        (
+            "/scheme-http-and-port-8080",
+            "http://example.org:8080/scheme-http-and-port-8080".to_owned(),
+        ),
+    ];
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    for (path, location) in expected {
+        let s = connect(addr, Some("example.org"), &[b"http/1.1"]).await;
+        let (mut send, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(s))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let req = http::Request::get(path)
+            .header("host", "example.org")
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let resp = send.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 302, "{path}");
+        assert_eq!(
+            resp.headers().get("location").and_then(|l| l.to_str().ok()),
+            Some(location.as_str()),
+            "{path}"
+        );
+    }
+    infra.shutdown().await;
+}
