@@ -744,3 +744,74 @@ async fn http_route_backend_protocol_websocket() {
     echo.abort();
     infra.shutdown().await;
 }
+
+/// The suite's HTTPRouteServiceTypes: Services with hand-made
+/// EndpointSlices (an IPv4 one with the backend, an empty IPv6 one) and
+/// headless Services are all reached; a Service port's name ties it to the
+/// slices' port, whose number differs from the Service's.
+#[tokio::test]
+async fn http_route_service_types() {
+    let backend = crate::infra::echo("infra-backend-v1").await;
+    let (ip, port) = (backend.addr.ip(), backend.addr.port());
+    let mut m = route(
+        "service-types",
+        INFRA,
+        "  parentRefs: [{name: same-namespace}]\n  rules:\n  - matches: [{path: {type: Exact, value: /manual-endpointslices}}]\n    backendRefs: [{name: manual-endpointslices, port: 8080}]\n  - matches: [{path: {type: Exact, value: /headless}}]\n    backendRefs: [{name: headless, port: 8080}]\n  - matches: [{path: {type: Exact, value: /headless-manual-endpointslices}}]\n    backendRefs: [{name: headless-manual-endpointslices, port: 8080}]\n",
+    );
+    for (name, headless) in [
+        ("manual-endpointslices", false),
+        ("headless", true),
+        ("headless-manual-endpointslices", true),
+    ] {
+        let cluster_ip = if headless { "\n  clusterIP: None" } else { "" };
+        m += &format!(
+            "---
+apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: {INFRA}}}
+spec:{cluster_ip}
+  ports:
+  - {{name: first-port, protocol: TCP, port: 8080, targetPort: 3000}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: {name}-ip4
+  namespace: {INFRA}
+  labels: {{kubernetes.io/service-name: {name}}}
+addressType: IPv4
+ports: [{{name: first-port, port: {port}, protocol: TCP}}]
+endpoints:
+- addresses: [\"{ip}\"]
+  conditions: {{ready: true}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: {name}-ip6
+  namespace: {INFRA}
+  labels: {{kubernetes.io/service-name: {name}}}
+addressType: IPv6
+ports: [{{name: first-port, port: {port}, protocol: TCP}}]
+"
+        );
+    }
+    let infra = Infra::start(&m).await;
+    for path in [
+        "/manual-endpointslices",
+        "/headless",
+        "/headless-manual-endpointslices",
+    ] {
+        let r = infra.get(infra.same, "x", path).await;
+        assert_eq!(expect_backend(&r, "infra-backend-v1").target, path);
+    }
+    assert_eq!(
+        infra.route_condition(
+            (HTTP, INFRA, "service-types"),
+            "same-namespace",
+            "ResolvedRefs"
+        ),
+        Some((true, "ResolvedRefs".into()))
+    );
+    infra.shutdown().await;
+}
