@@ -21,11 +21,7 @@ const GROUP: &str = "gateway.networking.k8s.io";
 const V1: &str = "gateway.networking.k8s.io/v1";
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    common::listener_port()
 }
 
 fn config(publish: Publish) -> ControllerConfig {

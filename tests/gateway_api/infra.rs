@@ -20,10 +20,9 @@ pub const INFRA: &str = "gateway-conformance-infra";
 pub const WEB: &str = "gateway-conformance-web-backend";
 pub const APP: &str = "gateway-conformance-app-backend";
 
-/// A port nobody listens on now (the kernel's next ephemeral one).
+/// A port nobody listens on now, for a Gateway listener.
 pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
+    common::listener_port()
 }
 
 /// What an echo backend received, as it reported it.
