@@ -13,6 +13,10 @@
 //!   miss on an unknown host and a miss on a known host;
 //! - `match/<routes>/hit_normalized`: the same hit, including the host and
 //!   path normalization the proxy does before matching;
+//! - `match_gateway_api/<routes>/<case>`: the same rules as HTTPRoutes
+//!   attached to a Gateway listener, on the proxy's own port (`shared`) and
+//!   on a port of the listener's own (`own_port`), for the same requests:
+//!   a route of the Gateway API must cost what an ApiRoute costs;
 //! - `compile/10000/*`: `translate()` of the cluster state, `RouteTable::build`
 //!   of its result against a registry that already holds the upstreams (a
 //!   reload), the same build against an empty registry (first start), and
@@ -127,6 +131,104 @@ endpoints:
     y
 }
 
+/// The Gateway API `match` of route slot `slot`, as in [`slot`]; the
+/// canary's header condition makes it more specific than slot 2 without a
+/// priority, and slot 8's two methods are two matches.
+fn gateway_slot(slot: usize) -> &'static str {
+    match slot {
+        0 => "[{path: {type: PathPrefix, value: /api/v1/users}}]",
+        1 => "[{path: {type: PathPrefix, value: /api/v1/orders}}]",
+        2 => "[{path: {type: PathPrefix, value: /api/v2/orders}}]",
+        3 => "[{path: {type: PathPrefix, value: /api/v2/carts}}]",
+        4 => "[{path: {type: PathPrefix, value: /api/v2/payments}}]",
+        5 => "[{path: {type: Exact, value: /healthz}}]",
+        6 => "[{path: {type: PathPrefix, value: /static/assets}}]",
+        7 => "[{path: {type: PathPrefix, value: /auth/oauth/token}}]",
+        8 => {
+            "[{path: {type: PathPrefix, value: /api/v1/inventory}, method: GET}, {path: {type: PathPrefix, value: /api/v1/inventory}, method: POST}]"
+        }
+        _ => {
+            "[{path: {type: PathPrefix, value: /api/v2/orders}, headers: [{name: x-canary, type: Exact, value: \"1\"}]}]"
+        }
+    }
+}
+
+/// The listener ports of the Gateway the HTTPRoutes attach to: the proxy's
+/// own HTTP port (shared with ApiRoutes) and one of its own.
+const SHARED_PORT: u16 = 8080;
+const OWN_PORT: u16 = 9080;
+
+/// [`manifests`] with HTTPRoutes instead of ApiRoutes, attached to both
+/// listeners of Gateway `infra/edge`, which comes first.
+fn gateway_manifests(n: usize) -> Vec<String> {
+    let mut files: Vec<String> = (0..n)
+        .step_by(ROUTES_PER_FILE)
+        .map(|start| {
+            manifest_file(start..(start + ROUTES_PER_FILE).min(n))
+                .split("---\n")
+                .filter(|doc| !doc.contains("kind: ApiRoute"))
+                .collect::<Vec<_>>()
+                .join("---\n")
+        })
+        .collect();
+    for (f, start) in files.iter_mut().zip((0..n).step_by(ROUTES_PER_FILE)) {
+        for i in start..(start + ROUTES_PER_FILE).min(n) {
+            let h = i / ROUTES_PER_HOST;
+            let _ = write!(
+                f,
+                "---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: r-{i:05}, namespace: {ns}}}
+spec:
+  parentRefs: [{{name: edge, namespace: infra}}]
+  hostnames: [{hostname}]
+  rules:
+  - matches: {m}
+    backendRefs: [{{name: svc-{i:05}, port: 80}}]
+",
+                ns = namespace(h),
+                hostname = host(h),
+                m = gateway_slot(i % ROUTES_PER_HOST),
+            );
+        }
+    }
+    files.insert(
+        0,
+        format!(
+            "apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {{name: sluicegate}}
+spec: {{controllerName: sluicegate.io/gateway-controller}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: edge, namespace: infra}}
+spec:
+  gatewayClassName: sluicegate
+  listeners:
+  - {{name: shared, port: {SHARED_PORT}, protocol: HTTP, allowedRoutes: {{namespaces: {{from: All}}}}}}
+  - {{name: own, port: {OWN_PORT}, protocol: HTTP, allowedRoutes: {{namespaces: {{from: All}}}}}}
+"
+        ),
+    );
+    files
+}
+
+fn gateway_state(n: usize) -> ClusterState {
+    let mut state = ClusterState::default();
+    for text in gateway_manifests(n) {
+        let s = state_from_str(&text).expect("generated manifests parse");
+        state.gateway_classes.extend(s.gateway_classes);
+        state.gateways.extend(s.gateways);
+        state.http_routes.extend(s.http_routes);
+        state.services.extend(s.services);
+        state.endpoint_slices.extend(s.endpoint_slices);
+    }
+    assert_eq!(state.http_routes.len(), n);
+    state
+}
+
 /// Parses the files and merges them, as the standalone source does.
 fn parse(files: &[String]) -> ClusterState {
     let mut state = ClusterState::default();
@@ -173,6 +275,7 @@ fn bench_match(c: &mut Criterion) {
             query: Some("page=2&sort=desc"),
             method: &get,
             headers: &headers,
+            port: 0,
         };
         let middle: &'static str = Box::leak(middle.into_boxed_str());
         let cases = [
@@ -206,6 +309,7 @@ fn bench_match(c: &mut Criterion) {
                     query: Some("page=2&sort=desc"),
                     method: &get,
                     headers: &headers,
+                    port: 0,
                 };
                 table.find(&req).map(|r| r.name.len())
             })
@@ -264,5 +368,50 @@ fn bench_compile(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_match, bench_compile);
+fn bench_match_gateway_api(c: &mut Criterion) {
+    let headers = HeaderMap::new();
+    let get = Method::GET;
+    let mut group = c.benchmark_group("match_gateway_api");
+    group
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    for n in [100, 10_000] {
+        let table = table(&gateway_state(n));
+        let middle: &'static str = Box::leak(host(n / ROUTES_PER_HOST / 2).into_boxed_str());
+        for (listener, port) in [("shared", SHARED_PORT), ("own_port", OWN_PORT)] {
+            let view = |host: &'static str, path: &'static str| RequestView {
+                host,
+                path,
+                query: Some("page=2&sort=desc"),
+                method: &get,
+                headers: &headers,
+                port,
+            };
+            let cases = [
+                ("hit_prefix", view(middle, "/api/v2/orders/8812"), true),
+                ("hit_exact", view(middle, "/healthz"), true),
+                (
+                    "miss_host",
+                    view("unknown.example.org", "/api/v2/orders/8812"),
+                    false,
+                ),
+                ("miss_path", view(middle, "/api/v3/orders/8812"), false),
+            ];
+            for (name, req, hit) in cases {
+                assert_eq!(
+                    table.find(&req).is_some(),
+                    hit,
+                    "{name} at {n} on {listener}"
+                );
+                let id = BenchmarkId::new(format!("{n}/{listener}"), name);
+                group.bench_with_input(id, &req, |b, req| {
+                    b.iter(|| table.find(black_box(req)).map(|r| r.name.len()))
+                });
+            }
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_match, bench_match_gateway_api, bench_compile);
 criterion_main!(benches);

@@ -315,6 +315,11 @@ KINDS: dict[tuple[str, str], dict[str, Any]] = {
             "preserveUnknownFields": BOOL,
         },
     },
+    # The Gateway API's, when gatewayAPI.gatewayClass.create is set.
+    ("gateway.networking.k8s.io/v1", "GatewayClass"): {
+        "metadata": META,
+        "spec": {"controllerName": STR, "description": STR},
+    },
     # Not a Kubernetes kind; the Prometheus Operator's.
     ("monitoring.coreos.com/v1", "ServiceMonitor"): {
         "metadata": META,
@@ -343,6 +348,7 @@ CLUSTER_SCOPED = {
     "ClusterRoleBinding",
     "IngressClass",
     "CustomResourceDefinition",
+    "GatewayClass",
 }
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -595,7 +601,23 @@ WRITABLE = {
     ("events.k8s.io", "events"): {"create", "patch"},
     ("", "events"): {"create", "patch"},
     ("coordination.k8s.io", "leases"): {"create", "get", "update"},
+    ("gateway.networking.k8s.io", "gatewayclasses/status"): {"patch", "update"},
+    ("gateway.networking.k8s.io", "gateways/status"): {"patch", "update"},
+    ("gateway.networking.k8s.io", "httproutes/status"): {"patch", "update"},
+    ("gateway.networking.k8s.io", "grpcroutes/status"): {"patch", "update"},
 }
+# The Gateway API's kinds: watched (and their status written) only with
+# gatewayAPI.enabled.
+GATEWAY_API = {
+    ("gateway.networking.k8s.io", "gatewayclasses"),
+    ("gateway.networking.k8s.io", "gateways"),
+    ("gateway.networking.k8s.io", "httproutes"),
+    ("gateway.networking.k8s.io", "grpcroutes"),
+    ("gateway.networking.k8s.io", "referencegrants"),
+    ("", "namespaces"),
+}
+# Cluster-scoped kinds, which only a ClusterRole can grant.
+CLUSTER_RESOURCES = {"ingressclasses", "gatewayclasses", "gatewayclasses/status", "namespaces"}
 READABLE = {
     ("", "services"),
     ("", "secrets"),
@@ -604,7 +626,7 @@ READABLE = {
     ("networking.k8s.io", "ingressclasses"),
     ("sluicegate.io", "apiroutes"),
     ("sluicegate.io", "pluginconfigs"),
-}
+} | GATEWAY_API
 
 
 def check_rbac(r: sc.Rendered) -> list[str]:
@@ -623,6 +645,11 @@ def check_rbac(r: sc.Rendered) -> list[str]:
                     writes = verbs - {"get", "list", "watch"}
                     if writes and not writes <= WRITABLE.get((g, res), set()):
                         errors.append(f"{role.ref()}: may {sorted(writes)} {g or 'core'}/{res}")
+                    gateway_api_on = r.values_merged["gatewayAPI"]["enabled"]
+                    if not gateway_api_on and (
+                        (g, res) in GATEWAY_API or (g, res.removesuffix("/status")) in GATEWAY_API
+                    ):
+                        errors.append(f"{role.ref()}: grants {g or 'core'}/{res} with gatewayAPI disabled")
                     reads = verbs & {"get", "list", "watch"}
                     if (g, res) == ("coordination.k8s.io", "leases"):
                         if role.kind != "Role" or role.namespace != lease_ns:
@@ -650,7 +677,13 @@ def check_rbac(r: sc.Rendered) -> list[str]:
         for g_res in sorted(needed):
             if not {"list", "watch"} <= granted.get(g_res, set()):
                 errors.append(f"no list/watch on {g_res[0] or 'core'}/{g_res[1]}")
+        if r.values_merged["gatewayAPI"]["enabled"]:
+            for g_res in sorted(GATEWAY_API):
+                if not {"list", "watch"} <= granted.get(g_res, set()):
+                    errors.append(f"no list/watch on {g_res[0] or 'core'}/{g_res[1]}")
         for g_res in WRITABLE:
+            if g_res[0] == "gateway.networking.k8s.io" and not r.values_merged["gatewayAPI"]["enabled"]:
+                continue
             if g_res[1] != "leases" and not {"patch"} <= granted.get(g_res, set()):
                 errors.append(f"no patch on {g_res[0] or 'core'}/{g_res[1]}")
         if not {"create", "get", "update"} <= granted.get(("coordination.k8s.io", "leases"), set()):
@@ -660,7 +693,7 @@ def check_rbac(r: sc.Rendered) -> list[str]:
         if ns_list:
             for d in cluster:
                 for rule in d.obj["rules"]:
-                    if rule["resources"] != ["ingressclasses"]:
+                    if not set(rule["resources"]) <= CLUSTER_RESOURCES:
                         errors.append(
                             f"{d.ref()}: grants {rule['resources']} cluster-wide "
                             "although watchNamespaces is set"
@@ -676,7 +709,10 @@ def check_rbac(r: sc.Rendered) -> list[str]:
 def check_crds(r: sc.Rendered) -> list[str]:
     errors = []
     v = r.values_merged
-    rendered = {d.name: d for d in r.of_kind("CustomResourceDefinition")}
+    # The Gateway API's CRDs are checked by gateway_api_crds_expectations.
+    rendered = {
+        d.name: d for d in r.of_kind("CustomResourceDefinition") if not d.name.endswith(".gateway.networking.k8s.io")
+    }
     expected = {}
     for path in sorted(sc.CRDS.glob("*.yaml")):
         obj = sc.parse_yaml(path.read_text())
@@ -858,6 +894,59 @@ def clusterip_expectations(r: sc.Rendered) -> list[str]:
     return errs
 
 
+def gateway_api_off_expectations(r: sc.Rendered) -> list[str]:
+    errs = expect(env_of(r).get("SLUICEGATE_GATEWAY_API") == "false", "the binary is told not to watch it")
+    errs += expect(not r.of_kind("GatewayClass"), "no GatewayClass")
+    return errs
+
+
+def gateway_api_expectations(r: sc.Rendered) -> list[str]:
+    errs = expect("SLUICEGATE_GATEWAY_API" not in env_of(r), "on by default in the binary")
+    gc = r.one("GatewayClass").obj
+    errs += expect(gc["metadata"]["name"] == "edge", "GatewayClass named by the values")
+    errs += expect(gc["spec"]["controllerName"] == "sluicegate.io/gateway-controller", "our controller name")
+    c = r.one("Deployment").obj["spec"]["template"]["spec"]["containers"][0]
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    errs += expect(ports.get("alt-http") == 8081 and ports.get("grpc") == 9090, f"listener ports {ports}")
+    svc = next(s for s in r.of_kind("Service") if s.name == r.one("Deployment").name).obj["spec"]
+    by_name = {p["name"]: p for p in svc["ports"]}
+    errs += expect(
+        by_name.get("alt-http", {}).get("port") == 8081 and by_name["alt-http"].get("targetPort") == "alt-http",
+        f"Service port for a listener {by_name}",
+    )
+    errs += expect(by_name.get("grpc", {}).get("nodePort") == 30090, "a fixed node port")
+    return errs
+
+
+GATEWAY_API_CRDS = sc.CHART / "gateway-api" / "standard-install.yaml"
+
+
+def gateway_api_crds_expectations(r: sc.Rendered) -> list[str]:
+    """The chart's Gateway API CRDs are the fetched file's, unchanged but
+    for the annotations that keep them on uninstall."""
+    errs: list[str] = []
+    want = {}
+    for doc in sc.split_documents(GATEWAY_API_CRDS.read_text()):
+        obj = sc.parse_yaml(doc)
+        if obj and obj.get("kind") == "CustomResourceDefinition":
+            want[obj["metadata"]["name"]] = obj
+    got = {d.name: d for d in r.of_kind("CustomResourceDefinition") if d.name in want}
+    errs += expect(set(got) == set(want), f"Gateway API CRDs rendered {sorted(got)}, file has {sorted(want)}")
+    for name, doc in got.items():
+        obj = copy.deepcopy(doc.obj)
+        ann = obj["metadata"].get("annotations") or {}
+        errs += expect(ann.pop("helm.sh/resource-policy", None) == "keep", f"{name}: kept on uninstall")
+        ann.pop("argocd.argoproj.io/sync-options", None)
+        labels = obj["metadata"].pop("labels", None) or {}
+        upstream = copy.deepcopy(want[name])
+        upstream_labels = upstream["metadata"].pop("labels", None) or {}
+        errs += expect(
+            upstream_labels.items() <= labels.items(), f"{name}: lost its labels {upstream_labels}"
+        )
+        errs += expect(sc.dumps(obj) == sc.dumps(upstream), f"{name}: differs from {sc.rel(GATEWAY_API_CRDS)}")
+    return errs
+
+
 def kind_expectations(r: sc.Rendered) -> list[str]:
     """values-kind.yaml: the local image, never pulled; a NodePort Service on
     the node ports that manifests/kind/cluster.yaml maps to the host."""
@@ -894,7 +983,14 @@ def kind_expectations(r: sc.Rendered) -> list[str]:
 
 def scenarios() -> list[Scenario]:
     all_features = sc.load_values(sc.ALL_FEATURES_VALUES)
-    return [
+    # The Gateway API's CRDs are in the chart only after
+    # scripts/fetch-gateway-api-crds.sh; without them installCRDs must fail.
+    gateway_api_crds: list[Scenario] = (
+        [("gatewayAPI.installCRDs", {"gatewayAPI": {"installCRDs": True}}, gateway_api_crds_expectations)]
+        if GATEWAY_API_CRDS.exists()
+        else []
+    )
+    return gateway_api_crds + [
         ("defaults", {}, defaults_expectations),
         ("ci/all-features-values.yaml", all_features, all_features_expectations),
         ("values-kind.yaml", sc.load_values(sc.KIND_VALUES), kind_expectations),
@@ -914,6 +1010,20 @@ def scenarios() -> list[Scenario]:
                 "resources": {"requests": None, "limits": None},
             },
             minimal_expectations,
+        ),
+        ("gatewayAPI disabled", {"gatewayAPI": {"enabled": False}}, gateway_api_off_expectations),
+        (
+            "gatewayAPI with a GatewayClass and listener ports",
+            {
+                "gatewayAPI": {
+                    "gatewayClass": {"create": True, "name": "edge"},
+                    "listenerPorts": [
+                        {"name": "alt-http", "port": 8081},
+                        {"name": "grpc", "port": 9090, "nodePort": 30090},
+                    ],
+                }
+            },
+            gateway_api_expectations,
         ),
         (
             "ClusterIP, one replica, publish override, lease elsewhere",
@@ -950,6 +1060,7 @@ SCHEMA_REJECTS: list[tuple[str, dict[str, Any]]] = [
 ]
 
 RENDER_FAILS: list[tuple[str, dict[str, Any], str]] = [
+
     (
         "HPA on CPU without a CPU request",
         {"autoscaling": {"enabled": True}, "resources": {"requests": {"cpu": None}}},
@@ -1051,7 +1162,16 @@ def main() -> int:
         report.check(f"render {label}: expected settings", expectations(r))
         report.check(f"render {label}: NOTES.txt", expect("kubectl" in r.notes, "NOTES.txt rendered"))
 
-    for label, values, needle in RENDER_FAILS:
+    render_fails = list(RENDER_FAILS)
+    if not GATEWAY_API_CRDS.exists():
+        render_fails.append(
+            (
+                "Gateway API CRDs asked for from a chart packaged without them",
+                {"gatewayAPI": {"installCRDs": True}},
+                "scripts/fetch-gateway-api-crds.sh",
+            )
+        )
+    for label, values, needle in render_fails:
         try:
             sc.render(values, namespace=sc.INSTALL_NAMESPACE)
             report.check(f"refuses {label}", ["rendered"])

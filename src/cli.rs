@@ -18,7 +18,7 @@ use crate::source::dns::DnsSettings;
 use crate::source::kube::WatchScope;
 use crate::status::lease::{LeaseConfig, LeaseConfigError};
 use crate::telemetry::{access_log, trace};
-use crate::translate::{ObjectKey, TranslateOptions};
+use crate::translate::{ObjectKey, OwnPorts, TranslateOptions};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -94,6 +94,17 @@ pub struct KubeArgs {
         conflicts_with = "publish_service"
     )]
     pub publish_addresses: Vec<String>,
+    /// Serve the Gateway API (GatewayClasses of controller
+    /// sluicegate.io/gateway-controller, their Gateways and routes) when
+    /// its CRDs are installed; `false` never watches its kinds (for
+    /// installations without RBAC for them).
+    #[arg(
+        long,
+        env = "SLUICEGATE_GATEWAY_API",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    pub gateway_api: bool,
     /// Write status without leader election (only for a single replica).
     #[arg(long, env = "SLUICEGATE_DISABLE_LEADER_ELECTION")]
     pub disable_leader_election: bool,
@@ -211,6 +222,8 @@ impl KubeArgs {
                     .watch_retry_max
                     .0
                     .max(std::time::Duration::from_millis(100)),
+                gateway_api: self.gateway_api,
+                ..WatchScope::default()
             },
             publish,
             lease,
@@ -471,6 +484,10 @@ impl GatewayArgs {
                     let cluster = self.redis_cluster || urls.contains(',');
                     RedisTarget::parse(urls, cluster, self.redis_password.clone()).ok()
                 }),
+                own_ports: OwnPorts {
+                    http: self.http_addr.port(),
+                    https: self.https_addr.0.map(|a| a.port()),
+                },
             },
             dns: DnsSettings {
                 server: self.dns_server,

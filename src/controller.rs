@@ -8,9 +8,10 @@
 //!   only EndpointSlices updates the affected upstreams' endpoint sets in
 //!   place; anything else translates the whole state again. A failing watch
 //!   changes nothing: the last table keeps serving.
-//! - **status**: when the table, the leadership or the published addresses
-//!   change (and once a minute, to repair what failed), the leader brings
-//!   every object's status up to date.
+//! - **status**: when the table, the leadership, the published addresses
+//!   or the ports Gateway listeners could not open change (and once a
+//!   minute, to repair what failed), the leader brings every object's
+//!   status up to date, Gateway API objects included.
 //! - **publish**: watches the Service named by `--publish-service` for the
 //!   addresses Ingresses should show.
 
@@ -113,7 +114,11 @@ impl Controller {
             config.instance.clone(),
         );
         tasks.push(tokio::spawn(write_status(
-            writer, tables, addresses, leader,
+            writer,
+            tables,
+            addresses,
+            leader,
+            publisher.port_errors(),
         )));
         Ok(Controller {
             gateway,
@@ -208,6 +213,7 @@ async fn write_status(
     mut tables: watch::Receiver<Published>,
     mut addresses: watch::Receiver<Option<Vec<IngressLoadBalancerIngress>>>,
     mut leader: watch::Receiver<bool>,
+    mut port_errors: watch::Receiver<std::collections::BTreeMap<u16, String>>,
 ) {
     let mut was_leader = false;
     let mut retry = false;
@@ -224,6 +230,7 @@ async fn write_status(
                 state,
                 view,
                 addresses: addresses.borrow_and_update().clone(),
+                port_errors: port_errors.borrow_and_update().clone(),
             };
             let report = writer.write(&input).await;
             retry = report.failed > 0;
@@ -258,6 +265,7 @@ async fn write_status(
             () = next_change(&mut tables) => {}
             () = next_change(&mut addresses) => {}
             () = next_change(&mut leader) => {}
+            () = next_change(&mut port_errors) => {}
             () = tokio::time::sleep(wait) => {}
         }
     }

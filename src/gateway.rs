@@ -1,7 +1,7 @@
 //! Wiring: publishing translated tables, and running the gateway's
 //! servers for standalone and demo modes.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -22,7 +22,9 @@ use crate::source::dns::{self, DnsResolver, DnsSettings};
 use crate::source::health::WatchHealth;
 use crate::source::standalone::{self, DirSource, SourceIssue};
 use crate::telemetry::{Telemetry, access_log, trace};
-use crate::translate::{self, ClusterState, Diagnostics, Severity, TranslateOptions};
+use crate::translate::{
+    self, ClusterState, Diagnostics, GatewayApiStatus, Severity, TranslateOptions,
+};
 
 /// What `/routes` shows: the live table and everything wrong with the
 /// configuration it came from.
@@ -36,7 +38,13 @@ pub struct ConfigView {
     pub diagnostics: Diagnostics,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub source_issues: Vec<SourceIssue>,
+    /// The status of the Gateway API objects, as translation concluded.
+    #[serde(skip_serializing_if = "GatewayApiStatus::is_empty")]
+    pub gateway_api: GatewayApiStatus,
 }
+
+/// Ports Gateway listeners want open: port, and whether it is HTTPS.
+pub type WantedPorts = Arc<Vec<(u16, bool)>>;
 
 /// Turns cluster states into live route tables.
 pub struct Publisher {
@@ -53,6 +61,10 @@ pub struct Publisher {
     reported: Mutex<HashSet<String>>,
     /// The watches' health, in Kubernetes mode.
     watch_health: OnceLock<Arc<WatchHealth>>,
+    /// Ports the live table's Gateway listeners need open.
+    ports: watch::Sender<WantedPorts>,
+    /// Why ports of Gateway listeners could not be opened, by port.
+    port_errors: watch::Sender<BTreeMap<u16, String>>,
     /// Label sets of the diagnostics gauges last set, so that those no
     /// longer present are cleared.
     gauges: Mutex<PublishedGauges>,
@@ -79,8 +91,32 @@ impl Publisher {
             generation: AtomicU64::new(0),
             reported: Mutex::new(HashSet::new()),
             watch_health: OnceLock::new(),
+            ports: watch::channel(WantedPorts::default()).0,
+            port_errors: watch::channel(BTreeMap::new()).0,
             gauges: Mutex::default(),
         })
+    }
+
+    /// Follows the ports the live table's Gateway listeners need open.
+    pub fn wanted_ports(&self) -> watch::Receiver<WantedPorts> {
+        self.ports.subscribe()
+    }
+
+    /// Follows the ports of Gateway listeners that could not be opened,
+    /// with why.
+    pub fn port_errors(&self) -> watch::Receiver<BTreeMap<u16, String>> {
+        self.port_errors.subscribe()
+    }
+
+    /// Records the outcome of opening the wanted ports.
+    pub fn set_port_errors(&self, errors: BTreeMap<u16, String>) {
+        self.port_errors.send_if_modified(|current| {
+            let changed = *current != errors;
+            if changed {
+                *current = errors;
+            }
+            changed
+        });
     }
 
     /// Shows the watches' health in `/readyz` and `/metrics`.
@@ -144,6 +180,23 @@ impl Publisher {
             }
             changed
         });
+        // After the table: a new port's requests find their routes.
+        let mut wanted: Vec<(u16, bool)> = translation
+            .table
+            .listeners
+            .iter()
+            .filter(|l| !l.shared)
+            .map(|l| (l.port, l.tls))
+            .collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        self.ports.send_if_modified(|current| {
+            let changed = **current != wanted;
+            if changed {
+                *current = Arc::new(wanted);
+            }
+            changed
+        });
         self.ready.store(true, Ordering::Release);
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
         self.report(&translation.diagnostics, &source_issues);
@@ -182,6 +235,7 @@ impl Publisher {
             table: translation.table,
             diagnostics: translation.diagnostics,
             source_issues,
+            gateway_api: translation.gateway_api,
         });
         retire(self.view.swap(view.clone()));
         view
@@ -393,6 +447,8 @@ pub struct Gateway {
     proxy: ProxyServer,
     admin: AdminServer,
     dns: DnsResolver,
+    /// Opens and closes the ports of Gateway listeners.
+    ports: tokio::task::JoinHandle<()>,
     resolver: Resolver,
 }
 
@@ -443,13 +499,20 @@ impl Gateway {
             publisher.registry_handle(),
             publisher.dns_targets(),
         );
+        let ports = tokio::spawn(open_ports(proxy.ports(), publisher.clone()));
         Ok(Gateway {
             publisher,
             proxy,
             admin,
             dns,
+            ports,
             resolver,
         })
+    }
+
+    /// The ports open for Gateway listeners now.
+    pub fn gateway_ports(&self) -> Vec<u16> {
+        self.proxy.ports().open_ports()
     }
 
     pub fn publisher(&self) -> &Arc<Publisher> {
@@ -470,10 +533,31 @@ impl Gateway {
 
     /// Stops accepting and drains in-flight requests.
     pub async fn shutdown(self) {
+        self.ports.abort();
         drop(self.dns);
         crate::http::dns::uninstall(&self.resolver);
         self.admin.stop();
         self.proxy.shutdown().await;
+    }
+}
+
+/// Keeps the ports Gateway listeners want open, as tables are published.
+/// A port is opened right after the table that serves it goes live, so
+/// its first request finds its routes.
+async fn open_ports(ports: Arc<crate::proxy::Ports>, publisher: Arc<Publisher>) {
+    let mut wanted = publisher.wanted_ports();
+    loop {
+        let list = wanted.borrow_and_update().clone();
+        // Binding is quick, but it is a system call per worker: done off
+        // the runtime's other tasks.
+        let p = ports.clone();
+        let errors = tokio::task::spawn_blocking(move || p.set(&list))
+            .await
+            .unwrap_or_default();
+        publisher.set_port_errors(errors);
+        if wanted.changed().await.is_err() {
+            return;
+        }
     }
 }
 

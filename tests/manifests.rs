@@ -268,5 +268,19 @@ fn examples_are_valid_and_translate_cleanly() {
                 .flat_map(|i| i.spec.iter().flat_map(|s| s.rules.iter().flatten()))
                 .map(|r| r.http.as_ref().map_or(0, |h| h.paths.len()))
                 .sum::<usize>()
+            // One route per match of an HTTPRoute or GRPCRoute rule (a rule
+            // without matches has one), whatever the listeners it serves.
+            + state
+                .http_routes
+                .values()
+                .flat_map(|r| &r.spec.rules)
+                .map(|r| r.matches.len().max(1))
+                .sum::<usize>()
+            + state
+                .grpc_routes
+                .values()
+                .flat_map(|r| &r.spec.rules)
+                .map(|r| r.matches.len().max(1))
+                .sum::<usize>()
     );
 }

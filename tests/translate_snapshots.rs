@@ -11,6 +11,9 @@
 //! ```yaml
 //! # options: watch_ingress_without_class=true ingress_class=internal
 //! ```
+//!
+//! `own_http_port` and `own_https_port` (a port or `off`) set the ports
+//! of the proxy's own listeners, which Gateway listeners may share.
 
 use std::fmt::Write as _;
 use std::fs;
@@ -151,6 +154,20 @@ fn options(text: &str) -> Result<TranslateOptions, String> {
                 opts.watch_ingress_without_class = value
                     .parse()
                     .map_err(|_| format!("option {key} takes true or false, not {value:?}"))?;
+            }
+            "own_http_port" => {
+                opts.own_ports.http = value
+                    .parse()
+                    .map_err(|_| format!("option {key} takes a port, not {value:?}"))?;
+            }
+            "own_https_port" => {
+                opts.own_ports.https = match value {
+                    "off" => None,
+                    v => Some(
+                        v.parse()
+                            .map_err(|_| format!("option {key} takes a port or off, not {v:?}"))?,
+                    ),
+                };
             }
             _ => return Err(format!("unknown or empty option {setting:?}")),
         }

@@ -87,6 +87,10 @@ fn describe() {
     );
     metrics::describe_gauge!(m::LEADER, "1 while this replica holds the leader Lease.");
     metrics::describe_counter!(
+        m::MIRRORED,
+        "Requests mirrored by RequestMirror filters, by result."
+    );
+    metrics::describe_counter!(
         m::DNS_LOOKUPS,
         "DNS lookups of the names of upstreams outside the cluster, by result."
     );

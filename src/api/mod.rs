@@ -1,10 +1,13 @@
-//! Custom resource types of the `sluicegate.io` API group.
+//! Custom resource types of the `sluicegate.io` API group, and, in
+//! [`gateway_api`], the Kubernetes Gateway API kinds Sluicegate reads.
 //!
-//! The CRD manifests under `crds/` are generated from these types by the
-//! `crdgen` binary, so the Rust types are the single source of the schema.
+//! The CRD manifests under `crds/` are generated from the `sluicegate.io`
+//! types by the `crdgen` binary, so the Rust types are the single source of
+//! their schema. The Gateway API's CRDs are the upstream ones.
 
 mod apiroute;
 mod common;
+pub mod gateway_api;
 mod pluginconfig;
 mod plugins;
 mod plugins_http;

@@ -55,6 +55,10 @@ pub const ENDPOINT_IN_FLIGHT: &str = "sluicegate_endpoint_in_flight";
 pub const ENDPOINT_HEALTHY: &str = "sluicegate_endpoint_healthy";
 /// Gauge: 1 while this replica holds the leader Lease.
 pub const LEADER: &str = "sluicegate_leader";
+/// Counter: requests mirrored (`RequestMirror`), by `result`: `sent`,
+/// `failed` (no endpoint, or the exchange failed), `skipped_body` (the
+/// request had a body) and `dropped` (too many mirrors in flight).
+pub const MIRRORED: &str = "sluicegate_mirror_requests_total";
 
 /// Series idle this long are removed from the exposition.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(600);

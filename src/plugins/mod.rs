@@ -26,6 +26,7 @@
 //! the client gets.
 
 pub mod auth;
+pub mod filters;
 pub mod limit;
 pub mod security;
 pub mod transform;
@@ -49,6 +50,8 @@ pub struct RequestCtx<'a> {
     pub client_ip: &'a [u8],
     /// Whether the client connected over TLS.
     pub tls: bool,
+    /// The local port the request arrived on: a Gateway listener's port.
+    pub port: u16,
     pub method: &'a http::Method,
     /// Normalized host, without port.
     pub host: &'a str,

@@ -11,15 +11,25 @@
 //! same HTTP/1.1 server as plain ones. On shutdown the listeners close,
 //! idle connections are closed and busy ones finish their request within
 //! the grace period.
+//!
+//! Ports that Gateway listeners ask for are opened and closed while the
+//! proxy runs ([`Ports::set`]): each is bound once per worker, as the
+//! proxy's own ports are, and handed to every worker's event loop, which
+//! serves it next to the others. Closing one stops only its accept loops
+//! and drains only its connections; nothing else is touched.
 
+use std::collections::BTreeMap;
 use std::io;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 
 use super::forward::{Shared, Worker};
@@ -34,6 +44,112 @@ pub struct ProxyServer {
     https_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     done: Vec<oneshot::Receiver<()>>,
+    ports: Arc<Ports>,
+}
+
+/// A listener handed to a worker after it started.
+struct Serve {
+    listener: std::net::TcpListener,
+    tls: Option<Arc<tls::Handshaker>>,
+    stop: watch::Receiver<bool>,
+}
+
+/// One port opened for Gateway listeners.
+struct Opened {
+    tls: bool,
+    stop: watch::Sender<bool>,
+}
+
+/// The ports opened for Gateway listeners, and how to reach the workers.
+pub struct Ports {
+    ip: IpAddr,
+    /// The proxy's own ports, which are never opened again.
+    own: Vec<u16>,
+    shared: Arc<Shared>,
+    workers: Vec<mpsc::UnboundedSender<Serve>>,
+    opened: Mutex<BTreeMap<u16, Opened>>,
+}
+
+impl Ports {
+    /// Makes the open ports those of `wanted` (port, and whether it is
+    /// HTTPS): opens the missing ones, closes the others (their
+    /// connections drain within the grace period), reopens a port whose
+    /// protocol changed. Returns why each port that could not be opened
+    /// could not; ports already open and the proxy's own are left alone.
+    pub fn set(&self, wanted: &[(u16, bool)]) -> BTreeMap<u16, String> {
+        let mut opened = self.opened.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut failed = BTreeMap::new();
+        let keep = |port: u16, tls: bool| wanted.contains(&(port, tls));
+        opened.retain(|port, o| {
+            let kept = keep(*port, o.tls);
+            if !kept {
+                o.stop.send_replace(true);
+                info!(port, "gateway listener port closed");
+            }
+            kept
+        });
+        for &(port, tls) in wanted {
+            if self.own.contains(&port) || opened.contains_key(&port) {
+                continue;
+            }
+            match self.open(port, tls) {
+                Ok(o) => {
+                    info!(
+                        port,
+                        tls,
+                        workers = self.workers.len(),
+                        "gateway listener port opened"
+                    );
+                    opened.insert(port, o);
+                }
+                Err(e) => {
+                    warn!(port, error = %e, "cannot open a port for gateway listeners");
+                    failed.insert(port, e);
+                }
+            }
+        }
+        failed
+    }
+
+    fn open(&self, port: u16, tls: bool) -> Result<Opened, String> {
+        let handshaker = if tls {
+            Some(Arc::new(
+                tls::Handshaker::for_port(self.shared.table.clone(), port)
+                    .map_err(|e| e.to_string())?,
+            ))
+        } else {
+            None
+        };
+        let addr = SocketAddr::new(self.ip, port);
+        let (_, listeners) = bind_all(addr, self.workers.len())
+            .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        let (stop, stop_rx) = watch::channel(false);
+        for (listener, worker) in listeners.into_iter().zip(&self.workers) {
+            let serve = Serve {
+                listener,
+                tls: handshaker.clone(),
+                stop: stop_rx.clone(),
+            };
+            if worker.send(serve).is_err() {
+                return Err("the proxy is shutting down".into());
+            }
+        }
+        Ok(Opened { tls, stop })
+    }
+
+    /// The ports open now.
+    pub fn open_ports(&self) -> Vec<u16> {
+        let opened = self.opened.lock().unwrap_or_else(PoisonError::into_inner);
+        opened.keys().copied().collect()
+    }
+
+    fn close_all(&self) {
+        let mut opened = self.opened.lock().unwrap_or_else(PoisonError::into_inner);
+        for o in opened.values() {
+            o.stop.send_replace(true);
+        }
+        opened.clear();
+    }
 }
 
 fn bind(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::TcpListener> {
@@ -76,7 +192,10 @@ impl ProxyServer {
         };
         let (shutdown, _) = watch::channel(false);
         let mut done = Vec::with_capacity(workers);
+        let mut senders = Vec::with_capacity(workers);
         for (i, listener) in listeners.into_iter().enumerate() {
+            let (serve_tx, mut commands) = mpsc::unbounded_channel::<Serve>();
+            senders.push(serve_tx);
             let tls_listener = tls_listeners.get_mut(i).and_then(Option::take);
             let acceptor = acceptor.clone();
             let (tx, rx) = oneshot::channel();
@@ -96,22 +215,40 @@ impl ProxyServer {
                 .spawn(move || {
                     crate::http::dns::set_thread_default(resolver);
                     runtime.block_on(async move {
+                        // Every listener of this worker, each an accept
+                        // loop; more arrive on `commands`.
+                        let mut serving: FuturesUnordered<Pin<Box<dyn Future<Output = ()>>>> =
+                            FuturesUnordered::new();
+                        let mut global = stop.clone();
                         let plain = TcpListener::from_std(listener);
                         let secure = tls_listener.map(TcpListener::from_std).transpose();
                         match (plain, secure) {
                             (Ok(plain), Ok(secure)) => {
-                                let tls = secure.zip(acceptor);
-                                tokio::join!(
-                                    serve(plain, None, worker.clone(), stop.clone()),
-                                    async {
-                                        if let Some((l, a)) = tls {
-                                            serve(l, Some(a), worker, stop).await;
-                                        }
-                                    }
-                                );
+                                serving.push(Box::pin(serve(plain, None, worker.clone(), stop.clone())));
+                                if let Some((l, a)) = secure.zip(acceptor) {
+                                    serving.push(Box::pin(serve(l, Some(a), worker.clone(), stop)));
+                                }
                             }
                             (Err(e), _) | (_, Err(e)) => {
-                                warn!(error = %e, "worker could not register its listener")
+                                warn!(error = %e, "worker could not register its listener");
+                                return;
+                            }
+                        }
+                        let mut open = true;
+                        loop {
+                            tokio::select! {
+                                command = commands.recv(), if open => match command {
+                                    Some(s) => match TcpListener::from_std(s.listener) {
+                                        Ok(l) => serving.push(Box::pin(serve(l, s.tls, worker.clone(), s.stop))),
+                                        Err(e) => warn!(error = %e, "worker could not register a gateway listener"),
+                                    },
+                                    None => open = false,
+                                },
+                                // Shutting down: no more listeners; the
+                                // loop ends once every one has drained.
+                                _ = global.changed(), if open => open = false,
+                                Some(()) = serving.next(), if !serving.is_empty() => {}
+                                else => break,
                             }
                         }
                     });
@@ -125,12 +262,27 @@ impl ProxyServer {
         if let Some(addr) = https_addr {
             info!(%addr, workers, "https listening");
         }
+        let mut own = vec![addr.port()];
+        own.extend(https_addr.map(|a| a.port()));
+        let ports = Arc::new(Ports {
+            ip: addr.ip(),
+            own,
+            shared,
+            workers: senders,
+            opened: Mutex::default(),
+        });
         Ok(ProxyServer {
             addr,
             https_addr,
             shutdown,
             done,
+            ports,
         })
+    }
+
+    /// The ports opened for Gateway listeners, to open and close them.
+    pub fn ports(&self) -> Arc<Ports> {
+        self.ports.clone()
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -145,6 +297,9 @@ impl ProxyServer {
     /// period set in the settings, and waits for the workers to exit.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
+        self.ports.close_all();
+        // Without senders the workers stop waiting for new listeners.
+        drop(self.ports);
         for rx in self.done {
             let _ = rx.await;
         }

@@ -34,6 +34,6 @@ pub use body::ResponseBody;
 pub use error::ProxyError;
 pub use forward::Shared;
 pub use health::HealthChecks;
-pub use listener::ProxyServer;
+pub use listener::{Ports, ProxyServer};
 pub use settings::{Http2Settings, ProxySettings};
 pub use tls::{TlsSetupError, self_signed};

@@ -49,6 +49,9 @@ pub enum TlsSetupError {
 pub struct SniResolver {
     table: Arc<ArcSwap<RouteTable>>,
     fallback: Arc<CertifiedKey>,
+    /// The port of a listener Gateway listeners opened, whose certificates
+    /// are their own; `None` for the proxy's own HTTPS listener.
+    port: Option<u16>,
 }
 
 impl fmt::Debug for SniResolver {
@@ -60,7 +63,10 @@ impl fmt::Debug for SniResolver {
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         let table = self.table.load();
-        let certs = table.certs();
+        let certs = match self.port {
+            Some(port) => table.certs_for(port),
+            None => table.certs(),
+        };
         hello
             .server_name()
             .and_then(|name| {
@@ -71,6 +77,7 @@ impl ResolvesServerCert for SniResolver {
                 }
             })
             .or_else(|| certs.default_certificate())
+            .or_else(|| table.certs().default_certificate())
             .or_else(|| Some(self.fallback.clone()))
     }
 }
@@ -125,6 +132,8 @@ pub struct Handshaker {
     plain: Arc<ServerConfig>,
     /// Server configurations by client authentication setting.
     with_client_auth: Mutex<HashMap<u64, Arc<ServerConfig>>>,
+    /// See [`SniResolver`].
+    port: Option<u16>,
 }
 
 impl fmt::Debug for Handshaker {
@@ -134,16 +143,36 @@ impl fmt::Debug for Handshaker {
 }
 
 impl Handshaker {
+    /// Handshakes for the proxy's own HTTPS listener.
     pub fn new(table: Arc<ArcSwap<RouteTable>>) -> Result<Handshaker, TlsSetupError> {
+        Self::build(table, None)
+    }
+
+    /// Handshakes for port `port`, opened for Gateway HTTPS listeners:
+    /// the certificates of its listeners, by SNI. Their listeners do not
+    /// ask for client certificates.
+    pub fn for_port(
+        table: Arc<ArcSwap<RouteTable>>,
+        port: u16,
+    ) -> Result<Handshaker, TlsSetupError> {
+        Self::build(table, Some(port))
+    }
+
+    fn build(
+        table: Arc<ArcSwap<RouteTable>>,
+        port: Option<u16>,
+    ) -> Result<Handshaker, TlsSetupError> {
         let resolver = Arc::new(SniResolver {
             table: table.clone(),
             fallback: self_signed()?,
+            port,
         });
         Ok(Handshaker {
             table,
             plain: server_config(resolver.clone(), None)?,
-            resolver,
             with_client_auth: Mutex::default(),
+            port,
+            resolver,
         })
     }
 
@@ -151,7 +180,7 @@ impl Handshaker {
     /// the plain configuration is used directly; otherwise the client's
     /// hello is read first, to choose the configuration for its SNI.
     pub async fn accept(&self, stream: TcpStream) -> io::Result<Accepted> {
-        if !self.table.load().certs().has_client_auth() {
+        if self.port.is_some() || !self.table.load().certs().has_client_auth() {
             let acceptor = tokio_rustls::TlsAcceptor::from(self.plain.clone());
             return Ok(Accepted {
                 stream: acceptor.accept(stream).await?,

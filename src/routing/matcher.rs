@@ -19,6 +19,10 @@ pub struct RequestView<'a> {
     pub query: Option<&'a str>,
     pub method: &'a Method,
     pub headers: &'a HeaderMap,
+    /// The local port the request arrived on, which selects the Gateway
+    /// listeners that may serve it; 0 when unknown (the proxy's own
+    /// listeners only).
+    pub port: u16,
 }
 
 /// A compiled header condition.

@@ -3,6 +3,7 @@
 //! Nothing here knows about Kubernetes or the network: a [`TableSpec`] goes
 //! in, a [`RouteTable`] comes out, and the proxy asks it for a route.
 
+mod listeners;
 mod matcher;
 mod path;
 mod pick;
@@ -22,7 +23,7 @@ pub use pick::{RequestKeys, cookie_value};
 pub use protocol::{BackendProtocol, Protocol, UpstreamTls};
 pub use resilience::*;
 pub use spec::*;
-pub use table::{Backend, Route, RouteTable};
+pub use table::{Backend, Mirror, Route, RouteTable};
 pub use tls::{CertStore, ClientAuth, TlsCertificate};
 pub use upstream::{
     EndpointSet, EndpointState, InFlight, PickInput, Upstream, UpstreamRegistry, clock_ns,

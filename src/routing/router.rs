@@ -151,15 +151,21 @@ impl HostIndex {
         }
     }
 
-    /// The best-ranked entry whose route's other conditions hold.
-    fn best(&self, req: &RequestView<'_>, routes: &[std::sync::Arc<Route>]) -> Option<Entry> {
+    /// The best-ranked entry whose route's other conditions hold, for a
+    /// request in listener slot `slot`.
+    fn best(
+        &self,
+        req: &RequestView<'_>,
+        routes: &[std::sync::Arc<Route>],
+        slot: Option<u32>,
+    ) -> Option<Entry> {
         let mut best: Option<Entry> = None;
         let mut consider = |entries: &[Entry]| {
             for e in entries {
                 if best.is_some_and(|b| b.rank <= e.rank) {
                     break;
                 }
-                if routes[e.route as usize].conditions_match(req) {
+                if routes[e.route as usize].matches(req, slot) {
                     best = Some(*e);
                     break;
                 }
@@ -182,7 +188,7 @@ impl HostIndex {
             if best.is_some_and(|b| b.rank <= e.rank) {
                 break;
             }
-            if pattern.is_match(req.path) && routes[e.route as usize].conditions_match(req) {
+            if pattern.is_match(req.path) && routes[e.route as usize].matches(req, slot) {
                 best = Some(*e);
             }
         }
@@ -200,6 +206,8 @@ fn segments(path: &str) -> impl Iterator<Item = &str> {
 pub struct Router {
     exact_hosts: HashMap<Box<str>, u32>,
     wildcard_hosts: HashMap<Box<str>, u32>,
+    /// Gateway API wildcards, which cover any number of labels.
+    suffix_hosts: HashMap<Box<str>, u32>,
     hosts: Vec<HostIndex>,
     any_host: HostIndex,
 }
@@ -208,15 +216,27 @@ impl Router {
     /// Builds the index for `specs`, whose compiled routes are `routes`
     /// (same order).
     pub(crate) fn build(specs: &[RouteSpec]) -> Router {
+        Self::build_from(specs, 0..specs.len() as u32)
+    }
+
+    /// Builds the index for the routes of `specs` at positions `members`
+    /// (ascending); entries keep the positions in `specs`, so that they
+    /// index the table's compiled routes.
+    pub(crate) fn build_from(
+        specs: &[RouteSpec],
+        members: impl ExactSizeIterator<Item = u32>,
+    ) -> Router {
         let mut router = Router::default();
         // Specs are read in order here, and only paths in rank order
         // below: each route's host groups are found now, as positions in
         // `hosts` (`None` for the any-host group), and listed in `groups`
-        // from `first_group[route]` on.
-        let mut groups: Vec<Option<u32>> = Vec::with_capacity(specs.len());
-        let mut first_group: Vec<u32> = Vec::with_capacity(specs.len() + 1);
-        let mut pairs: Vec<(RankKey, u32, &PathSpec)> = Vec::with_capacity(specs.len());
-        for (i, spec) in specs.iter().enumerate() {
+        // from `first_group[k]` on for the `k`-th member.
+        let n = members.len();
+        let mut groups: Vec<Option<u32>> = Vec::with_capacity(n);
+        let mut first_group: Vec<u32> = Vec::with_capacity(n + 1);
+        let mut pairs: Vec<(RankKey, u32, u32, &PathSpec)> = Vec::with_capacity(n);
+        for (k, i) in members.enumerate() {
+            let spec = &specs[i as usize];
             first_group.push(groups.len() as u32);
             if spec.hosts.is_empty() {
                 groups.push(None);
@@ -225,19 +245,19 @@ impl Router {
                 groups.push(Some(router.host_group(host)));
             }
             for (j, path) in spec.paths.iter().enumerate() {
-                pairs.push((RankKey::new(spec, path, i, j), i as u32, path));
+                pairs.push((RankKey::new(spec, path, i as usize, j), k as u32, i, path));
             }
         }
         first_group.push(groups.len() as u32);
         pairs.sort_unstable_by(|a, b| a.0.cmp(&b.0));
 
-        for (rank, (_, route, path)) in pairs.into_iter().enumerate() {
+        for (rank, (_, member, route, path)) in pairs.into_iter().enumerate() {
             let entry = Entry {
                 rank: rank as u32,
                 route,
             };
-            let r = route as usize;
-            let (from, to) = (first_group[r] as usize, first_group[r + 1] as usize);
+            let k = member as usize;
+            let (from, to) = (first_group[k] as usize, first_group[k + 1] as usize);
             for group in &groups[from..to] {
                 let index = match group {
                     None => &mut router.any_host,
@@ -254,6 +274,7 @@ impl Router {
         let (map, name) = match host {
             HostMatch::Exact(h) => (&mut self.exact_hosts, h),
             HostMatch::Wildcard(s) => (&mut self.wildcard_hosts, s),
+            HostMatch::Suffix(s) => (&mut self.suffix_hosts, s),
         };
         if let Some(&i) = map.get(name.as_str()) {
             return i;
@@ -264,30 +285,52 @@ impl Router {
         i
     }
 
-    /// Index of the route for `req` in `routes`, if any.
+    /// Index of the route for `req` in `routes`, if any, for a request in
+    /// Gateway listener slot `slot`.
     pub(crate) fn find(
         &self,
         req: &RequestView<'_>,
         routes: &[std::sync::Arc<Route>],
+        slot: Option<u32>,
     ) -> Option<usize> {
         let host = |map: &HashMap<Box<str>, u32>, name: &str| {
             map.get(name).and_then(|&i| self.hosts.get(i as usize))
         };
         if let Some(index) = host(&self.exact_hosts, req.host)
-            && let Some(e) = index.best(req, routes)
+            && let Some(e) = index.best(req, routes, slot)
         {
             return Some(e.route as usize);
         }
-        // A wildcard stands for exactly one label, and an empty string is
-        // not a label: `.example.com` is not under `*.example.com`.
+        // A wildcard stands for at least one label, and an empty string is
+        // not a label: `.example.com` is not under `*.example.com`. The
+        // Ingress kind stands for exactly one; the Gateway API kind for
+        // any number, the longest suffix first.
         if let Some((label, parent)) = req.host.split_once('.')
             && !label.is_empty()
-            && let Some(index) = host(&self.wildcard_hosts, parent)
-            && let Some(e) = index.best(req, routes)
         {
-            return Some(e.route as usize);
+            if let Some(index) = host(&self.wildcard_hosts, parent)
+                && let Some(e) = index.best(req, routes, slot)
+            {
+                return Some(e.route as usize);
+            }
+            if !self.suffix_hosts.is_empty() {
+                let mut rest = parent;
+                loop {
+                    if let Some(index) = host(&self.suffix_hosts, rest)
+                        && let Some(e) = index.best(req, routes, slot)
+                    {
+                        return Some(e.route as usize);
+                    }
+                    match rest.split_once('.') {
+                        Some((label, next)) if !label.is_empty() => rest = next,
+                        _ => break,
+                    }
+                }
+            }
         }
-        self.any_host.best(req, routes).map(|e| e.route as usize)
+        self.any_host
+            .best(req, routes, slot)
+            .map(|e| e.route as usize)
     }
 }
 

@@ -31,6 +31,36 @@ pub struct TableSpec {
     /// Hosts that ask clients for certificates, in precedence order.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub client_auth: Vec<Arc<super::ClientAuth>>,
+    /// Gateway listeners, by port and hostname; routes name them by
+    /// index ([`RouteSpec::listeners`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub listeners: Vec<ListenerSlot>,
+}
+
+/// One port and hostname that Gateway listeners serve, shared by every
+/// listener (of any Gateway) with the same port, protocol and hostname.
+///
+/// A request on a port that has slots belongs to the slot of the most
+/// specific hostname that covers its host (exact, then the longest
+/// wildcard, then the slot without hostname), and only routes attached to
+/// that slot may serve it: a less specific listener never catches a host
+/// that a more specific one on the same port claims.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListenerSlot {
+    pub port: u16,
+    /// `None` covers every host.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<HostMatch>,
+    /// HTTPS: TLS is terminated with the slot's certificates.
+    pub tls: bool,
+    /// The port is one of the proxy's own listeners (`--http-addr`,
+    /// `--https-addr`), so Ingress and ApiRoute routes share it; otherwise
+    /// the port is opened for the Gateway listeners alone.
+    #[serde(skip_serializing_if = "is_false")]
+    pub shared: bool,
+    /// The listeners in this slot, as `Gateway ns/name listener`.
+    pub sources: Vec<Arc<str>>,
 }
 
 /// Identifies one upstream.
@@ -217,6 +247,23 @@ pub struct RouteSpec {
     /// Plugins in execution order.
     #[serde(skip_serializing_if = "Vec::is_empty", serialize_with = "plugins")]
     pub plugins: Vec<Arc<dyn crate::plugins::Plugin>>,
+    /// Gateway listener slots ([`TableSpec::listeners`]) this route is
+    /// served on. Empty for Ingress and ApiRoute routes, which serve on the
+    /// proxy's own listeners.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub listeners: Vec<u32>,
+    /// Upstreams that get a copy of each request, without waiting for it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub mirrors: Vec<MirrorSpec>,
+}
+
+/// A mirror of a route's requests.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MirrorSpec {
+    pub upstream: UpstreamKey,
+    /// The share of requests mirrored: `numerator / denominator`.
+    pub numerator: u32,
+    pub denominator: u32,
 }
 
 fn plugins<S: Serializer>(
@@ -268,6 +315,25 @@ pub enum HostMatch {
     /// `*.example.com`, holding `example.com`: matches exactly one extra
     /// label in front, as the Ingress specification defines.
     Wildcard(String),
+    /// A Gateway API `*.example.com`, holding `example.com`: matches one
+    /// or more labels in front. Shown as `**.example.com`.
+    Suffix(String),
+}
+
+impl HostMatch {
+    /// Whether `host` (lower case, without port) is covered.
+    pub fn covers(&self, host: &str) -> bool {
+        match self {
+            HostMatch::Exact(h) => h == host,
+            HostMatch::Wildcard(s) => host
+                .split_once('.')
+                .is_some_and(|(label, rest)| !label.is_empty() && rest == s),
+            HostMatch::Suffix(s) => host
+                .strip_suffix(s.as_str())
+                .and_then(|front| front.strip_suffix('.'))
+                .is_some_and(|front| !front.is_empty() && !front.ends_with('.')),
+        }
+    }
 }
 
 impl fmt::Display for HostMatch {
@@ -275,6 +341,7 @@ impl fmt::Display for HostMatch {
         match self {
             HostMatch::Exact(h) => f.write_str(h),
             HostMatch::Wildcard(s) => write!(f, "*.{s}"),
+            HostMatch::Suffix(s) => write!(f, "**.{s}"),
         }
     }
 }

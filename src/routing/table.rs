@@ -8,6 +8,7 @@ use std::sync::atomic::AtomicUsize;
 use foldhash::{HashMap, HashMapExt};
 use http::Method;
 
+use super::listeners::SlotIndex;
 use super::matcher::{CookieCond, HeaderCond, QueryCond, RequestView};
 use super::pick::RetryBudget;
 use super::protocol::BackendProtocol;
@@ -57,6 +58,18 @@ pub struct Route {
     pub plugins: Box<[Arc<dyn crate::plugins::Plugin>]>,
     /// The cost and decisions of each plugin, in the same order.
     pub plugin_metrics: Box<[PluginMetrics]>,
+    /// Gateway listener slots it serves; empty: the proxy's own listeners.
+    listeners: Box<[u32]>,
+    /// Upstreams that get a copy of each request.
+    pub mirrors: Box<[Mirror]>,
+}
+
+/// A compiled mirror: where copies go, and how many.
+#[derive(Debug)]
+pub struct Mirror {
+    pub upstream: Arc<Upstream>,
+    pub numerator: u32,
+    pub denominator: u32,
 }
 
 impl Route {
@@ -107,7 +120,27 @@ impl Route {
                 .map(|p| PluginMetrics::new(spec.name.clone(), p.name()))
                 .collect(),
             plugins: spec.plugins.clone().into_boxed_slice(),
+            listeners: spec.listeners.clone().into_boxed_slice(),
+            mirrors: spec
+                .mirrors
+                .iter()
+                .map(|m| Mirror {
+                    upstream: upstreams
+                        .get(&m.upstream)
+                        .unwrap_or_else(|| Arc::new(Upstream::new(m.upstream.clone(), Vec::new()))),
+                    numerator: m.numerator,
+                    denominator: m.denominator.max(1),
+                })
+                .collect(),
         }
+    }
+
+    /// Whether the route serves `req`, in listener slot `slot`: its
+    /// conditions hold, and it is either a route of the proxy's own
+    /// listeners or attached to that slot.
+    pub(crate) fn matches(&self, req: &RequestView<'_>, slot: Option<u32>) -> bool {
+        (self.listeners.is_empty() || slot.is_some_and(|s| self.listeners.contains(&s)))
+            && self.conditions_match(req)
     }
 
     /// Checks the conditions other than host and path.
@@ -203,12 +236,21 @@ impl Upstreams<'_> {
     }
 }
 
-/// An immutable route table: the router and its compiled routes.
+/// An immutable route table: the routers and their compiled routes.
+///
+/// The proxy's own listeners share one router, holding Ingress and
+/// ApiRoute routes and the routes of Gateway listeners on the same ports;
+/// every port opened for Gateway listeners alone has a router of its own.
 #[derive(Debug, Default)]
 pub struct RouteTable {
     router: Router,
+    /// Routers of ports opened for Gateway listeners.
+    ports: Vec<(u16, Router)>,
+    slots: SlotIndex,
     routes: Box<[Arc<Route>]>,
     certs: CertStore,
+    /// Certificates of HTTPS ports opened for Gateway listeners.
+    port_certs: Vec<(u16, CertStore)>,
 }
 
 impl RouteTable {
@@ -229,21 +271,83 @@ impl RouteTable {
             .iter()
             .map(|r| Arc::new(Route::compile(r, &mut upstreams)))
             .collect();
+        // Ports of their own: those of slots that do not share the
+        // proxy's listeners.
+        let mut own_ports: Vec<u16> = spec
+            .listeners
+            .iter()
+            .filter(|l| !l.shared)
+            .map(|l| l.port)
+            .collect();
+        own_ports.sort_unstable();
+        own_ports.dedup();
+        let shared = |i: &u32| spec.listeners.get(*i as usize).is_some_and(|l| l.shared);
+        let on_port = |i: &u32, port: u16| {
+            spec.listeners
+                .get(*i as usize)
+                .is_some_and(|l| !l.shared && l.port == port)
+        };
+        let router = if own_ports.is_empty() {
+            Router::build(&spec.routes)
+        } else {
+            let members: Vec<u32> = (0..spec.routes.len() as u32)
+                .filter(|&i| {
+                    let l = &spec.routes[i as usize].listeners;
+                    l.is_empty() || l.iter().any(shared)
+                })
+                .collect();
+            Router::build_from(&spec.routes, members.into_iter())
+        };
+        let ports = own_ports
+            .iter()
+            .map(|&port| {
+                let members: Vec<u32> = (0..spec.routes.len() as u32)
+                    .filter(|&i| {
+                        spec.routes[i as usize]
+                            .listeners
+                            .iter()
+                            .any(|l| on_port(l, port))
+                    })
+                    .collect();
+                (port, Router::build_from(&spec.routes, members.into_iter()))
+            })
+            .collect();
+        let (main_certs, port_certs) = CertStore::build_all(&spec.tls, &spec.client_auth);
         RouteTable {
-            router: Router::build(&spec.routes),
+            router,
+            ports,
+            slots: SlotIndex::build(&spec.listeners),
             routes,
-            certs: CertStore::build(&spec.tls, &spec.client_auth),
+            certs: main_certs,
+            port_certs,
         }
     }
 
-    /// The server certificates of this table, by SNI.
+    /// The server certificates of the proxy's own HTTPS listener, by SNI.
     pub fn certs(&self) -> &CertStore {
         &self.certs
     }
 
-    /// The route for a request, if any.
+    /// The server certificates of HTTPS port `port`: its own when Gateway
+    /// listeners opened it, else those of the proxy's own listener.
+    pub fn certs_for(&self, port: u16) -> &CertStore {
+        self.port_certs
+            .iter()
+            .find(|(p, _)| *p == port)
+            .map_or(&self.certs, |(_, c)| c)
+    }
+
+    /// The route for a request, if any: from the router of the port it
+    /// arrived on, among the routes of its listener slot.
     pub fn find(&self, req: &RequestView<'_>) -> Option<&Arc<Route>> {
-        self.router.find(req, &self.routes).map(|i| &self.routes[i])
+        let router = match self.ports.iter().find(|(p, _)| *p == req.port) {
+            Some((_, r)) => r,
+            None => &self.router,
+        };
+        let slot = self.slots.resolve(req.port, req.host);
+        router
+            .find(req, &self.routes, slot)
+            .map(|i| &self.routes[i])
     }
 
     pub fn routes(&self) -> &[Arc<Route>] {

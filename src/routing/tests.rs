@@ -45,15 +45,21 @@ fn route(name: &str) -> RouteBuilder {
         retries: Default::default(),
         https_redirect: None,
         plugins: Vec::new(),
+        listeners: Vec::new(),
+        mirrors: Vec::new(),
     })
 }
 
 impl RouteBuilder {
-    /// `*.example.com` becomes a wildcard, anything else an exact host.
+    /// `*.example.com` becomes a wildcard, `**.example.com` a Gateway API
+    /// wildcard (any number of labels), anything else an exact host.
     fn host(mut self, host: &str) -> Self {
-        let m = match host.strip_prefix("*.") {
-            Some(suffix) => HostMatch::Wildcard(suffix.to_owned()),
-            None => HostMatch::Exact(host.to_owned()),
+        let m = if let Some(suffix) = host.strip_prefix("**.") {
+            HostMatch::Suffix(suffix.to_owned())
+        } else if let Some(suffix) = host.strip_prefix("*.") {
+            HostMatch::Wildcard(suffix.to_owned())
+        } else {
+            HostMatch::Exact(host.to_owned())
         };
         self.0.hosts.push(m);
         self
@@ -171,6 +177,7 @@ fn table_with(
         upstreams,
         tls: Vec::new(),
         client_auth: Vec::new(),
+        listeners: Vec::new(),
     };
     RouteTable::build(&spec, registry)
 }
@@ -182,6 +189,7 @@ struct Req {
     query: Option<String>,
     method: Method,
     headers: HeaderMap,
+    port: u16,
 }
 
 /// A GET for `target` (path plus optional `?query`) on `host`.
@@ -198,6 +206,7 @@ fn req(host: &str, target: &str) -> Req {
         query,
         method: Method::GET,
         headers: HeaderMap::new(),
+        port: 0,
     }
 }
 
@@ -223,6 +232,7 @@ impl Req {
             query: self.query.as_deref(),
             method: &self.method,
             headers: &self.headers,
+            port: self.port,
         }
     }
 }

@@ -22,6 +22,10 @@ pub struct TlsCertificate {
     pub secret: String,
     /// The object that asked for it (`Ingress ns/name`).
     pub source: Arc<str>,
+    /// The HTTPS port it is for, when Gateway listeners opened that port;
+    /// `None` for the proxy's own HTTPS listener.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
     /// When the certificate stops being valid, in Unix seconds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub not_after: Option<i64>,
@@ -35,6 +39,7 @@ impl fmt::Debug for TlsCertificate {
             .field("hosts", &self.hosts)
             .field("secret", &self.secret)
             .field("source", &self.source)
+            .field("port", &self.port)
             .finish_non_exhaustive()
     }
 }
@@ -71,11 +76,14 @@ impl fmt::Debug for ClientAuth {
 }
 
 /// Hosts indexed for lookup by server name: exact names, then wildcards
-/// one label up.
+/// one label up, then Gateway API wildcards (`**.example.com` in the
+/// table's text: any number of labels), the longest first.
 struct HostIndex<T> {
     exact: HashMap<Box<str>, T>,
     /// Keyed by the part after `*.`.
     wildcard: HashMap<Box<str>, T>,
+    /// Keyed by the part after `**.`.
+    suffix: HashMap<Box<str>, T>,
 }
 
 impl<T> Default for HostIndex<T> {
@@ -83,6 +91,7 @@ impl<T> Default for HostIndex<T> {
         HostIndex {
             exact: HashMap::default(),
             wildcard: HashMap::default(),
+            suffix: HashMap::default(),
         }
     }
 }
@@ -90,9 +99,12 @@ impl<T> Default for HostIndex<T> {
 impl<T: Clone> HostIndex<T> {
     /// Binds `host` unless it is bound already (the first binding wins).
     fn bind(&mut self, host: &str, value: &T) {
-        let (map, name) = match host.strip_prefix("*.") {
-            Some(rest) => (&mut self.wildcard, rest),
-            None => (&mut self.exact, host),
+        let (map, name) = if let Some(rest) = host.strip_prefix("**.") {
+            (&mut self.suffix, rest)
+        } else if let Some(rest) = host.strip_prefix("*.") {
+            (&mut self.wildcard, rest)
+        } else {
+            (&mut self.exact, host)
         };
         map.entry(name.into()).or_insert_with(|| value.clone());
     }
@@ -102,12 +114,30 @@ impl<T: Clone> HostIndex<T> {
         if let Some(v) = self.exact.get(name) {
             return Some(v);
         }
-        let (_, parent) = name.split_once('.')?;
-        self.wildcard.get(parent)
+        let (label, parent) = name.split_once('.')?;
+        if label.is_empty() {
+            return None;
+        }
+        if let Some(v) = self.wildcard.get(parent) {
+            return Some(v);
+        }
+        if self.suffix.is_empty() {
+            return None;
+        }
+        let mut rest = parent;
+        loop {
+            if let Some(v) = self.suffix.get(rest) {
+                return Some(v);
+            }
+            match rest.split_once('.') {
+                Some((label, next)) if !label.is_empty() => rest = next,
+                _ => return None,
+            }
+        }
     }
 
     fn is_empty(&self) -> bool {
-        self.exact.is_empty() && self.wildcard.is_empty()
+        self.exact.is_empty() && self.wildcard.is_empty() && self.suffix.is_empty()
     }
 }
 
@@ -131,9 +161,37 @@ impl fmt::Debug for CertStore {
 }
 
 impl CertStore {
+    /// Indexes the certificates of the proxy's own HTTPS listener, and
+    /// apart those of each HTTPS port Gateway listeners opened.
+    pub fn build_all(
+        certs: &[TlsCertificate],
+        client_auth: &[Arc<ClientAuth>],
+    ) -> (CertStore, Vec<(u16, CertStore)>) {
+        let mut ports: Vec<u16> = certs.iter().filter_map(|c| c.port).collect();
+        ports.sort_unstable();
+        ports.dedup();
+        let by_port = ports
+            .into_iter()
+            .map(|port| {
+                let own: Vec<&TlsCertificate> =
+                    certs.iter().filter(|c| c.port == Some(port)).collect();
+                (port, Self::index(own.into_iter(), &[]))
+            })
+            .collect();
+        let main = Self::index(certs.iter().filter(|c| c.port.is_none()), client_auth);
+        (main, by_port)
+    }
+
     /// Indexes `certs`; for a name bound twice the first binding wins
     /// (translation has already reported the conflict).
     pub fn build(certs: &[TlsCertificate], client_auth: &[Arc<ClientAuth>]) -> CertStore {
+        Self::index(certs.iter(), client_auth)
+    }
+
+    fn index<'c>(
+        certs: impl Iterator<Item = &'c TlsCertificate>,
+        client_auth: &[Arc<ClientAuth>],
+    ) -> CertStore {
         let mut store = CertStore::default();
         for c in certs {
             if c.hosts.is_empty() && store.default.is_none() {

@@ -40,6 +40,8 @@ use super::health::{self, RETRY_INITIAL, RETRY_MAX, RetryBackoff, WatchHealth, W
 use crate::api::{ApiRoute, PluginConfig};
 use crate::translate::{ClusterState, Kind, ObjectKey, Store};
 
+pub use gateway_api::REDISCOVER;
+
 /// The label that ties an EndpointSlice to its Service.
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 /// Annotation `kubectl apply` stores a whole copy of the object in.
@@ -146,6 +148,9 @@ macro_rules! watched_with_status {
         }
     };
 }
+
+// After the macro, which the Gateway API's kinds use too.
+mod gateway_api;
 
 watched_with_status!(Service, Kind::Service, services, "services");
 watched_with_status!(
@@ -259,6 +264,8 @@ pub struct KubeSource {
     synced: watch::Receiver<bool>,
     health: Arc<WatchHealth>,
     tasks: Vec<JoinHandle<()>>,
+    /// Watchers started once their kinds were found to exist.
+    discovered: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
 
 /// Where to watch, and how fast to retry.
@@ -268,6 +275,11 @@ pub struct WatchScope {
     pub namespaces: Vec<String>,
     /// The longest a failed watch waits before it retries.
     pub retry_max: Duration,
+    /// How often the Gateway API's kinds are looked for while some are
+    /// missing ([`REDISCOVER`]).
+    pub rediscover: Duration,
+    /// Whether the Gateway API's kinds are watched at all.
+    pub gateway_api: bool,
 }
 
 impl Default for WatchScope {
@@ -275,6 +287,8 @@ impl Default for WatchScope {
         WatchScope {
             namespaces: Vec::new(),
             retry_max: RETRY_MAX,
+            rediscover: REDISCOVER,
+            gateway_api: true,
         }
     }
 }
@@ -315,12 +329,30 @@ impl KubeSource {
         }
         // Cluster-scoped.
         tasks.push(ctx.spawn::<IngressClass>(&client, None));
+        // The Gateway API's kinds exist only where their CRDs are
+        // installed: they are looked up first, and the first table waits
+        // for that answer as it waits for the watchers.
+        let discovered = Arc::new(Mutex::new(Vec::new()));
+        if scope.gateway_api {
+            ctx.inner
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .unsynced += 1;
+            tasks.push(tokio::spawn(gateway_api::watch(
+                ctx.clone(),
+                client.clone(),
+                namespaces,
+                discovered.clone(),
+                scope.rediscover,
+            )));
+        }
         KubeSource {
             inner,
             notify,
             synced,
             health,
             tasks,
+            discovered,
         }
     }
 
@@ -371,6 +403,11 @@ impl KubeSource {
 impl Drop for KubeSource {
     fn drop(&mut self) {
         self.tasks.iter().for_each(JoinHandle::abort);
+        self.discovered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .for_each(JoinHandle::abort);
     }
 }
 
@@ -392,6 +429,16 @@ struct Attempt<K> {
 
 impl WatchCtx {
     fn spawn<K: Watched>(&self, client: &Client, namespace: Option<&str>) -> JoinHandle<()> {
+        self.spawn_with::<K>(client, namespace, K::config())
+    }
+
+    /// Like [`Self::spawn`], with a watcher configuration of its own.
+    fn spawn_with<K: Watched>(
+        &self,
+        client: &Client,
+        namespace: Option<&str>,
+        config: watcher::Config,
+    ) -> JoinHandle<()> {
         let api = K::api(client.clone(), namespace);
         self.inner
             .lock()
@@ -400,18 +447,24 @@ impl WatchCtx {
         let ctx = self.clone();
         let scope = namespace.map(str::to_owned);
         let id = self.health.register(K::KIND);
-        tokio::spawn(async move { ctx.run::<K>(api, scope, id).await })
+        tokio::spawn(async move { ctx.run::<K>(api, scope, id, config).await })
     }
 
     /// Watches until aborted. Every attempt starts with a fresh list; an
     /// error ends the attempt, and the next starts after a backoff delay.
-    async fn run<K: Watched>(self, api: Api<K>, scope: Option<String>, id: WatcherId) {
+    async fn run<K: Watched>(
+        self,
+        api: Api<K>,
+        scope: Option<String>,
+        id: WatcherId,
+        config: watcher::Config,
+    ) {
         let mut backoff = RetryBackoff::new(RETRY_INITIAL, self.retry_max);
         let mut streak = health::Streak::default();
         let mut synced = false;
         let where_ = scope.as_deref().unwrap_or("all namespaces");
         loop {
-            let mut stream = watcher::watcher(api.clone(), K::config()).boxed();
+            let mut stream = watcher::watcher(api.clone(), config.clone()).boxed();
             let mut attempt = Attempt { relist: None };
             let error = loop {
                 match stream.next().await {

@@ -9,14 +9,17 @@
 
 use std::fmt;
 
-use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use crate::api::gateway_api::{Gateway, GatewayClass, GrpcRoute, HttpRoute, ReferenceGrant};
 use crate::api::{ApiRoute, PluginConfig};
 use crate::translate::{ClusterState, Kind, ObjectKey};
+
+const GATEWAY_API_V1: &str = "gateway.networking.k8s.io/v1";
 
 /// One object read from a manifest. Objects are parsed once per file
 /// change, so variant sizes do not matter.
@@ -30,6 +33,12 @@ pub enum Object {
     Secret(Secret),
     ApiRoute(ApiRoute),
     PluginConfig(PluginConfig),
+    GatewayClass(GatewayClass),
+    Gateway(Gateway),
+    HttpRoute(HttpRoute),
+    GrpcRoute(GrpcRoute),
+    ReferenceGrant(ReferenceGrant),
+    Namespace(Namespace),
 }
 
 impl Object {
@@ -42,6 +51,12 @@ impl Object {
             Object::Secret(_) => Kind::Secret,
             Object::ApiRoute(_) => Kind::ApiRoute,
             Object::PluginConfig(_) => Kind::PluginConfig,
+            Object::GatewayClass(_) => Kind::GatewayClass,
+            Object::Gateway(_) => Kind::Gateway,
+            Object::HttpRoute(_) => Kind::HTTPRoute,
+            Object::GrpcRoute(_) => Kind::GRPCRoute,
+            Object::ReferenceGrant(_) => Kind::ReferenceGrant,
+            Object::Namespace(_) => Kind::Namespace,
         }
     }
 
@@ -54,6 +69,12 @@ impl Object {
             Object::Secret(o) => ObjectKey::of(o),
             Object::ApiRoute(o) => ObjectKey::of(o),
             Object::PluginConfig(o) => ObjectKey::of(o),
+            Object::GatewayClass(o) => ObjectKey::of(o),
+            Object::Gateway(o) => ObjectKey::of(o),
+            Object::HttpRoute(o) => ObjectKey::of(o),
+            Object::GrpcRoute(o) => ObjectKey::of(o),
+            Object::ReferenceGrant(o) => ObjectKey::of(o),
+            Object::Namespace(o) => ObjectKey::of(o),
         }
     }
 
@@ -80,6 +101,12 @@ impl Object {
             Object::Secret(o) => put(&mut state.secrets, key, o),
             Object::ApiRoute(o) => put(&mut state.api_routes, key, o),
             Object::PluginConfig(o) => put(&mut state.plugin_configs, key, o),
+            Object::GatewayClass(o) => put(&mut state.gateway_classes, key, o),
+            Object::Gateway(o) => put(&mut state.gateways, key, o),
+            Object::HttpRoute(o) => put(&mut state.http_routes, key, o),
+            Object::GrpcRoute(o) => put(&mut state.grpc_routes, key, o),
+            Object::ReferenceGrant(o) => put(&mut state.reference_grants, key, o),
+            Object::Namespace(o) => put(&mut state.namespaces, key, o),
         }
     }
 }
@@ -302,6 +329,11 @@ fn parse_object(
         "Service" | "Secret" => "v1",
         "EndpointSlice" => "discovery.k8s.io/v1",
         "ApiRoute" | "PluginConfig" => "sluicegate.io/v1alpha1",
+        "GatewayClass" | "Gateway" | "HTTPRoute" | "GRPCRoute" => GATEWAY_API_V1,
+        // Served as v1beta1 by every release, and also as v1 by newer ones.
+        "ReferenceGrant" if api_version == GATEWAY_API_V1 => GATEWAY_API_V1,
+        "ReferenceGrant" => "gateway.networking.k8s.io/v1beta1",
+        "Namespace" => "v1",
         _ => {
             out.skipped.push(issue(
                 None,
@@ -322,6 +354,11 @@ fn parse_object(
             "metadata.name is required".into(),
         )]);
     }
+    let mut doc = doc;
+    if kind == "ReferenceGrant" {
+        // One schema under both versions; the type is the v1beta1 one.
+        doc["apiVersion"] = Value::from("gateway.networking.k8s.io/v1beta1");
+    }
     let mut issues: Vec<DocIssue> = match strictness {
         Strictness::Types => Vec::new(),
         Strictness::ApiServer => super::schema::validate(&kind, &doc)
@@ -337,6 +374,12 @@ fn parse_object(
         "EndpointSlice" => typed(doc, &mut ignored).map(Object::EndpointSlice),
         "Secret" => typed(doc, &mut ignored).map(Object::Secret),
         "ApiRoute" => typed(doc, &mut ignored).map(Object::ApiRoute),
+        "GatewayClass" => typed(doc, &mut ignored).map(Object::GatewayClass),
+        "Gateway" => typed(doc, &mut ignored).map(Object::Gateway),
+        "HTTPRoute" => typed(doc, &mut ignored).map(Object::HttpRoute),
+        "GRPCRoute" => typed(doc, &mut ignored).map(Object::GrpcRoute),
+        "ReferenceGrant" => typed(doc, &mut ignored).map(Object::ReferenceGrant),
+        "Namespace" => typed(doc, &mut ignored).map(Object::Namespace),
         _ => typed(doc, &mut ignored).map(Object::PluginConfig),
     };
     let obj = match obj {
@@ -351,7 +394,10 @@ fn parse_object(
         }
     };
     // Sluicegate's own kinds refuse unknown spec fields outright (their
-    // types deny them); anything else unknown is reported and ignored.
+    // types deny them); anything else unknown is reported and ignored:
+    // Gateway API fields Sluicegate does not read (and typos in them) come
+    // back as warnings, as the API server's schema would only catch the
+    // typos.
     for field in ignored
         .into_iter()
         .filter(|f| f != "apiVersion" && f != "kind")
@@ -429,6 +475,12 @@ fn with_default_namespace(mut obj: Object) -> Object {
     }
     match &mut obj {
         Object::IngressClass(o) => o.metadata.namespace = None,
+        Object::GatewayClass(o) => o.metadata.namespace = None,
+        Object::Namespace(o) => o.metadata.namespace = None,
+        Object::Gateway(o) => fix(&mut o.metadata),
+        Object::HttpRoute(o) => fix(&mut o.metadata),
+        Object::GrpcRoute(o) => fix(&mut o.metadata),
+        Object::ReferenceGrant(o) => fix(&mut o.metadata),
         Object::Ingress(o) => fix(&mut o.metadata),
         Object::Service(o) => fix(&mut o.metadata),
         Object::EndpointSlice(o) => fix(&mut o.metadata),

@@ -201,7 +201,11 @@ fn cond(
 /// A condition whose status did not change keeps its transition time, as
 /// the API conventions require (and so that an unchanged status compares
 /// equal and is not written again).
-fn keep_transition_time(mut c: Condition, previous: &[Condition], now: &Time) -> Condition {
+pub(crate) fn keep_transition_time(
+    mut c: Condition,
+    previous: &[Condition],
+    now: &Time,
+) -> Condition {
     c.last_transition_time = previous
         .iter()
         .find(|p| p.type_ == c.type_ && p.status == c.status)

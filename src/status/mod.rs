@@ -14,9 +14,10 @@
 //! delivered the echo of our own write yet).
 
 pub mod conditions;
+pub mod gateway_api;
 pub mod lease;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use futures_util::StreamExt;
@@ -32,6 +33,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::{debug, warn};
 
+use crate::api::gateway_api::{
+    CONTROLLER_NAME, Gateway, GatewayClass, GatewayStatusAddress, GrpcRoute, HttpRoute, RouteStatus,
+};
 use crate::api::{ApiRoute, PluginConfig};
 use crate::gateway::ConfigView;
 use crate::translate::{
@@ -50,7 +54,10 @@ pub struct StatusInput {
     pub view: Arc<ConfigView>,
     /// The addresses Ingresses should show; `None` while unknown (the
     /// published Service not seen yet), which leaves Ingress status alone.
+    /// Gateways show them too (none while unknown).
     pub addresses: Option<Vec<IngressLoadBalancerIngress>>,
+    /// Ports of Gateway listeners this replica could not open, with why.
+    pub port_errors: BTreeMap<u16, String>,
 }
 
 /// What one round did.
@@ -154,6 +161,10 @@ impl StatusWriter {
                 Kind::ApiRoute => state.api_routes.contains_key(&key),
                 Kind::PluginConfig => state.plugin_configs.contains_key(&key),
                 Kind::Ingress => state.ingresses.contains_key(&key),
+                Kind::GatewayClass => state.gateway_classes.contains_key(&key),
+                Kind::Gateway => state.gateways.contains_key(&key),
+                Kind::HTTPRoute => state.http_routes.contains_key(&key),
+                Kind::GRPCRoute => state.grpc_routes.contains_key(&key),
                 _ => false,
             }
         });
@@ -229,7 +240,101 @@ impl StatusWriter {
                 diags,
             );
         }
+        self.plan_gateway_api(input, now, &by_object, &mut writes);
         writes
+    }
+
+    /// The writes of the Gateway API objects.
+    fn plan_gateway_api(
+        &self,
+        input: &StatusInput,
+        now: &Time,
+        by_object: &HashMap<&ObjectRef, Vec<&Diagnostic>>,
+        writes: &mut Vec<Write>,
+    ) {
+        let state = &input.state;
+        let api = &input.view.gateway_api;
+        let diags = |o: &ObjectRef| by_object.get(o).map_or(&[][..], Vec::as_slice);
+        for c in &api.gateway_classes {
+            let key = ObjectKey::new("", c.name.clone());
+            let Some(obj) = state.gateway_classes.get(&key) else {
+                continue;
+            };
+            let object = ObjectRef::new(Kind::GatewayClass, "", &c.name);
+            let desired =
+                gateway_api::gateway_class(c, obj.metadata.generation, obj.status.as_ref(), now);
+            let d = diags(&object);
+            self.consider(
+                writes,
+                object,
+                obj.as_ref(),
+                obj.status.as_ref(),
+                &desired,
+                d,
+            );
+        }
+        let addresses: Vec<GatewayStatusAddress> = input
+            .addresses
+            .iter()
+            .flatten()
+            .filter_map(|a| gateway_api::address(a.ip.as_deref(), a.hostname.as_deref()))
+            .collect();
+        for g in &api.gateways {
+            let key = ObjectKey::new(g.namespace.clone(), g.name.clone());
+            let Some(obj) = state.gateways.get(&key) else {
+                continue;
+            };
+            let object = ObjectRef::new(Kind::Gateway, &g.namespace, &g.name);
+            let desired = gateway_api::gateway(
+                g,
+                obj.metadata.generation,
+                obj.status.as_ref(),
+                &addresses,
+                &input.port_errors,
+                now,
+            );
+            let d = diags(&object);
+            self.consider(
+                writes,
+                object,
+                obj.as_ref(),
+                obj.status.as_ref(),
+                &desired,
+                d,
+            );
+        }
+        let ours: HashMap<(Kind, &str, &str), &crate::translate::RouteState> = api
+            .routes
+            .iter()
+            .map(|r| ((r.kind, r.namespace.as_str(), r.name.as_str()), r))
+            .collect();
+        // Every route: those of ours get their entries, the others lose
+        // the entries Sluicegate wrote before, if any.
+        let route =
+            |kind: Kind, key: &ObjectKey, obj: &dyn RouteObject, writes: &mut Vec<Write>| {
+                let current = obj.status();
+                let parents = ours
+                    .get(&(kind, key.namespace.as_str(), key.name.as_str()))
+                    .map_or(&[][..], |r| &r.parents[..]);
+                let had_ours = current.is_some_and(|s| {
+                    s.parents
+                        .iter()
+                        .any(|p| p.controller_name == CONTROLLER_NAME)
+                });
+                if parents.is_empty() && !had_ours {
+                    return;
+                }
+                let desired = gateway_api::route(parents, obj.generation(), current, now);
+                let object = ObjectRef::new(kind, &key.namespace, &key.name);
+                let d = diags(&object);
+                obj.consider(self, writes, object, current, &desired, d);
+            };
+        for (key, r) in &state.http_routes {
+            route(Kind::HTTPRoute, key, r.as_ref(), writes);
+        }
+        for (key, r) in &state.grpc_routes {
+            route(Kind::GRPCRoute, key, r.as_ref(), writes);
+        }
     }
 
     /// Queues a write of `desired` unless the object already carries it or
@@ -275,6 +380,48 @@ impl StatusWriter {
         });
     }
 }
+
+/// What the writer needs of either route kind.
+trait RouteObject {
+    fn status(&self) -> Option<&RouteStatus>;
+    fn generation(&self) -> Option<i64>;
+    fn consider(
+        &self,
+        writer: &StatusWriter,
+        writes: &mut Vec<Write>,
+        object: ObjectRef,
+        current: Option<&RouteStatus>,
+        desired: &RouteStatus,
+        diags: &[&Diagnostic],
+    );
+}
+
+macro_rules! route_object {
+    ($ty:ty) => {
+        impl RouteObject for $ty {
+            fn status(&self) -> Option<&RouteStatus> {
+                self.status.as_ref()
+            }
+            fn generation(&self) -> Option<i64> {
+                self.metadata.generation
+            }
+            fn consider(
+                &self,
+                writer: &StatusWriter,
+                writes: &mut Vec<Write>,
+                object: ObjectRef,
+                current: Option<&RouteStatus>,
+                desired: &RouteStatus,
+                diags: &[&Diagnostic],
+            ) {
+                writer.consider(writes, object, self, current, desired, diags);
+            }
+        }
+    };
+}
+
+route_object!(HttpRoute);
+route_object!(GrpcRoute);
 
 /// The Event for an object with errors: reason and note.
 fn rejection(diags: &[&Diagnostic]) -> Option<(String, String)> {
@@ -333,6 +480,10 @@ async fn patch_status(client: &Client, w: &Write) -> Result<(), String> {
             let status = serde_json::json!({ "loadBalancer": w.status });
             apply::<Ingress>(client, ns, name, &params, &status).await
         }
+        Kind::Gateway => apply::<Gateway>(client, ns, name, &params, &w.status).await,
+        Kind::HTTPRoute => apply::<HttpRoute>(client, ns, name, &params, &w.status).await,
+        Kind::GRPCRoute => apply::<GrpcRoute>(client, ns, name, &params, &w.status).await,
+        Kind::GatewayClass => apply_cluster::<GatewayClass>(client, name, &params, &w.status).await,
         _ => return Ok(()),
     };
     let kind = w.object.kind.as_str();
@@ -369,6 +520,29 @@ where
         + std::fmt::Debug,
 {
     let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    let patch = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    api.patch_status(name, params, &Patch::Apply(patch))
+        .await
+        .map(drop)
+}
+
+async fn apply_cluster<K>(
+    client: &Client,
+    name: &str,
+    params: &PatchParams,
+    status: &serde_json::Value,
+) -> Result<(), kube::Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::ClusterResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::all(client.clone());
     let patch = serde_json::json!({
         "apiVersion": K::api_version(&()),
         "kind": K::kind(&()),

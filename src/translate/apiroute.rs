@@ -314,6 +314,8 @@ fn route(
         retries: upstream.retries,
         https_redirect: https_redirect(rule, has_tls),
         plugins: Vec::new(),
+        listeners: Vec::new(),
+        mirrors: Vec::new(),
     })
 }
 

@@ -20,6 +20,12 @@ pub enum Kind {
     Secret,
     ApiRoute,
     PluginConfig,
+    GatewayClass,
+    Gateway,
+    HTTPRoute,
+    GRPCRoute,
+    ReferenceGrant,
+    Namespace,
 }
 
 impl Kind {
@@ -32,6 +38,12 @@ impl Kind {
             Kind::Secret => "Secret",
             Kind::ApiRoute => "ApiRoute",
             Kind::PluginConfig => "PluginConfig",
+            Kind::GatewayClass => "GatewayClass",
+            Kind::Gateway => "Gateway",
+            Kind::HTTPRoute => "HTTPRoute",
+            Kind::GRPCRoute => "GRPCRoute",
+            Kind::ReferenceGrant => "ReferenceGrant",
+            Kind::Namespace => "Namespace",
         }
     }
 }

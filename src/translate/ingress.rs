@@ -89,6 +89,8 @@ pub(super) fn translate(ctx: &mut Ctx<'_>, key: &ObjectKey, ingress: &Ingress) {
         retries: upstream.retries.clone(),
         https_redirect,
         plugins: plugin_list.clone(),
+        listeners: Vec::new(),
+        mirrors: Vec::new(),
     };
 
     for (i, rule) in spec.rules.iter().flatten().enumerate() {

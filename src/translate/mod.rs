@@ -42,6 +42,7 @@ mod canary;
 mod class;
 mod client_auth;
 mod diagnostics;
+mod gateway;
 mod ingress;
 mod plugins;
 mod protocol;
@@ -59,6 +60,10 @@ use serde::Serialize;
 pub use backends::{BackendError, service_endpoints};
 pub use class::{ClassFilter, DEFAULT_CLASS_ANNOTATION, LEGACY_CLASS_ANNOTATION};
 pub use diagnostics::{Diagnostic, Diagnostics, Kind, ObjectRef, Reason, Severity};
+pub use gateway::{
+    ClassState, Cond, GatewayApiStatus, GatewayState, ListenerState, ParentState, RouteState,
+    names as condition_names,
+};
 pub use state::{ClusterState, ObjectKey, Store};
 pub use tls::certified_key;
 
@@ -84,6 +89,26 @@ pub struct TranslateOptions {
     /// Redis for rate limiters with `policy: Redis` and no settings of
     /// their own.
     pub redis: Option<crate::plugins::limit::redis::RedisTarget>,
+    /// The ports of the proxy's own listeners, which Gateway listeners on
+    /// the same ports share.
+    pub own_ports: OwnPorts,
+}
+
+/// The ports of the proxy's own listeners (`--http-addr`, `--https-addr`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OwnPorts {
+    pub http: u16,
+    /// `None` when TLS is off.
+    pub https: Option<u16>,
+}
+
+impl Default for OwnPorts {
+    fn default() -> Self {
+        OwnPorts {
+            http: 8080,
+            https: Some(8443),
+        }
+    }
 }
 
 impl Default for TranslateOptions {
@@ -94,6 +119,7 @@ impl Default for TranslateOptions {
             default_certificate: None,
             global_plugins: None,
             redis: None,
+            own_ports: OwnPorts::default(),
         }
     }
 }
@@ -103,6 +129,9 @@ impl Default for TranslateOptions {
 pub struct Translation {
     pub table: TableSpec,
     pub diagnostics: Diagnostics,
+    /// The status of the Gateway API objects served.
+    #[serde(skip_serializing_if = "GatewayApiStatus::is_empty")]
+    pub gateway_api: GatewayApiStatus,
 }
 
 /// Compiles every object of ours in `state` into one table specification.
@@ -184,6 +213,7 @@ pub fn translate(state: &ClusterState, opts: &TranslateOptions) -> Translation {
     for (k, ing) in canaries {
         canary::translate(&mut ctx, k, ing);
     }
+    let (listeners, gateway_api) = gateway::translate(&mut ctx, opts);
 
     if let Some(key) = &opts.default_certificate {
         tls::bind_default(&mut ctx, key);
@@ -195,8 +225,10 @@ pub fn translate(state: &ClusterState, opts: &TranslateOptions) -> Translation {
             upstreams: ctx.resolver.finish(),
             tls: ctx.tls,
             client_auth: ctx.client_auth,
+            listeners,
         },
         diagnostics: ctx.diags,
+        gateway_api,
     }
 }
 
@@ -371,6 +403,10 @@ fn claim_key(buf: &mut String, host: Option<&HostMatch>, path: &PathSpec) -> Opt
         Some(HostMatch::Exact(h)) => buf.push_str(h),
         Some(HostMatch::Wildcard(s)) => {
             buf.push_str("*.");
+            buf.push_str(s);
+        }
+        Some(HostMatch::Suffix(s)) => {
+            buf.push_str("**.");
             buf.push_str(s);
         }
     }

@@ -3,11 +3,12 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use kube::Resource;
 
+use crate::api::gateway_api::{Gateway, GatewayClass, GrpcRoute, HttpRoute, ReferenceGrant};
 use crate::api::{ApiRoute, PluginConfig};
 
 /// Namespace and name. Cluster-scoped objects use an empty namespace.
@@ -50,6 +51,15 @@ pub struct ClusterState {
     pub secrets: Store<Secret>,
     pub api_routes: Store<ApiRoute>,
     pub plugin_configs: Store<PluginConfig>,
+    pub gateway_classes: Store<GatewayClass>,
+    pub gateways: Store<Gateway>,
+    pub http_routes: Store<HttpRoute>,
+    pub grpc_routes: Store<GrpcRoute>,
+    pub reference_grants: Store<ReferenceGrant>,
+    /// Namespaces, for their labels (Gateway listeners select route
+    /// namespaces by label). A namespace without an object here still has
+    /// its `kubernetes.io/metadata.name` label.
+    pub namespaces: Store<Namespace>,
 }
 
 impl ClusterState {
@@ -62,6 +72,12 @@ impl ClusterState {
             + self.secrets.len()
             + self.api_routes.len()
             + self.plugin_configs.len()
+            + self.gateway_classes.len()
+            + self.gateways.len()
+            + self.http_routes.len()
+            + self.grpc_routes.len()
+            + self.reference_grants.len()
+            + self.namespaces.len()
     }
 
     pub fn is_empty(&self) -> bool {

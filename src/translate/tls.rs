@@ -105,7 +105,7 @@ fn content_hash(secret: &Secret) -> u64 {
 
 /// The parsed certificate of Secret `key`, from the cache when its content
 /// has not changed.
-fn lookup(ctx: &Ctx<'_>, key: &ObjectKey) -> Result<Arc<CertifiedKey>, String> {
+pub(super) fn lookup(ctx: &Ctx<'_>, key: &ObjectKey) -> Result<Arc<CertifiedKey>, String> {
     let Some(secret) = ctx.state.secrets.get(key) else {
         return Err(format!("Secret {}/{} not found", key.namespace, key.name));
     };
@@ -144,6 +144,7 @@ pub(super) fn bind_default(ctx: &mut Ctx<'_>, key: &ObjectKey) {
             hosts: Vec::new(),
             secret: format!("{}/{}", key.namespace, key.name),
             source: "--default-certificate".into(),
+            port: None,
             not_after: expiry(&parsed),
             key: parsed,
         }),
@@ -203,6 +204,7 @@ pub(super) fn bind(
             hosts: bound,
             secret,
             source,
+            port: None,
             not_after: expiry(&parsed),
             key: parsed,
         });
@@ -210,6 +212,6 @@ pub(super) fn bind(
 }
 
 /// When the leaf certificate of `key` expires.
-fn expiry(key: &rustls::sign::CertifiedKey) -> Option<i64> {
+pub(super) fn expiry(key: &rustls::sign::CertifiedKey) -> Option<i64> {
     key.cert.first().and_then(|c| crate::x509::not_after(c))
 }

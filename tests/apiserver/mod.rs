@@ -278,6 +278,18 @@ impl ApiServer {
         }
     }
 
+    /// Stops (or resumes) serving API group `group`, as if its CRDs were
+    /// uninstalled (or installed): its discovery documents and resources
+    /// answer 404. Objects stored meanwhile are kept.
+    pub fn hide_group(&self, group: &str, hidden: bool) {
+        let mut store = self.store();
+        store.hidden_groups.retain(|g| g != group);
+        if hidden {
+            store.hidden_groups.push(group.to_owned());
+            store.close_watches();
+        }
+    }
+
     /// Sends a BOOKMARK now to every open watch that asked for bookmarks
     /// (they also get one every second).
     pub fn bookmark_now(&self) {

@@ -84,6 +84,11 @@ pub(super) static RESOURCES: &[ResourceType] = &[
     res("events.k8s.io", "v1", "events", "event", "Event", true, false, &[]),
     res("sluicegate.io", "v1alpha1", "apiroutes", "apiroute", "ApiRoute", true, true, &[]),
     res("sluicegate.io", "v1alpha1", "pluginconfigs", "pluginconfig", "PluginConfig", true, true, &[]),
+    res("gateway.networking.k8s.io", "v1", "gatewayclasses", "gatewayclass", "GatewayClass", false, true, &[]),
+    res("gateway.networking.k8s.io", "v1", "gateways", "gateway", "Gateway", true, true, &[]),
+    res("gateway.networking.k8s.io", "v1", "httproutes", "httproute", "HTTPRoute", true, true, &[]),
+    res("gateway.networking.k8s.io", "v1", "grpcroutes", "grpcroute", "GRPCRoute", true, true, &[]),
+    res("gateway.networking.k8s.io", "v1beta1", "referencegrants", "referencegrant", "ReferenceGrant", true, false, &[]),
 ];
 
 impl ResourceType {

@@ -166,8 +166,19 @@ fn dispatch(
     content_type: Option<&str>,
     body: &[u8],
 ) -> Result<Reply, ApiError> {
+    let hidden = |group: &str| store.hidden_groups.iter().any(|g| g == group);
+    if let Some(group) = path
+        .strip_prefix("/apis/")
+        .map(|p| p.split('/').next().unwrap_or(""))
+        && hidden(group)
+    {
+        return Err(ApiError::unknown_path());
+    }
     let target = match route(path)? {
-        Route::Discovery(doc) if method == Method::GET => {
+        Route::Discovery(mut doc) if method == Method::GET => {
+            if let Some(groups) = doc["groups"].as_array_mut() {
+                groups.retain(|g| !g["name"].as_str().is_some_and(hidden));
+            }
             return Ok(Reply::Json(StatusCode::OK, doc));
         }
         Route::Discovery(_) => return Err(ApiError::method_not_allowed(method.as_str())),

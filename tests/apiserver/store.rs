@@ -136,6 +136,9 @@ pub(super) struct Store {
     next_uid: u64,
     /// Outage simulation (`ApiServer::set_down`).
     pub down: bool,
+    /// API groups not served, as if their CRDs were not installed
+    /// (`ApiServer::hide_group`).
+    pub hidden_groups: Vec<String>,
 }
 
 impl Store {
@@ -150,6 +153,7 @@ impl Store {
             watches: Vec::new(),
             next_uid: 0,
             down: false,
+            hidden_groups: Vec::new(),
         }
     }
 

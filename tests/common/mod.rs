@@ -389,3 +389,29 @@ spec:
 "#
     )
 }
+
+/// A loopback port for a listener the gateway opens itself (a Gateway
+/// listener's port), free when this returns.
+///
+/// Taken below the kernel's ephemeral range (32768 and up by default), at
+/// a point that differs per process: a port from `bind(":0")` may be
+/// handed to a client connection or another test process's `bind(":0")`
+/// as soon as it is released, and listeners of Gateways open their ports
+/// with `SO_REUSEPORT`, so two test processes given the same port would
+/// share it silently.
+pub fn listener_port() -> u16 {
+    use std::hash::{BuildHasher, RandomState};
+    static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    const LOW: u16 = 20_000;
+    const SPAN: u16 = 12_000;
+    let start = (RandomState::new().hash_one(std::process::id()) % u64::from(SPAN)) as u16;
+    loop {
+        let step = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = LOW + (start.wrapping_add(step.wrapping_mul(7919))) % SPAN;
+        // A plain bind fails while anything listens on the port, with or
+        // without SO_REUSEPORT.
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}

@@ -370,6 +370,7 @@ mod tests {
         RequestCtx {
             client_ip: b"10.0.0.7",
             tls: false,
+            port: 80,
             host: "shop.test",
             path: "/cart/items",
             query,

@@ -179,6 +179,7 @@ mod tests {
         RequestCtx {
             client_ip: b"10.0.0.1",
             tls: false,
+            port: 80,
             host: "shop.test",
             path: "/cart",
             query,

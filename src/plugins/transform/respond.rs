@@ -22,7 +22,7 @@ use crate::plugins::{BuildEnv, ConfigError, Outcome, Plugin, Rejection, RequestC
 /// Request headers the gateway writes itself (framing, hop-by-hop,
 /// forwarding): an edit would be silently dropped or, for framing,
 /// corrupt the request, so configuring one is an error instead.
-pub(super) const GATEWAY_REQUEST_HEADERS: [&str; 15] = [
+pub(crate) const GATEWAY_REQUEST_HEADERS: [&str; 15] = [
     "host",
     "connection",
     "keep-alive",
@@ -42,7 +42,7 @@ pub(super) const GATEWAY_REQUEST_HEADERS: [&str; 15] = [
 
 /// Response headers that describe the connection or the body's framing,
 /// which the gateway computes for the body it actually sends.
-pub(super) const GATEWAY_RESPONSE_HEADERS: [&str; 7] = [
+pub(crate) const GATEWAY_RESPONSE_HEADERS: [&str; 7] = [
     "connection",
     "keep-alive",
     "proxy-connection",
@@ -53,7 +53,7 @@ pub(super) const GATEWAY_RESPONSE_HEADERS: [&str; 7] = [
 ];
 
 /// Parses a configured header name, refusing the ones in `reserved`.
-pub(super) fn header_name(
+pub(crate) fn header_name(
     name: &str,
     field: &str,
     reserved: &[&str],
@@ -70,7 +70,7 @@ pub(super) fn header_name(
 }
 
 /// Parses a configured header value: visible ASCII, spaces and tabs.
-pub(super) fn header_value(value: &str, field: &str) -> Result<HeaderValue, ConfigError> {
+pub(crate) fn header_value(value: &str, field: &str) -> Result<HeaderValue, ConfigError> {
     HeaderValue::from_str(value).map_err(|_| {
         ConfigError::new(
             field,
@@ -90,7 +90,7 @@ pub(super) fn final_status(code: u16, field: &str) -> Result<StatusCode, ConfigE
 }
 
 /// A short plain-text answer.
-pub(super) fn plain(status: StatusCode, message: &str) -> Rejection {
+pub(crate) fn plain(status: StatusCode, message: &str) -> Rejection {
     Rejection::plain(status, format!("{} {message}\n", status.as_u16()))
 }
 

@@ -17,6 +17,7 @@
 
 mod attempts;
 mod head;
+mod mirror;
 mod observe;
 mod plugins;
 mod request;
@@ -149,7 +150,7 @@ impl Worker {
         mut exchange: Option<&mut Exchange>,
     ) -> Served {
         let settings = &self.shared.settings;
-        let matched = match request::route(&self.shared.table, settings, &req) {
+        let matched = match request::route(&self.shared.table, settings, &req, client.local_port) {
             Ok(m) => m,
             Err(request::Unrouted::OptionsAsterisk) => {
                 return Served::unrouted(respond::options_asterisk());
@@ -335,6 +336,10 @@ impl Worker {
             upgrade: websocket,
             trust_forwarded: settings.trust_forwarded,
         };
+        if !route.mirrors.is_empty() {
+            use http_body::Body as _;
+            mirror::start(self, route, &head, body.is_end_stream(), deadlines).await;
+        }
         let record = exchange.map(|ex| (&mut ex.attempts, first_span));
         attempts::send(
             self,

@@ -116,6 +116,7 @@ pub(super) async fn run_plugins(
     let mut ctx = RequestCtx {
         client_ip: client.ip.as_bytes(),
         tls: client.tls,
+        port: client.local_port,
         host,
         path,
         query: req.uri().query(),

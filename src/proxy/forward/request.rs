@@ -88,11 +88,13 @@ fn one_host(req: &Request<ClientBody>) -> Result<Option<HeaderValue>, ProxyError
         .map_err(|_| ProxyError::BadRequest("invalid authority"))
 }
 
-/// Finds the request's route, or why it has none.
+/// Finds the request's route, or why it has none; `port` is the local
+/// port it arrived on.
 pub(super) fn route(
     table: &ArcSwap<RouteTable>,
     settings: &ProxySettings,
     req: &Request<ClientBody>,
+    port: u16,
 ) -> Result<Matched, Unrouted> {
     if *req.method() == Method::CONNECT {
         return Err(ProxyError::MethodNotAllowed(Method::CONNECT).into());
@@ -126,6 +128,7 @@ pub(super) fn route(
         query: req.uri().query(),
         method: req.method(),
         headers: req.headers(),
+        port,
     };
     let table = table.load();
     let route = table.find(&view).ok_or(ProxyError::NoRoute)?.clone();

@@ -99,6 +99,9 @@ pub struct ClientInfo {
     pub peer_ip: std::net::IpAddr,
     pub ip: HeaderValue,
     pub port: HeaderValue,
+    /// The local port the connection arrived on, which selects the
+    /// Gateway listeners that may serve its requests.
+    pub local_port: u16,
     pub proto: HeaderValue,
     /// Whether the connection is TLS.
     pub tls: bool,
@@ -116,6 +119,7 @@ impl ClientInfo {
             ip: HeaderValue::try_from(peer.ip().to_string())
                 .unwrap_or(HeaderValue::from_static("unknown")),
             port: num(local.port()),
+            local_port: local.port(),
             proto: HeaderValue::from_static(if tls { "https" } else { "http" }),
             tls,
             client_auth: None,

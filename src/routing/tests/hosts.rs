@@ -171,3 +171,30 @@ fn specific_host_group_beats_more_specific_path_elsewhere() {
         ],
     );
 }
+
+#[test]
+fn gateway_wildcards_cover_any_depth_longest_suffix_first() {
+    let t = table(vec![
+        route("any-depth").host("**.example.com"),
+        route("deeper").host("**.shop.example.com").prefix("/api"),
+        route("exact").host("a.shop.example.com").prefix("/exact"),
+    ]);
+    assert_routes(
+        &t,
+        &[
+            ("a.example.com", "/", Some("any-depth")),
+            ("a.b.example.com", "/", Some("any-depth")),
+            ("x.shop.example.com", "/api/v1", Some("deeper")),
+            ("x.y.shop.example.com", "/api", Some("deeper")),
+            // The longer suffix has no route for the path: the shorter one
+            // serves it.
+            ("x.shop.example.com", "/other", Some("any-depth")),
+            ("a.shop.example.com", "/exact", Some("exact")),
+            ("a.shop.example.com", "/api", Some("deeper")),
+            ("example.com", "/", None),
+            (".example.com", "/", None),
+            ("a..example.com", "/", None),
+            ("a.example.org", "/", None),
+        ],
+    );
+}
