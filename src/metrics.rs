@@ -8,6 +8,8 @@
 //! was idle long enough to be dropped gets a fresh series instead of
 //! counting into a handle the exporter no longer reads.
 
+pub mod live;
+
 use std::sync::Arc;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};

@@ -34,8 +34,8 @@ use super::error::ProxyError;
 use super::server::{ClientBody, ClientInfo, ClientUpgrade, Handler, SendTimeout};
 use super::settings::ProxySettings;
 use crate::http::client::{Clients, Deadlines, Pool};
-use crate::metrics::RouteMetrics;
-use crate::routing::RouteTable;
+use crate::metrics::{RouteMetrics, live};
+use crate::routing::{Route, RouteTable};
 use head::ForwardHead;
 use plugins::UpstreamChanges;
 use request::Matched;
@@ -55,11 +55,28 @@ pub struct Worker {
     pub clients: Arc<Clients<RequestBody>>,
 }
 
-/// The metrics of requests that matched no route, or that were refused
-/// before routing (an unreadable head).
+/// The route name of requests that matched no route, or that were
+/// refused before routing (an unreadable head).
+const UNMATCHED: &str = "unmatched";
+
+/// The metrics of requests that matched no route.
 pub(super) fn unmatched() -> &'static RouteMetrics {
     static M: OnceLock<RouteMetrics> = OnceLock::new();
-    M.get_or_init(|| RouteMetrics::new("unmatched".into()))
+    M.get_or_init(|| RouteMetrics::new(UNMATCHED.into()))
+}
+
+/// Records an answered request in the route's metrics and in the live
+/// view of the admin dashboard.
+fn record(route: &Route, status: u16, start: Instant, now: Instant, consumer: Option<&str>) {
+    let elapsed = now - start;
+    route.metrics.record(status, elapsed, now);
+    live::record_request(&route.name, status, elapsed, consumer);
+}
+
+fn record_unmatched(status: u16, start: Instant) {
+    let elapsed = start.elapsed();
+    unmatched().record(status, elapsed, start);
+    live::record_request(UNMATCHED, status, elapsed, None);
 }
 
 impl Handler for Worker {
@@ -75,6 +92,7 @@ impl Handler for Worker {
 
     fn refused(&self, status: StatusCode) {
         unmatched().record(status.as_u16(), Duration::ZERO, Instant::now());
+        live::record_request(UNMATCHED, status.as_u16(), Duration::ZERO, None);
     }
 }
 
@@ -90,7 +108,7 @@ impl Worker {
             Ok(m) => m,
             Err(request::Unrouted::OptionsAsterisk) => {
                 let resp = respond::options_asterisk();
-                unmatched().record(resp.status().as_u16(), start.elapsed(), start);
+                record_unmatched(resp.status().as_u16(), start);
                 return resp;
             }
             Err(request::Unrouted::Error(e)) => {
@@ -99,7 +117,7 @@ impl Worker {
                     ProxyError::MethodNotAllowed(_) => respond::method_not_allowed(&e),
                     _ => error_response(&e),
                 };
-                unmatched().record(resp.status().as_u16(), start.elapsed(), start);
+                record_unmatched(resp.status().as_u16(), start);
                 return resp;
             }
         };
@@ -108,9 +126,7 @@ impl Worker {
             && let Err(e) = respond::check_client(auth, client, route.https_redirect.is_some())
         {
             let resp = error_response(&e);
-            route
-                .metrics
-                .record(resp.status().as_u16(), start.elapsed(), start);
+            record(&route, resp.status().as_u16(), start, Instant::now(), None);
             return resp;
         }
         if let (Some(code), false) = (route.https_redirect, client.tls) {
@@ -120,9 +136,7 @@ impl Worker {
                 req.uri(),
                 settings.https_redirect_port,
             );
-            route
-                .metrics
-                .record(resp.status().as_u16(), start.elapsed(), start);
+            record(&route, resp.status().as_u16(), start, Instant::now(), None);
             return resp;
         }
         let mut effects = None;
@@ -143,9 +157,7 @@ impl Worker {
                         }
                         None => resp,
                     };
-                    route
-                        .metrics
-                        .record(resp.status().as_u16(), start.elapsed(), start);
+                    record(&route, resp.status().as_u16(), start, Instant::now(), None);
                     return resp;
                 }
             }
@@ -188,10 +200,14 @@ impl Worker {
         if let Some(t) = route.timeouts.send {
             resp.extensions_mut().insert(SendTimeout(t));
         }
-        let now = Instant::now();
-        route
-            .metrics
-            .record(resp.status().as_u16(), now - start, now);
+        let consumer = consumer.as_deref();
+        record(
+            &route,
+            resp.status().as_u16(),
+            start,
+            Instant::now(),
+            consumer,
+        );
         resp
     }
 
