@@ -3,6 +3,7 @@
 //! Nothing here knows about Kubernetes or the network: a [`TableSpec`] goes
 //! in, a [`RouteTable`] comes out, and the proxy asks it for a route.
 
+mod explain;
 mod matcher;
 mod path;
 mod pick;
@@ -16,6 +17,7 @@ mod tests;
 mod tls;
 mod upstream;
 
+pub use explain::{Candidate, Explanation, Outcome};
 pub use matcher::{RequestView, form_decode, normalize_host};
 pub use path::{EncodedSlashes, PathError, normalize_path};
 pub use pick::{RequestKeys, cookie_value};

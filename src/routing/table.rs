@@ -35,10 +35,10 @@ pub struct Backend {
 pub struct Route {
     pub name: Arc<str>,
     pub source: Arc<str>,
-    methods: Box<[Method]>,
-    headers: Box<[HeaderCond]>,
-    query: Box<[QueryCond]>,
-    cookies: Box<[CookieCond]>,
+    pub(super) methods: Box<[Method]>,
+    pub(super) headers: Box<[HeaderCond]>,
+    pub(super) query: Box<[QueryCond]>,
+    pub(super) cookies: Box<[CookieCond]>,
     pub(super) backends: Box<[Backend]>,
     /// Backend indexes in smooth weighted round-robin order.
     pub(super) schedule: Cow<'static, [u16]>,
@@ -237,6 +237,12 @@ impl RouteTable {
     /// The route for a request, if any.
     pub fn find(&self, req: &RequestView<'_>) -> Option<&Arc<Route>> {
         self.router.find(req, &self.routes).map(|i| &self.routes[i])
+    }
+
+    /// Why `req` gets the route [`Self::find`] gives it; see
+    /// [`super::explain`].
+    pub fn explain(&self, req: &RequestView<'_>) -> super::Explanation {
+        super::explain::explain(&self.router, &self.routes, req)
     }
 
     pub fn routes(&self) -> &[Arc<Route>] {
