@@ -183,6 +183,11 @@ pub fn explain(
         "headers": req.headers.keys().map(HeaderName::as_str).collect::<Vec<_>>(),
     });
     out["source"] = chosen.map(|r| &*r.source).into();
+    // Plain-HTTP requests to such a route get a redirect, not the upstream.
+    out["httpsRedirect"] = chosen
+        .and_then(|r| r.https_redirect)
+        .map(|c| c.as_u16())
+        .into();
     out["plugins"] = plugins.into();
     out["backends"] = backends.into();
     Ok(out)
@@ -220,6 +225,12 @@ pub fn render_text(e: &Value) -> String {
         }
     }
     let _ = writeln!(out, "decided by: {}", s(&e["decidedBy"]));
+    if let Some(code) = e["httpsRedirect"].as_u64() {
+        let _ = writeln!(
+            out,
+            "over plain HTTP: redirected to HTTPS with {code}; the rest applies to HTTPS"
+        );
+    }
     let candidates = e["candidates"].as_array().map_or(&[][..], Vec::as_slice);
     if !candidates.is_empty() {
         let _ = writeln!(out, "\ncandidates, in the order the router tries them:");
