@@ -2,7 +2,6 @@
 //! ports, real backends, and plain HTTP clients.
 #![allow(dead_code)]
 
-pub mod browser;
 pub mod dns;
 pub mod tls;
 pub mod wire;

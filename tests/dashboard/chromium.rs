@@ -23,7 +23,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 
-use super::TempDir;
+use crate::common::TempDir;
 
 /// Flags for a quiet, self-contained headless browser.
 const FLAGS: &[&str] = &[
