@@ -242,12 +242,12 @@ impl Browser {
                 if fresh.iter().any(|e| e["method"] == "Page.loadEventFired") {
                     return Ok(fresh
                         .iter()
+                        .rev()
                         .filter(|e| {
                             e["method"] == "Network.responseReceived"
                                 && e["params"]["type"] == "Document"
                         })
-                        .filter_map(|e| e["params"]["response"]["status"].as_u64())
-                        .last()
+                        .find_map(|e| e["params"]["response"]["status"].as_u64())
                         .map_or(0, |s| s as u16));
                 }
             }
