@@ -164,6 +164,12 @@ pub fn subject_dn(cert: &[u8]) -> Option<String> {
     Some(out)
 }
 
+/// When a DER certificate stops being valid (its `notAfter`), in Unix
+/// seconds.
+pub fn not_after(cert: &[u8]) -> Option<i64> {
+    validity(cert).map(|(_, not_after)| not_after)
+}
+
 /// Key algorithms of a SubjectPublicKeyInfo that Sluicegate verifies with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyAlgorithm {
@@ -360,5 +366,21 @@ mod tests {
         for cut in 0..good.len() {
             let _ = subject_dn(&good[..cut]);
         }
+    }
+
+    #[test]
+    fn expiry_is_read_from_both_time_forms() {
+        for (year, want) in [(2030, 1_924_991_999i64), (2051, 2_587_679_999)] {
+            let mut params = rcgen::CertificateParams::new(vec!["a.test".to_owned()]).unwrap();
+            // UTCTime up to 2049, GeneralizedTime after (RFC 5280).
+            params.not_after = rcgen::date_time_ymd(year, 12, 31);
+            let key = rcgen::KeyPair::generate().unwrap();
+            let der = params.self_signed(&key).unwrap().der().to_vec();
+            // The certificate ends at 00:00:00 of the day given.
+            assert_eq!(not_after(&der), Some(want - 86_399), "{year}");
+        }
+        assert_eq!(not_after(b"\x30\x03\x02\x01\x00"), None);
+        assert_eq!(days_from_civil(1970, 1, 1), 0);
+        assert_eq!(days_from_civil(2000, 3, 1), 11_017);
     }
 }
