@@ -295,13 +295,24 @@ async fn the_explain_command_reads_manifests_or_asks_the_admin_port() {
 }
 
 #[tokio::test]
-async fn live_traffic_counts_requests_consumers_and_errors_per_route() {
+async fn live_traffic_counts_requests_consumers_errors_and_plugin_runs_per_route() {
     let f = Fixture::start("live", false, 2).await;
     let host = "api.live.test";
     for i in 0..30 {
         let key = if i < 20 { SECRETS[0] } else { SECRETS[1] };
         let r = request(f.gw.http(), "GET", host, "/orders/1", &[("apikey", key)]).await;
         assert_eq!(r.status, 200);
+    }
+    for _ in 0..5 {
+        let r = request(
+            f.gw.http(),
+            "GET",
+            host,
+            "/orders/1",
+            &[("apikey", "wrong")],
+        )
+        .await;
+        assert_eq!(r.status, 401);
     }
     for _ in 0..4 {
         let r = get(f.gw.http(), "broken.live.test", "/").await;
@@ -318,8 +329,9 @@ async fn live_traffic_counts_requests_consumers_and_errors_per_route() {
             .unwrap_or_else(|| panic!("no {name} in {live}"))
     };
     let orders = route("apiroute/default/live/orders");
-    assert_eq!(orders["requests"], 30);
+    assert_eq!(orders["requests"], 35);
     assert_eq!(orders["statuses"]["2xx"], 30);
+    assert_eq!(orders["statuses"]["4xx"], 5);
     assert_eq!(orders["errorRate"], 0.0);
     assert!(orders["p50Ms"].as_f64().unwrap() > 0.0);
     assert!(orders["p99Ms"].as_f64().unwrap() >= orders["p50Ms"].as_f64().unwrap());
@@ -338,6 +350,34 @@ async fn live_traffic_counts_requests_consumers_and_errors_per_route() {
         consumers,
         [("alice".to_owned(), 20), ("bob".to_owned(), 10)]
     );
+    // Every plugin run of the pipeline, as the proxy recorded it: keyAuth
+    // ran on all 35 and answered the 5 with a wrong key itself; limitCount
+    // ran only after it let a request go on.
+    let plugin = |name: &str| {
+        orders["plugins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["plugin"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {name} in {orders}"))
+    };
+    let key_auth = plugin("keyAuth");
+    assert_eq!(
+        (key_auth["calls"].as_u64(), key_auth["continued"].as_u64()),
+        (Some(35), Some(30))
+    );
+    assert_eq!(
+        key_auth["answered"],
+        serde_json::json!([{"status": 401, "count": 5}])
+    );
+    assert!(key_auth["meanMs"].as_f64().unwrap() > 0.0, "{key_auth}");
+    let limit = plugin("limitCount");
+    assert_eq!(
+        (limit["calls"].as_u64(), limit["continued"].as_u64()),
+        (Some(30), Some(30))
+    );
+    assert_eq!(limit["answered"], serde_json::json!([]));
     let gone = route("apiroute/default/live-broken/gone");
     assert_eq!(
         (gone["requests"].as_u64(), gone["errorRate"].as_f64()),
