@@ -8,7 +8,12 @@
   and of the PrometheusRule the chart renders names at least one metric,
   and every `sluicegate_*` metric it names is one the binary exports: a
   `const NAME: &str = "sluicegate_..."` in src/ (histograms also as
-  `_bucket`, `_sum` and `_count`, and only histograms so).
+  `_bucket`, `_sum` and `_count`, and only histograms so);
+- a query that uses the `route` label of a histogram that has it only with
+  `--metrics-detail full` (marked "full detail" in the metrics table of
+  docs/observability.md) is in a panel whose description says it needs
+  `--metrics-detail full`, and no alert uses such a label: alerts must work
+  with the default detail.
 
     python3 scripts/check-observability.py [--src DIR]
 
@@ -24,6 +29,11 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 DASHBOARD = REPO / "charts" / "sluicegate" / "dashboards" / "sluicegate.json"
+DOC = REPO / "docs" / "observability.md"
+# A row of the metrics table: | `name` | type | labels | meaning |
+DOC_ROW = re.compile(r"^\|\s*`(sluicegate_[a-z0-9_]+)`\s*\|[^|]*\|([^|]*)\|", re.M)
+NEEDS_FULL = "--metrics-detail full"
+ROUTE_LABEL = re.compile(r"\broute\b")
 
 CONST = re.compile(r'const\s+([A-Z0-9_]+)\s*:\s*&str\s*=\s*"(sluicegate_[a-z0-9_]+)"')
 HISTOGRAM_USE = re.compile(r"(?:describe_histogram|histogram)!\(\s*(?:[a-z_]+::)*([A-Z0-9_]+)\b")
@@ -43,6 +53,22 @@ def exported(src: Path) -> tuple[set[str], set[str]]:
             names[ident] = name
     histograms = {names[i] for i in HISTOGRAM_USE.findall(text) if i in names}
     return set(names.values()), histograms
+
+
+def full_detail_only() -> set[str]:
+    """Metrics whose route label exists only with --metrics-detail full."""
+    return {m for m, labels in DOC_ROW.findall(DOC.read_text()) if "full detail" in labels}
+
+
+def base_name(m: str) -> str:
+    return next((m[: -len(s)] for s in HISTOGRAM_SUFFIXES if m.endswith(s)), m)
+
+
+def needs_full(expr: str, full_only: set[str]) -> list[str]:
+    """The full-detail-only metrics the expression reads by route."""
+    if not ROUTE_LABEL.search(expr):
+        return []
+    return sorted({base_name(m) for m in metrics_in(expr)} & full_only)
 
 
 def metrics_in(expr: str) -> set[str]:
@@ -119,7 +145,8 @@ def dashboard_checks(report: Report, known: set[str], histograms: set[str]) -> N
     panels = [p for p in d.get("panels", []) if p.get("type") != "row"]
     ids = [p.get("id") for p in d.get("panels", [])]
     report.check("panel ids are unique", [] if len(ids) == len(set(ids)) else [f"ids {ids}"])
-    ds_errors, name_errors = [], []
+    ds_errors, name_errors, detail_errors = [], [], []
+    full_only = full_detail_only()
     for p in panels:
         title = p.get("title", "?")
         if not uses_variable(p.get("datasource")):
@@ -131,8 +158,18 @@ def dashboard_checks(report: Report, known: set[str], histograms: set[str]) -> N
             if not uses_variable(t.get("datasource")):
                 ds_errors.append(f"panel {title!r} query {t.get('refId')}: datasource is not ${{datasource}}")
             name_errors += check_names(f"panel {title!r}", t.get("expr", ""), known, histograms)
+            needs = needs_full(t.get("expr", ""), full_only)
+            if needs and NEEDS_FULL not in p.get("description", ""):
+                detail_errors.append(
+                    f"panel {title!r}: reads {', '.join(needs)} by route, which needs {NEEDS_FULL}; "
+                    "say so in the description"
+                )
     report.check(f"{len(panels)} panels take their data source from the variable", ds_errors)
     report.check(f"{len(panels)} panels' PromQL names only exported metrics", name_errors)
+    report.check(
+        f"panels that read {', '.join(sorted(full_only))} by route say they need {NEEDS_FULL}",
+        detail_errors if full_only else [f"no full-detail metrics found in {DOC}"],
+    )
     covered = {m.removesuffix(s) for e in [t.get("expr", "") for p in panels for t in p.get("targets", [])] for m in metrics_in(e) for s in ("",) + HISTOGRAM_SUFFIXES if m.endswith(s)}
     report.check(f"the dashboard reads {len(covered & known)} of the {len(known)} exported metrics", [])
 
@@ -149,6 +186,15 @@ def rule_checks(report: Report, known: set[str], histograms: set[str]) -> None:
     for x in rules:
         errors += check_names(f"alert {x.get('alert')}", str(x.get("expr", "")), known, histograms)
     report.check(f"{len(rules)} alerts name only exported metrics", errors)
+    full_only = full_detail_only()
+    report.check(
+        "alerts work with the default metrics detail",
+        [
+            f"alert {x.get('alert')}: reads {', '.join(needs_full(str(x.get('expr', '')), full_only))} by route"
+            for x in rules
+            if needs_full(str(x.get("expr", "")), full_only)
+        ],
+    )
 
 
 def main() -> int:

@@ -23,6 +23,14 @@ DS = {"type": "prometheus", "uid": "${datasource}"}
 JOB = 'job=~"$job"'
 ROUTE = 'job=~"$job", route=~"$route"'
 RATE = "[$__rate_interval]"
+# Series that carry a route label only with --metrics-detail full: the
+# empty-label matcher keeps the default (basic) detail's all-routes series
+# out of per-route panels.
+PER_ROUTE = f'{ROUTE}, route!=""'
+NEEDS_FULL = (
+    "Needs --metrics-detail full (with the default, basic, this histogram has no route label "
+    "and the panel stays empty)."
+)
 
 
 def q(expr: str, legend: str = "", instant: bool = False) -> dict:
@@ -215,23 +223,35 @@ LAYOUT: list[tuple[dict, int, int]] = [
     ),
     (
         timeseries(
-            "Upstream p99 by route",
-            "99th percentile of the time from sending an attempt to its response head.",
+            "Upstream p99",
+            "99th percentile of the time from sending an attempt to its response head, over all routes "
+            "(the route filter does not apply: per route below).",
             "s",
-            q(quantile(0.99, "sluicegate_upstream_duration_seconds", "route"), "{{route}}"),
+            q(quantile(0.99, "sluicegate_upstream_duration_seconds", sel=JOB), "p99"),
         ),
         12,
         8,
     ),
     (
         timeseries(
-            "Response size p90 by route",
-            "90th percentile of response body sizes.",
+            "Body size p90",
+            "90th percentile of request and response body sizes, over all routes "
+            "(the route filter does not apply).",
             "bytes",
-            q(quantile(0.9, "sluicegate_response_size_bytes", "route"), "{{route}} response"),
-            q(quantile(0.9, "sluicegate_request_size_bytes", "route"), "{{route}} request"),
+            q(quantile(0.9, "sluicegate_response_size_bytes", sel=JOB), "response"),
+            q(quantile(0.9, "sluicegate_request_size_bytes", sel=JOB), "request"),
         ),
-        24,
+        12,
+        7,
+    ),
+    (
+        timeseries(
+            "Upstream p99 by route",
+            f"99th percentile of the upstream time by route. {NEEDS_FULL}",
+            "s",
+            q(quantile(0.99, "sluicegate_upstream_duration_seconds", "route", sel=PER_ROUTE), "{{route}}"),
+        ),
+        12,
         7,
     ),
     (row("Upstreams"), 24, 1),
@@ -272,9 +292,10 @@ LAYOUT: list[tuple[dict, int, int]] = [
     (
         timeseries(
             "Plugin p99 time",
-            "99th percentile of each plugin's time on a request (waits for the services it calls included).",
+            "99th percentile of each plugin's time on a request (waits for the services it calls included), "
+            "over all routes (the route filter does not apply: per route below).",
             "s",
-            q(quantile(0.99, "sluicegate_plugin_duration_seconds", "route, plugin"), "{{route}} {{plugin}}"),
+            q(quantile(0.99, "sluicegate_plugin_duration_seconds", "plugin", sel=JOB), "{{plugin}}"),
         ),
         12,
         8,
@@ -282,15 +303,28 @@ LAYOUT: list[tuple[dict, int, int]] = [
     (
         timeseries(
             "Plugin mean time",
-            "Mean time of each plugin per request.",
+            "Mean time of each plugin per request, over all routes (the route filter does not apply).",
             "s",
             q(
-                f"sum by (route, plugin) (rate(sluicegate_plugin_duration_seconds_sum{{{ROUTE}}}{RATE})) / "
-                f"sum by (route, plugin) (rate(sluicegate_plugin_duration_seconds_count{{{ROUTE}}}{RATE}))",
-                "{{route}} {{plugin}}",
+                f"sum by (plugin) (rate(sluicegate_plugin_duration_seconds_sum{{{JOB}}}{RATE})) / "
+                f"sum by (plugin) (rate(sluicegate_plugin_duration_seconds_count{{{JOB}}}{RATE}))",
+                "{{plugin}}",
             ),
         ),
         12,
+        8,
+    ),
+    (
+        timeseries(
+            "Plugin p99 time by route",
+            f"99th percentile of each plugin's time by route. {NEEDS_FULL}",
+            "s",
+            q(
+                quantile(0.99, "sluicegate_plugin_duration_seconds", "route, plugin", sel=PER_ROUTE),
+                "{{route}} {{plugin}}",
+            ),
+        ),
+        24,
         8,
     ),
     (
