@@ -27,6 +27,7 @@ Exit status 0 when everything holds; the closing line counts the checks.
 from __future__ import annotations
 
 import copy
+import json
 import re
 import sys
 from collections.abc import Callable
@@ -320,7 +321,50 @@ KINDS: dict[tuple[str, str], dict[str, Any]] = {
         "metadata": META,
         "spec": {"controllerName": STR, "description": STR},
     },
-    # Not a Kubernetes kind; the Prometheus Operator's.
+    ("v1", "ConfigMap"): {"metadata": META, "data": STRMAP, "binaryData": STRMAP, "immutable": BOOL},
+    # Not Kubernetes kinds; the Prometheus Operator's.
+    ("monitoring.coreos.com/v1", "PodMonitor"): {
+        "metadata": META,
+        "spec": {
+            "namespaceSelector": {"matchNames": List(STR), "any": BOOL},
+            "selector": LABEL_SELECTOR,
+            "podMetricsEndpoints": List(
+                {
+                    "port": STR,
+                    "path": STR,
+                    "interval": STR,
+                    "scrapeTimeout": STR,
+                    "relabelings": List(OBJ),
+                    "metricRelabelings": List(OBJ),
+                    "honorLabels": BOOL,
+                    "scheme": STR,
+                }
+            ),
+            "jobLabel": STR,
+        },
+    },
+    ("monitoring.coreos.com/v1", "PrometheusRule"): {
+        "metadata": META,
+        "spec": {
+            "groups": List(
+                {
+                    "name": STR,
+                    "interval": STR,
+                    "rules": List(
+                        {
+                            "alert": STR,
+                            "record": STR,
+                            "expr": INT_OR_STR,
+                            "for": STR,
+                            "keep_firing_for": STR,
+                            "labels": STRMAP,
+                            "annotations": STRMAP,
+                        }
+                    ),
+                }
+            )
+        },
+    },
     ("monitoring.coreos.com/v1", "ServiceMonitor"): {
         "metadata": META,
         "spec": {
@@ -585,6 +629,28 @@ def check_relations(r: sc.Rendered) -> list[str]:
                     )
         if sm.obj["spec"]["namespaceSelector"]["matchNames"] != [namespace]:
             errors.append(f"{sm.ref()}: namespaceSelector must name the release namespace")
+    for pm in r.of_kind("PodMonitor"):
+        sel = pm.obj["spec"]["selector"].get("matchLabels", {})
+        if not selects(sel, pod_labels):
+            errors.append(f"{pm.ref()}: does not select the pods")
+        for ep in pm.obj["spec"]["podMetricsEndpoints"]:
+            if ep["port"] not in port_names:
+                errors.append(f"{pm.ref()}: port {ep['port']!r} is not a container port")
+        if pm.obj["spec"]["namespaceSelector"]["matchNames"] != [namespace]:
+            errors.append(f"{pm.ref()}: namespaceSelector must name the release namespace")
+    for cm in r.of_kind("ConfigMap"):
+        if cm.name.endswith("-dashboard"):
+            try:
+                dash = json.loads(cm.obj["data"]["sluicegate.json"])
+                if dash.get("uid") != "sluicegate":
+                    errors.append(f"{cm.ref()}: the dashboard's uid is not sluicegate")
+            except (KeyError, ValueError) as e:
+                errors.append(f"{cm.ref()}: sluicegate.json is not the dashboard JSON: {e}")
+    token = env.get("SLUICEGATE_ADMIN_TOKEN")
+    if token is not None:
+        ref = token.get("valueFrom", {}).get("secretKeyRef", {})
+        if "value" in token or ref.get("name") != v["adminToken"]["secret"]["name"]:
+            errors.append("SLUICEGATE_ADMIN_TOKEN must come from the adminToken Secret, never a literal")
     for ic in r.of_kind("IngressClass"):
         if ic.obj["spec"]["controller"] != sc.controller_name():
             errors.append(f"{ic.ref()}: controller is not {sc.controller_name()} (src/api/mod.rs)")
@@ -820,6 +886,11 @@ def defaults_expectations(r: sc.Rendered) -> list[str]:
         "no HPA and no ServiceMonitor by default",
     )
     errs += expect(
+        not r.of_kind("PodMonitor") and not r.of_kind("PrometheusRule") and not r.of_kind("ConfigMap"),
+        "no PodMonitor, PrometheusRule or dashboard by default",
+    )
+    errs += expect("SLUICEGATE_ADMIN_TOKEN" not in env, "no admin token by default")
+    errs += expect(
         len(r.of_kind("ClusterRole")) == 1 and len(r.of_kind("Role")) == 1, "one ClusterRole, one Role"
     )
     errs += expect(workers_source(r) == "requests.cpu", "workers from the CPU request (no CPU limit)")
@@ -834,6 +905,39 @@ def all_features_expectations(r: sc.Rendered) -> list[str]:
     errs: list[str] = []
     errs += expect(not r.of_kind("CustomResourceDefinition"), "crds.install=false renders no CRD")
     errs += expect(len(r.of_kind("ServiceMonitor")) == 1, "a ServiceMonitor")
+    rules = r.of_kind("PrometheusRule")
+    errs += expect(len(rules) == 1 and rules[0].namespace == "monitoring", "a PrometheusRule in monitoring")
+    if rules:
+        alerts = [x.get("alert") for g in rules[0].obj["spec"]["groups"] for x in g["rules"]]
+        errs += expect(
+            alerts
+            == [
+                "SluicegateHighErrorRatio",
+                "SluicegateHighLatency",
+                "SluicegateConfigReloadFailing",
+                "SluicegateRejectedObjects",
+                "SluicegateCertificateExpiresSoon",
+                "SluicegateNoLeader",
+                "SluicegateWatchUnhealthy",
+                "SluicegateDown",
+            ],
+            f"the alerts, then the additional rule: {alerts}",
+        )
+        exprs = " ".join(str(x["expr"]) for g in rules[0].obj["spec"]["groups"] for x in g["rules"])
+        errs += expect("> 0.02" in exprs and "> 0.5" in exprs and "< 21 * 86400" in exprs, "thresholds from values")
+        errs += expect(f'namespace="{r.namespace}"' in exprs, "series selected by the release namespace")
+        errs += expect("{{" not in exprs, "no template left in the expressions")
+    dash = [d for d in r.of_kind("ConfigMap") if d.name == "edge-dashboard"]
+    errs += expect(
+        len(dash) == 1
+        and dash[0].namespace == "monitoring"
+        and dash[0].obj["metadata"]["labels"].get("grafana_dashboard") == "1"
+        and dash[0].obj["metadata"].get("annotations", {}).get("grafana_folder") == "Ingress",
+        "the dashboard ConfigMap, labelled for Grafana's sidecar",
+    )
+    errs += expect(
+        any(e["name"] == "SLUICEGATE_ADMIN_TOKEN" for e in c["env"]), "the admin token from its Secret"
+    )
     errs += expect(len(r.of_kind("HorizontalPodAutoscaler")) == 1, "an HPA")
     errs += expect(len(r.of_kind("PodDisruptionBudget")) == 1, "a PDB")
     errs += expect(
@@ -947,6 +1051,16 @@ def gateway_api_crds_expectations(r: sc.Rendered) -> list[str]:
     return errs
 
 
+def podmonitor_expectations(r: sc.Rendered) -> list[str]:
+    pm = r.of_kind("PodMonitor")
+    errs = expect(len(pm) == 1 and not r.of_kind("ServiceMonitor"), "one PodMonitor, no ServiceMonitor")
+    errs += expect(not any(s.name.endswith("-metrics") for s in r.of_kind("Service")), "no metrics Service")
+    if pm:
+        ep = pm[0].obj["spec"]["podMetricsEndpoints"][0]
+        errs += expect(ep["port"] == "admin" and ep["interval"] == "10s", f"scrapes the admin port: {ep}")
+    return errs
+
+
 def kind_expectations(r: sc.Rendered) -> list[str]:
     """values-kind.yaml: the local image, never pulled; a NodePort Service on
     the node ports that manifests/kind/cluster.yaml maps to the host."""
@@ -1026,6 +1140,16 @@ def scenarios() -> list[Scenario]:
             gateway_api_expectations,
         ),
         (
+            "PodMonitor instead of the ServiceMonitor, no metrics Service",
+            {
+                "metrics": {
+                    "enabled": False,
+                    "podMonitor": {"enabled": True, "interval": "10s", "labels": {"release": "prom"}},
+                }
+            },
+            podmonitor_expectations,
+        ),
+        (
             "ClusterIP, one replica, publish override, lease elsewhere",
             {
                 "replicaCount": 1,
@@ -1050,6 +1174,9 @@ SCHEMA_REJECTS: list[tuple[str, dict[str, Any]]] = [
     ("misspelt top-level key", {"replicaCont": 3}),
     ("misspelt nested key", {"image": {"tga": "1.0"}}),
     ("misspelt deep key", {"metrics": {"serviceMonitor": {"enable": True}}}),
+    ("misspelt alert setting", {"metrics": {"prometheusRule": {"errorRate": 0.1}}}),
+    ("error ratio above 1", {"metrics": {"prometheusRule": {"errorRatio": 5}}}),
+    ("misspelt admin token key", {"adminToken": {"secretName": "x"}}),
     ("misspelt port key", {"service": {"ports": {"http": {"prot": 80}}}}),
     ("unknown service port", {"service": {"ports": {"grpc": {"port": 9000}}}}),
     ("wrong type", {"replicaCount": "two"}),
@@ -1061,6 +1188,11 @@ SCHEMA_REJECTS: list[tuple[str, dict[str, Any]]] = [
 
 RENDER_FAILS: list[tuple[str, dict[str, Any], str]] = [
 
+    (
+        "both a ServiceMonitor and a PodMonitor",
+        {"metrics": {"serviceMonitor": {"enabled": True}, "podMonitor": {"enabled": True}}},
+        "not both",
+    ),
     (
         "HPA on CPU without a CPU request",
         {"autoscaling": {"enabled": True}, "resources": {"requests": {"cpu": None}}},

@@ -7,6 +7,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::admin::explain::{ExplainRequest, QueryError, add_header, parse_method};
+use crate::admin::explain_command::Target;
+use crate::admin::{AdminOptions, AdminToken};
 use crate::api::Duration;
 use crate::controller::{ControllerConfig, Publish};
 use crate::gateway::{GatewayConfig, LogTarget, TelemetryConfig};
@@ -52,6 +55,11 @@ pub enum Command {
         #[command(flatten)]
         gateway: GatewayArgs,
     },
+    /// Explain which route a request gets and why: the precedence rule
+    /// that decided, the candidates it beat, the route's plugins in
+    /// execution order and its upstreams, from a directory of manifests
+    /// (offline) or from a running gateway's admin port.
+    Explain(Box<ExplainArgs>),
     /// Validate manifests offline (for CI before a GitOps sync): exit 1 on
     /// errors, or on warnings with --strict.
     Check(crate::check::CheckArgs),
@@ -139,6 +147,92 @@ pub struct KubeArgs {
     /// The namespace this replica runs in.
     #[arg(long, env = "POD_NAMESPACE")]
     pub pod_namespace: Option<String>,
+}
+
+/// Flags of `sluicegate explain`.
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// The request's host (a port is ignored, as routing ignores it).
+    #[arg(long)]
+    pub host: String,
+    /// The request's path, optionally with `?query`.
+    #[arg(long)]
+    pub path: String,
+    /// The request's method.
+    #[arg(long, default_value = "GET")]
+    pub method: String,
+    /// A request header as NAME=VALUE or NAME:VALUE (repeatable).
+    #[arg(long = "header", value_name = "NAME=VALUE")]
+    pub headers: Vec<String>,
+    /// Directory of manifests to explain against, as `standalone --config`
+    /// reads it.
+    #[arg(long, conflicts_with = "admin", required_unless_present = "admin")]
+    pub config: Option<PathBuf>,
+    /// Admin URL of a running gateway, e.g. http://127.0.0.1:9180.
+    #[arg(long)]
+    pub admin: Option<String>,
+    /// The token of that admin port, if it asks for one.
+    #[arg(long, env = "SLUICEGATE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Print the explanation as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// With --config: the IngressClass name the gateway serves.
+    #[arg(long, default_value = "sluicegate")]
+    pub ingress_class: String,
+    /// With --config: the gateway also serves Ingresses without a class.
+    #[arg(long)]
+    pub watch_ingress_without_class: bool,
+    /// With --config: the PluginConfig (NAMESPACE/NAME) that runs on every
+    /// route.
+    #[arg(long, value_parser = parse_namespaced)]
+    pub global_plugin_config: Option<(String, String)>,
+    /// With --config: what encoded slashes in paths mean (keep, reject,
+    /// decode).
+    #[arg(long, default_value = "keep")]
+    pub path_encoded_slashes: EncodedSlashes,
+}
+
+impl ExplainArgs {
+    /// The request to explain, or which flag is wrong.
+    pub fn request(&self) -> Result<ExplainRequest, QueryError> {
+        let mut headers = http::HeaderMap::new();
+        for h in &self.headers {
+            let at = h
+                .find(['=', ':'])
+                .ok_or_else(|| QueryError::Header(h.clone()))?;
+            add_header(&mut headers, &h[..at], &h[at + 1..])?;
+        }
+        Ok(ExplainRequest {
+            host: self.host.clone(),
+            path: self.path.clone(),
+            method: parse_method(&self.method)?,
+            headers,
+        })
+    }
+
+    /// Where the configuration comes from.
+    pub fn target(&self) -> Target {
+        match (&self.config, &self.admin) {
+            (Some(dir), _) => Target::Config {
+                dir: dir.clone(),
+                options: TranslateOptions {
+                    ingress_class: self.ingress_class.clone(),
+                    watch_ingress_without_class: self.watch_ingress_without_class,
+                    global_plugins: self
+                        .global_plugin_config
+                        .as_ref()
+                        .map(|(ns, name)| ObjectKey::new(ns.clone(), name.clone())),
+                    ..TranslateOptions::default()
+                },
+                slashes: self.path_encoded_slashes,
+            },
+            (None, admin) => Target::Admin {
+                url: admin.clone().unwrap_or_default(),
+                token: self.admin_token.clone(),
+            },
+        }
+    }
 }
 
 /// A listener address, or `off`.
@@ -289,9 +383,15 @@ pub struct GatewayArgs {
     /// a Secret).
     #[arg(long, env = "SLUICEGATE_REDIS_PASSWORD", hide_env_values = true)]
     pub redis_password: Option<String>,
-    /// Address of the admin server (/healthz, /readyz, /routes, /metrics).
+    /// Address of the admin server: the dashboard, /healthz, /readyz,
+    /// /metrics, /routes, /explain and the dashboard's /api/*.
     #[arg(long, env = "SLUICEGATE_ADMIN_ADDR", default_value = "0.0.0.0:9180")]
     pub admin_addr: SocketAddr,
+    /// Token the admin server asks for (`Authorization: Bearer`, or Basic
+    /// with the token as password) on every path but /healthz, /readyz
+    /// and /metrics. Set it through the environment, from a Secret.
+    #[arg(long, env = "SLUICEGATE_ADMIN_TOKEN", hide_env_values = true, value_parser = parse_admin_token)]
+    pub admin_token: Option<AdminToken>,
     /// Proxy worker threads; each runs its own event loop. Defaults to the
     /// cgroup CPU quota rounded up (at least 1, at most the CPUs this
     /// process may use), or the CPU count without a quota.
@@ -435,6 +535,10 @@ fn parse_dns_server(text: &str) -> Result<SocketAddr, String> {
         .map_err(|_| format!("expected an IP address with an optional port, got {text:?}"))
 }
 
+fn parse_admin_token(text: &str) -> Result<AdminToken, String> {
+    AdminToken::new(text).map_err(|e| e.to_string())
+}
+
 fn parse_redis_urls(text: &str) -> Result<String, String> {
     RedisTarget::parse(text, true, None).map(|_| text.to_owned())
 }
@@ -445,6 +549,10 @@ impl GatewayArgs {
             http_addr: self.http_addr,
             https_addr: self.https_addr.0,
             admin_addr: self.admin_addr,
+            admin: AdminOptions {
+                token: self.admin_token.clone(),
+                ..AdminOptions::default()
+            },
             workers: self.workers.unwrap_or_else(default_workers).max(1),
             proxy: ProxySettings {
                 connect_timeout: self.connect_timeout.0,
@@ -594,6 +702,67 @@ mod tests {
             ])
             .is_err()
         );
+    }
+
+    #[test]
+    fn admin_token_and_explain_flags() {
+        let cli = Cli::parse_from([
+            "sluicegate",
+            "standalone",
+            "--config",
+            "d",
+            "--admin-token",
+            "t0ken",
+        ]);
+        let Command::Standalone { gateway, .. } = cli.command else {
+            panic!("expected standalone");
+        };
+        assert!(gateway.config().admin.token.is_some());
+        assert!(
+            Cli::try_parse_from([
+                "sluicegate",
+                "standalone",
+                "--config",
+                "d",
+                "--admin-token",
+                " "
+            ])
+            .is_err()
+        );
+        let cli = Cli::parse_from([
+            "sluicegate",
+            "explain",
+            "--host",
+            "shop.example.com",
+            "--path",
+            "/api?x=1",
+            "--method",
+            "post",
+            "--header",
+            "x-canary=1",
+            "--header",
+            "cookie: a=b",
+            "--config",
+            "dir",
+        ]);
+        let Command::Explain(args) = cli.command else {
+            panic!("expected explain");
+        };
+        let req = args.request().unwrap();
+        assert_eq!(req.method, http::Method::POST);
+        assert_eq!(req.headers["x-canary"], "1");
+        assert_eq!(req.headers["cookie"], "a=b");
+        assert!(matches!(args.target(), Target::Config { .. }));
+        for bad in [
+            &["--host", "h", "--path", "/"][..],
+            &[
+                "--host", "h", "--path", "/", "--config", "d", "--admin", "u",
+            ],
+        ] {
+            let mut argv = vec!["sluicegate", "explain"];
+            argv.extend_from_slice(bad);
+            assert!(Cli::try_parse_from(argv).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

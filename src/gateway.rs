@@ -13,7 +13,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::admin::AdminServer;
+use crate::admin::{AdminOptions, AdminServer};
 use crate::http::dns::Resolver;
 use crate::metrics as m;
 use crate::proxy::{ProxyServer, ProxySettings, Shared};
@@ -341,6 +341,7 @@ pub struct GatewayConfig {
     /// The HTTPS listener; none when TLS is off.
     pub https_addr: Option<SocketAddr>,
     pub admin_addr: SocketAddr,
+    pub admin: AdminOptions,
     pub workers: usize,
     pub proxy: ProxySettings,
     pub translate: TranslateOptions,
@@ -405,6 +406,7 @@ impl Default for GatewayConfig {
             http_addr: SocketAddr::from(([0, 0, 0, 0], 8080)),
             https_addr: None,
             admin_addr: SocketAddr::from(([0, 0, 0, 0], 9180)),
+            admin: AdminOptions::default(),
             workers: std::thread::available_parallelism().map_or(1, usize::from),
             proxy: ProxySettings::default(),
             translate: TranslateOptions::default(),
@@ -487,7 +489,11 @@ impl Gateway {
             addr: config.http_addr,
             source,
         })?;
-        let admin = AdminServer::start(config.admin_addr, publisher.clone())
+        let admin_options = AdminOptions {
+            encoded_slashes: config.proxy.encoded_slashes,
+            ..config.admin.clone()
+        };
+        let admin = AdminServer::start(config.admin_addr, publisher.clone(), admin_options)
             .await
             .map_err(|source| StartError::Bind {
                 addr: config.admin_addr,
@@ -574,19 +580,15 @@ impl Standalone {
     /// Loads `dir`, publishes its first table, and watches it for changes.
     pub async fn start(config: GatewayConfig, dir: PathBuf) -> Result<Standalone, StartError> {
         let mut source = DirSource::new(dir.clone());
-        // The first table should hold every file, so files still being
-        // written get a moment to settle (bounded: a file rewritten without
+        // The first table should hold every file (a file rewritten without
         // pause is picked up by the watcher later).
-        for _ in 0..100 {
-            let scan = source.scan().map_err(|source| StartError::ConfigDir {
+        source
+            .settle()
+            .await
+            .map_err(|source| StartError::ConfigDir {
                 dir: dir.clone(),
                 source,
             })?;
-            if !scan.pending {
-                break;
-            }
-            tokio::time::sleep(standalone::QUIET).await;
-        }
         let (state, issues) = source.state();
         let publisher = Publisher::new(config.translate.clone());
         publisher.apply(&state, issues);

@@ -4,7 +4,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use sluicegate::cli::{Cli, Command, LogFormat};
+use sluicegate::admin::explain::render_text;
+use sluicegate::admin::explain_command;
+use sluicegate::cli::{Cli, Command, ExplainArgs, LogFormat};
 use sluicegate::controller::Controller;
 use sluicegate::demo::Demo;
 use sluicegate::gateway::Standalone;
@@ -24,17 +26,28 @@ fn main() -> ExitCode {
     };
     let filter = EnvFilter::try_new(log_directives(&cli.log.log_level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
+    // A command that prints its answer keeps stdout for it.
+    let to_stderr = matches!(command, Command::Explain(_));
+    let writer = move || -> Box<dyn std::io::Write> {
+        if to_stderr {
+            Box::new(std::io::stderr())
+        } else {
+            Box::new(std::io::stdout())
+        }
+    };
     match cli.log.log_format {
         LogFormat::Text => {
             use std::io::IsTerminal;
             tracing_subscriber::fmt()
                 .with_env_filter(filter)
-                .with_ansi(std::io::stdout().is_terminal())
+                .with_writer(writer)
+                .with_ansi(!to_stderr && std::io::stdout().is_terminal())
                 .init()
         }
         LogFormat::Json => tracing_subscriber::fmt()
             .json()
             .with_env_filter(filter)
+            .with_writer(writer)
             .init(),
     }
     // The control plane (admin server, config watching, signals) is light
@@ -71,6 +84,9 @@ fn log_directives(level: &str) -> String {
 }
 
 async fn run(command: Command) -> anyhow::Result<()> {
+    if let Command::Explain(args) = &command {
+        return explain(args).await;
+    }
     // Handlers first, so that a SIGTERM during startup is not lost.
     let signal = shutdown_signal()?;
     // Before any series is registered.
@@ -82,6 +98,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         sluicegate::metrics::set_detail(gateway.metrics_detail);
     }
     match command {
+        Command::Explain(_) => {}
         Command::Standalone { config, gateway } => {
             let sa = Standalone::start(gateway.config(), config).await?;
             signal.await;
@@ -116,6 +133,18 @@ async fn run(command: Command) -> anyhow::Result<()> {
             signal.await;
             demo.standalone.shutdown().await;
         }
+    }
+    Ok(())
+}
+
+/// Prints the explanation of a request.
+async fn explain(args: &ExplainArgs) -> anyhow::Result<()> {
+    let req = args.request()?;
+    let explanation = explain_command::run(&args.target(), &req).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&explanation)?);
+    } else {
+        print!("{}", render_text(&explanation));
     }
     Ok(())
 }

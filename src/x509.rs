@@ -1,7 +1,9 @@
-//! The two things Sluicegate reads from DER itself: the subject of a
+//! The few things Sluicegate reads from DER itself: the subject of a
 //! client certificate as an RFC 4514 string (`CN=alice,O=Example`, the form
-//! ingress-nginx passes upstream in `ssl-client-subject-dn`), and the key
-//! inside a SubjectPublicKeyInfo (for JWT verification with ring).
+//! ingress-nginx passes upstream in `ssl-client-subject-dn`), a
+//! certificate's validity period (for the admin port's certificate view),
+//! and the key inside a SubjectPublicKeyInfo (for JWT verification with
+//! ring).
 //!
 //! Certificates come already verified by the TLS layer and public keys
 //! from configuration, and a small DER walker does the job: a full X.509
@@ -61,17 +63,68 @@ const SEQUENCE: u8 = 0x30;
 const SET: u8 = 0x31;
 const OID: u8 = 0x06;
 
-/// The subject distinguished name of a DER certificate.
-pub fn subject_dn(cert: &[u8]) -> Option<String> {
+/// The `n`th field of a DER certificate's TBSCertificate, counting from
+/// the serial number: serial, signature algorithm, issuer, validity,
+/// subject.
+fn tbs_field(cert: &[u8], n: usize) -> Option<Tlv<'_>> {
     let (cert, _) = next(cert)?;
     let tbs = children(cert.body).next().filter(|t| t.tag == SEQUENCE)?;
     let mut fields = children(tbs.body).peekable();
-    // Optional explicit version, then serial, signature algorithm,
-    // issuer, validity, subject.
+    // An optional explicit version comes first.
     if fields.peek().is_some_and(|f| f.tag == 0xa0) {
         fields.next();
     }
-    let subject = fields.nth(4).filter(|t| t.tag == SEQUENCE)?;
+    fields.nth(n)
+}
+
+/// When a DER certificate starts and stops being valid, in seconds since
+/// the Unix epoch.
+pub fn validity(cert: &[u8]) -> Option<(i64, i64)> {
+    let v = tbs_field(cert, 3).filter(|t| t.tag == SEQUENCE)?;
+    let mut times = children(v.body);
+    Some((time(&times.next()?)?, time(&times.next()?)?))
+}
+
+/// A UTCTime (`YYMMDDHHMMSSZ`, years 1950-2049) or GeneralizedTime
+/// (`YYYYMMDDHHMMSSZ`), as RFC 5280 profiles them, in Unix seconds.
+fn time(t: &Tlv<'_>) -> Option<i64> {
+    let text = std::str::from_utf8(t.body).ok()?;
+    let digits = text.strip_suffix('Z')?;
+    if !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let num = |s: &str| s.parse::<i64>().ok();
+    let (year, rest) = match (t.tag, digits.len()) {
+        (0x17, 12) => {
+            let yy = num(&digits[..2])?;
+            (if yy < 50 { 2000 + yy } else { 1900 + yy }, &digits[2..])
+        }
+        (0x18, 14) => (num(&digits[..4])?, &digits[4..]),
+        _ => return None,
+    };
+    let (month, day) = (num(&rest[0..2])?, num(&rest[2..4])?);
+    let (h, m, s) = (num(&rest[4..6])?, num(&rest[6..8])?, num(&rest[8..10])?);
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || h > 23 || m > 59 || s > 60 {
+        return None;
+    }
+    Some(days_from_civil(year, month, day) * 86_400 + h * 3600 + m * 60 + s)
+}
+
+/// Days from 1970-01-01 to a date of the proleptic Gregorian calendar
+/// (H. Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The subject distinguished name of a DER certificate.
+pub fn subject_dn(cert: &[u8]) -> Option<String> {
+    let subject = tbs_field(cert, 4).filter(|t| t.tag == SEQUENCE)?;
     let rdns: Vec<Tlv<'_>> = children(subject.body).collect();
     let mut out = String::new();
     // RFC 4514 writes the most specific RDN first: the reverse of the
@@ -114,48 +167,7 @@ pub fn subject_dn(cert: &[u8]) -> Option<String> {
 /// When a DER certificate stops being valid (its `notAfter`), in Unix
 /// seconds.
 pub fn not_after(cert: &[u8]) -> Option<i64> {
-    let (cert, _) = next(cert)?;
-    let tbs = children(cert.body).next().filter(|t| t.tag == SEQUENCE)?;
-    let mut fields = children(tbs.body).peekable();
-    if fields.peek().is_some_and(|f| f.tag == 0xa0) {
-        fields.next();
-    }
-    // Serial, signature algorithm, issuer, then validity.
-    let validity = fields.nth(3).filter(|t| t.tag == SEQUENCE)?;
-    let after = children(validity.body).nth(1)?;
-    let text = std::str::from_utf8(after.body).ok()?;
-    let digits = text.strip_suffix('Z')?;
-    if !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let (year, rest) = match (after.tag, digits.len()) {
-        // UTCTime: YYMMDDHHMMSS, years 1950..2049 (RFC 5280 §4.1.2.5.1).
-        (0x17, 12) => {
-            let yy: i64 = digits[..2].parse().ok()?;
-            (if yy < 50 { 2000 + yy } else { 1900 + yy }, &digits[2..])
-        }
-        // GeneralizedTime: YYYYMMDDHHMMSS.
-        (0x18, 14) => (digits[..4].parse().ok()?, &digits[4..]),
-        _ => return None,
-    };
-    let n = |i: usize| rest[i..i + 2].parse::<i64>().ok();
-    let (month, day, h, m, sec) = (n(0)?, n(2)?, n(4)?, n(6)?, n(8)?);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) {
-        return None;
-    }
-    Some(days_from_civil(year, month, day) * 86_400 + h * 3600 + m * 60 + sec)
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's
-/// algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    validity(cert).map(|(_, not_after)| not_after)
 }
 
 /// Key algorithms of a SubjectPublicKeyInfo that Sluicegate verifies with.
@@ -322,6 +334,22 @@ mod tests {
         assert!(dn.starts_with("1.2.3.4=#0c0178,"), "{dn}");
         assert!(dn.ends_with("CN=\\ Zo\\C3\\AB #1\\ "), "{dn}");
         assert!(http::HeaderValue::from_str(&dn).is_ok());
+    }
+
+    #[test]
+    fn validity_is_read_in_unix_seconds() {
+        let mut params = rcgen::CertificateParams::new(vec!["a.test".to_owned()]).unwrap();
+        params.not_before = rcgen::date_time_ymd(2024, 2, 29);
+        // After 2049 certificates use GeneralizedTime.
+        params.not_after = rcgen::date_time_ymd(2051, 1, 2);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let der = params.self_signed(&key).unwrap().der().to_vec();
+        assert_eq!(validity(&der), Some((1_709_164_800, 2_556_230_400)));
+        assert_eq!(days_from_civil(1970, 1, 1), 0);
+        assert_eq!(days_from_civil(1969, 12, 31), -1);
+        for cut in 0..der.len() {
+            let _ = validity(&der[..cut]);
+        }
     }
 
     #[test]

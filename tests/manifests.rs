@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{Namespace, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::IngressClass;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
@@ -86,6 +86,7 @@ fn check_rendered(doc: &Value) -> Result<String, String> {
         ("v1", "Namespace") => strict::<Namespace>(doc).map(drop),
         ("v1", "ServiceAccount") => strict::<ServiceAccount>(doc).map(drop),
         ("v1", "Service") => strict::<Service>(doc).map(drop),
+        ("v1", "ConfigMap") => strict::<ConfigMap>(doc).and_then(|cm| dashboard_json(&cm)),
         ("apps/v1", "Deployment") => strict::<Deployment>(doc).map(drop),
         ("rbac.authorization.k8s.io/v1", "ClusterRole") => strict::<ClusterRole>(doc).map(drop),
         ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
@@ -101,13 +102,26 @@ fn check_rendered(doc: &Value) -> Result<String, String> {
         ("apiextensions.k8s.io/v1", "CustomResourceDefinition") => {
             strict::<CustomResourceDefinition>(doc).and_then(|crd| same_as_generated(&crd))
         }
-        // Not a Kubernetes type; scripts/check-chart.py checks its shape.
-        ("monitoring.coreos.com/v1", "ServiceMonitor") => Ok(()),
+        // Not Kubernetes types; scripts/check-chart.py checks their shape.
+        ("monitoring.coreos.com/v1", "ServiceMonitor" | "PodMonitor" | "PrometheusRule") => Ok(()),
         _ => Err(format!("unexpected {api} {kind}")),
     };
     checked
         .map(|()| format!("{kind}/{name}"))
         .map_err(|e| format!("{kind} {name}: {e}"))
+}
+
+/// The chart's only ConfigMap is the Grafana dashboard: its JSON must
+/// parse.
+fn dashboard_json(cm: &ConfigMap) -> Result<(), String> {
+    let data = cm.data.as_ref().ok_or("no data")?;
+    let json = data.get("sluicegate.json").ok_or("no sluicegate.json")?;
+    let dashboard: Value =
+        serde_json::from_str(json).map_err(|e| format!("sluicegate.json: {e}"))?;
+    match dashboard["panels"].as_array() {
+        Some(p) if !p.is_empty() => Ok(()),
+        _ => Err("sluicegate.json has no panels".into()),
+    }
 }
 
 fn same_as_generated(crd: &CustomResourceDefinition) -> Result<(), String> {
@@ -181,6 +195,8 @@ fn chart_snapshot_with_every_option_is_well_formed() {
         "HorizontalPodAutoscaler/",
         "PodDisruptionBudget/",
         "ServiceMonitor/",
+        "PrometheusRule/",
+        "ConfigMap/",
         "Role/",
     ] {
         assert!(

@@ -1,10 +1,21 @@
-//! The admin server: health, readiness, the compiled table, metrics.
+//! The admin server: health, readiness, metrics, and the read-only
+//! views behind the built-in dashboard: routes, certificates, upstreams,
+//! live traffic and the explanation of routing decisions.
 //!
 //! It listens on its own port so that probes and scrapes never compete
-//! with traffic, and never exposes anything that changes state.
+//! with traffic, and never exposes anything that changes state. Nothing
+//! it serves holds a Secret's value: certificates are shown by their
+//! public fields, credentials only by the name of the Secret that holds
+//! them. An optional token ([`auth`]) guards everything but the probes and
+//! `/metrics`.
 
+pub mod auth;
+mod dashboard;
+pub mod explain;
+pub mod explain_command;
 pub mod metrics;
 mod readiness;
+mod views;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -19,10 +30,41 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tracing::debug;
 
+pub use auth::AdminToken;
+
 use crate::gateway::Publisher;
 use crate::metrics as m;
 use crate::proxy::ResponseBody;
-use crate::routing::{EndpointSet, EndpointState, clock_ns};
+use crate::routing::{EncodedSlashes, EndpointSet, EndpointState, clock_ns};
+
+/// Every path the admin port serves.
+pub const PATHS: &[&str] = &[
+    "/",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/routes",
+    "/api/summary",
+    "/api/routes",
+    "/api/certificates",
+    "/api/upstreams",
+    "/api/live",
+    "/explain",
+];
+
+/// Settings of the admin server.
+#[derive(Clone, Debug, Default)]
+pub struct AdminOptions {
+    /// Asked for on every path but the probes and `/metrics`.
+    pub token: Option<AdminToken>,
+    /// How `/explain` reads encoded slashes: as the proxy does.
+    pub encoded_slashes: EncodedSlashes,
+}
+
+struct Ctx {
+    publisher: Arc<Publisher>,
+    options: AdminOptions,
+}
 
 /// A running admin server.
 pub struct AdminServer {
@@ -34,6 +76,7 @@ impl AdminServer {
     pub async fn start(
         addr: SocketAddr,
         publisher: Arc<Publisher>,
+        options: AdminOptions,
     ) -> std::io::Result<AdminServer> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
@@ -46,16 +89,17 @@ impl AdminServer {
                 prom.run_upkeep();
             }
         });
+        let ctx = Arc::new(Ctx { publisher, options });
         let server = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                     continue;
                 };
-                let publisher = publisher.clone();
+                let ctx = ctx.clone();
                 let svc = service_fn(move |req| {
-                    let publisher = publisher.clone();
-                    async move { Ok::<_, Infallible>(route(&req, &publisher)) }
+                    let ctx = ctx.clone();
+                    async move { Ok::<_, Infallible>(route(&req, &ctx)) }
                 });
                 tokio::spawn(async move {
                     let conn = hyper::server::conn::http1::Builder::new()
@@ -83,11 +127,43 @@ impl AdminServer {
     }
 }
 
-fn route(req: &Request<Incoming>, publisher: &Publisher) -> Response<ResponseBody> {
+fn route(req: &Request<Incoming>, ctx: &Ctx) -> Response<ResponseBody> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+        let mut resp = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+        resp.headers_mut()
+            .insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
+        return resp;
     }
-    match req.uri().path() {
+    let path = req.uri().path();
+    if let Some(token) = &ctx.options.token
+        && !auth::OPEN_PATHS.contains(&path)
+        && !token.allows(req.headers())
+    {
+        return unauthorized();
+    }
+    let publisher = &*ctx.publisher;
+    match path {
+        "/" => {
+            let page = dashboard::page();
+            let mut resp = respond(
+                StatusCode::OK,
+                "text/html; charset=utf-8",
+                page.html.as_bytes().to_vec(),
+            );
+            let h = resp.headers_mut();
+            if let Ok(csp) = header::HeaderValue::from_str(&page.csp) {
+                h.insert(header::CONTENT_SECURITY_POLICY, csp);
+            }
+            h.insert(
+                header::X_FRAME_OPTIONS,
+                header::HeaderValue::from_static("DENY"),
+            );
+            h.insert(
+                header::REFERRER_POLICY,
+                header::HeaderValue::from_static("no-referrer"),
+            );
+            resp
+        }
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/readyz" => {
             let (status, body) = readiness::readyz(publisher);
@@ -100,6 +176,31 @@ fn route(req: &Request<Incoming>, publisher: &Publisher) -> Response<ResponseBod
                 &format!("cannot render: {e}\n"),
             ),
         },
+        "/api/summary" => json(StatusCode::OK, &views::summary(publisher)),
+        "/api/routes" => json(StatusCode::OK, &views::routes(publisher)),
+        "/api/certificates" => json(StatusCode::OK, &views::certificates(publisher)),
+        "/api/upstreams" => json(StatusCode::OK, &views::upstreams(publisher)),
+        "/api/live" => json(StatusCode::OK, &views::live(publisher)),
+        "/explain" => {
+            let result = explain::ExplainRequest::from_query(req.uri().query()).and_then(|r| {
+                let view = publisher.view();
+                let table = publisher.table().load_full();
+                explain::explain(
+                    &table,
+                    &view.table,
+                    view.generation,
+                    &r,
+                    ctx.options.encoded_slashes,
+                )
+            });
+            match result {
+                Ok(v) => json(StatusCode::OK, &v),
+                Err(e) => json(
+                    StatusCode::BAD_REQUEST,
+                    &serde_json::json!({ "error": e.to_string() }),
+                ),
+            }
+        }
         "/metrics" => {
             endpoint_gauges(publisher);
             readiness::watch_gauges(publisher);
@@ -111,7 +212,31 @@ fn route(req: &Request<Incoming>, publisher: &Publisher) -> Response<ResponseBod
         }
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found; try /healthz, /readyz, /routes, /metrics\n",
+            &format!("not found; try {}\n", PATHS.join(", ")),
+        ),
+    }
+}
+
+fn unauthorized() -> Response<ResponseBody> {
+    let mut resp = text(
+        StatusCode::UNAUTHORIZED,
+        "this admin port asks for its token: Authorization: Bearer <token>\n",
+    );
+    for challenge in auth::CHALLENGES {
+        resp.headers_mut().append(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static(challenge),
+        );
+    }
+    resp
+}
+
+fn json(status: StatusCode, value: &serde_json::Value) -> Response<ResponseBody> {
+    match serde_json::to_vec(value) {
+        Ok(body) => respond(status, "application/json", body),
+        Err(e) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("cannot render: {e}\n"),
         ),
     }
 }
@@ -124,6 +249,7 @@ fn text(status: StatusCode, body: &str) -> Response<ResponseBody> {
     )
 }
 
+/// Every answer is the current state: never cached, never sniffed.
 fn respond(
     status: StatusCode,
     content_type: &'static str,
@@ -131,9 +257,18 @@ fn respond(
 ) -> Response<ResponseBody> {
     let mut resp = Response::new(ResponseBody::full(body));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(
+    let h = resp.headers_mut();
+    h.insert(
         header::CONTENT_TYPE,
         header::HeaderValue::from_static(content_type),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        header::HeaderValue::from_static("nosniff"),
     );
     resp
 }
@@ -164,7 +299,7 @@ fn routes_json(publisher: &Publisher) -> serde_json::Result<Vec<u8>> {
 
 /// Each endpoint's live state: whether it takes traffic and why not,
 /// and its load.
-fn endpoint_states(set: &EndpointSet) -> serde_json::Value {
+pub(crate) fn endpoint_states(set: &EndpointSet) -> serde_json::Value {
     let now = clock_ns(Instant::now());
     let describe = |e: &Arc<EndpointState>, terminating: bool| {
         let mut v = serde_json::json!({

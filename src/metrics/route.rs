@@ -184,8 +184,15 @@ impl PluginMetrics {
     }
 
     /// Records one request phase: its time, and the status it answered
-    /// with, if it did.
+    /// with, if it did; in the Prometheus series and in the admin
+    /// dashboard's live view, which shows each plugin per route whatever
+    /// the `--metrics-detail`.
     pub fn record(&self, elapsed: Duration, answered: Option<u16>, now: Instant) {
+        super::live::record_plugin(&self.route, self.plugin, elapsed, answered);
+        self.record_series(elapsed, answered, now);
+    }
+
+    fn record_series(&self, elapsed: Duration, answered: Option<u16>, now: Instant) {
         let now_s = seconds(now);
         let guard = self.handles.load();
         let fresh = guard
@@ -203,7 +210,7 @@ impl PluginMetrics {
                 decisions: Default::default(),
                 registered_at: now_s,
             })));
-            return self.record(elapsed, answered, now);
+            return self.record_series(elapsed, answered, now);
         }
         let Some(h) = guard.as_deref() else { return };
         h.duration.record(elapsed.as_secs_f64());

@@ -42,6 +42,14 @@ impl HeaderCond {
         }
     }
 
+    /// The condition as text.
+    pub(crate) fn describe(&self) -> String {
+        match &self.name {
+            Some(n) => describe(n.as_str(), &self.matcher),
+            None => "with an unusable name never matches".to_owned(),
+        }
+    }
+
     /// True when any value of the header satisfies the condition. Values
     /// compare as UTF-8 text.
     pub(crate) fn matches(&self, headers: &HeaderMap) -> bool {
@@ -69,6 +77,11 @@ impl QueryCond {
             name: spec.name.clone(),
             matcher: spec.matcher.clone(),
         }
+    }
+
+    /// The condition as text.
+    pub(crate) fn describe(&self) -> String {
+        describe(&self.name, &self.matcher)
     }
 
     /// True when any occurrence of the parameter satisfies the condition.
@@ -106,6 +119,11 @@ impl CookieCond {
         }
     }
 
+    /// The condition as text.
+    pub(crate) fn describe(&self) -> String {
+        describe(&self.name, &self.matcher)
+    }
+
     /// True when any occurrence of the cookie satisfies the condition.
     pub(crate) fn matches(&self, headers: &HeaderMap) -> bool {
         let name = self.name.as_bytes();
@@ -126,6 +144,17 @@ fn cookie_values<'a>(field: &'a [u8], name: &'a [u8]) -> impl Iterator<Item = &'
         let (k, v) = (&pair[..eq], &pair[eq + 1..]);
         (!name.is_empty() && k.trim_ascii() == name).then(|| v.trim_ascii())
     })
+}
+
+/// `name` and what its value must be, for explanations.
+fn describe(name: &str, m: &ValueMatcher) -> String {
+    match m {
+        ValueMatcher::Exact(v) => format!("{name} must be {v:?}"),
+        ValueMatcher::RegularExpression(p) => {
+            format!("{name} must match the regular expression {:?}", p.as_str())
+        }
+        ValueMatcher::Present => format!("{name} must be present"),
+    }
 }
 
 fn value_matches(m: &ValueMatcher, value: &str) -> bool {

@@ -3,6 +3,7 @@
 //! Nothing here knows about Kubernetes or the network: a [`TableSpec`] goes
 //! in, a [`RouteTable`] comes out, and the proxy asks it for a route.
 
+mod explain;
 mod listeners;
 mod matcher;
 mod path;
@@ -17,6 +18,7 @@ mod tests;
 mod tls;
 mod upstream;
 
+pub use explain::{Candidate, Explanation, Outcome};
 pub use matcher::{RequestView, form_decode, normalize_host};
 pub use path::{EncodedSlashes, PathError, normalize_path};
 pub use pick::{RequestKeys, cookie_value};

@@ -196,6 +196,114 @@ impl HostIndex {
     }
 }
 
+impl HostIndex {
+    /// Every entry whose path matches `path`, conditions aside, in rank
+    /// order.
+    fn matching(&self, path: &str) -> Vec<Entry> {
+        let mut out: Vec<Entry> = Vec::new();
+        if let Some(v) = self.exact.get(path) {
+            out.extend_from_slice(v.as_slice());
+        }
+        if let Some(mut node) = self.trie.first() {
+            out.extend_from_slice(node.entries.as_slice());
+            for seg in segments(path) {
+                match node.children.get(seg) {
+                    Some(&n) => node = &self.trie[n as usize],
+                    None => break,
+                }
+                out.extend_from_slice(node.entries.as_slice());
+            }
+        }
+        out.extend(
+            self.regex
+                .iter()
+                .filter(|(p, _)| p.is_match(path))
+                .map(|(_, e)| *e),
+        );
+        out.sort_unstable();
+        out
+    }
+}
+
+/// Which host group of the index a candidate was found in; groups are
+/// tried in this order, and a route found in one beats any of the next.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum HostGroup {
+    Exact(String),
+    /// The part after `*.`.
+    Wildcard(String),
+    Any,
+}
+
+/// A (route, path) pair whose host and path match a request.
+#[derive(Debug)]
+pub(super) struct Found<'r> {
+    pub group: HostGroup,
+    pub rank: u32,
+    pub route: usize,
+    pub key: &'r RankKey,
+    pub path: &'r PathSpec,
+}
+
+impl Router {
+    /// Every pair whose host and path match `req`, whatever its other
+    /// conditions: the host groups in the order [`Router::find`] tries
+    /// them, each in rank order. A separate walk over the same index, so
+    /// that `find` stays as it is.
+    pub(super) fn candidates(&self, req: &RequestView<'_>) -> Vec<Found<'_>> {
+        let mut groups: Vec<(HostGroup, &HostIndex)> = Vec::new();
+        if let Some(&i) = self.exact_hosts.get(req.host) {
+            groups.push((
+                HostGroup::Exact(req.host.to_owned()),
+                &self.hosts[i as usize],
+            ));
+        }
+        if let Some((label, parent)) = req.host.split_once('.')
+            && !label.is_empty()
+            && let Some(&i) = self.wildcard_hosts.get(parent)
+        {
+            groups.push((
+                HostGroup::Wildcard(parent.to_owned()),
+                &self.hosts[i as usize],
+            ));
+        }
+        // The Gateway API's wildcards, longest suffix first, as find() has them.
+        if let Some((label, parent)) = req.host.split_once('.')
+            && !label.is_empty()
+            && !self.suffix_hosts.is_empty()
+        {
+            let mut rest = parent;
+            loop {
+                if let Some(&i) = self.suffix_hosts.get(rest) {
+                    groups.push((
+                        HostGroup::Wildcard(rest.to_owned()),
+                        &self.hosts[i as usize],
+                    ));
+                }
+                match rest.split_once('.') {
+                    Some((label, next)) if !label.is_empty() => rest = next,
+                    _ => break,
+                }
+            }
+        }
+        groups.push((HostGroup::Any, &self.any_host));
+        let mut out = Vec::new();
+        for (group, index) in groups {
+            for e in index.matching(req.path) {
+                let (key, path) = &self.ranked[e.rank as usize];
+                out.push(Found {
+                    group: group.clone(),
+                    rank: e.rank,
+                    route: e.route as usize,
+                    key,
+                    path,
+                });
+            }
+        }
+        out
+    }
+}
+
 fn segments(path: &str) -> impl Iterator<Item = &str> {
     path.split('/').filter(|s| !s.is_empty())
 }
@@ -210,6 +318,9 @@ pub struct Router {
     suffix_hosts: HashMap<Box<str>, u32>,
     hosts: Vec<HostIndex>,
     any_host: HostIndex,
+    /// Each rank's sort key and path, for [`Router::candidates`]: the
+    /// explanation of a decision reads them, matching never does.
+    ranked: Vec<(RankKey, PathSpec)>,
 }
 
 impl Router {
@@ -251,7 +362,9 @@ impl Router {
         first_group.push(groups.len() as u32);
         pairs.sort_unstable_by(|a, b| a.0.cmp(&b.0));
 
-        for (rank, (_, member, route, path)) in pairs.into_iter().enumerate() {
+        router.ranked.reserve_exact(pairs.len());
+        for (rank, (key, member, route, path)) in pairs.into_iter().enumerate() {
+            router.ranked.push((key, path.clone()));
             let entry = Entry {
                 rank: rank as u32,
                 route,
@@ -334,20 +447,24 @@ impl Router {
     }
 }
 
-/// Sort key implementing the precedence rules; smaller sorts first.
+/// Sort key implementing the precedence rules; smaller sorts first. The
+/// fields are in the order the rules apply, which is what
+/// [`super::explain`] reports.
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct RankKey {
-    fallback: bool,
-    neg_priority: i64,
-    kind: u8,
-    neg_segments: i64,
-    neg_len: i64,
-    neg_methods: i64,
-    neg_headers: i64,
-    neg_query: i64,
-    neg_cookies: i64,
-    route: usize,
-    path: usize,
+pub(super) struct RankKey {
+    pub fallback: bool,
+    pub neg_priority: i64,
+    /// 0 exact, 1 prefix, 2 regular expression.
+    pub kind: u8,
+    pub neg_segments: i64,
+    pub neg_len: i64,
+    pub neg_methods: i64,
+    pub neg_headers: i64,
+    pub neg_query: i64,
+    pub neg_cookies: i64,
+    /// Declaration order of the route, then of the path in the route.
+    pub route: usize,
+    pub path: usize,
 }
 
 impl RankKey {

@@ -36,10 +36,10 @@ pub struct Backend {
 pub struct Route {
     pub name: Arc<str>,
     pub source: Arc<str>,
-    methods: Box<[Method]>,
-    headers: Box<[HeaderCond]>,
-    query: Box<[QueryCond]>,
-    cookies: Box<[CookieCond]>,
+    pub(super) methods: Box<[Method]>,
+    pub(super) headers: Box<[HeaderCond]>,
+    pub(super) query: Box<[QueryCond]>,
+    pub(super) cookies: Box<[CookieCond]>,
     pub(super) backends: Box<[Backend]>,
     /// Backend indexes in smooth weighted round-robin order.
     pub(super) schedule: Cow<'static, [u16]>,
@@ -59,7 +59,7 @@ pub struct Route {
     /// The cost and decisions of each plugin, in the same order.
     pub plugin_metrics: Box<[PluginMetrics]>,
     /// Gateway listener slots it serves; empty: the proxy's own listeners.
-    listeners: Box<[u32]>,
+    pub(super) listeners: Box<[u32]>,
     /// Upstreams that get a copy of each request.
     pub mirrors: Box<[Mirror]>,
 }
@@ -348,6 +348,17 @@ impl RouteTable {
         router
             .find(req, &self.routes, slot)
             .map(|i| &self.routes[i])
+    }
+
+    /// Why `req` gets the route [`Self::find`] gives it; see
+    /// [`super::explain`].
+    pub fn explain(&self, req: &RequestView<'_>) -> super::Explanation {
+        let router = match self.ports.iter().find(|(p, _)| *p == req.port) {
+            Some((_, r)) => r,
+            None => &self.router,
+        };
+        let slot = self.slots.resolve(req.port, req.host);
+        super::explain::explain(router, &self.routes, req, slot)
     }
 
     pub fn routes(&self) -> &[Arc<Route>] {

@@ -6,6 +6,7 @@
 
 mod backends;
 mod conditions;
+mod explain;
 mod hosts;
 mod paths;
 mod precedence;
@@ -237,9 +238,29 @@ impl Req {
     }
 }
 
-/// Name of the route `table` picks for `r`, if any.
+/// Name of the route `table` picks for `r`, if any. Every routing test
+/// goes through here, so each also checks that the explanation of the
+/// decision names the same route (see [`super::explain`]).
 fn matched(table: &RouteTable, r: &Req) -> Option<String> {
-    table.find(&r.view()).map(|route| route.name.to_string())
+    let found = table.find(&r.view()).map(|route| route.name.to_string());
+    let explained = table.explain(&r.view());
+    assert_eq!(
+        explained.route.as_deref(),
+        found.as_deref(),
+        "explain disagrees with find for {} {}{}: {explained:#?}",
+        r.method,
+        r.host,
+        r.path
+    );
+    let index = explained.winner.map(|i| table.routes()[i].name.to_string());
+    assert_eq!(index, found, "the explanation's route index");
+    let chosen = explained
+        .candidates
+        .iter()
+        .filter(|c| c.outcome == super::Outcome::Chosen)
+        .count();
+    assert_eq!(chosen, usize::from(found.is_some()), "{explained:#?}");
+    found
 }
 
 /// Shorthand for a plain GET with no headers.

@@ -170,6 +170,19 @@ impl DirSource {
         Ok(scan)
     }
 
+    /// Scans until every file has been read, giving files still being
+    /// written a moment to settle (bounded: a file rewritten without pause
+    /// is left to later scans).
+    pub async fn settle(&mut self) -> io::Result<()> {
+        for _ in 0..100 {
+            if !self.scan()?.pending {
+                break;
+            }
+            tokio::time::sleep(QUIET).await;
+        }
+        Ok(())
+    }
+
     fn rel(&self, path: &Path) -> String {
         path.strip_prefix(&self.dir)
             .unwrap_or(path)

@@ -37,7 +37,7 @@ use super::error::ProxyError;
 use super::server::{ClientBody, ClientInfo, ClientUpgrade, Handler, SendTimeout};
 use super::settings::ProxySettings;
 use crate::http::client::{Clients, Deadlines, Pool};
-use crate::metrics::RouteMetrics;
+use crate::metrics::{RouteMetrics, live};
 use crate::routing::{Route, RouteTable};
 use crate::telemetry::Telemetry;
 use head::ForwardHead;
@@ -62,11 +62,14 @@ pub struct Worker {
     pub clients: Arc<Clients<RequestBody>>,
 }
 
-/// The metrics of requests that matched no route, or that were refused
-/// before routing (an unreadable head).
+/// The route name of requests that matched no route, or that were
+/// refused before routing (an unreadable head).
+const UNMATCHED: &str = "unmatched";
+
+/// The metrics of requests that matched no route.
 pub(super) fn unmatched() -> &'static RouteMetrics {
     static M: OnceLock<RouteMetrics> = OnceLock::new();
-    M.get_or_init(|| RouteMetrics::new("unmatched".into()))
+    M.get_or_init(|| RouteMetrics::new(UNMATCHED.into()))
 }
 
 impl Handler for Worker {
@@ -82,6 +85,7 @@ impl Handler for Worker {
 
     fn refused(&self, status: StatusCode) {
         unmatched().record(status.as_u16(), Duration::ZERO, Instant::now());
+        live::record_request(UNMATCHED, status.as_u16(), Duration::ZERO, None);
     }
 }
 
@@ -92,6 +96,9 @@ struct Served {
     route: Option<Arc<Route>>,
     /// The request body's size when known, else where it is counted.
     body: Option<(Option<u64>, Option<FaultProbe>)>,
+    /// The consumer an authentication plugin identified, for the live
+    /// view's busiest consumers.
+    consumer: Option<Arc<str>>,
 }
 
 impl Served {
@@ -100,6 +107,7 @@ impl Served {
             resp,
             route: None,
             body: None,
+            consumer: None,
         }
     }
 }
@@ -120,10 +128,12 @@ impl Worker {
             .await;
         let now = Instant::now();
         let status = served.resp.status().as_u16();
-        match &served.route {
-            Some(r) => r.metrics.record(status, now - start, now),
-            None => unmatched().record(status, now - start, now),
-        }
+        let (metrics, name) = match &served.route {
+            Some(r) => (&r.metrics, &*r.name),
+            None => (unmatched(), UNMATCHED),
+        };
+        metrics.record(status, now - start, now);
+        live::record_request(name, status, now - start, served.consumer.as_deref());
         if let Some(mut ex) = exchange {
             ex.route = served.route;
             if let Some((exact, probe)) = served.body {
@@ -164,23 +174,27 @@ impl Worker {
             }
         };
         let route = matched.route.clone();
-        let answer = |resp| Served {
+        let answer = |resp, consumer| Served {
             resp,
             route: Some(matched.route.clone()),
             body: None,
+            consumer,
         };
         if let Some(Some(auth)) = &matched.client_auth
             && let Err(e) = respond::check_client(auth, client, route.https_redirect.is_some())
         {
-            return answer(error_response(&e));
+            return answer(error_response(&e), None);
         }
         if let (Some(code), false) = (route.https_redirect, client.tls) {
-            return answer(respond::redirect(
-                code,
-                matched.authority.as_ref(),
-                req.uri(),
-                settings.https_redirect_port,
-            ));
+            return answer(
+                respond::redirect(
+                    code,
+                    matched.authority.as_ref(),
+                    req.uri(),
+                    settings.https_redirect_port,
+                ),
+                None,
+            );
         }
         let mut effects = None;
         // Kept for the response phase, only when a plugin has one.
@@ -197,7 +211,7 @@ impl Worker {
                 Err(answered) => {
                     if let Some(ex) = exchange {
                         ex.answered_by = Some(answered.plugin);
-                        ex.consumer = answered.consumer;
+                        ex.consumer = answered.consumer.clone();
                     }
                     let resp = match &phase {
                         Some((headers, method)) => plugins::response_phase(
@@ -209,7 +223,7 @@ impl Worker {
                         ),
                         None => answered.response,
                     };
-                    return answer(resp);
+                    return answer(resp, answered.consumer);
                 }
             }
         }
@@ -267,6 +281,7 @@ impl Worker {
             resp,
             route: Some(route),
             body,
+            consumer,
         }
     }
 
