@@ -31,6 +31,10 @@ pub struct TableSpec {
     /// Hosts that ask clients for certificates, in precedence order.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub client_auth: Vec<Arc<super::ClientAuth>>,
+    /// Session ticket keys shared by replicas (`--tls-ticket-keys-secret`);
+    /// without them each process seals tickets with keys of its own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ticket_keys: Option<Arc<super::TicketKeySet>>,
 }
 
 /// Identifies one upstream.

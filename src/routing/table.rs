@@ -14,6 +14,7 @@ use super::protocol::BackendProtocol;
 use super::resilience::{Affinity, LoadBalancer, RetryPolicy};
 use super::router::Router;
 use super::spec::{RouteSpec, TableSpec, Timeouts, UpstreamKey};
+use super::tickets::TicketKeySet;
 use super::tls::CertStore;
 use super::upstream::{PickInput, Upstream, UpstreamRegistry};
 use crate::metrics::{PluginMetrics, RouteMetrics};
@@ -209,6 +210,7 @@ pub struct RouteTable {
     router: Router,
     routes: Box<[Arc<Route>]>,
     certs: CertStore,
+    ticket_keys: Option<Arc<TicketKeySet>>,
 }
 
 impl RouteTable {
@@ -233,7 +235,13 @@ impl RouteTable {
             router: Router::build(&spec.routes),
             routes,
             certs: CertStore::build(&spec.tls, &spec.client_auth),
+            ticket_keys: spec.ticket_keys.clone(),
         }
+    }
+
+    /// The session ticket keys replicas share, when configured.
+    pub fn ticket_keys(&self) -> Option<&Arc<TicketKeySet>> {
+        self.ticket_keys.as_ref()
     }
 
     /// The server certificates of this table, by SNI.

@@ -171,6 +171,7 @@ fn table_with(
         upstreams,
         tls: Vec::new(),
         client_auth: Vec::new(),
+        ticket_keys: None,
     };
     RouteTable::build(&spec, registry)
 }

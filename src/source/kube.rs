@@ -9,8 +9,8 @@
 //! empties the state: the last objects stay until a fresh list replaces
 //! them. Data that is never used (managed fields, the last-applied
 //! annotation) is dropped before objects are stored. Of Secrets only the
-//! certificate, key and CA values are kept, and types that never hold them
-//! are not watched at all.
+//! certificate, key, CA and session ticket key values are kept, and types
+//! that never hold them are not watched at all.
 //!
 //! A watcher that fails starts over with a fresh list after a short,
 //! jittered, capped delay ([`RetryBackoff`]): the completed list is the
@@ -207,7 +207,8 @@ impl Watched for Secret {
         &mut state.secrets
     }
     /// Only the values Sluicegate reads are kept (certificates, keys, CA
-    /// bundles, Redis passwords, htpasswd files under `auth`, and the
+    /// bundles, session ticket keys, Redis passwords, htpasswd files under
+    /// `auth`, and the
     /// credentials of Secrets labelled as consumers); every other value,
     /// and annotations, are dropped.
     fn strip(&mut self) {
@@ -223,6 +224,7 @@ impl Watched for Secret {
         if let Some(data) = self.data.as_mut() {
             data.retain(|k, _| {
                 SECRET_KEYS.contains(&k.as_str())
+                    || k.starts_with(crate::routing::TICKET_KEY_PREFIX)
                     || (consumer && crate::plugins::auth::CREDENTIAL_KEYS.contains(&k.as_str()))
             });
         }
