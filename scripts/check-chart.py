@@ -595,6 +595,8 @@ WRITABLE = {
     ("events.k8s.io", "events"): {"create", "patch"},
     ("", "events"): {"create", "patch"},
     ("coordination.k8s.io", "leases"): {"create", "get", "update"},
+    # The session ticket key Secret (tls.sharedTicketKeys).
+    ("", "secrets"): {"create", "get", "update"},
 }
 READABLE = {
     ("", "services"),
@@ -624,6 +626,12 @@ def check_rbac(r: sc.Rendered) -> list[str]:
                     if writes and not writes <= WRITABLE.get((g, res), set()):
                         errors.append(f"{role.ref()}: may {sorted(writes)} {g or 'core'}/{res}")
                     reads = verbs & {"get", "list", "watch"}
+                    if (g, res) == ("", "secrets") and writes:
+                        if role.kind != "Role" or role.namespace != r.namespace:
+                            errors.append(f"{role.ref()}: writes Secrets outside the release namespace")
+                        if verbs & {"get", "update"} and not rule.get("resourceNames"):
+                            errors.append(f"{role.ref()}: get/update on every Secret")
+                        continue
                     if (g, res) == ("coordination.k8s.io", "leases"):
                         if role.kind != "Role" or role.namespace != lease_ns:
                             errors.append(
@@ -651,7 +659,7 @@ def check_rbac(r: sc.Rendered) -> list[str]:
             if not {"list", "watch"} <= granted.get(g_res, set()):
                 errors.append(f"no list/watch on {g_res[0] or 'core'}/{g_res[1]}")
         for g_res in WRITABLE:
-            if g_res[1] != "leases" and not {"patch"} <= granted.get(g_res, set()):
+            if g_res[1] not in ("leases", "secrets") and not {"patch"} <= granted.get(g_res, set()):
                 errors.append(f"no patch on {g_res[0] or 'core'}/{g_res[1]}")
         if not {"create", "get", "update"} <= granted.get(("coordination.k8s.io", "leases"), set()):
             errors.append("no get/create/update on the Lease")
@@ -784,7 +792,13 @@ def defaults_expectations(r: sc.Rendered) -> list[str]:
         "no HPA and no ServiceMonitor by default",
     )
     errs += expect(
-        len(r.of_kind("ClusterRole")) == 1 and len(r.of_kind("Role")) == 1, "one ClusterRole, one Role"
+        len(r.of_kind("ClusterRole")) == 1 and len(r.of_kind("Role")) == 2,
+        "one ClusterRole, two Roles (Lease, ticket key Secret)",
+    )
+    errs += expect(
+        env.get("SLUICEGATE_TLS_TICKET_KEYS_SECRET")
+        == f"{r.namespace}/{r.one('Deployment').name}-tls-ticket-keys",
+        "replicas share session ticket keys through a Secret in the release namespace",
     )
     errs += expect(workers_source(r) == "requests.cpu", "workers from the CPU request (no CPU limit)")
     return errs
@@ -950,6 +964,11 @@ SCHEMA_REJECTS: list[tuple[str, dict[str, Any]]] = [
 ]
 
 RENDER_FAILS: list[tuple[str, dict[str, Any], str]] = [
+    (
+        "shared ticket keys in a namespace that is not watched",
+        {"watchNamespaces": ["shop"]},
+        "tls.sharedTicketKeys",
+    ),
     (
         "HPA on CPU without a CPU request",
         {"autoscaling": {"enabled": True}, "resources": {"requests": {"cpu": None}}},

@@ -129,3 +129,10 @@ or by a Role in each of watchNamespaces.
   resources: [events]
   verbs: [create, patch]
 {{- end }}
+
+{{/*
+The Secret holding the session ticket keys replicas share.
+*/}}
+{{- define "sluicegate.ticketKeysSecret" -}}
+{{- printf "%s-tls-ticket-keys" (include "sluicegate.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
