@@ -85,9 +85,17 @@ pub async fn connect(addr: SocketAddr, sni: Option<&str>, alpn: &[&[u8]]) -> Tls
 /// A client configuration offering `alpn`; connections made with one
 /// configuration share its session store, so later ones can resume.
 pub fn client_config(alpn: &[&[u8]]) -> Arc<ClientConfig> {
+    client_config_versions(alpn, rustls::DEFAULT_VERSIONS)
+}
+
+/// [`client_config`] offering only `versions`.
+pub fn client_config_versions(
+    alpn: &[&[u8]],
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Arc<ClientConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
+        .with_protocol_versions(versions)
         .unwrap()
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(AnyCert(provider)))
