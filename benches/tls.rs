@@ -238,9 +238,7 @@ fn signatures(c: &mut Criterion) {
 
 fn sni(c: &mut Criterion) {
     let (chain, key) = material("ecdsa-p256");
-    let ck = Arc::new(
-        CertifiedKey::from_der(chain, key, &sluicegate::crypto::provider()).unwrap(),
-    );
+    let ck = Arc::new(CertifiedKey::from_der(chain, key, &sluicegate::crypto::provider()).unwrap());
     let mut certs = Vec::new();
     for i in 0..10_000 {
         certs.push(entry(format!("host-{i}.tenants.example.com"), &ck));
@@ -255,7 +253,9 @@ fn sni(c: &mut Criterion) {
         ("wildcard", "api.zone-500.example.net"),
         ("miss", "nobody.example.org"),
     ] {
-        g.bench_function(case, |b| b.iter(|| black_box(store.resolve(black_box(name)))));
+        g.bench_function(case, |b| {
+            b.iter(|| black_box(store.resolve(black_box(name))))
+        });
     }
     g.finish();
 }

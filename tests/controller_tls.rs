@@ -124,10 +124,9 @@ async fn eventually<F: AsyncFn() -> bool>(what: &str, f: F) {
 
 async fn get(s: tokio_rustls::client::TlsStream<tokio::net::TcpStream>) -> String {
     use http_body_util::{BodyExt, Empty};
-    let (mut send, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(s))
-            .await
-            .unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(s))
+        .await
+        .unwrap();
     tokio::spawn(conn);
     let req = http::Request::get("/")
         .header("host", "shop.test")
@@ -166,10 +165,16 @@ async fn the_leader_keeps_shared_ticket_keys_and_each_replica_resumes_the_others
     })
     .await;
 
-    let (ha, hb) = (a.gateway().https_addr().unwrap(), b.gateway().https_addr().unwrap());
+    let (ha, hb) = (
+        a.gateway().https_addr().unwrap(),
+        b.gateway().https_addr().unwrap(),
+    );
     let client = common::tls::client_config(&[]);
     let first = common::tls::connect_with(&client, ha, Some("shop.test")).await;
-    assert_eq!(first.get_ref().1.handshake_kind(), Some(HandshakeKind::Full));
+    assert_eq!(
+        first.get_ref().1.handshake_kind(),
+        Some(HandshakeKind::Full)
+    );
     assert_eq!(get(first).await, "blue");
     let second = common::tls::connect_with(&client, hb, Some("shop.test")).await;
     assert_eq!(
@@ -198,7 +203,10 @@ async fn the_leader_keeps_shared_ticket_keys_and_each_replica_resumes_the_others
     tokio::time::sleep(Duration::from_secs_f64((switch - 2.0 - unix()).max(0.0))).await;
     let before = common::tls::connect_with(&client, ha, Some("shop.test")).await;
     assert_eq!(get(before).await, "blue");
-    assert!(unix() < switch, "too slow to get a ticket before the rotation");
+    assert!(
+        unix() < switch,
+        "too slow to get a ticket before the rotation"
+    );
     tokio::time::sleep(Duration::from_secs_f64((switch + 1.0 - unix()).max(0.0))).await;
     let after = common::tls::connect_with(&client, hb, Some("shop.test")).await;
     assert_eq!(

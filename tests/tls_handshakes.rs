@@ -219,9 +219,10 @@ async fn a_handshake_not_completed_in_time_is_closed() {
     let metrics = admin_get(&gw, "/metrics").await;
     let text = String::from_utf8_lossy(&metrics.body).into_owned();
     assert!(
-        text.lines().any(|l| l
-            .starts_with("sluicegate_tls_handshakes_total{result=\"timeout\"")
-            && !l.ends_with(" 0")),
+        text.lines().any(
+            |l| l.starts_with("sluicegate_tls_handshakes_total{result=\"timeout\"")
+                && !l.ends_with(" 0")
+        ),
         "{text}"
     );
     gw.shutdown().await;

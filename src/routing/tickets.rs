@@ -142,10 +142,7 @@ impl TicketKeySet {
 
     /// When the current key at `now` retires (its successor starts).
     pub fn next_change(&self, now: u64) -> Option<u64> {
-        self.keys
-            .iter()
-            .map(|k| k.not_before)
-            .find(|&t| t > now)
+        self.keys.iter().map(|k| k.not_before).find(|&t| t > now)
     }
 
     /// Seals `plain` with the key current at `now`, bound to `context`.
@@ -332,7 +329,10 @@ mod tests {
         assert_eq!(both.open(b"ctx", &new).as_deref(), Some(&b"s2"[..]));
         assert_eq!(&new[..4], &key_id(&[2; KEY_LEN]));
         // Before either started, the oldest seals.
-        assert_eq!(&both.seal(50, b"", b"x").unwrap()[..4], &key_id(&[1; KEY_LEN]));
+        assert_eq!(
+            &both.seal(50, b"", b"x").unwrap()[..4],
+            &key_id(&[1; KEY_LEN])
+        );
         // Tampering, truncation, unknown keys.
         let mut bad = ticket.clone();
         let last = bad.len() - 1;

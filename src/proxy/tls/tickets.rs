@@ -187,7 +187,10 @@ mod tests {
         // any of its configurations' own context only.
         let own = pl.encrypt(b"mine").unwrap();
         assert_eq!(pl.decrypt(&own).as_deref(), Some(&b"mine"[..]));
-        assert_eq!(alone.for_config(b"").decrypt(&own).as_deref(), Some(&b"mine"[..]));
+        assert_eq!(
+            alone.for_config(b"").decrypt(&own).as_deref(),
+            Some(&b"mine"[..])
+        );
         assert_eq!(pa.decrypt(&own), None);
     }
 
