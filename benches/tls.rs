@@ -303,8 +303,8 @@ fn memory(_: &mut Criterion) {
         let after = rss();
         println!(
             "memory/{kind}: {N} certificates, {} MB resident ({} bytes each)",
-            (after.saturating_sub(before)) / 1_000_000,
-            (after.saturating_sub(before)) / N as u64
+            after.saturating_sub(before) / 1_000_000,
+            after.saturating_sub(before) / N as u64
         );
         black_box((store, certs));
     }
