@@ -566,7 +566,12 @@ impl RoundSecs for Duration {
 /// that is back behind a long sleep. The watchers, the Lease and the
 /// status writer each retry on their own, paced by [`RetryBackoff`] or
 /// their retry period.
+///
+/// It also makes the gateway's crypto provider the process default, which
+/// kube's TLS setup takes: with more than one provider compiled in, rustls
+/// cannot pick one by itself.
 pub fn client_config(mut config: kube::Config) -> kube::Config {
+    crate::crypto::provider();
     config.default_retry = false;
     config
 }

@@ -220,7 +220,10 @@ pub fn server_config(
 /// A client configuration trusting `ca` and, optionally, presenting
 /// `identity`.
 pub fn client_config_for(ca: &Ca, identity: Option<&Cert>, alpn: &[&[u8]]) -> Arc<ClientConfig> {
-    let builder = ClientConfig::builder().with_root_certificates(ca.roots());
+    let builder = ClientConfig::builder_with_provider(sluicegate::crypto::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(ca.roots());
     let mut config = match identity {
         Some(id) => builder
             .with_client_auth_cert(
