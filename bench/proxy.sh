@@ -11,6 +11,11 @@
 #                             and TLS handshakes/s with a new connection per
 #                             request (full and resumed handshakes), nginx
 #                             and Sluicegate serving the same certificates
+#                             TLS tests may include "flood": a paced
+#                             keep-alive HTTPS stream (FLOOD_STREAM
+#                             connections, one request per FLOOD_PACE_MS
+#                             each) whose latency is measured while another
+#                             wrk floods the same proxy with full handshakes
 #   bench/proxy.sh observe    the cost of observability: one route with a
 #                             plugin, served by three Sluicegates in
 #                             alternating rounds: without access log and
@@ -50,11 +55,17 @@
 #   DURATION=10s WARMUP=3s     measured run / discarded warm-up run
 #   ROUNDS=3                   alternating nginx/Sluicegate rounds
 #   BASELINE=1                 also measure wrk straight against the backend
-#   TLS_TESTS="keepalive:ecdsa full:ecdsa resumed:ecdsa full:rsa"
+#   TLS_TESTS="keepalive:ecdsa full:ecdsa resumed:ecdsa full:rsa flood:ecdsa flood:rsa"
 #                              TLS runs, TEST:CERT; TEST is keepalive
 #                              (CONNECTIONS keep-alive connections), full or
 #                              resumed (a new connection and handshake per
-#                              request); CERT is ecdsa (P-256) or rsa (2048)
+#                              request), or flood (see above); CERT is ecdsa
+#                              (P-256) or rsa (2048)
+#   FLOOD_STREAM=4 FLOOD_PACE_MS=10
+#                              the flood test's measured keep-alive stream
+#                              (the flood itself uses CONNECTIONS, at nice
+#                              10 so that the stream's wrk is not queued
+#                              behind it on the load core)
 #   CHURN_DURATION=10s CHURN_RATE=10 CHURN_STYLES="rename inplace"
 #                              (style "none" is a run without rewrites)
 #   BACKEND_PORT NGINX_PORT SG_PORT SG_ADMIN_PORT NGINX_TLS_PORT SG_TLS_PORT
@@ -94,7 +105,9 @@ BASELINE=${BASELINE:-1}
 CHURN_DURATION=${CHURN_DURATION:-10s}
 CHURN_RATE=${CHURN_RATE:-10}
 CHURN_STYLES=${CHURN_STYLES:-rename inplace}
-TLS_TESTS=${TLS_TESTS:-keepalive:ecdsa full:ecdsa resumed:ecdsa full:rsa}
+TLS_TESTS=${TLS_TESTS:-keepalive:ecdsa full:ecdsa resumed:ecdsa full:rsa flood:ecdsa flood:rsa}
+FLOOD_STREAM=${FLOOD_STREAM:-4}
+FLOOD_PACE_MS=${FLOOD_PACE_MS:-10}
 PORT_BASE=${PORT_BASE:-18080}
 NGINX_FORWARDED=${NGINX_FORWARDED:-0}
 HOST_HEADER=bench.local
@@ -334,6 +347,55 @@ run_wrk() {
         "$other" "$steal"
 }
 
+# run_flood NAME URL [pid...]: full handshakes on CONNECTIONS connections
+# (wrk at nice 10, LD_PRELOAD library without resumption) from a second
+# before until after a paced keep-alive stream of FLOOD_STREAM connections,
+# whose latency is what is measured. One line into $TMP/flood-results:
+# name stream_rps p50us p99us maxus errors flood_hs_per_s proxy_cpu%
+# proxy_cpu_us_per_handshake other% steal%.
+run_flood() {
+    local name=$1 url=$2
+    shift 2
+    local secs flood_pid t0 t1 a0 a1 out=$TMP/wrk-$name.txt fout=$TMP/wrk-$name-flood.txt
+    secs=$(duration_s "$DURATION")
+    printf 'function delay()\n  return %s\nend\n' "$FLOOD_PACE_MS" >"$TMP/paced.lua"
+    rm -f "$TMP/handshakes-$name.txt"
+    taskset -c "$LOAD_CPU" nice -n 10 env "${WRK_ENV[@]}" TLS_NO_RESUME=1 \
+        TLS_HANDSHAKE_LOG="$TMP/handshakes-$name.txt" \
+        wrk -t1 -c"$CONNECTIONS" -d"$(awk -v s="$secs" 'BEGIN { printf "%d", s + 2 }')s" \
+        -H "Host: $HOST_HEADER" -H "Connection: close" "$url" >"$fout" &
+    flood_pid=$!
+    sleep 1
+    t0=$(cpu_ticks "$@")
+    a0=$(core_ticks "$PROXY_CPU,$LOAD_CPU")
+    taskset -c "$LOAD_CPU" env "${WRK_ENV[@]}" wrk -t1 -c"$FLOOD_STREAM" -d"$DURATION" --latency \
+        -s "$TMP/paced.lua" -H "Host: $HOST_HEADER" "$url" >"$out"
+    a1=$(core_ticks "$PROXY_CPU,$LOAD_CPU")
+    t1=$(cpu_ticks "$@")
+    wait "$flood_pid" || true
+    awk -v a="$t0" -v b="$t1" -v c0="$a0" -v c1="$a1" -v hz="$HZ" -v s="$secs" -v n="$name" \
+        -v fout="$fout" -v out="$out" 'BEGIN {
+        while ((getline l < out) > 0) {
+            split(l, f, " ")
+            if (l ~ /^Requests\/sec:/) rps = f[2]
+            if (l ~ /Latency Distribution/) dist = 1
+            if (dist && f[1] == "50%") p50 = f[2]
+            if (dist && f[1] == "99%") p99 = f[2]
+            if (l ~ /^ +Latency/ && !dist) max = f[4]
+            if (l ~ /Socket errors:/) { gsub(/,/, "", l); split(l, e, " "); errs += e[4] + e[6] + e[8] + e[10] }
+            if (l ~ /Non-2xx/) errs += f[5]
+        }
+        while ((getline l < fout) > 0) { split(l, f, " "); if (l ~ /^Requests\/sec:/) hs = f[2] }
+        split(a, x, ","); split(b, y, ","); split(c0, p, ","); split(c1, q, ",")
+        cpu = (y[1] + y[2] - x[1] - x[2]) / hz
+        printf "%s %s %s %s %s %d %s %.0f %.0f %.0f\n", n, rps, us(p50), us(p99), us(max), errs, hs,
+            cpu / s * 100, (hs > 0) ? cpu / (hs * s) * 1e6 : 0, (q[3] - p[3]) / hz / s * 100 }
+        function us(v,   n, u) { n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
+            return (u == "us") ? n : (u == "ms") ? n * 1e3 : (u == "s") ? n * 1e6 : -1 }' \
+        >>"$TMP/flood-results"
+    tail -n 1 "$TMP/flood-results" | awk '{ printf "   %-12s stream %s req/s p50 %s us p99 %s us max %s us errors %s; flood %s handshakes/s; proxy CPU %s%% (%s us/handshake) steal %s%%\n", $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 }' >&2
+}
+
 # summarize NAME FILE TICKS0 TICKS1 DURATION NPIDS [LOAD% WRK% HANDSHAKES_FILE OTHER% STEAL%]
 summarize() {
     local name=$1 out=$2 rps p50 p99 non2xx sockerr cpu secs reqs usr sys
@@ -552,6 +614,13 @@ median() { sort -g | awk '{a[NR] = $1} END {if (NR) print (NR % 2) ? a[(NR + 1) 
 med() {
     local m
     m=$(awk -v n="$1" -v c="$2" '$1 == n && $c != "-" {print $c}' "$TMP/results" | median)
+    echo "${m:--}"
+}
+
+# fmed NAME COLUMN: the same over $TMP/flood-results.
+fmed() {
+    local m
+    m=$(awk -v n="$1" -v c="$2" '$1 == n && $c != "-" {print $c}' "$TMP/flood-results" | median)
     echo "${m:--}"
 }
 
@@ -814,11 +883,12 @@ tls_check() {
 
 tls() {
     : >"$TMP/results"
+    : >"$TMP/flood-results"
     local t kind test r name
     local -a kinds=() tests=()
     for t in $TLS_TESTS; do
-        [[ $t =~ ^(keepalive|full|resumed):(ecdsa|rsa)$ ]] ||
-            die "TLS_TESTS: '$t' is not TEST:CERT (TEST keepalive, full or resumed; CERT ecdsa or rsa)"
+        [[ $t =~ ^(keepalive|full|resumed|flood):(ecdsa|rsa)$ ]] ||
+            die "TLS_TESTS: '$t' is not TEST:CERT (TEST keepalive, full, resumed or flood; CERT ecdsa or rsa)"
         tests+=("$t")
         [[ " ${kinds[*]} " == *" ${t#*:} "* ]] || kinds+=("${t#*:}")
     done
@@ -850,6 +920,12 @@ tls() {
                 resumed) WRK_OPTS=(-H "Connection: close") ;;
                 esac
                 log "round $r/$ROUNDS: $test, $kind certificate"
+                if [[ $test == flood ]]; then
+                    # shellcheck disable=SC2086 # one pid per word
+                    run_flood "$test.$kind.nginx" "https://127.0.0.1:$NGINX_TLS_PORT$REQ_PATH" $NGINX_WORKERS
+                    run_flood "$test.$kind.sluicegate" "https://127.0.0.1:$SG_TLS_PORT$REQ_PATH" "$SG_PID"
+                    continue
+                fi
                 # shellcheck disable=SC2086 # one pid per word
                 run_wrk "$test.$kind.nginx" "https://127.0.0.1:$NGINX_TLS_PORT$REQ_PATH" $NGINX_WORKERS
                 run_wrk "$test.$kind.sluicegate" "https://127.0.0.1:$SG_TLS_PORT$REQ_PATH" "$SG_PID"
@@ -874,6 +950,7 @@ tls() {
         resumed% cpu% usr_us sys_us per_core load% wrk% other% steal% bound
     local run f rps p50 p99 errs res cpu usr sys core load wrkcpu bound
     for t in "${tests[@]}"; do
+        [[ ${t%%:*} == flood ]] && continue
         for name in nginx sluicegate; do
             run=${t%%:*}.${t#*:}.$name
             grep -q "^$run " "$TMP/results" || continue
@@ -894,6 +971,32 @@ tls() {
             -v t="${t%%:*}.${t#*:}" 'BEGIN {
             printf "%-26s sluicegate/nginx: req/s %.2f, proxy CPU per request %.2f\n", t, s / n, sc / nc }'
     done
+    if [[ -s $TMP/flood-results ]]; then
+        echo
+        echo "Handshake flood (median of $ROUNDS rounds): a keep-alive stream of $FLOOD_STREAM connections, one"
+        echo "request per ${FLOOD_PACE_MS} ms each, while $CONNECTIONS other connections do full handshakes"
+        echo "without pause. Latencies of the stream in microseconds; hs/s and CPU per handshake of the flood."
+        printf '%-26s %9s %8s %8s %8s %6s %9s %5s %10s %6s\n' run stream/s p50_us p99_us max_us errors flood_hs/s cpu% us/handshake steal%
+        local fr
+        for t in "${tests[@]}"; do
+            [[ ${t%%:*} == flood ]] || continue
+            for name in nginx sluicegate; do
+                fr=${t%%:*}.${t#*:}.$name
+                grep -q "^$fr " "$TMP/flood-results" || continue
+                printf '%-26s %9.0f %8.0f %8.0f %8.0f %6s %9.0f %5s %10s %6s\n' "$fr" \
+                    "$(fmed "$fr" 2)" "$(fmed "$fr" 3)" "$(fmed "$fr" 4)" "$(fmed "$fr" 5)" \
+                    "$(awk -v n="$fr" '$1 == n {s += $6} END {print s}' "$TMP/flood-results")" \
+                    "$(fmed "$fr" 7)" "$(fmed "$fr" 8)" "$(fmed "$fr" 9)" "$(fmed "$fr" 10)"
+            done
+            awk -v n="$(fmed "${t%%:*}.${t#*:}.nginx" 4)" -v s="$(fmed "${t%%:*}.${t#*:}.sluicegate" 4)" \
+                -v nc="$(fmed "${t%%:*}.${t#*:}.nginx" 9)" -v sc="$(fmed "${t%%:*}.${t#*:}.sluicegate" 9)" \
+                -v t="${t%%:*}.${t#*:}" 'BEGIN {
+                printf "%-26s sluicegate/nginx: stream p99 %.2f, CPU per handshake %.2f\n", t, s / n, sc / nc }'
+        done
+        echo "per-round flood results (name stream_rps p50_us p99_us max_us errors flood_hs/s cpu% us/handshake steal%):"
+        sed 's/^/  /' "$TMP/flood-results"
+        echo
+    fi
     echo "handshakes seen by wrk, per run (full resumed protocol/cipher/group):"
     for f in "$TMP"/handshakes-*.txt; do
         [[ -e $f ]] || continue

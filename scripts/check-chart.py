@@ -671,6 +671,8 @@ WRITABLE = {
     ("gateway.networking.k8s.io", "gateways/status"): {"patch", "update"},
     ("gateway.networking.k8s.io", "httproutes/status"): {"patch", "update"},
     ("gateway.networking.k8s.io", "grpcroutes/status"): {"patch", "update"},
+    # The session ticket key Secret (tls.sharedTicketKeys).
+    ("", "secrets"): {"create", "get", "update"},
 }
 # The Gateway API's kinds: watched (and their status written) only with
 # gatewayAPI.enabled.
@@ -717,6 +719,12 @@ def check_rbac(r: sc.Rendered) -> list[str]:
                     ):
                         errors.append(f"{role.ref()}: grants {g or 'core'}/{res} with gatewayAPI disabled")
                     reads = verbs & {"get", "list", "watch"}
+                    if (g, res) == ("", "secrets") and writes:
+                        if role.kind != "Role" or role.namespace != r.namespace:
+                            errors.append(f"{role.ref()}: writes Secrets outside the release namespace")
+                        if verbs & {"get", "update"} and not rule.get("resourceNames"):
+                            errors.append(f"{role.ref()}: get/update on every Secret")
+                        continue
                     if (g, res) == ("coordination.k8s.io", "leases"):
                         if role.kind != "Role" or role.namespace != lease_ns:
                             errors.append(
@@ -750,7 +758,7 @@ def check_rbac(r: sc.Rendered) -> list[str]:
         for g_res in WRITABLE:
             if g_res[0] == "gateway.networking.k8s.io" and not r.values_merged["gatewayAPI"]["enabled"]:
                 continue
-            if g_res[1] != "leases" and not {"patch"} <= granted.get(g_res, set()):
+            if g_res[1] not in ("leases", "secrets") and not {"patch"} <= granted.get(g_res, set()):
                 errors.append(f"no patch on {g_res[0] or 'core'}/{g_res[1]}")
         if not {"create", "get", "update"} <= granted.get(("coordination.k8s.io", "leases"), set()):
             errors.append("no get/create/update on the Lease")
@@ -891,7 +899,13 @@ def defaults_expectations(r: sc.Rendered) -> list[str]:
     )
     errs += expect("SLUICEGATE_ADMIN_TOKEN" not in env, "no admin token by default")
     errs += expect(
-        len(r.of_kind("ClusterRole")) == 1 and len(r.of_kind("Role")) == 1, "one ClusterRole, one Role"
+        len(r.of_kind("ClusterRole")) == 1 and len(r.of_kind("Role")) == 2,
+        "one ClusterRole, two Roles (Lease, ticket key Secret)",
+    )
+    errs += expect(
+        env.get("SLUICEGATE_TLS_TICKET_KEYS_SECRET")
+        == f"{r.namespace}/{r.one('Deployment').name}-tls-ticket-keys",
+        "replicas share session ticket keys through a Secret in the release namespace",
     )
     errs += expect(workers_source(r) == "requests.cpu", "workers from the CPU request (no CPU limit)")
     return errs
@@ -1192,6 +1206,11 @@ RENDER_FAILS: list[tuple[str, dict[str, Any], str]] = [
         "both a ServiceMonitor and a PodMonitor",
         {"metrics": {"serviceMonitor": {"enabled": True}, "podMonitor": {"enabled": True}}},
         "not both",
+    ),
+    (
+        "shared ticket keys in a namespace that is not watched",
+        {"watchNamespaces": ["shop"]},
+        "tls.sharedTicketKeys",
     ),
     (
         "HPA on CPU without a CPU request",

@@ -15,7 +15,7 @@ use crate::controller::{ControllerConfig, Publish};
 use crate::gateway::{GatewayConfig, LogTarget, TelemetryConfig};
 use crate::http::client::PoolConfig;
 use crate::plugins::limit::redis::RedisTarget;
-use crate::proxy::{Http2Settings, ProxySettings};
+use crate::proxy::{Http2Settings, ProxySettings, TlsSettings};
 use crate::routing::EncodedSlashes;
 use crate::source::dns::DnsSettings;
 use crate::source::kube::WatchScope;
@@ -369,6 +369,32 @@ pub struct GatewayArgs {
     /// matches their SNI; a self-signed one otherwise.
     #[arg(long, env = "SLUICEGATE_DEFAULT_CERTIFICATE", value_parser = parse_namespaced)]
     pub default_certificate: Option<(String, String)>,
+    /// Time a client has to complete its TLS handshake, from the accept.
+    #[arg(long, env = "SLUICEGATE_TLS_HANDSHAKE_TIMEOUT", default_value = "10s")]
+    pub tls_handshake_timeout: Duration,
+    /// TLS handshakes in progress per worker; a new connection past it
+    /// makes the one that has waited longest go.
+    #[arg(
+        long,
+        env = "SLUICEGATE_TLS_MAX_PENDING_HANDSHAKES",
+        default_value_t = 1024
+    )]
+    pub tls_max_pending_handshakes: usize,
+    /// Threads that compute TLS handshakes (key exchange, signature) off
+    /// the workers' event loops; 0 computes them on the event loops.
+    /// Defaults to the number of workers.
+    #[arg(long, env = "SLUICEGATE_TLS_HANDSHAKE_THREADS")]
+    pub tls_handshake_threads: Option<usize>,
+    /// Secret (NAMESPACE/NAME) holding the session ticket keys that all
+    /// replicas share, so that a session made with one replica resumes on
+    /// another; in Kubernetes mode the leader creates and rotates them.
+    /// Without it each process uses keys of its own.
+    #[arg(long, env = "SLUICEGATE_TLS_TICKET_KEYS_SECRET", value_parser = parse_namespaced)]
+    pub tls_ticket_keys_secret: Option<(String, String)>,
+    /// How long a session ticket key encrypts new tickets; it decrypts
+    /// them for one more period.
+    #[arg(long, env = "SLUICEGATE_TLS_TICKET_KEY_ROTATION", default_value = "6h")]
+    pub tls_ticket_key_rotation: Duration,
     /// PluginConfig (NAMESPACE/NAME) whose plugins run on every route.
     #[arg(long, env = "SLUICEGATE_GLOBAL_PLUGIN_CONFIG", value_parser = parse_namespaced)]
     pub global_plugin_config: Option<(String, String)>,
@@ -545,6 +571,7 @@ fn parse_redis_urls(text: &str) -> Result<String, String> {
 
 impl GatewayArgs {
     pub fn config(&self) -> GatewayConfig {
+        let workers = self.workers.unwrap_or_else(default_workers).max(1);
         GatewayConfig {
             http_addr: self.http_addr,
             https_addr: self.https_addr.0,
@@ -553,7 +580,7 @@ impl GatewayArgs {
                 token: self.admin_token.clone(),
                 ..AdminOptions::default()
             },
-            workers: self.workers.unwrap_or_else(default_workers).max(1),
+            workers,
             proxy: ProxySettings {
                 connect_timeout: self.connect_timeout.0,
                 request_timeout: self.request_timeout.0,
@@ -576,6 +603,12 @@ impl GatewayArgs {
                     max_idle_per_endpoint: self.upstream_max_idle,
                     idle_timeout: self.upstream_idle_timeout.0,
                 },
+                tls: TlsSettings {
+                    handshake_timeout: self.tls_handshake_timeout.0,
+                    max_pending_handshakes: self.tls_max_pending_handshakes.max(1),
+                    handshake_threads: self.tls_handshake_threads.unwrap_or(workers),
+                    ticket_key_rotation: self.tls_ticket_key_rotation.0,
+                },
             },
             translate: TranslateOptions {
                 ingress_class: self.ingress_class.clone(),
@@ -586,6 +619,10 @@ impl GatewayArgs {
                     .map(|(ns, name)| ObjectKey::new(ns.clone(), name.clone())),
                 global_plugins: self
                     .global_plugin_config
+                    .as_ref()
+                    .map(|(ns, name)| ObjectKey::new(ns.clone(), name.clone())),
+                ticket_keys_secret: self
+                    .tls_ticket_keys_secret
                     .as_ref()
                     .map(|(ns, name)| ObjectKey::new(ns.clone(), name.clone())),
                 redis: self.redis_url.as_ref().and_then(|urls| {

@@ -14,6 +14,8 @@
 //!   status up to date, Gateway API objects included.
 //! - **publish**: watches the Service named by `--publish-service` for the
 //!   addresses Ingresses should show.
+//! - **ticket keys**: with `--tls-ticket-keys-secret`, the leader keeps the
+//!   shared session ticket keys on their rotation schedule.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -108,6 +110,14 @@ impl Controller {
             // Without election this replica is always the writer.
             None => watch::channel(true).1,
         };
+        if let Some(secret) = &config.gateway.translate.ticket_keys_secret {
+            tasks.push(tokio::spawn(status::ticket_keys::run(
+                client.clone(),
+                secret.clone(),
+                config.gateway.proxy.tls.ticket_key_rotation,
+                leader.clone(),
+            )));
+        }
         let writer = StatusWriter::new(
             client,
             config.gateway.translate.clone(),

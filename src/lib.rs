@@ -11,6 +11,7 @@ pub mod cgroup;
 pub mod check;
 pub mod cli;
 pub mod controller;
+pub mod crypto;
 pub mod demo;
 pub mod gateway;
 pub mod http;

@@ -18,6 +18,8 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Before anything builds a TLS configuration.
+    sluicegate::crypto::provider();
     // `check` prints its report on stdout and needs neither logs nor a
     // runtime.
     let command = match cli.command {

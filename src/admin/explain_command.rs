@@ -16,6 +16,8 @@ use crate::source::standalone::DirSource;
 use crate::translate::{TranslateOptions, translate};
 
 /// Where the configuration to explain against comes from.
+// Built once per command run: the size of the larger variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Target {
     /// A directory of manifests, as `standalone --config` reads it.

@@ -135,6 +135,10 @@ fn describe() {
         "TLS handshakes, by result and whether a session was resumed."
     );
     metrics::describe_gauge!(
+        m::TLS_HANDSHAKES_PENDING,
+        "TLS handshakes in progress, all workers together."
+    );
+    metrics::describe_gauge!(
         m::CERTIFICATE_EXPIRY,
         metrics::Unit::Seconds,
         "When each certificate in use expires (Unix seconds), by Secret."

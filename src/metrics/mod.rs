@@ -98,9 +98,11 @@ pub const PLUGIN_DECISIONS: &str = "sluicegate_plugin_decisions_total";
 pub const CONNECTIONS_ACTIVE: &str = "sluicegate_connections_active";
 /// Counter: client connections accepted, by `listener` and `protocol`.
 pub const CONNECTIONS_TOTAL: &str = "sluicegate_connections_total";
-/// Counter: TLS handshakes, by `result` (`ok`, `failed`, `timeout`) and
-/// `resumed`.
+/// Counter: TLS handshakes, by `result` (`ok`, `failed`, `timeout`,
+/// `evicted`: dropped for a newer one at the pending limit) and `resumed`.
 pub const TLS_HANDSHAKES: &str = "sluicegate_tls_handshakes_total";
+/// Gauge: TLS handshakes in progress, all workers together.
+pub const TLS_HANDSHAKES_PENDING: &str = "sluicegate_tls_handshakes_pending";
 /// Gauge: when a certificate stops being valid, in Unix seconds, by
 /// `secret`.
 pub const CERTIFICATE_EXPIRY: &str = "sluicegate_certificate_expiry_timestamp_seconds";

@@ -30,7 +30,7 @@ use futures_util::stream::FuturesUnordered;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use super::forward::{Shared, Worker};
 use super::server::{ClientInfo, Server, h1, h2};
@@ -114,8 +114,12 @@ impl Ports {
     fn open(&self, port: u16, tls: bool) -> Result<Opened, String> {
         let handshaker = if tls {
             Some(Arc::new(
-                tls::Handshaker::for_port(self.shared.table.clone(), port)
-                    .map_err(|e| e.to_string())?,
+                tls::Handshaker::for_port(
+                    self.shared.table.clone(),
+                    &self.shared.settings.tls,
+                    port,
+                )
+                .map_err(|e| e.to_string())?,
             ))
         } else {
             None
@@ -186,7 +190,8 @@ impl ProxyServer {
         };
         let acceptor = match https_addr {
             Some(_) => Some(Arc::new(
-                tls::Handshaker::new(shared.table.clone()).map_err(io::Error::other)?,
+                tls::Handshaker::new(shared.table.clone(), &shared.settings.tls)
+                    .map_err(io::Error::other)?,
             )),
             None => None,
         };
@@ -333,6 +338,7 @@ async fn serve(
     let local = listener.local_addr().ok();
     let grace = settings.shutdown_grace;
 
+    let tls = tls.map(|h| Arc::new(h.for_worker()));
     let sweeper = {
         let pool = worker.pool.clone();
         let clients = worker.clients.clone();
@@ -372,33 +378,18 @@ async fn serve(
                 let client = ClientInfo::new(peer, local, false);
                 tokio::spawn(h1::serve(stream, server.clone(), client, conns_rx.clone()));
             }
-            Some(handshaker) => {
+            Some(handshakes) => {
                 // The handshake runs in the connection's own task, so a
-                // slow client never holds up the accept loop; it gets the
-                // header read timeout to finish it.
-                let handshaker = handshaker.clone();
-                let limit = settings.header_read_timeout;
+                // slow client never holds up the accept loop; its bounds
+                // and timeout are the handshaker's.
+                let handshakes = handshakes.clone();
                 let mut client = ClientInfo::new(peer, local, true);
                 let server = server.clone();
                 let stop = conns_rx.clone();
                 tokio::spawn(async move {
-                    let accepted =
-                        match tokio::time::timeout(limit, handshaker.accept(stream)).await {
-                            Ok(Ok(a)) => a,
-                            Ok(Err(e)) => {
-                                debug!(%peer, error = %e, "TLS handshake failed");
-                                handshake_counted("failed", false);
-                                return;
-                            }
-                            Err(_) => {
-                                debug!(%peer, "TLS handshake timed out");
-                                handshake_counted("timeout", false);
-                                return;
-                            }
-                        };
-                    let resumed = accepted.stream.get_ref().1.handshake_kind()
-                        == Some(rustls::HandshakeKind::Resumed);
-                    handshake_counted("ok", resumed);
+                    let Some(accepted) = handshakes.accept(stream, peer).await else {
+                        return;
+                    };
                     client.set_client_certificate(accepted.client_auth, accepted.subject);
                     let h2 = accepted.stream.get_ref().1.alpn_protocol() == Some(b"h2");
                     if h2 {
@@ -420,14 +411,4 @@ async fn serve(
             "shutdown grace period over; closing remaining connections"
         );
     }
-}
-
-/// Counts a TLS handshake by how it ended.
-fn handshake_counted(result: &'static str, resumed: bool) {
-    let resumed = if resumed { "true" } else { "false" };
-    metrics::counter!(
-        crate::metrics::TLS_HANDSHAKES,
-        crate::metrics::labels(&[("result", result), ("resumed", resumed)])
-    )
-    .increment(1);
 }

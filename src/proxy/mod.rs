@@ -35,5 +35,5 @@ pub use error::ProxyError;
 pub use forward::Shared;
 pub use health::HealthChecks;
 pub use listener::{Ports, ProxyServer};
-pub use settings::{Http2Settings, ProxySettings};
+pub use settings::{Http2Settings, ProxySettings, TlsSettings};
 pub use tls::{TlsSetupError, self_signed};

@@ -40,6 +40,35 @@ pub struct ProxySettings {
     /// that do not carry one already.
     pub hsts: Option<http::HeaderValue>,
     pub pool: PoolConfig,
+    /// TLS handshakes and session resumption.
+    pub tls: TlsSettings,
+}
+
+/// TLS handshakes and session resumption.
+#[derive(Clone, Debug)]
+pub struct TlsSettings {
+    /// Time a client has to complete its handshake, from the accept.
+    pub handshake_timeout: Duration,
+    /// Handshakes in progress per worker; a new connection past it makes
+    /// the one that has waited longest go.
+    pub max_pending_handshakes: usize,
+    /// Threads, shared by the workers, that process ClientHellos (key
+    /// exchange, signature); 0 does it on the workers' event loops.
+    pub handshake_threads: usize,
+    /// How long a session ticket key encrypts new tickets. Tickets live
+    /// as long, so a key decrypts for one more period after it retires.
+    pub ticket_key_rotation: Duration,
+}
+
+impl Default for TlsSettings {
+    fn default() -> Self {
+        TlsSettings {
+            handshake_timeout: Duration::from_secs(10),
+            max_pending_handshakes: 1024,
+            handshake_threads: std::thread::available_parallelism().map_or(1, usize::from),
+            ticket_key_rotation: Duration::from_secs(6 * 3600),
+        }
+    }
 }
 
 /// HTTP/2 connection limits (RFC 9113 §6.5.2) and keep-alive pings.
@@ -86,6 +115,7 @@ impl Default for ProxySettings {
             https_redirect_port: 443,
             hsts: None,
             pool: PoolConfig::default(),
+            tls: TlsSettings::default(),
         }
     }
 }

@@ -15,6 +15,7 @@ mod spec;
 mod table;
 #[cfg(test)]
 mod tests;
+mod tickets;
 mod tls;
 mod upstream;
 
@@ -26,6 +27,8 @@ pub use protocol::{BackendProtocol, Protocol, UpstreamTls};
 pub use resilience::*;
 pub use spec::*;
 pub use table::{Backend, Mirror, Route, RouteTable};
+pub use tickets::{DATA_PREFIX as TICKET_KEY_PREFIX, KEY_LEN as TICKET_KEY_LEN};
+pub use tickets::{TicketKeyMaterial, TicketKeySet, TicketKeySummary, plan as plan_ticket_keys};
 pub use tls::{CertStore, ClientAuth, TlsCertificate};
 pub use upstream::{
     EndpointSet, EndpointState, InFlight, PickInput, Upstream, UpstreamRegistry, clock_ns,

@@ -35,6 +35,10 @@ pub struct TableSpec {
     /// index ([`RouteSpec::listeners`]).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub listeners: Vec<ListenerSlot>,
+    /// Session ticket keys shared by replicas (`--tls-ticket-keys-secret`);
+    /// without them each process seals tickets with keys of its own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ticket_keys: Option<Arc<super::TicketKeySet>>,
 }
 
 /// One port and hostname that Gateway listeners serve, shared by every

@@ -15,6 +15,7 @@ use super::protocol::BackendProtocol;
 use super::resilience::{Affinity, LoadBalancer, RetryPolicy};
 use super::router::Router;
 use super::spec::{RouteSpec, TableSpec, Timeouts, UpstreamKey};
+use super::tickets::TicketKeySet;
 use super::tls::CertStore;
 use super::upstream::{PickInput, Upstream, UpstreamRegistry};
 use crate::metrics::{PluginMetrics, RouteMetrics};
@@ -251,6 +252,7 @@ pub struct RouteTable {
     certs: CertStore,
     /// Certificates of HTTPS ports opened for Gateway listeners.
     port_certs: Vec<(u16, CertStore)>,
+    ticket_keys: Option<Arc<TicketKeySet>>,
 }
 
 impl RouteTable {
@@ -320,7 +322,13 @@ impl RouteTable {
             routes,
             certs: main_certs,
             port_certs,
+            ticket_keys: spec.ticket_keys.clone(),
         }
+    }
+
+    /// The session ticket keys replicas share, when configured.
+    pub fn ticket_keys(&self) -> Option<&Arc<TicketKeySet>> {
+        self.ticket_keys.as_ref()
     }
 
     /// The server certificates of the proxy's own HTTPS listener, by SNI.

@@ -179,6 +179,7 @@ fn table_with(
         tls: Vec::new(),
         client_auth: Vec::new(),
         listeners: Vec::new(),
+        ticket_keys: None,
     };
     RouteTable::build(&spec, registry)
 }

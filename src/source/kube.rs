@@ -9,8 +9,8 @@
 //! empties the state: the last objects stay until a fresh list replaces
 //! them. Data that is never used (managed fields, the last-applied
 //! annotation) is dropped before objects are stored. Of Secrets only the
-//! certificate, key and CA values are kept, and types that never hold them
-//! are not watched at all.
+//! certificate, key, CA and session ticket key values are kept, and types
+//! that never hold them are not watched at all.
 //!
 //! A watcher that fails starts over with a fresh list after a short,
 //! jittered, capped delay ([`RetryBackoff`]): the completed list is the
@@ -212,7 +212,8 @@ impl Watched for Secret {
         &mut state.secrets
     }
     /// Only the values Sluicegate reads are kept (certificates, keys, CA
-    /// bundles, Redis passwords, htpasswd files under `auth`, and the
+    /// bundles, session ticket keys, Redis passwords, htpasswd files under
+    /// `auth`, and the
     /// credentials of Secrets labelled as consumers); every other value,
     /// and annotations, are dropped.
     fn strip(&mut self) {
@@ -228,6 +229,7 @@ impl Watched for Secret {
         if let Some(data) = self.data.as_mut() {
             data.retain(|k, _| {
                 SECRET_KEYS.contains(&k.as_str())
+                    || k.starts_with(crate::routing::TICKET_KEY_PREFIX)
                     || (consumer && crate::plugins::auth::CREDENTIAL_KEYS.contains(&k.as_str()))
             });
         }
@@ -617,7 +619,12 @@ impl RoundSecs for Duration {
 /// that is back behind a long sleep. The watchers, the Lease and the
 /// status writer each retry on their own, paced by [`RetryBackoff`] or
 /// their retry period.
+///
+/// It also makes the gateway's crypto provider the process default, which
+/// kube's TLS setup takes: with more than one provider compiled in, rustls
+/// cannot pick one by itself.
 pub fn client_config(mut config: kube::Config) -> kube::Config {
+    crate::crypto::provider();
     config.default_retry = false;
     config
 }

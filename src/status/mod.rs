@@ -3,7 +3,8 @@
 //! Diagnostics of the live translation become `status.conditions` on
 //! ApiRoutes and PluginConfigs ([`conditions`]), Ingresses get the
 //! gateway's addresses in `status.loadBalancer`, and rejected objects get a
-//! Kubernetes Event. Only the holder of the leader Lease ([`lease`]) writes.
+//! Kubernetes Event. Only the holder of the leader Lease ([`lease`]) writes;
+//! it also rotates the session ticket keys replicas share ([`ticket_keys`]).
 //!
 //! Writes are server-side apply patches of the status subresource with one
 //! fixed field manager, so Sluicegate owns exactly the fields it sets and
@@ -16,6 +17,7 @@
 pub mod conditions;
 pub mod gateway_api;
 pub mod lease;
+pub mod ticket_keys;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;

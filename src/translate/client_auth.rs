@@ -107,7 +107,7 @@ fn build(
     secret: Option<&k8s_openapi::api::core::v1::Secret>,
     optional: bool,
 ) -> Built {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = crate::crypto::provider();
     let verifier = ca_roots(key, secret).and_then(|roots| {
         let builder =
             WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());

@@ -48,6 +48,7 @@ mod plugins;
 mod protocol;
 mod resilience;
 mod state;
+mod ticket_keys;
 mod tls;
 mod validate;
 
@@ -65,6 +66,7 @@ pub use gateway::{
     names as condition_names,
 };
 pub use state::{ClusterState, ObjectKey, Store};
+pub use ticket_keys::parse as parse_ticket_keys;
 pub use tls::certified_key;
 
 use crate::api::PortRef;
@@ -86,6 +88,8 @@ pub struct TranslateOptions {
     pub default_certificate: Option<ObjectKey>,
     /// The PluginConfig whose plugins run on every route.
     pub global_plugins: Option<ObjectKey>,
+    /// The Secret whose session ticket keys replicas share.
+    pub ticket_keys_secret: Option<ObjectKey>,
     /// Redis for rate limiters with `policy: Redis` and no settings of
     /// their own.
     pub redis: Option<crate::plugins::limit::redis::RedisTarget>,
@@ -118,6 +122,7 @@ impl Default for TranslateOptions {
             watch_ingress_without_class: false,
             default_certificate: None,
             global_plugins: None,
+            ticket_keys_secret: None,
             redis: None,
             own_ports: OwnPorts::default(),
         }
@@ -219,6 +224,10 @@ pub fn translate(state: &ClusterState, opts: &TranslateOptions) -> Translation {
         tls::bind_default(&mut ctx, key);
     }
     tls::prune(&ctx);
+    let ticket_keys = opts
+        .ticket_keys_secret
+        .as_ref()
+        .and_then(|key| ticket_keys::load(&mut ctx, key));
     Translation {
         table: TableSpec {
             routes: ctx.routes,
@@ -226,6 +235,7 @@ pub fn translate(state: &ClusterState, opts: &TranslateOptions) -> Translation {
             tls: ctx.tls,
             client_auth: ctx.client_auth,
             listeners,
+            ticket_keys,
         },
         diagnostics: ctx.diags,
         gateway_api,

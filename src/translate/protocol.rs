@@ -203,7 +203,7 @@ fn build(
     client: Option<(&ObjectKey, Option<&Secret>)>,
     id: u64,
 ) -> Built {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = crate::crypto::provider();
     let mut problems = Vec::new();
     let verifier: Arc<dyn ServerCertVerifier> = match ca {
         None => Arc::new(Unverified(provider.clone())),
@@ -234,7 +234,7 @@ fn build(
             }
         }
     });
-    // Only ring is compiled in, so the process-wide provider is ring's and
+    // `crypto::provider()` made its provider the process default, which
     // supports both versions.
     let builder = ClientConfig::builder_with_protocol_versions(&[&version::TLS13, &version::TLS12])
         .dangerous()

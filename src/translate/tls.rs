@@ -7,7 +7,7 @@
 //! until the Secret is fixed. A host already bound by an older object
 //! keeps that object's certificate.
 //!
-//! Parsing a key is the expensive part (tens of microseconds with ring), so
+//! Parsing a key is the expensive part (tens of microseconds), so
 //! parsed certificates are kept between translations, keyed by Secret and
 //! by a hash of its content: a renewed Secret is parsed once, unchanged
 //! ones never again.
@@ -70,8 +70,7 @@ pub(super) fn key_pair(secret: &Secret) -> Result<CertifiedKey, String> {
     }
     let key = PrivateKeyDer::from_pem_slice(key)
         .map_err(|e| format!("tls.key holds no usable private key: {e}"))?;
-    let provider = rustls::crypto::ring::default_provider();
-    CertifiedKey::from_der(chain, key, &provider).map_err(|e| match e {
+    CertifiedKey::from_der(chain, key, &crate::crypto::provider()).map_err(|e| match e {
         rustls::Error::InconsistentKeys(_) => {
             "tls.key does not belong to the certificate in tls.crt".to_owned()
         }

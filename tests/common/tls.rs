@@ -85,9 +85,17 @@ pub async fn connect(addr: SocketAddr, sni: Option<&str>, alpn: &[&[u8]]) -> Tls
 /// A client configuration offering `alpn`; connections made with one
 /// configuration share its session store, so later ones can resume.
 pub fn client_config(alpn: &[&[u8]]) -> Arc<ClientConfig> {
+    client_config_versions(alpn, rustls::DEFAULT_VERSIONS)
+}
+
+/// [`client_config`] offering only `versions`.
+pub fn client_config_versions(
+    alpn: &[&[u8]],
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Arc<ClientConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
+        .with_protocol_versions(versions)
         .unwrap()
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(AnyCert(provider)))
@@ -212,7 +220,10 @@ pub fn server_config(
 /// A client configuration trusting `ca` and, optionally, presenting
 /// `identity`.
 pub fn client_config_for(ca: &Ca, identity: Option<&Cert>, alpn: &[&[u8]]) -> Arc<ClientConfig> {
-    let builder = ClientConfig::builder().with_root_certificates(ca.roots());
+    let builder = ClientConfig::builder_with_provider(sluicegate::crypto::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(ca.roots());
     let mut config = match identity {
         Some(id) => builder
             .with_client_auth_cert(

@@ -137,3 +137,10 @@ or by a Role in each of watchNamespaces.
   verbs: [patch, update]
 {{- end }}
 {{- end }}
+
+{{/*
+The Secret holding the session ticket keys replicas share.
+*/}}
+{{- define "sluicegate.ticketKeysSecret" -}}
+{{- printf "%s-tls-ticket-keys" (include "sluicegate.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}

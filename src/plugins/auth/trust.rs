@@ -105,7 +105,7 @@ fn system_roots() -> Result<Arc<RootCertStore>, String> {
 }
 
 fn config(roots: Arc<RootCertStore>) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = crate::crypto::provider();
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)

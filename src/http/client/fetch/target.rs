@@ -268,7 +268,7 @@ mod tests {
     #[test]
     fn tls_settings_tell_connections_apart() {
         let config = || {
-            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let provider = crate::crypto::provider();
             Arc::new(
                 rustls::ClientConfig::builder_with_provider(provider)
                     .with_safe_default_protocol_versions()
