@@ -56,6 +56,24 @@ pub const ENDPOINT_HEALTHY: &str = "sluicegate_endpoint_healthy";
 /// Gauge: 1 while this replica holds the leader Lease.
 pub const LEADER: &str = "sluicegate_leader";
 
+/// Counter: requests on routes with a cache, by `route`, `storage` and
+/// `result` (`hit`, `stale`, `miss`, `revalidated`, `collapsed`,
+/// `bypass`).
+pub const CACHE_REQUESTS: &str = "sluicegate_cache_requests_total";
+/// Counter: body bytes stored, by `route` and `storage`.
+pub const CACHE_STORED_BYTES: &str = "sluicegate_cache_stored_bytes_total";
+/// Counter: entries evicted to stay within a storage's bound, by `route`
+/// and `storage`.
+pub const CACHE_EVICTIONS: &str = "sluicegate_cache_evictions_total";
+/// Counter: stored values found damaged (and removed), by `storage`.
+pub const CACHE_CORRUPT: &str = "sluicegate_cache_corrupt_total";
+/// Counter: storage calls that failed or timed out, by `storage` and `op`.
+pub const CACHE_STORE_ERRORS: &str = "sluicegate_cache_store_errors_total";
+/// Gauge: bytes held by a storage of this process, by `storage`.
+pub const CACHE_BYTES: &str = "sluicegate_cache_bytes";
+/// Gauge: entries held by a storage of this process, by `storage`.
+pub const CACHE_ENTRIES: &str = "sluicegate_cache_entries";
+
 /// Series idle this long are removed from the exposition.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 /// Handles older than this are registered again before use.
@@ -138,5 +156,117 @@ impl RouteMetrics {
             duration,
             registered_at: now_s,
         })));
+    }
+}
+
+/// How the cache handled a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheResult {
+    /// Answered from a fresh entry.
+    Hit,
+    /// Answered from a stale entry (`stale-while-revalidate`,
+    /// `stale-if-error`).
+    Stale,
+    /// Forwarded: nothing usable stored.
+    Miss,
+    /// A stale entry the upstream confirmed (`304`).
+    Revalidated,
+    /// Answered with another request's upstream response.
+    Collapsed,
+    /// Not handled by the cache (method, `bypass`).
+    Bypass,
+}
+
+const RESULTS: [&str; 6] = ["hit", "stale", "miss", "revalidated", "collapsed", "bypass"];
+
+impl CacheResult {
+    fn index(self) -> usize {
+        match self {
+            CacheResult::Hit => 0,
+            CacheResult::Stale => 1,
+            CacheResult::Miss => 2,
+            CacheResult::Revalidated => 3,
+            CacheResult::Collapsed => 4,
+            CacheResult::Bypass => 5,
+        }
+    }
+}
+
+struct CacheHandles {
+    results: [OnceLock<Counter>; 6],
+    stored: OnceLock<Counter>,
+    registered_at: u64,
+}
+
+/// Lazily registered cache metrics of one route, refreshed like
+/// [`RouteMetrics`].
+pub struct CacheMetrics {
+    route: Arc<str>,
+    storage: &'static str,
+    handles: ArcSwapOption<CacheHandles>,
+}
+
+impl std::fmt::Debug for CacheMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CacheMetrics")
+            .field("route", &self.route)
+            .field("storage", &self.storage)
+            .finish()
+    }
+}
+
+impl CacheMetrics {
+    pub fn new(route: Arc<str>, storage: &'static str) -> Self {
+        CacheMetrics {
+            route,
+            storage,
+            handles: ArcSwapOption::empty(),
+        }
+    }
+
+    fn handles(&self) -> Arc<CacheHandles> {
+        let now_s = Instant::now().saturating_duration_since(epoch()).as_secs();
+        if let Some(h) = self.handles.load_full()
+            && now_s.saturating_sub(h.registered_at) < REFRESH.as_secs()
+        {
+            return h;
+        }
+        let h = Arc::new(CacheHandles {
+            results: Default::default(),
+            stored: OnceLock::new(),
+            registered_at: now_s,
+        });
+        self.handles.store(Some(h.clone()));
+        h
+    }
+
+    /// Counts one request.
+    pub fn record(&self, result: CacheResult) {
+        let h = self.handles();
+        let i = result.index();
+        h.results[i]
+            .get_or_init(|| {
+                metrics::counter!(
+                    CACHE_REQUESTS,
+                    "route" => self.route.to_string(),
+                    "storage" => self.storage,
+                    "result" => RESULTS[i]
+                )
+            })
+            .increment(1);
+    }
+
+    /// Counts `bytes` of body stored.
+    pub fn stored(&self, bytes: u64) {
+        self.handles()
+            .stored
+            .get_or_init(|| {
+                metrics::counter!(
+                    CACHE_STORED_BYTES,
+                    "route" => self.route.to_string(),
+                    "storage" => self.storage
+                )
+            })
+            .increment(bytes);
     }
 }
