@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::admin::AdminServer;
+use crate::cache::{StoreSettings, Stores};
 use crate::metrics as m;
 use crate::proxy::{ProxyServer, ProxySettings, Shared};
 use crate::routing::{RouteTable, TableSpec, UpstreamRegistry};
@@ -222,6 +223,9 @@ pub struct GatewayConfig {
     pub proxy: ProxySettings,
     pub translate: TranslateOptions,
     pub dns: DnsSettings,
+    /// The proxy cache's storages (routes may only name those the
+    /// translate options list as available).
+    pub cache: StoreSettings,
 }
 
 impl Default for GatewayConfig {
@@ -234,6 +238,7 @@ impl Default for GatewayConfig {
             proxy: ProxySettings::default(),
             translate: TranslateOptions::default(),
             dns: DnsSettings::default(),
+            cache: StoreSettings::default(),
         }
     }
 }
@@ -244,6 +249,12 @@ pub enum StartError {
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot open the disk cache in {dir}: {source}")]
+    CacheDir {
+        dir: PathBuf,
         #[source]
         source: std::io::Error,
     },
@@ -262,6 +273,9 @@ pub struct Gateway {
     proxy: ProxyServer,
     admin: AdminServer,
     dns: DnsResolver,
+    cache: Arc<Stores>,
+    /// Hears tag purges from other replicas.
+    cache_bus: tokio::task::JoinHandle<()>,
 }
 
 impl Gateway {
@@ -278,16 +292,25 @@ impl Gateway {
         config: GatewayConfig,
         publisher: Arc<Publisher>,
     ) -> Result<Gateway, StartError> {
+        let cache =
+            Arc::new(
+                Stores::open(&config.cache).map_err(|source| StartError::CacheDir {
+                    dir: config.cache.disk.clone().map(|d| d.0).unwrap_or_default(),
+                    source,
+                })?,
+            );
         let shared = Arc::new(Shared {
             table: publisher.table(),
             settings: Arc::new(config.proxy.clone()),
+            cache: cache.clone(),
         });
         let proxy = ProxyServer::start(config.http_addr, config.https_addr, config.workers, shared)
             .map_err(|source| StartError::Bind {
                 addr: config.http_addr,
                 source,
             })?;
-        let admin = AdminServer::start(config.admin_addr, publisher.clone())
+        let cache_bus = tokio::spawn(crate::cache::bus::listen(cache.clone()));
+        let admin = AdminServer::start(config.admin_addr, publisher.clone(), cache.clone())
             .await
             .map_err(|source| StartError::Bind {
                 addr: config.admin_addr,
@@ -303,6 +326,8 @@ impl Gateway {
             proxy,
             admin,
             dns,
+            cache,
+            cache_bus,
         })
     }
 
@@ -322,9 +347,15 @@ impl Gateway {
         self.admin.local_addr()
     }
 
+    /// The proxy cache's storages.
+    pub fn cache(&self) -> &Arc<Stores> {
+        &self.cache
+    }
+
     /// Stops accepting and drains in-flight requests.
     pub async fn shutdown(self) {
         drop(self.dns);
+        self.cache_bus.abort();
         self.admin.stop();
         self.proxy.shutdown().await;
     }

@@ -1,7 +1,10 @@
-//! The admin server: health, readiness, the compiled table, metrics.
+//! The admin server: health, readiness, the compiled table, metrics, and
+//! the proxy cache's purge by tag.
 //!
 //! It listens on its own port so that probes and scrapes never compete
-//! with traffic, and never exposes anything that changes state.
+//! with traffic. The one request that changes state is `POST
+//! /cache/purge`, which only ever removes cached responses (the upstream
+//! answers again); keep the port away from clients, as the chart does.
 
 pub mod metrics;
 mod readiness;
@@ -19,6 +22,8 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tracing::debug;
 
+use crate::cache::Stores;
+use crate::cache::purge::valid_tag;
 use crate::gateway::Publisher;
 use crate::metrics as m;
 use crate::proxy::ResponseBody;
@@ -34,6 +39,7 @@ impl AdminServer {
     pub async fn start(
         addr: SocketAddr,
         publisher: Arc<Publisher>,
+        cache: Arc<Stores>,
     ) -> std::io::Result<AdminServer> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
@@ -53,9 +59,18 @@ impl AdminServer {
                     continue;
                 };
                 let publisher = publisher.clone();
+                let cache = cache.clone();
                 let svc = service_fn(move |req| {
                     let publisher = publisher.clone();
-                    async move { Ok::<_, Infallible>(route(&req, &publisher)) }
+                    let cache = cache.clone();
+                    async move {
+                        let resp = if req.uri().path() == "/cache/purge" {
+                            purge(&req, &cache).await
+                        } else {
+                            route(&req, &publisher, &cache)
+                        };
+                        Ok::<_, Infallible>(resp)
+                    }
                 });
                 tokio::spawn(async move {
                     let conn = hyper::server::conn::http1::Builder::new()
@@ -83,7 +98,59 @@ impl AdminServer {
     }
 }
 
-fn route(req: &Request<Incoming>, publisher: &Publisher) -> Response<ResponseBody> {
+/// Most tags one purge names.
+const MAX_PURGE_TAGS: usize = 100;
+
+/// `POST /cache/purge?tag=A&tag=B`: purges every cached response tagged
+/// with any of the tags (`Surrogate-Key` or `Cache-Tag`), on every
+/// replica when the cache has a Redis storage.
+async fn purge(req: &Request<Incoming>, cache: &Stores) -> Response<ResponseBody> {
+    if req.method() != Method::POST {
+        let mut resp = text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "use POST /cache/purge?tag=NAME\n",
+        );
+        resp.headers_mut()
+            .insert(header::ALLOW, header::HeaderValue::from_static("POST"));
+        return resp;
+    }
+    let mut tags: Vec<String> = Vec::new();
+    for pair in req.uri().query().unwrap_or("").split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if k != "tag" {
+            continue;
+        }
+        let v = crate::routing::form_decode(v).into_owned();
+        if !valid_tag(&v) {
+            return text(
+                StatusCode::BAD_REQUEST,
+                &format!(
+                    "invalid tag {v:?}: 1-256 characters, no spaces, commas or control characters\n"
+                ),
+            );
+        }
+        if !tags.contains(&v) {
+            tags.push(v);
+        }
+    }
+    if tags.is_empty() || tags.len() > MAX_PURGE_TAGS {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "name 1 to 100 tags: POST /cache/purge?tag=NAME&tag=OTHER\n",
+        );
+    }
+    let report = cache.purge_tags(tags).await;
+    tracing::info!(tags = ?report.tags, disk_files = report.disk_files, published = report.published, "cache purged by tag");
+    match serde_json::to_vec_pretty(&report) {
+        Ok(json) => respond(StatusCode::OK, "application/json", json),
+        Err(e) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("cannot render: {e}\n"),
+        ),
+    }
+}
+
+fn route(req: &Request<Incoming>, publisher: &Publisher, cache: &Stores) -> Response<ResponseBody> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
     }
@@ -93,7 +160,7 @@ fn route(req: &Request<Incoming>, publisher: &Publisher) -> Response<ResponseBod
             let (status, body) = readiness::readyz(publisher);
             text(status, &body)
         }
-        "/routes" => match routes_json(publisher) {
+        "/routes" => match routes_json(publisher, cache) {
             Ok(json) => respond(StatusCode::OK, "application/json", json),
             Err(e) => text(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -102,6 +169,7 @@ fn route(req: &Request<Incoming>, publisher: &Publisher) -> Response<ResponseBod
         },
         "/metrics" => {
             endpoint_gauges(publisher);
+            cache.gauges();
             readiness::watch_gauges(publisher);
             respond(
                 StatusCode::OK,
@@ -111,7 +179,7 @@ fn route(req: &Request<Incoming>, publisher: &Publisher) -> Response<ResponseBod
         }
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found; try /healthz, /readyz, /routes, /metrics\n",
+            "not found; try /healthz, /readyz, /routes, /metrics, POST /cache/purge?tag=NAME\n",
         ),
     }
 }
@@ -141,7 +209,7 @@ fn respond(
 /// The live view as JSON, with each upstream's current endpoints: in
 /// Kubernetes mode endpoint changes are applied in place, after the view
 /// was made.
-fn routes_json(publisher: &Publisher) -> serde_json::Result<Vec<u8>> {
+fn routes_json(publisher: &Publisher, cache: &Stores) -> serde_json::Result<Vec<u8>> {
     let view = publisher.view();
     let mut json = serde_json::to_value(&*view)?;
     if let Some(upstreams) = json
@@ -159,6 +227,7 @@ fn routes_json(publisher: &Publisher) -> serde_json::Result<Vec<u8>> {
             }
         }
     }
+    json["cache"] = cache.describe();
     serde_json::to_vec_pretty(&json)
 }
 

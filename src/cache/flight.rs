@@ -215,6 +215,7 @@ impl Stream {
 
 /// The request that asks the upstream for a flight. Dropping it without
 /// a report sends the waiters to the upstream themselves.
+#[derive(Debug)]
 pub struct Leader {
     flights: Arc<Flights>,
     flight: Arc<Flight>,
@@ -288,6 +289,7 @@ impl Drop for Leader {
 
 /// Where a shared response's body goes as it streams. Dropped before
 /// [`Feed::end`], followers see the body fail.
+#[derive(Debug)]
 pub struct Feed {
     flights: Arc<Flights>,
     flight: Arc<Flight>,
@@ -357,6 +359,7 @@ impl Drop for Feed {
 
 /// A flight whose body has ended, joinable until the store has the
 /// response; dropping it closes the flight.
+#[derive(Debug)]
 pub struct Ended {
     flights: Arc<Flights>,
     flight: Arc<Flight>,

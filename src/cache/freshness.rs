@@ -346,8 +346,12 @@ pub fn storable(
 pub enum Verdict {
     /// Serve it; it stays fresh for `ttl`.
     Fresh { ttl: Duration },
-    /// Serve it stale (by `stale_for`) and refresh it in the background.
-    StaleWhileRevalidate { stale_for: Duration },
+    /// Serve it stale (by `stale_for`) and refresh it in the background
+    /// with these validators.
+    StaleWhileRevalidate {
+        stale_for: Duration,
+        validators: Vec<(HeaderName, HeaderValue)>,
+    },
     /// Ask the upstream, with these validators (none when the entry has
     /// none). Until `stale_if_error_until` the entry may answer an
     /// upstream failure. `by_request`: the entry was fresh, but the
@@ -409,7 +413,10 @@ pub fn decide(
     let stale_for = now.duration_since(fresh_until).unwrap_or_default();
     let (swr, sie) = stale_windows(&entry.meta.headers, settings);
     if !directives && stale_for < swr {
-        return Verdict::StaleWhileRevalidate { stale_for };
+        return Verdict::StaleWhileRevalidate {
+            stale_for,
+            validators,
+        };
     }
     Verdict::Revalidate {
         validators,

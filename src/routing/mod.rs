@@ -22,7 +22,7 @@ pub use pick::{RequestKeys, cookie_value};
 pub use protocol::{BackendProtocol, Protocol, UpstreamTls};
 pub use resilience::*;
 pub use spec::*;
-pub use table::{Backend, Route, RouteTable};
+pub use table::{Backend, Route, RouteCache, RouteTable};
 pub use tls::{CertStore, ClientAuth, TlsCertificate};
 pub use upstream::{
     EndpointSet, EndpointState, InFlight, PickInput, Upstream, UpstreamRegistry, clock_ns,

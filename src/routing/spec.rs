@@ -217,6 +217,20 @@ pub struct RouteSpec {
     /// Plugins in execution order.
     #[serde(skip_serializing_if = "Vec::is_empty", serialize_with = "plugins")]
     pub plugins: Vec<Arc<dyn crate::plugins::Plugin>>,
+    /// The route's cache (`proxyCache`), run after its plugins' request
+    /// phase.
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "cache")]
+    pub cache: Option<Arc<crate::cache::CacheRule>>,
+}
+
+fn cache<S: Serializer>(
+    rule: &Option<Arc<crate::cache::CacheRule>>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match rule {
+        Some(r) => r.describe().serialize(s),
+        None => s.serialize_none(),
+    }
 }
 
 fn plugins<S: Serializer>(

@@ -55,6 +55,15 @@ pub struct Route {
     pub metrics: RouteMetrics,
     /// Plugins in execution order.
     pub plugins: Box<[Arc<dyn crate::plugins::Plugin>]>,
+    /// The route's cache, when it has one.
+    pub cache: Option<RouteCache>,
+}
+
+/// A route's cache settings and metrics.
+#[derive(Debug)]
+pub struct RouteCache {
+    pub rule: Arc<crate::cache::CacheRule>,
+    pub metrics: crate::metrics::CacheMetrics,
 }
 
 impl Route {
@@ -100,6 +109,10 @@ impl Route {
                 .and_then(|c| http::StatusCode::from_u16(c).ok()),
             metrics: RouteMetrics::new(spec.name.clone()),
             plugins: spec.plugins.clone().into_boxed_slice(),
+            cache: spec.cache.as_ref().map(|rule| RouteCache {
+                rule: rule.clone(),
+                metrics: crate::metrics::CacheMetrics::new(spec.name.clone(), rule.storage.label()),
+            }),
         }
     }
 

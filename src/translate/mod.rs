@@ -84,6 +84,8 @@ pub struct TranslateOptions {
     /// Redis for rate limiters with `policy: Redis` and no settings of
     /// their own.
     pub redis: Option<crate::plugins::limit::redis::RedisTarget>,
+    /// The cache storages the gateway has, which routes may name.
+    pub cache: crate::cache::Available,
 }
 
 impl Default for TranslateOptions {
@@ -94,6 +96,7 @@ impl Default for TranslateOptions {
             default_certificate: None,
             global_plugins: None,
             redis: None,
+            cache: crate::cache::Available::default(),
         }
     }
 }
@@ -121,6 +124,7 @@ pub fn translate(state: &ClusterState, opts: &TranslateOptions) -> Translation {
         client_auth_claims: HashMap::new(),
         plugins: plugins::PluginSets::default(),
         redis: opts.redis.as_ref(),
+        cache: opts.cache,
         canaries: canary::Targets::new(state),
         text: String::new(),
     };
@@ -236,6 +240,7 @@ struct Ctx<'a> {
     client_auth_claims: HashMap<String, Arc<str>>,
     plugins: plugins::PluginSets,
     redis: Option<&'a crate::plugins::limit::redis::RedisTarget>,
+    cache: crate::cache::Available,
     /// Main Ingress paths, for canary Ingresses to attach to.
     canaries: canary::Targets,
     /// Reused to format text before it is known to be needed, or before it
@@ -409,6 +414,7 @@ mod tests {
             client_auth_claims: HashMap::new(),
             plugins: plugins::PluginSets::default(),
             redis: None,
+            cache: crate::cache::Available::default(),
             canaries: canary::Targets::default(),
             text: String::new(),
         };

@@ -534,6 +534,16 @@ pub struct FileBody {
 }
 
 impl FileBody {
+    /// The same entry's body, without the file: for a background refresh,
+    /// which answers no client but must know the body stays on disk.
+    pub fn detached(&self) -> FileBody {
+        FileBody {
+            start: None,
+            follow: None,
+            len: self.len,
+        }
+    }
+
     pub fn len(&self) -> u64 {
         self.len
     }
@@ -565,11 +575,13 @@ impl FileBody {
 }
 
 /// Sends the body of `file` (positioned at its start) in chunks, then
-/// checks it; a body that does not match its checksum fails and its file
-/// is removed.
+/// checks it. The last chunk is held back until the checksum matches, so
+/// a damaged body never reaches a client whole: it fails (cutting the
+/// response short) and its file is removed.
 fn stream(mut file: File, len: u64, tx: FollowSender, inner: &Inner, key: &KeyId) {
     let mut crc = crc32fast::Hasher::new();
     let mut left = len;
+    let mut held: Option<Bytes> = None;
     while left > 0 {
         let n = (left as usize).min(CHUNK);
         let mut buf = vec![0u8; n];
@@ -581,7 +593,9 @@ fn stream(mut file: File, len: u64, tx: FollowSender, inner: &Inner, key: &KeyId
         }
         crc.update(&buf);
         left -= n as u64;
-        if !tx.data_blocking(Bytes::from(buf)) {
+        if let Some(previous) = held.replace(Bytes::from(buf))
+            && !tx.data_blocking(previous)
+        {
             return;
         }
     }
@@ -591,6 +605,11 @@ fn stream(mut file: File, len: u64, tx: FollowSender, inner: &Inner, key: &KeyId
         metrics::counter!(CACHE_CORRUPT, "storage" => "disk").increment(1);
         inner.remove(key);
         tx.fail();
+        return;
+    }
+    if let Some(last) = held
+        && !tx.data_blocking(last)
+    {
         return;
     }
     tx.end();

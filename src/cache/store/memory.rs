@@ -21,7 +21,7 @@ use crate::metrics::CACHE_EVICTIONS;
 
 /// Bytes an entry costs besides its body and header bytes: the entry and
 /// policy structures, header map tables, moka's node and the key.
-const ENTRY_OVERHEAD: u64 = 1600;
+const ENTRY_OVERHEAD: u64 = 1720;
 /// Bytes each header field costs besides its name and value.
 const FIELD_OVERHEAD: u64 = 64;
 /// A variant index's cost.

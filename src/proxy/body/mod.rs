@@ -6,10 +6,16 @@
 //! - [`tracked`]: a response counted in flight on its endpoint until it
 //!   ends, and cut when the upstream goes quiet;
 //! - [`encoded`]: a response compressed as it streams;
+//! - [`tee`]: a response copied into the proxy cache (and to the requests
+//!   waiting for it) as it streams;
+//! - [`follow`]: a response streamed from the proxy cache: another
+//!   request's upstream response, or a large entry read from disk;
 //! - guarded (here): a response that holds something until it ends.
 
 mod encoded;
+mod follow;
 mod request;
+mod tee;
 mod tracked;
 
 use std::pin::Pin;
@@ -20,7 +26,9 @@ use http::{Response, header};
 use http_body::{Body, Frame, SizeHint};
 
 pub use encoded::EncodedBody;
+pub use follow::Follower;
 pub use request::{FaultProbe, OverLimit, RequestBody};
+pub use tee::{Sink, Tee};
 pub use tracked::Tracked;
 
 use super::error::ProxyError;
@@ -43,6 +51,11 @@ pub enum ResponseBody {
     /// A streamed upstream body, counted in flight on its endpoint until
     /// it ends, and cut when the upstream goes quiet for too long.
     Tracked(Box<Tracked>),
+    /// Another body, copied into the proxy cache as it streams.
+    Tee(Box<Tee>),
+    /// A body the proxy cache streams (a coalesced request's, a large
+    /// entry on disk).
+    Follow(Box<Follower>),
 }
 
 /// Held for as long as a response body is being sent.
@@ -103,6 +116,8 @@ impl Body for ResponseBody {
             ResponseBody::Guarded(b, _) => Pin::new(b.as_mut()).poll_frame(cx),
             ResponseBody::Tracked(t) => t.poll(cx),
             ResponseBody::Encoded(b) => b.poll_encoded(cx),
+            ResponseBody::Tee(t) => t.poll(cx),
+            ResponseBody::Follow(f) => f.poll(cx),
         }
     }
 
@@ -113,6 +128,8 @@ impl Body for ResponseBody {
             ResponseBody::Guarded(b, _) => b.is_end_stream(),
             ResponseBody::Tracked(t) => t.is_end_stream(),
             ResponseBody::Encoded(b) => b.is_done(),
+            ResponseBody::Tee(t) => t.is_end_stream(),
+            ResponseBody::Follow(f) => f.is_end_stream(),
         }
     }
 
@@ -124,6 +141,8 @@ impl Body for ResponseBody {
             ResponseBody::Guarded(b, _) => b.size_hint(),
             ResponseBody::Tracked(t) => t.size_hint(),
             ResponseBody::Encoded(_) => SizeHint::default(),
+            ResponseBody::Tee(t) => t.size_hint(),
+            ResponseBody::Follow(f) => f.size_hint(),
         }
     }
 }
