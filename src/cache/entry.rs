@@ -164,7 +164,7 @@ impl Header {
 /// A decoded value.
 #[derive(Debug)]
 pub enum Decoded {
-    Entry(Meta, Bytes),
+    Entry(Box<Meta>, Bytes),
     Vary(VaryIndex),
 }
 
@@ -190,7 +190,7 @@ pub fn decode(bytes: Bytes) -> Result<Decoded, CodecError> {
     if crc32fast::hash(&body) != want {
         return Err(CodecError::Checksum("body"));
     }
-    Ok(Decoded::Entry(decode_meta(meta)?, body))
+    Ok(Decoded::Entry(Box::new(decode_meta(meta)?), body))
 }
 
 /// Encodes an entry with its body.

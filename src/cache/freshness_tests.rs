@@ -376,7 +376,8 @@ fn stale_while_revalidate_from_the_response_or_the_route() {
     assert_eq!(
         verdict(&e, &[], at(15)),
         Verdict::StaleWhileRevalidate {
-            stale_for: Duration::from_secs(5)
+            stale_for: Duration::from_secs(5),
+            validators: Vec::new()
         }
     );
     assert!(matches!(

@@ -507,7 +507,7 @@ impl Inner {
             });
         }
         let meta = entry::decode_meta(&meta).ok()?;
-        (meta.key == *key && meta.expires_at > now).then(|| Slot {
+        (meta.key == *key && meta.expires_at > now).then_some(Slot {
             size,
             used,
             expires_at: meta.expires_at,

@@ -181,7 +181,7 @@ impl Stores {
     /// What is stored under `key`, if anything usable.
     pub async fn get(&self, storage: Storage, key: &KeyId) -> Option<Loaded> {
         let loaded = match storage {
-            Storage::Memory => self.from_memory(key),
+            Storage::Memory => self.in_memory(key),
             Storage::Disk => match &self.disk {
                 Some(d) => d.get(key).await.unwrap_or_else(|e| {
                     error("disk", "get", &e);
@@ -189,11 +189,11 @@ impl Stores {
                 }),
                 None => None,
             },
-            Storage::Redis | Storage::Memcached => self.from_shared(shared_of(storage)?, key).await,
-            Storage::Tiered(shared) => match self.from_memory(key) {
+            Storage::Redis | Storage::Memcached => self.in_shared(shared_of(storage)?, key).await,
+            Storage::Tiered(shared) => match self.in_memory(key) {
                 Some(l) => Some(l),
                 None => {
-                    let l = self.from_shared(shared, key).await?;
+                    let l = self.in_shared(shared, key).await?;
                     if let Some(v) = memory_value(&l) {
                         self.memory.put(*key, v);
                     }
@@ -210,14 +210,14 @@ impl Stores {
         Some(loaded)
     }
 
-    fn from_memory(&self, key: &KeyId) -> Option<Loaded> {
+    fn in_memory(&self, key: &KeyId) -> Option<Loaded> {
         Some(match self.memory.get(key)? {
             MemValue::Entry(e, b) => Loaded::Entry(e, Body::Full(b)),
             MemValue::Vary(v) => Loaded::Vary((*v).clone()),
         })
     }
 
-    async fn from_shared(&self, shared: Shared, key: &KeyId) -> Option<Loaded> {
+    async fn in_shared(&self, shared: Shared, key: &KeyId) -> Option<Loaded> {
         let (name, got) = match shared {
             Shared::Redis => ("redis", self.redis.as_ref()?.get(key).await),
             Shared::Memcached => ("memcached", self.memcached.as_ref()?.get(key).await),
@@ -232,7 +232,7 @@ impl Stores {
         let loaded = match entry::decode(bytes) {
             Ok(Decoded::Entry(meta, body)) if meta.key == *key => {
                 let len = body.len() as u64;
-                Loaded::Entry(Arc::new(Entry::new(meta, len)), Body::Full(body))
+                Loaded::Entry(Arc::new(Entry::new(*meta, len)), Body::Full(body))
             }
             Ok(Decoded::Vary(v)) => Loaded::Vary(v),
             Ok(Decoded::Entry(..)) | Err(_) => {
