@@ -38,7 +38,7 @@ pub async fn listen(stores: Arc<Stores>) {
                         continue;
                     };
                     if let Some(m) = Message::decode(&text) {
-                        stores.heard(&m);
+                        stores.heard(&m).await;
                     }
                 }
                 warn!("cache purge subscription ended; reconnecting");

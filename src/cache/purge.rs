@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use http::{HeaderMap, HeaderName};
 
 use super::freshness::MAX_RETENTION;
+use super::key::KeyId;
 
 static SURROGATE_KEY: HeaderName = HeaderName::from_static("surrogate-key");
 static CACHE_TAG: HeaderName = HeaderName::from_static("cache-tag");
@@ -106,20 +107,41 @@ impl TagMarks {
     }
 }
 
-/// A purge as published to other replicas: `sg1 ORIGIN AT TAG...`.
+/// A purge as published to other replicas: `sg1 ORIGIN AT t TAG...` for
+/// tags, `sg1 ORIGIN AT k KEY...` for the keys a `PURGE` (or an unsafe
+/// method) removed.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Message {
     pub origin: u64,
     pub at: u64,
-    pub tags: Vec<String>,
+    pub what: Purged,
+}
+
+/// What a purge removed.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Purged {
+    Tags(Vec<String>),
+    Keys(Vec<KeyId>),
 }
 
 impl Message {
     pub fn encode(&self) -> String {
         let mut s = format!("sg1 {:016x} {}", self.origin, self.at);
-        for t in &self.tags {
-            s.push(' ');
-            s.push_str(t);
+        match &self.what {
+            Purged::Tags(tags) => {
+                s.push_str(" t");
+                for t in tags {
+                    s.push(' ');
+                    s.push_str(t);
+                }
+            }
+            Purged::Keys(keys) => {
+                s.push_str(" k");
+                for k in keys {
+                    s.push(' ');
+                    s.push_str(&k.hex());
+                }
+            }
         }
         s
     }
@@ -131,8 +153,18 @@ impl Message {
         }
         let origin = u64::from_str_radix(parts.next()?, 16).ok()?;
         let at = parts.next()?.parse().ok()?;
-        let tags: Vec<String> = parts.filter(|t| valid_tag(t)).map(str::to_owned).collect();
-        (!tags.is_empty()).then_some(Message { origin, at, tags })
+        let what = match parts.next()? {
+            "t" => {
+                let tags: Vec<String> = parts.filter(|t| valid_tag(t)).map(str::to_owned).collect();
+                (!tags.is_empty()).then_some(Purged::Tags(tags))?
+            }
+            "k" => {
+                let keys: Vec<KeyId> = parts.filter_map(KeyId::from_hex).collect();
+                (!keys.is_empty()).then_some(Purged::Keys(keys))?
+            }
+            _ => return None,
+        };
+        Some(Message { origin, at, what })
     }
 }
 
@@ -165,14 +197,22 @@ mod tests {
 
     #[test]
     fn messages_round_trip() {
-        let msg = Message {
+        let tags = Message {
             origin: 0xabc,
             at: 1_700_000_000_000,
-            tags: vec!["a".into(), "b-2".into()],
+            what: Purged::Tags(vec!["a".into(), "b-2".into()]),
         };
-        assert_eq!(Message::decode(&msg.encode()), Some(msg));
+        assert_eq!(Message::decode(&tags.encode()), Some(tags));
+        let keys = Message {
+            origin: 1,
+            at: 2,
+            what: Purged::Keys(vec![KeyId([1; 16]), KeyId([0xfe; 16])]),
+        };
+        assert_eq!(Message::decode(&keys.encode()), Some(keys));
         assert_eq!(Message::decode("hello"), None);
-        assert_eq!(Message::decode("sg1 zz 5 a"), None);
-        assert_eq!(Message::decode("sg1 1 5"), None);
+        assert_eq!(Message::decode("sg1 zz 5 t a"), None);
+        assert_eq!(Message::decode("sg1 1 5 t"), None);
+        assert_eq!(Message::decode("sg1 1 5 k nothex"), None);
+        assert_eq!(Message::decode("sg1 1 5 x a"), None);
     }
 }

@@ -8,6 +8,7 @@
 mod common;
 
 mod coalesce;
+mod config;
 mod disk;
 mod purge;
 mod replicas;

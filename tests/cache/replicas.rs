@@ -107,3 +107,36 @@ async fn tag_purge_reaches_another_replicas_memory() {
     one.shutdown().await;
     two.shutdown().await;
 }
+
+/// `PURGE` on one replica removes the other replicas' copies in memory
+/// too.
+#[tokio::test]
+async fn uri_purge_reaches_another_replicas_memory() {
+    let env = Env::new(Store::Tiered).await;
+    let redis = env.redis.as_ref().unwrap();
+    let app =
+        Capture::with(|r| response("200 OK", &["cache-control: max-age=600"], &r.line())).await;
+    let m = service("app", &[app.addr]) + &cached_route("c", Store::Memory, "allowPurge: true", "");
+    let one = env.gateway(&m).await;
+    let two = env.gateway(&m).await;
+    crate::eventually("both replicas subscribed", async || {
+        redis
+            .raw("PUBSUB NUMSUB sluicegate:cache:purge")
+            .await
+            .ends_with(":2\r\n")
+    })
+    .await;
+    for gw in [&one, &two] {
+        fetch(gw, "c.test", "/u", &[]).await;
+        until_hit(gw, "c.test", "/u", &[]).await;
+    }
+    let r = request(one.http(), "PURGE", "c.test", "/u", &[]).await;
+    assert_eq!(r.status, http::StatusCode::OK);
+    crate::eventually("the purge heard by the second replica", async || {
+        status_of(&fetch(&two, "c.test", "/u", &[]).await).contains("fwd=miss")
+    })
+    .await;
+    assert_eq!(app.count(), 3);
+    one.shutdown().await;
+    two.shutdown().await;
+}

@@ -29,7 +29,7 @@ use super::entry::{self, CodecError, Decoded, Entry, VaryIndex, unix_ms};
 use super::flight::Flights;
 use super::freshness::MAX_RETENTION;
 use super::key::KeyId;
-use super::purge::{Message, TagMarks};
+use super::purge::{Message, Purged, TagMarks};
 use super::rule::{Available, Shared, Storage};
 use crate::metrics::{CACHE_CORRUPT, CACHE_STORE_ERRORS};
 use crate::plugins::limit::redis::RedisTarget;
@@ -381,7 +381,7 @@ impl Stores {
             let message = Message {
                 origin: self.instance,
                 at,
-                tags: tags.clone(),
+                what: Purged::Tags(tags.clone()),
             };
             match r.publish(&message.encode()).await {
                 Ok(()) => report.published = true,
@@ -405,10 +405,39 @@ impl Stores {
         self.disk.as_ref().map_or(0, |d| d.purge_tags(tags, at))
     }
 
+    /// Tells the other replicas (through Redis, when the gateway has it)
+    /// that `keys` were removed, so that they drop their own copies: in
+    /// memory (the memory storage, the front of tiered storages) and on
+    /// disk.
+    pub async fn publish_removal(&self, keys: Vec<KeyId>) {
+        let Some(r) = &self.redis else { return };
+        let message = Message {
+            origin: self.instance,
+            at: unix_ms(SystemTime::now()),
+            what: Purged::Keys(keys),
+        };
+        if let Err(e) = r.publish(&message.encode()).await {
+            error("redis", "publish", &e);
+        }
+    }
+
     /// Applies a purge another replica published.
-    pub fn heard(&self, message: &Message) {
-        if message.origin != self.instance {
-            self.purge_here(&message.tags, message.at);
+    pub async fn heard(&self, message: &Message) {
+        if message.origin == self.instance {
+            return;
+        }
+        match &message.what {
+            Purged::Tags(tags) => {
+                self.purge_here(tags, message.at);
+            }
+            Purged::Keys(keys) => {
+                for k in keys {
+                    self.memory.remove(k);
+                    if let Some(d) = &self.disk {
+                        d.remove(k).await;
+                    }
+                }
+            }
         }
     }
 

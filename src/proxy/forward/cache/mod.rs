@@ -33,7 +33,6 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Status
 use super::Worker;
 use super::plugins::UpstreamChanges;
 use super::request::Matched;
-use crate::cache::CacheRule;
 use crate::cache::entry::{Entry, VaryIndex};
 use crate::cache::flight::{Joined, Leader, Outcome};
 use crate::cache::freshness::{self, Verdict};
@@ -41,6 +40,7 @@ use crate::cache::key::{self, KeyId};
 use crate::cache::status::{CacheStatus, Fwd};
 use crate::cache::store::{Body, Loaded, Stores};
 use crate::cache::template::Vars;
+use crate::cache::{CacheRule, Storage};
 use crate::metrics::{CacheMetrics, CacheResult};
 use crate::proxy::body::ResponseBody;
 use crate::proxy::error::ProxyError;
@@ -352,16 +352,24 @@ async fn lookup(ctx: &Ctx, headers: &HeaderMap) -> Lookup {
 }
 
 /// Removes the entries of the request's URI for `GET` and `HEAD` (the
-/// variant index with them, which makes every variant unreachable).
-/// Returns how many were there.
+/// variant index with them, which makes every variant unreachable), here
+/// and, through Redis, in the other replicas' memory and disk. Returns
+/// how many were here.
 async fn purge(ctx: &Ctx, consumer: Option<&str>, text: &[u8]) -> usize {
     let storage = ctx.rule().storage;
     let mut n = 0;
-    for m in [Method::GET, Method::HEAD] {
-        let k = key::primary(&ctx.route.name, &m, consumer, text);
-        if ctx.stores.remove(storage, &k).await {
+    let keys =
+        [Method::GET, Method::HEAD].map(|m| key::primary(&ctx.route.name, &m, consumer, text));
+    for k in &keys {
+        if ctx.stores.remove(storage, k).await {
             n += 1;
         }
+    }
+    if matches!(
+        storage,
+        Storage::Memory | Storage::Disk | Storage::Tiered(_)
+    ) {
+        ctx.stores.publish_removal(keys.to_vec()).await;
     }
     n
 }
