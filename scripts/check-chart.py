@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """Checks charts/sluicegate without a cluster or a helm binary:
 
-- `helm lint --strict` with the default values and with every ci/*-values.yaml;
+- `helm lint --strict` with the default values, values-kind.yaml and every
+  ci/*-values.yaml;
 - values.schema.json accepts the defaults and rejects misspelt keys and
   wrong types, at validation and at render time;
-- the chart renders with the defaults and with several sets of non-default
+- the chart renders with the defaults, with values-kind.yaml (which must
+  match manifests/kind/cluster.yaml) and with several sets of non-default
   values; every document is a Kubernetes object (apiVersion, kind,
   metadata.name) with valid names and labels, and the kinds the chart uses
   have the expected structure (unknown fields are errors);
@@ -879,11 +881,46 @@ def cache_expectations(r: sc.Rendered) -> list[str]:
     return errs
 
 
+def kind_expectations(r: sc.Rendered) -> list[str]:
+    """values-kind.yaml: the local image, never pulled; a NodePort Service on
+    the node ports that manifests/kind/cluster.yaml maps to the host."""
+    dep = r.one("Deployment").obj
+    c = dep["spec"]["template"]["spec"]["containers"][0]
+    env = env_of(r)
+    svc = next(s for s in r.of_kind("Service") if s.name == r.one("Deployment").name).obj["spec"]
+    node_ports = {p["name"]: p.get("nodePort") for p in svc["ports"]}
+    cluster = sc.parse_yaml(sc.KIND_CLUSTER.read_text())
+    mapped = {
+        m["containerPort"]: m["hostPort"]
+        for n in cluster.get("nodes", [])
+        for m in n.get("extraPortMappings", [])
+    }
+    errs: list[str] = []
+    errs += expect(c["image"] == "sluicegate:dev", f"the locally built image, got {c['image']}")
+    errs += expect(c.get("imagePullPolicy") == "Never", "kind-loaded images are never pulled")
+    errs += expect(dep["spec"].get("replicas") == 1, "one replica on one node")
+    errs += expect(not r.of_kind("PodDisruptionBudget"), "no PDB for a single replica")
+    errs += expect(svc["type"] == "NodePort", "NodePort: kind has no load balancer")
+    errs += expect(
+        node_ports == {"http": 30080, "https": 30443}, f"fixed node ports, got {node_ports}"
+    )
+    errs += expect(
+        all(port in mapped for port in node_ports.values()),
+        f"manifests/kind/cluster.yaml maps the node ports {sorted(node_ports.values())}, maps {mapped}",
+    )
+    errs += expect(
+        env.get("SLUICEGATE_PUBLISH_ADDRESSES") == "127.0.0.1" and "SLUICEGATE_PUBLISH_SERVICE" not in env,
+        "Ingresses show 127.0.0.1",
+    )
+    return errs
+
+
 def scenarios() -> list[Scenario]:
     all_features = sc.load_values(sc.ALL_FEATURES_VALUES)
     return [
         ("defaults", {}, defaults_expectations),
         ("ci/all-features-values.yaml", all_features, all_features_expectations),
+        ("values-kind.yaml", sc.load_values(sc.KIND_VALUES), kind_expectations),
         (
             "minimal: no RBAC, ServiceAccount, Service, metrics, IngressClass; crds.keep=false; no resources",
             {
@@ -989,7 +1026,7 @@ def main() -> int:
     report = Report()
 
     # Lint, as `helm lint --strict` (warnings fail too).
-    value_files = [("defaults", None)] + [
+    value_files = [("defaults", None), (sc.rel(sc.KIND_VALUES), sc.load_values(sc.KIND_VALUES))] + [
         (sc.rel(p), sc.load_values(p)) for p in sorted((sc.CHART / "ci").glob("*-values.yaml"))
     ]
     for label, values in value_files:

@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::api::{ByteSize, Duration};
 use crate::cache::StoreSettings;
 use crate::controller::{ControllerConfig, Publish};
-use crate::gateway::GatewayConfig;
+use crate::gateway::{GatewayConfig, LogTarget, TelemetryConfig};
 use crate::http::client::PoolConfig;
 use crate::plugins::limit::redis::RedisTarget;
 use crate::proxy::{Http2Settings, ProxySettings};
@@ -18,6 +18,7 @@ use crate::routing::EncodedSlashes;
 use crate::source::dns::DnsSettings;
 use crate::source::kube::WatchScope;
 use crate::status::lease::{LeaseConfig, LeaseConfigError};
+use crate::telemetry::{access_log, trace};
 use crate::translate::{ObjectKey, TranslateOptions};
 
 #[derive(Debug, Parser)]
@@ -52,6 +53,9 @@ pub enum Command {
         #[command(flatten)]
         gateway: GatewayArgs,
     },
+    /// Validate manifests offline (for CI before a GitOps sync): exit 1 on
+    /// errors, or on warnings with --strict.
+    Check(crate::check::CheckArgs),
     /// Run the gateway on the demo manifests with two echo backends.
     Demo {
         /// Manifest directory; the built-in copies are used when it does
@@ -385,6 +389,51 @@ pub struct GatewayArgs {
     /// `decode` (separators).
     #[arg(long, env = "SLUICEGATE_PATH_ENCODED_SLASHES", default_value = "keep")]
     pub path_encoded_slashes: EncodedSlashes,
+    /// Access log: `off`, `stdout`, or a file to append to.
+    #[arg(long, env = "SLUICEGATE_ACCESS_LOG", default_value = "off")]
+    pub access_log: String,
+    /// Access log line format: `json` or `text` (logfmt).
+    #[arg(long, env = "SLUICEGATE_ACCESS_LOG_FORMAT", default_value = "json")]
+    pub access_log_format: access_log::Format,
+    /// Access log fields, comma-separated, in the order written; all when
+    /// empty. Fields: time, client, method, host, path, protocol, status,
+    /// request_bytes, response_bytes, route, upstream, attempts,
+    /// duration_ms, upstream_ms, consumer, request_id, trace_id,
+    /// answered_by, user_agent.
+    #[arg(long, env = "SLUICEGATE_ACCESS_LOG_FIELDS", value_delimiter = ',')]
+    pub access_log_fields: Vec<access_log::Field>,
+    /// The share of requests answered under 400 that are logged, 0 to 1;
+    /// errors are always logged.
+    #[arg(long, env = "SLUICEGATE_ACCESS_LOG_SAMPLE", default_value_t = 1.0)]
+    pub access_log_sample: f64,
+    /// OTLP endpoint for traces, e.g. `http://otel-collector:4317` (gRPC)
+    /// or `http://otel-collector:4318/v1/traces` (HTTP); no tracing when
+    /// unset.
+    #[arg(long, env = "SLUICEGATE_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+    /// OTLP protocol: `grpc` or `http/protobuf`.
+    #[arg(long, env = "SLUICEGATE_OTLP_PROTOCOL", default_value = "grpc")]
+    pub otlp_protocol: trace::Protocol,
+    /// The share of new traces sampled, 0 to 1; a request that carries a
+    /// sampling decision in `traceparent` keeps it.
+    #[arg(long, env = "SLUICEGATE_TRACE_SAMPLE_RATIO", default_value_t = 0.01)]
+    pub trace_sample_ratio: f64,
+    /// The `service.name` of exported spans.
+    #[arg(long, env = "SLUICEGATE_SERVICE_NAME", default_value = "sluicegate")]
+    pub service_name: String,
+    /// Metric labels to drop from every series, comma-separated (e.g.
+    /// `route,plugin`): fewer series, less detail.
+    #[arg(
+        long,
+        env = "SLUICEGATE_METRICS_DISABLED_LABELS",
+        value_delimiter = ','
+    )]
+    pub metrics_disabled_labels: Vec<String>,
+    /// Per-route detail of the histograms: `basic` (latency per route;
+    /// sizes, upstream latency and plugin time overall or per plugin) or
+    /// `full` (all of them per route).
+    #[arg(long, env = "SLUICEGATE_METRICS_DETAIL", default_value = "basic")]
+    pub metrics_detail: crate::metrics::Detail,
     /// On SIGTERM, how long in-flight requests may still run.
     #[arg(long, env = "SLUICEGATE_SHUTDOWN_GRACE", default_value = "25s")]
     pub shutdown_grace: Duration,
@@ -500,6 +549,29 @@ impl GatewayArgs {
             dns: DnsSettings {
                 server: self.dns_server,
                 ..DnsSettings::default()
+            },
+            telemetry: TelemetryConfig {
+                access_log: match self.access_log.as_str() {
+                    "off" | "" => None,
+                    target => Some((
+                        if target == "stdout" || target == "-" {
+                            LogTarget::Stdout
+                        } else {
+                            LogTarget::File(target.into())
+                        },
+                        access_log::Settings {
+                            format: self.access_log_format,
+                            fields: self.access_log_fields.clone(),
+                            sample: self.access_log_sample,
+                        },
+                    )),
+                },
+                tracing: self.otlp_endpoint.as_ref().map(|endpoint| trace::Settings {
+                    endpoint: endpoint.clone(),
+                    protocol: self.otlp_protocol,
+                    ratio: self.trace_sample_ratio,
+                    service_name: self.service_name.clone(),
+                }),
             },
         }
     }

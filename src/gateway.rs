@@ -15,12 +15,14 @@ use tracing::{info, warn};
 
 use crate::admin::AdminServer;
 use crate::cache::{StoreSettings, Stores};
+use crate::http::dns::Resolver;
 use crate::metrics as m;
 use crate::proxy::{ProxyServer, ProxySettings, Shared};
 use crate::routing::{RouteTable, TableSpec, UpstreamRegistry};
 use crate::source::dns::{self, DnsResolver, DnsSettings};
 use crate::source::health::WatchHealth;
 use crate::source::standalone::{self, DirSource, SourceIssue};
+use crate::telemetry::{Telemetry, access_log, trace};
 use crate::translate::{self, ClusterState, Diagnostics, Severity, TranslateOptions};
 
 /// What `/routes` shows: the live table and everything wrong with the
@@ -52,10 +54,21 @@ pub struct Publisher {
     reported: Mutex<HashSet<String>>,
     /// The watches' health, in Kubernetes mode.
     watch_health: OnceLock<Arc<WatchHealth>>,
+    /// Label sets of the diagnostics gauges last set, so that those no
+    /// longer present are cleared.
+    gauges: Mutex<PublishedGauges>,
+}
+
+#[derive(Default)]
+struct PublishedGauges {
+    diagnostics: HashSet<(&'static str, String)>,
 }
 
 impl Publisher {
     pub fn new(options: TranslateOptions) -> Arc<Self> {
+        // The recorder first: the first table's metrics are set before the
+        // admin server starts.
+        crate::admin::metrics::handle();
         Arc::new(Publisher {
             table: Arc::new(ArcSwap::from_pointee(RouteTable::default())),
             registry: Arc::new(UpstreamRegistry::new()),
@@ -67,6 +80,7 @@ impl Publisher {
             generation: AtomicU64::new(0),
             reported: Mutex::new(HashSet::new()),
             watch_health: OnceLock::new(),
+            gauges: Mutex::default(),
         })
     }
 
@@ -145,7 +159,15 @@ impl Publisher {
                 .count();
         metrics::counter!(m::TABLE_UPDATES).increment(1);
         metrics::gauge!(m::TABLE_ROUTES).set(routes as f64);
-        metrics::gauge!(m::CONFIG_DIAGNOSTICS, "severity" => "error").set(errors as f64);
+        metrics::gauge!(m::CONFIG_DIAGNOSTICS, m::labels(&[("severity", "error")]))
+            .set(errors as f64);
+        metrics::gauge!(m::TABLE_GENERATION).set(generation as f64);
+        metrics::gauge!(m::CONFIG_LAST_RELOAD).set(
+            SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64()),
+        );
+        self.publish_gauges(&translation);
         info!(
             generation,
             routes,
@@ -166,6 +188,50 @@ impl Publisher {
         view
     }
 
+    /// Objects with diagnostics by kind and reason, and each certificate's
+    /// expiry; gauges of label sets that went away are cleared.
+    fn publish_gauges(&self, translation: &translate::Translation) {
+        let mut by_reason: std::collections::HashMap<(&'static str, String), HashSet<String>> =
+            Default::default();
+        for d in translation.diagnostics.iter() {
+            by_reason
+                .entry((d.object.kind.as_str(), format!("{:?}", d.reason)))
+                .or_default()
+                .insert(format!("{}/{}", d.object.namespace, d.object.name));
+        }
+        let mut certificates = std::collections::HashMap::new();
+        for c in &translation.table.tls {
+            if let Some(t) = c.not_after {
+                certificates.insert(c.secret.clone(), t);
+            }
+        }
+        let mut last = self.gauges.lock().unwrap_or_else(PoisonError::into_inner);
+        for gone in last
+            .diagnostics
+            .iter()
+            .filter(|k| !by_reason.contains_key(*k))
+        {
+            metrics::gauge!(
+                m::CONFIG_OBJECTS_WITH_DIAGNOSTICS,
+                m::labels(&[("kind", gone.0), ("reason", &gone.1)])
+            )
+            .set(0.0);
+        }
+        for ((kind, reason), objects) in &by_reason {
+            metrics::gauge!(
+                m::CONFIG_OBJECTS_WITH_DIAGNOSTICS,
+                m::labels(&[("kind", kind), ("reason", reason)])
+            )
+            .set(objects.len() as f64);
+        }
+        for (secret, t) in &certificates {
+            metrics::gauge!(m::CERTIFICATE_EXPIRY, m::labels(&[("secret", secret)])).set(*t as f64);
+        }
+        // A certificate no longer used stops being reported once its
+        // series goes idle; setting it to 0 would read as "expired".
+        last.diagnostics = by_reason.into_keys().collect();
+    }
+
     fn report(&self, diagnostics: &Diagnostics, issues: &[SourceIssue]) {
         let mut reported = self.reported.lock().unwrap_or_else(PoisonError::into_inner);
         let mut current = HashSet::new();
@@ -175,6 +241,9 @@ impl Publisher {
             .chain(issues.iter().map(|i| (i.severity, i.to_string())))
         {
             if !reported.contains(&text) {
+                if severity == Severity::Error && issues.iter().any(|i| i.to_string() == text) {
+                    metrics::counter!(m::CONFIG_RELOAD_FAILURES).increment(1);
+                }
                 match severity {
                     Severity::Error => warn!(problem = %text, "configuration rejected"),
                     Severity::Warning => warn!(problem = %text, "configuration warning"),
@@ -223,9 +292,61 @@ pub struct GatewayConfig {
     pub proxy: ProxySettings,
     pub translate: TranslateOptions,
     pub dns: DnsSettings,
+    pub telemetry: TelemetryConfig,
     /// The proxy cache's storages (routes may only name those the
     /// translate options list as available).
     pub cache: StoreSettings,
+}
+
+/// Where the access log goes.
+#[derive(Clone, Debug)]
+pub enum LogTarget {
+    Stdout,
+    File(PathBuf),
+}
+
+/// The access log and tracing, each off unless configured.
+#[derive(Clone, Debug, Default)]
+pub struct TelemetryConfig {
+    pub access_log: Option<(LogTarget, access_log::Settings)>,
+    pub tracing: Option<trace::Settings>,
+}
+
+impl TelemetryConfig {
+    /// Starts what is configured; tracing exports from the current runtime.
+    fn start(&self) -> Result<Telemetry, StartError> {
+        let access_log = match &self.access_log {
+            None => None,
+            Some((target, settings)) => {
+                let out: Box<dyn std::io::Write + Send> = match target {
+                    LogTarget::Stdout => Box::new(std::io::stdout()),
+                    LogTarget::File(path) => Box::new(
+                        std::fs::OpenOptions::new()
+                            .create(true)
+                            .append(true)
+                            .open(path)
+                            .map_err(|source| StartError::AccessLog {
+                                path: path.clone(),
+                                source,
+                            })?,
+                    ),
+                };
+                Some(
+                    access_log::AccessLog::start(settings.clone(), out).map_err(|source| {
+                        StartError::AccessLog {
+                            path: PathBuf::from("-"),
+                            source,
+                        }
+                    })?,
+                )
+            }
+        };
+        let tracer = match &self.tracing {
+            None => None,
+            Some(settings) => Some(trace::Tracer::start(settings).map_err(StartError::Tracing)?),
+        };
+        Ok(Telemetry { access_log, tracer })
+    }
 }
 
 impl Default for GatewayConfig {
@@ -239,6 +360,7 @@ impl Default for GatewayConfig {
             translate: TranslateOptions::default(),
             dns: DnsSettings::default(),
             cache: StoreSettings::default(),
+            telemetry: TelemetryConfig::default(),
         }
     }
 }
@@ -264,10 +386,19 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot open the access log {path}: {source}")]
+    AccessLog {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("tracing: {0}")]
+    Tracing(String),
 }
 
 /// A running proxy and admin server around one publisher, and the DNS
-/// resolver that fills its upstreams outside the cluster.
+/// resolver that fills its upstreams outside the cluster and answers its
+/// own calls (forwardAuth, JWKS).
 pub struct Gateway {
     publisher: Arc<Publisher>,
     proxy: ProxyServer,
@@ -276,6 +407,7 @@ pub struct Gateway {
     cache: Arc<Stores>,
     /// Hears tag purges from other replicas.
     cache_bus: tokio::task::JoinHandle<()>,
+    resolver: Resolver,
 }
 
 impl Gateway {
@@ -303,12 +435,24 @@ impl Gateway {
             table: publisher.table(),
             settings: Arc::new(config.proxy.clone()),
             cache: cache.clone(),
+            telemetry: Arc::new(config.telemetry.start()?),
         });
-        let proxy = ProxyServer::start(config.http_addr, config.https_addr, config.workers, shared)
-            .map_err(|source| StartError::Bind {
-                addr: config.http_addr,
-                source,
-            })?;
+        // Owned by a task of this runtime, which outlives the workers; the
+        // workers ask it, and so does everything else in the process that
+        // resolves a name (the last gateway started wins).
+        let resolver = Resolver::start(&config.dns);
+        crate::http::dns::install(&resolver);
+        let proxy = ProxyServer::start(
+            config.http_addr,
+            config.https_addr,
+            config.workers,
+            shared,
+            Some(resolver.clone()),
+        )
+        .map_err(|source| StartError::Bind {
+            addr: config.http_addr,
+            source,
+        })?;
         let cache_bus = tokio::spawn(crate::cache::bus::listen(cache.clone()));
         let admin = AdminServer::start(config.admin_addr, publisher.clone(), cache.clone())
             .await
@@ -316,7 +460,8 @@ impl Gateway {
                 addr: config.admin_addr,
                 source,
             })?;
-        let dns = DnsResolver::start(
+        let dns = DnsResolver::start_with(
+            resolver.clone(),
             config.dns.clone(),
             publisher.registry_handle(),
             publisher.dns_targets(),
@@ -328,6 +473,7 @@ impl Gateway {
             dns,
             cache,
             cache_bus,
+            resolver,
         })
     }
 
@@ -356,6 +502,7 @@ impl Gateway {
     pub async fn shutdown(self) {
         drop(self.dns);
         self.cache_bus.abort();
+        crate::http::dns::uninstall(&self.resolver);
         self.admin.stop();
         self.proxy.shutdown().await;
     }

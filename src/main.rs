@@ -16,6 +16,12 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // `check` prints its report on stdout and needs neither logs nor a
+    // runtime.
+    let command = match cli.command {
+        Command::Check(args) => return sluicegate::check::main(&args),
+        command => command,
+    };
     let filter = EnvFilter::try_new(log_directives(&cli.log.log_level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     match cli.log.log_format {
@@ -43,7 +49,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli.command)) {
+    match runtime.block_on(run(command)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e:#}");
@@ -67,6 +73,14 @@ fn log_directives(level: &str) -> String {
 async fn run(command: Command) -> anyhow::Result<()> {
     // Handlers first, so that a SIGTERM during startup is not lost.
     let signal = shutdown_signal()?;
+    // Before any series is registered.
+    if let Command::Standalone { gateway, .. }
+    | Command::Controller { gateway, .. }
+    | Command::Demo { gateway, .. } = &command
+    {
+        sluicegate::metrics::disable_labels(gateway.metrics_disabled_labels.clone());
+        sluicegate::metrics::set_detail(gateway.metrics_detail);
+    }
     match command {
         Command::Standalone { config, gateway } => {
             let sa = Standalone::start(gateway.config(), config).await?;
@@ -94,6 +108,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
             info!("shutting down: releasing the lease, draining in-flight requests");
             controller.shutdown().await;
         }
+        // Handled in main, before logging and the runtime start.
+        Command::Check(_) => anyhow::bail!("check runs without the runtime"),
         Command::Demo { dir, gateway } => {
             let demo = Demo::start(gateway.config(), &dir).await?;
             println!("{}", demo.instructions());

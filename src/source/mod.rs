@@ -10,4 +10,5 @@ pub mod dns;
 pub mod health;
 pub mod kube;
 pub mod manifest;
+pub mod schema;
 pub mod standalone;

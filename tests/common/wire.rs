@@ -37,6 +37,14 @@ impl Listener {
             Listener::Tls => gw.https(),
         }
     }
+
+    /// Where clients of this listener connect.
+    pub fn to(self, gw: &TestGateway) -> super::To {
+        match self {
+            Listener::Plain => super::To::Plain(gw.http()),
+            Listener::Tls => super::To::Tls(gw.https()),
+        }
+    }
 }
 
 /// Runs each named `async fn(Listener)` of the calling test file on the

@@ -249,7 +249,11 @@ impl Inner {
             }
             Err(why) => {
                 debug!(file = %path.display(), %why, "cache file unusable; removed");
-                metrics::counter!(CACHE_CORRUPT, "storage" => "disk").increment(1);
+                metrics::counter!(
+                    CACHE_CORRUPT,
+                    crate::metrics::labels(&[("storage", "disk")])
+                )
+                .increment(1);
                 self.remove(key);
                 Ok(None)
             }
@@ -427,8 +431,11 @@ impl Inner {
                 }
             };
             let _ = std::fs::remove_file(self.path(&key));
-            metrics::counter!(CACHE_EVICTIONS, "route" => route.to_string(), "storage" => "disk")
-                .increment(1);
+            metrics::counter!(
+                CACHE_EVICTIONS,
+                crate::metrics::labels(&[("route", &route), ("storage", "disk")])
+            )
+            .increment(1);
         }
     }
 
@@ -602,7 +609,11 @@ fn stream(mut file: File, len: u64, tx: FollowSender, inner: &Inner, key: &KeyId
     let mut trailer = [0u8; TRAILER_LEN];
     if file.read_exact(&mut trailer).is_err() || u32::from_le_bytes(trailer) != crc.finalize() {
         warn!(key = ?key, "cache file body does not match its checksum; removed");
-        metrics::counter!(CACHE_CORRUPT, "storage" => "disk").increment(1);
+        metrics::counter!(
+            CACHE_CORRUPT,
+            crate::metrics::labels(&[("storage", "disk")])
+        )
+        .increment(1);
         inner.remove(key);
         tx.fail();
         return;

@@ -125,8 +125,11 @@ impl Memory {
                         MemValue::Entry(e, _) => e.meta.route.to_string(),
                         MemValue::Vary(_) => String::new(),
                     };
-                    metrics::counter!(CACHE_EVICTIONS, "route" => route, "storage" => "memory")
-                        .increment(1);
+                    metrics::counter!(
+                        CACHE_EVICTIONS,
+                        crate::metrics::labels(&[("route", &route), ("storage", "memory")])
+                    )
+                    .increment(1);
                 }
             })
             .build_with_hasher(foldhash::fast::RandomState::default());

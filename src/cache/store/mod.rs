@@ -151,7 +151,11 @@ pub struct Stores {
 
 fn error(storage: &'static str, op: &'static str, e: &StoreError) {
     debug!(storage, op, error = %e, "cache storage call failed");
-    metrics::counter!(CACHE_STORE_ERRORS, "storage" => storage, "op" => op).increment(1);
+    metrics::counter!(
+        CACHE_STORE_ERRORS,
+        crate::metrics::labels(&[("storage", storage), ("op", op)])
+    )
+    .increment(1);
 }
 
 impl Stores {
@@ -237,7 +241,8 @@ impl Stores {
             Ok(Decoded::Vary(v)) => Loaded::Vary(v),
             Ok(Decoded::Entry(..)) | Err(_) => {
                 warn!(storage = name, key = ?key, "unusable cache value; removed");
-                metrics::counter!(CACHE_CORRUPT, "storage" => name).increment(1);
+                metrics::counter!(CACHE_CORRUPT, crate::metrics::labels(&[("storage", name)]))
+                    .increment(1);
                 self.remove_shared(shared, key).await;
                 return None;
             }
@@ -476,12 +481,25 @@ impl Stores {
         use crate::metrics::{CACHE_BYTES, CACHE_ENTRIES};
         self.memory.sync();
         let (entries, bytes) = self.memory.usage();
-        metrics::gauge!(CACHE_BYTES, "storage" => "memory").set(bytes as f64);
-        metrics::gauge!(CACHE_ENTRIES, "storage" => "memory").set(entries as f64);
+        metrics::gauge!(
+            CACHE_BYTES,
+            crate::metrics::labels(&[("storage", "memory")])
+        )
+        .set(bytes as f64);
+        metrics::gauge!(
+            CACHE_ENTRIES,
+            crate::metrics::labels(&[("storage", "memory")])
+        )
+        .set(entries as f64);
         if let Some(d) = &self.disk {
             let (entries, bytes) = d.usage();
-            metrics::gauge!(CACHE_BYTES, "storage" => "disk").set(bytes as f64);
-            metrics::gauge!(CACHE_ENTRIES, "storage" => "disk").set(entries as f64);
+            metrics::gauge!(CACHE_BYTES, crate::metrics::labels(&[("storage", "disk")]))
+                .set(bytes as f64);
+            metrics::gauge!(
+                CACHE_ENTRIES,
+                crate::metrics::labels(&[("storage", "disk")])
+            )
+            .set(entries as f64);
         }
     }
 }

@@ -10,10 +10,13 @@
 //!   waiting for it) as it streams;
 //! - [`follow`]: a response streamed from the proxy cache: another
 //!   request's upstream response, or a large entry read from disk;
+//! - [`observed`]: a response whose size and end are reported (metrics,
+//!   access log, spans);
 //! - guarded (here): a response that holds something until it ends.
 
 mod encoded;
 mod follow;
+mod observed;
 mod request;
 mod tee;
 mod tracked;
@@ -27,6 +30,7 @@ use http_body::{Body, Frame, SizeHint};
 
 pub use encoded::EncodedBody;
 pub use follow::Follower;
+pub use observed::{Observed, OnEnd};
 pub use request::{FaultProbe, OverLimit, RequestBody};
 pub use tee::{Sink, Tee};
 pub use tracked::Tracked;
@@ -56,6 +60,8 @@ pub enum ResponseBody {
     /// A body the proxy cache streams (a coalesced request's, a large
     /// entry on disk).
     Follow(Box<Follower>),
+    /// A body of unknown size, counted, whose end is reported.
+    Observed(Box<Observed>),
 }
 
 /// Held for as long as a response body is being sent.
@@ -118,6 +124,7 @@ impl Body for ResponseBody {
             ResponseBody::Encoded(b) => b.poll_encoded(cx),
             ResponseBody::Tee(t) => t.poll(cx),
             ResponseBody::Follow(f) => f.poll(cx),
+            ResponseBody::Observed(o) => o.poll(cx),
         }
     }
 
@@ -130,6 +137,7 @@ impl Body for ResponseBody {
             ResponseBody::Encoded(b) => b.is_done(),
             ResponseBody::Tee(t) => t.is_end_stream(),
             ResponseBody::Follow(f) => f.is_end_stream(),
+            ResponseBody::Observed(o) => o.is_end_stream(),
         }
     }
 
@@ -143,6 +151,7 @@ impl Body for ResponseBody {
             ResponseBody::Encoded(_) => SizeHint::default(),
             ResponseBody::Tee(t) => t.size_hint(),
             ResponseBody::Follow(f) => f.size_hint(),
+            ResponseBody::Observed(o) => o.size_hint(),
         }
     }
 }

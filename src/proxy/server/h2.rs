@@ -68,6 +68,7 @@ pub async fn serve<T, H>(
 {
     let settings = &server.settings;
     let peer = client.peer_ip;
+    let _counted = super::Counted::open(client.tls, "h2");
     let origin = Instant::now();
     let signals = Arc::new(Signals::default());
     let streams = Streams::new(origin);

@@ -31,6 +31,7 @@ use std::time::{Instant, SystemTime};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
 
 use super::Worker;
+use super::observe::Exchange;
 use super::plugins::UpstreamChanges;
 use super::request::Matched;
 use crate::cache::entry::{Entry, VaryIndex};
@@ -46,6 +47,10 @@ use crate::proxy::body::ResponseBody;
 use crate::proxy::error::ProxyError;
 use crate::proxy::server::{ClientBody, ClientInfo};
 use crate::routing::Route;
+
+/// The request body's size when known, else where it is counted (for
+/// the access log and metrics): set when the request goes upstream.
+pub(super) type BodyFacts = Option<(Option<u64>, Option<crate::proxy::body::FaultProbe>)>;
 
 /// What the stage knows of one request once its key is made; owned, so
 /// that a background refresh can take it along.
@@ -161,10 +166,14 @@ pub(super) async fn serve(
     started: Instant,
     changes: Option<UpstreamChanges>,
     consumer: Option<&str>,
+    exchange: Option<&mut Exchange>,
+    body_facts: &mut BodyFacts,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let route = matched.route.clone();
     let Some(cache) = &route.cache else {
-        return worker.forward(matched, req, client, started, changes).await;
+        return worker
+            .forward(matched, req, client, started, changes, exchange, body_facts)
+            .await;
     };
     let rule = &*cache.rule;
     let consumer = consumer.filter(|_| rule.consumer_isolation);
@@ -195,7 +204,7 @@ pub(super) async fn serve(
         ctx.record(CacheResult::Bypass);
         let invalidate = !is_safe(&method);
         let mut resp = worker
-            .forward(matched, req, client, started, changes)
+            .forward(matched, req, client, started, changes, exchange, body_facts)
             .await?;
         if invalidate && (resp.status().is_success() || resp.status().is_redirection()) {
             purge(&ctx, consumer, &text).await;
@@ -211,7 +220,10 @@ pub(super) async fn serve(
             fwd: Fwd::Bypass,
             index: None,
         };
-        return fetch(worker, &ctx, matched, req, client, started, changes, plan).await;
+        return fetch(
+            worker, &ctx, matched, req, client, started, changes, plan, exchange, body_facts,
+        )
+        .await;
     }
 
     let mut looked_again = false;
@@ -316,7 +328,10 @@ pub(super) async fn serve(
             fwd,
             index,
         };
-        return fetch(worker, &ctx, matched, req, client, started, changes, plan).await;
+        return fetch(
+            worker, &ctx, matched, req, client, started, changes, plan, exchange, body_facts,
+        )
+        .await;
     }
 }
 
@@ -387,6 +402,8 @@ pub(super) async fn fetch(
     started: Instant,
     mut changes: Option<UpstreamChanges>,
     plan: Plan,
+    exchange: Option<&mut Exchange>,
+    body_facts: &mut BodyFacts,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let Plan {
         mut stale,
@@ -404,7 +421,9 @@ pub(super) async fn fetch(
                 .map(|(n, v)| (n.clone(), Some(v.clone()))),
         );
     }
-    let result = worker.forward(matched, req, client, started, changes).await;
+    let result = worker
+        .forward(matched, req, client, started, changes, exchange, body_facts)
+        .await;
     let now = SystemTime::now();
     let resp = match result {
         Ok(resp) => resp,

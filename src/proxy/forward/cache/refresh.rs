@@ -62,6 +62,8 @@ pub(super) fn spawn(
             Instant::now(),
             changes,
             plan,
+            None,
+            &mut None,
         )
         .await
         {
