@@ -184,3 +184,52 @@ async fn large_bodies_stream_from_disk_and_are_checked() {
     assert_eq!(r.text(), body);
     gw.shutdown().await;
 }
+
+/// Past `--cache-disk-size`, the least recently used files go (down to
+/// 90% of the bound); an entry read since it was stored stays.
+#[tokio::test]
+async fn the_size_bound_evicts_the_least_recently_used() {
+    let env = Env::new(Store::Disk).await;
+    let dir = env.disk.as_ref().unwrap().path().to_path_buf();
+    let body = "x".repeat(8 << 10);
+    let app =
+        Capture::with(move |_| response("200 OK", &["cache-control: max-age=600"], &body)).await;
+    let m = service("app", &[app.addr]) + &cached_route("c", Store::Disk, "", "");
+    let bound: u64 = 40 << 10;
+    let mut config = env.config();
+    config.cache.disk = Some((dir.clone(), bound));
+    let gw = TestGateway::start_with(&m, config).await;
+    let size = |paths: &[PathBuf]| -> u64 {
+        paths
+            .iter()
+            .map(|p| std::fs::metadata(p).map_or(0, |m| m.len()))
+            .sum()
+    };
+    for n in 0..4 {
+        fetch(&gw, "c.test", &format!("/{n}"), &[]).await;
+        stored(&gw).await;
+        crate::eventually("the file written", async || files(&dir).len() == n + 1).await;
+    }
+    let one = size(&files(&dir)) / 4;
+    assert!(
+        4 * one < bound && 5 * one > bound,
+        "entry files of {one} bytes"
+    );
+    // /0 is read again: /1 is now the least recently used.
+    until_hit(&gw, "c.test", "/0", &[]).await;
+    fetch(&gw, "c.test", "/4", &[]).await;
+    stored(&gw).await;
+    crate::eventually("eviction down to 90% of the bound", async || {
+        let f = files(&dir);
+        size(&f) <= bound / 10 * 9 && f.len() == 4
+    })
+    .await;
+    for n in [0, 2, 3, 4] {
+        let r = fetch(&gw, "c.test", &format!("/{n}"), &[]).await;
+        assert!(status_of(&r).contains("; hit"), "/{n}: {}", status_of(&r));
+    }
+    let r = fetch(&gw, "c.test", "/1", &[]).await;
+    assert!(status_of(&r).contains("fwd=miss"), "/1: {}", status_of(&r));
+    assert_eq!(r.text().len(), 8 << 10);
+    gw.shutdown().await;
+}
