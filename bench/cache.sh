@@ -446,7 +446,7 @@ EOF
 
 log "machine: $(lscpu | awk -F: '/^Model name/ {gsub(/^ +/, "", $2); print $2; exit}'), $(nproc --all) CPUs, kernel $(uname -r)"
 log "proxy on CPU $PROXY_CPU; wrk ($THREADS thread(s), $CONNECTIONS connections), backend and redis-server on CPU $LOAD_CPU"
-log "nginx $("$NGINX" -v 2>&1 | sed 's/.*\///'), $(redis-server --version | awk '{print $3}'), sluicegate $SG"
+log "nginx $("$NGINX" -v 2>&1 | sed 's/.*\///'), redis $(redis-server --version | awk '{sub(/^v=/, "", $3); print $3}'), sluicegate $SG"
 log "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 case $MODE in
 hits) hits ;;
