@@ -1075,6 +1075,29 @@ def podmonitor_expectations(r: sc.Rendered) -> list[str]:
     return errs
 
 
+def cache_expectations(r: sc.Rendered) -> list[str]:
+    env = env_of(r)
+    spec = r.one("Deployment").obj["spec"]["template"]["spec"]
+    c = spec["containers"][0]
+    errs = expect(env.get("SLUICEGATE_CACHE_MEMORY_SIZE") == "1Gi", "cache memory size")
+    errs += expect(env.get("SLUICEGATE_CACHE_DISK_DIR") == "/var/cache/sluicegate", "disk cache directory")
+    errs += expect(env.get("SLUICEGATE_CACHE_DISK_SIZE") == "5Gi", "disk cache size")
+    errs += expect(env.get("SLUICEGATE_CACHE_REDIS_URL") == "redis://cache:6379", "cache Redis")
+    errs += expect(env.get("SLUICEGATE_CACHE_MEMCACHED_SERVERS") == "mc-0:11211,mc-1:11211", "memcached servers")
+    password = [e for e in c["env"] if e["name"] == "SLUICEGATE_CACHE_REDIS_PASSWORD"]
+    errs += expect(
+        len(password) == 1 and password[0]["valueFrom"]["secretKeyRef"]["name"] == "cache-redis",
+        "cache Redis password from its Secret",
+    )
+    mounts = {m["name"]: m["mountPath"] for m in c.get("volumeMounts", [])}
+    volumes = {v["name"]: v for v in spec.get("volumes", [])}
+    errs += expect(mounts.get("cache") == "/var/cache/sluicegate", "disk cache volume mounted")
+    errs += expect(
+        volumes.get("cache", {}).get("emptyDir", {}).get("sizeLimit") == "6Gi", "disk cache emptyDir with its limit"
+    )
+    return errs
+
+
 def kind_expectations(r: sc.Rendered) -> list[str]:
     """values-kind.yaml: the local image, never pulled; a NodePort Service on
     the node ports that manifests/kind/cluster.yaml maps to the host."""
@@ -1181,6 +1204,18 @@ def scenarios() -> list[Scenario]:
             },
             clusterip_expectations,
         ),
+        (
+            "proxy cache: memory, disk volume, Redis with a password, Memcached",
+            {
+                "cache": {
+                    "memorySize": "1Gi",
+                    "disk": {"enabled": True, "size": "5Gi", "sizeLimit": "6Gi"},
+                    "redis": {"url": "redis://cache:6379", "passwordSecret": {"name": "cache-redis"}},
+                    "memcached": {"servers": ["mc-0:11211", "mc-1:11211"]},
+                },
+            },
+            cache_expectations,
+        ),
     ]
 
 
@@ -1198,6 +1233,8 @@ SCHEMA_REJECTS: list[tuple[str, dict[str, Any]]] = [
     ("bad duration", {"gateway": {"shutdownGrace": "25"}}),
     ("bad namespace name", {"watchNamespaces": ["Shop"]}),
     ("port out of range", {"containerPorts": {"http": 70000}}),
+    ("bad cache size", {"cache": {"memorySize": "256MB"}}),
+    ("bad memcached server", {"cache": {"memcached": {"servers": ["mc-0"]}}}),
 ]
 
 RENDER_FAILS: list[tuple[str, dict[str, Any], str]] = [

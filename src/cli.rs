@@ -10,7 +10,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::admin::explain::{ExplainRequest, QueryError, add_header, parse_method};
 use crate::admin::explain_command::Target;
 use crate::admin::{AdminOptions, AdminToken};
-use crate::api::Duration;
+use crate::api::{ByteSize, Duration};
+use crate::cache::StoreSettings;
 use crate::controller::{ControllerConfig, Publish};
 use crate::gateway::{GatewayConfig, LogTarget, TelemetryConfig};
 use crate::http::client::PoolConfig;
@@ -409,6 +410,41 @@ pub struct GatewayArgs {
     /// a Secret).
     #[arg(long, env = "SLUICEGATE_REDIS_PASSWORD", hide_env_values = true)]
     pub redis_password: Option<String>,
+    /// Bound of the proxy cache's memory storage (and of the memory in
+    /// front of Tiered storages), e.g. `256Mi`.
+    #[arg(long, env = "SLUICEGATE_CACHE_MEMORY_SIZE", default_value = "256Mi")]
+    pub cache_memory_size: ByteSize,
+    /// Directory of the proxy cache's disk storage (`storage: Disk`);
+    /// entries there survive restarts. No disk storage when unset.
+    #[arg(long, env = "SLUICEGATE_CACHE_DISK_DIR")]
+    pub cache_disk_dir: Option<PathBuf>,
+    /// Bound of the disk storage, e.g. `10Gi`.
+    #[arg(long, env = "SLUICEGATE_CACHE_DISK_SIZE", default_value = "1Gi")]
+    pub cache_disk_size: ByteSize,
+    /// Redis of the proxy cache (`storage: Redis` or `Tiered`) and of its
+    /// purges across replicas, e.g. `redis://redis:6379`; several
+    /// comma-separated URLs for a cluster.
+    #[arg(long, env = "SLUICEGATE_CACHE_REDIS_URL", value_parser = parse_redis_urls)]
+    pub cache_redis_url: Option<String>,
+    /// The Redis of --cache-redis-url is a Redis Cluster.
+    #[arg(long, env = "SLUICEGATE_CACHE_REDIS_CLUSTER")]
+    pub cache_redis_cluster: bool,
+    /// Password for --cache-redis-url.
+    #[arg(long, env = "SLUICEGATE_CACHE_REDIS_PASSWORD", hide_env_values = true)]
+    pub cache_redis_password: Option<String>,
+    /// Memcached servers of the proxy cache (`storage: Memcached` or
+    /// `Tiered`), `host:port`, comma-separated.
+    #[arg(
+        long,
+        env = "SLUICEGATE_CACHE_MEMCACHED_SERVERS",
+        value_delimiter = ',',
+        value_parser = parse_memcached_server
+    )]
+    pub cache_memcached_servers: Vec<String>,
+    /// Time allowed per call to the cache's Redis or Memcached; a slower
+    /// call is a miss.
+    #[arg(long, env = "SLUICEGATE_CACHE_STORE_TIMEOUT", default_value = "200ms")]
+    pub cache_store_timeout: Duration,
     /// Address of the admin server: the dashboard, /healthz, /readyz,
     /// /metrics, /routes, /explain and the dashboard's /api/*.
     #[arg(long, env = "SLUICEGATE_ADMIN_ADDR", default_value = "0.0.0.0:9180")]
@@ -565,13 +601,49 @@ fn parse_admin_token(text: &str) -> Result<AdminToken, String> {
     AdminToken::new(text).map_err(|e| e.to_string())
 }
 
+fn parse_memcached_server(text: &str) -> Result<String, String> {
+    let t = text.trim();
+    match t.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {
+            Ok(t.to_owned())
+        }
+        _ => Err(format!("expected HOST:PORT, got {text:?}")),
+    }
+}
+
 fn parse_redis_urls(text: &str) -> Result<String, String> {
     RedisTarget::parse(text, true, None).map(|_| text.to_owned())
 }
 
 impl GatewayArgs {
+    /// The proxy cache's storages.
+    pub fn cache(&self) -> StoreSettings {
+        StoreSettings {
+            memory_size: self.cache_memory_size.0,
+            disk: self
+                .cache_disk_dir
+                .clone()
+                .map(|d| (d, self.cache_disk_size.0)),
+            redis: self.cache_redis_url.as_ref().and_then(|urls| {
+                let cluster = self.cache_redis_cluster || urls.contains(',');
+                RedisTarget::parse(urls, cluster, self.cache_redis_password.clone()).ok()
+            }),
+            memcached: self
+                .cache_memcached_servers
+                .iter()
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect(),
+            timeout: self
+                .cache_store_timeout
+                .0
+                .max(std::time::Duration::from_millis(1)),
+        }
+    }
+
     pub fn config(&self) -> GatewayConfig {
         let workers = self.workers.unwrap_or_else(default_workers).max(1);
+        let cache = self.cache();
         GatewayConfig {
             http_addr: self.http_addr,
             https_addr: self.https_addr.0,
@@ -633,7 +705,9 @@ impl GatewayArgs {
                     http: self.http_addr.port(),
                     https: self.https_addr.0.map(|a| a.port()),
                 },
+                cache: cache.available(),
             },
+            cache,
             dns: DnsSettings {
                 server: self.dns_server,
                 ..DnsSettings::default()

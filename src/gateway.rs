@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::admin::{AdminOptions, AdminServer};
+use crate::cache::{StoreSettings, Stores};
 use crate::http::dns::Resolver;
 use crate::metrics as m;
 use crate::proxy::{ProxyServer, ProxySettings, Shared};
@@ -347,6 +348,9 @@ pub struct GatewayConfig {
     pub translate: TranslateOptions,
     pub dns: DnsSettings,
     pub telemetry: TelemetryConfig,
+    /// The proxy cache's storages (routes may only name those the
+    /// translate options list as available).
+    pub cache: StoreSettings,
 }
 
 /// Where the access log goes.
@@ -411,6 +415,7 @@ impl Default for GatewayConfig {
             proxy: ProxySettings::default(),
             translate: TranslateOptions::default(),
             dns: DnsSettings::default(),
+            cache: StoreSettings::default(),
             telemetry: TelemetryConfig::default(),
         }
     }
@@ -422,6 +427,12 @@ pub enum StartError {
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot open the disk cache in {dir}: {source}")]
+    CacheDir {
+        dir: PathBuf,
         #[source]
         source: std::io::Error,
     },
@@ -451,6 +462,9 @@ pub struct Gateway {
     dns: DnsResolver,
     /// Opens and closes the ports of Gateway listeners.
     ports: tokio::task::JoinHandle<()>,
+    cache: Arc<Stores>,
+    /// Hears tag purges from other replicas.
+    cache_bus: tokio::task::JoinHandle<()>,
     resolver: Resolver,
 }
 
@@ -468,9 +482,17 @@ impl Gateway {
         config: GatewayConfig,
         publisher: Arc<Publisher>,
     ) -> Result<Gateway, StartError> {
+        let cache =
+            Arc::new(
+                Stores::open(&config.cache).map_err(|source| StartError::CacheDir {
+                    dir: config.cache.disk.clone().map(|d| d.0).unwrap_or_default(),
+                    source,
+                })?,
+            );
         let shared = Arc::new(Shared {
             table: publisher.table(),
             settings: Arc::new(config.proxy.clone()),
+            cache: cache.clone(),
             telemetry: Arc::new(config.telemetry.start()?),
         });
         // Owned by a task of this runtime, which outlives the workers; the
@@ -489,16 +511,22 @@ impl Gateway {
             addr: config.http_addr,
             source,
         })?;
+        let cache_bus = tokio::spawn(crate::cache::bus::listen(cache.clone()));
         let admin_options = AdminOptions {
             encoded_slashes: config.proxy.encoded_slashes,
             ..config.admin.clone()
         };
-        let admin = AdminServer::start(config.admin_addr, publisher.clone(), admin_options)
-            .await
-            .map_err(|source| StartError::Bind {
-                addr: config.admin_addr,
-                source,
-            })?;
+        let admin = AdminServer::start(
+            config.admin_addr,
+            publisher.clone(),
+            admin_options,
+            cache.clone(),
+        )
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: config.admin_addr,
+            source,
+        })?;
         let dns = DnsResolver::start_with(
             resolver.clone(),
             config.dns.clone(),
@@ -512,6 +540,8 @@ impl Gateway {
             admin,
             dns,
             ports,
+            cache,
+            cache_bus,
             resolver,
         })
     }
@@ -537,10 +567,16 @@ impl Gateway {
         self.admin.local_addr()
     }
 
+    /// The proxy cache's storages.
+    pub fn cache(&self) -> &Arc<Stores> {
+        &self.cache
+    }
+
     /// Stops accepting and drains in-flight requests.
     pub async fn shutdown(self) {
         self.ports.abort();
         drop(self.dns);
+        self.cache_bus.abort();
         crate::http::dns::uninstall(&self.resolver);
         self.admin.stop();
         self.proxy.shutdown().await;

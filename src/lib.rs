@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod api;
+pub mod cache;
 pub mod cgroup;
 pub mod check;
 pub mod cli;

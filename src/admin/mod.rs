@@ -8,6 +8,10 @@
 //! public fields, credentials only by the name of the Secret that holds
 //! them. An optional token ([`auth`]) guards everything but the probes and
 //! `/metrics`.
+//!
+//! The one request that changes state is `POST /cache/purge`, which only
+//! ever removes cached responses (the upstream answers again); keep the
+//! port away from clients, as the chart does.
 
 pub mod auth;
 mod dashboard;
@@ -31,6 +35,9 @@ use tokio::task::JoinHandle;
 use tracing::debug;
 
 pub use auth::AdminToken;
+
+use crate::cache::Stores;
+use crate::cache::purge::valid_tag;
 
 use crate::gateway::Publisher;
 use crate::metrics as m;
@@ -64,6 +71,7 @@ pub struct AdminOptions {
 struct Ctx {
     publisher: Arc<Publisher>,
     options: AdminOptions,
+    cache: Arc<Stores>,
 }
 
 /// A running admin server.
@@ -77,6 +85,7 @@ impl AdminServer {
         addr: SocketAddr,
         publisher: Arc<Publisher>,
         options: AdminOptions,
+        cache: Arc<Stores>,
     ) -> std::io::Result<AdminServer> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
@@ -89,7 +98,11 @@ impl AdminServer {
                 prom.run_upkeep();
             }
         });
-        let ctx = Arc::new(Ctx { publisher, options });
+        let ctx = Arc::new(Ctx {
+            publisher,
+            options,
+            cache,
+        });
         let server = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
@@ -99,7 +112,17 @@ impl AdminServer {
                 let ctx = ctx.clone();
                 let svc = service_fn(move |req| {
                     let ctx = ctx.clone();
-                    async move { Ok::<_, Infallible>(route(&req, &ctx)) }
+                    async move {
+                        let resp = if req.uri().path() == "/cache/purge" {
+                            match &ctx.options.token {
+                                Some(token) if !token.allows(req.headers()) => unauthorized(),
+                                _ => purge(&req, &ctx.cache).await,
+                            }
+                        } else {
+                            route(&req, &ctx)
+                        };
+                        Ok::<_, Infallible>(resp)
+                    }
                 });
                 tokio::spawn(async move {
                     let conn = hyper::server::conn::http1::Builder::new()
@@ -127,6 +150,58 @@ impl AdminServer {
     }
 }
 
+/// Most tags one purge names.
+const MAX_PURGE_TAGS: usize = 100;
+
+/// `POST /cache/purge?tag=A&tag=B`: purges every cached response tagged
+/// with any of the tags (`Surrogate-Key` or `Cache-Tag`), on every
+/// replica when the cache has a Redis storage.
+async fn purge(req: &Request<Incoming>, cache: &Stores) -> Response<ResponseBody> {
+    if req.method() != Method::POST {
+        let mut resp = text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "use POST /cache/purge?tag=NAME\n",
+        );
+        resp.headers_mut()
+            .insert(header::ALLOW, header::HeaderValue::from_static("POST"));
+        return resp;
+    }
+    let mut tags: Vec<String> = Vec::new();
+    for pair in req.uri().query().unwrap_or("").split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if k != "tag" {
+            continue;
+        }
+        let v = crate::routing::form_decode(v).into_owned();
+        if !valid_tag(&v) {
+            return text(
+                StatusCode::BAD_REQUEST,
+                &format!(
+                    "invalid tag {v:?}: 1-256 characters, no spaces, commas or control characters\n"
+                ),
+            );
+        }
+        if !tags.contains(&v) {
+            tags.push(v);
+        }
+    }
+    if tags.is_empty() || tags.len() > MAX_PURGE_TAGS {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "name 1 to 100 tags: POST /cache/purge?tag=NAME&tag=OTHER\n",
+        );
+    }
+    let report = cache.purge_tags(tags).await;
+    tracing::info!(tags = ?report.tags, disk_files = report.disk_files, published = report.published, "cache purged by tag");
+    match serde_json::to_vec_pretty(&report) {
+        Ok(json) => respond(StatusCode::OK, "application/json", json),
+        Err(e) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("cannot render: {e}\n"),
+        ),
+    }
+}
+
 fn route(req: &Request<Incoming>, ctx: &Ctx) -> Response<ResponseBody> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let mut resp = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
@@ -142,6 +217,7 @@ fn route(req: &Request<Incoming>, ctx: &Ctx) -> Response<ResponseBody> {
         return unauthorized();
     }
     let publisher = &*ctx.publisher;
+    let cache = &*ctx.cache;
     match path {
         "/" => {
             let page = dashboard::page();
@@ -169,7 +245,7 @@ fn route(req: &Request<Incoming>, ctx: &Ctx) -> Response<ResponseBody> {
             let (status, body) = readiness::readyz(publisher);
             text(status, &body)
         }
-        "/routes" => match routes_json(publisher) {
+        "/routes" => match routes_json(publisher, cache) {
             Ok(json) => respond(StatusCode::OK, "application/json", json),
             Err(e) => text(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -203,6 +279,7 @@ fn route(req: &Request<Incoming>, ctx: &Ctx) -> Response<ResponseBody> {
         }
         "/metrics" => {
             endpoint_gauges(publisher);
+            cache.gauges();
             readiness::watch_gauges(publisher);
             respond(
                 StatusCode::OK,
@@ -212,7 +289,10 @@ fn route(req: &Request<Incoming>, ctx: &Ctx) -> Response<ResponseBody> {
         }
         _ => text(
             StatusCode::NOT_FOUND,
-            &format!("not found; try {}\n", PATHS.join(", ")),
+            &format!(
+                "not found; try {}, POST /cache/purge?tag=NAME\n",
+                PATHS.join(", ")
+            ),
         ),
     }
 }
@@ -276,7 +356,7 @@ fn respond(
 /// The live view as JSON, with each upstream's current endpoints: in
 /// Kubernetes mode endpoint changes are applied in place, after the view
 /// was made.
-fn routes_json(publisher: &Publisher) -> serde_json::Result<Vec<u8>> {
+fn routes_json(publisher: &Publisher, cache: &Stores) -> serde_json::Result<Vec<u8>> {
     let view = publisher.view();
     let mut json = serde_json::to_value(&*view)?;
     if let Some(upstreams) = json
@@ -294,6 +374,7 @@ fn routes_json(publisher: &Publisher) -> serde_json::Result<Vec<u8>> {
             }
         }
     }
+    json["cache"] = cache.describe();
     serde_json::to_vec_pretty(&json)
 }
 

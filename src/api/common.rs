@@ -195,6 +195,117 @@ impl JsonSchema for Duration {
     }
 }
 
+/// A number of bytes, written as a plain integer or with a Kubernetes
+/// quantity suffix (`512Ki`, `8Mi`, `1Gi`; `k`, `M`, `G` are powers of
+/// ten), the way memory sizes are written everywhere else in a manifest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ByteSize(pub u64);
+
+/// Why a byte size was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("invalid size {input:?}: {reason} (expected e.g. 1048576, 512Ki, 8Mi, 1Gi)")]
+pub struct ByteSizeError {
+    input: String,
+    reason: &'static str,
+}
+
+impl FromStr for ByteSize {
+    type Err = ByteSizeError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = |reason| ByteSizeError {
+            input: s.to_owned(),
+            reason,
+        };
+        let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        if digits == 0 {
+            return Err(err("missing number"));
+        }
+        let (num, unit) = s.split_at(digits);
+        let scale: u64 = match unit {
+            "" => 1,
+            "k" => 1_000,
+            "M" => 1_000_000,
+            "G" => 1_000_000_000,
+            "T" => 1_000_000_000_000,
+            "Ki" => 1 << 10,
+            "Mi" => 1 << 20,
+            "Gi" => 1 << 30,
+            "Ti" => 1 << 40,
+            _ => return Err(err("unknown unit")),
+        };
+        let n: u64 = num.parse().map_err(|_| err("number too large"))?;
+        n.checked_mul(scale)
+            .map(ByteSize)
+            .ok_or_else(|| err("too large"))
+    }
+}
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0;
+        for (unit, scale) in [
+            ("Ti", 1u64 << 40),
+            ("Gi", 1 << 30),
+            ("Mi", 1 << 20),
+            ("Ki", 1 << 10),
+        ] {
+            if n >= scale && n % scale == 0 {
+                return write!(f, "{}{unit}", n / scale);
+            }
+        }
+        write!(f, "{n}")
+    }
+}
+
+impl Serialize for ByteSize {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = ByteSize;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a number of bytes, e.g. 1048576 or 8Mi")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<ByteSize, E> {
+                Ok(ByteSize(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<ByteSize, E> {
+                u64::try_from(v)
+                    .map(ByteSize)
+                    .map_err(|_| E::custom("a size cannot be negative"))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ByteSize, E> {
+                v.parse().map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl JsonSchema for ByteSize {
+    fn schema_name() -> Cow<'static, str> {
+        "ByteSize".into()
+    }
+    fn inline_schema() -> bool {
+        true
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "x-kubernetes-int-or-string": true,
+            "anyOf": [
+                {"type": "integer", "minimum": 0},
+                {"type": "string", "pattern": "^[0-9]+(k|M|G|T|Ki|Mi|Gi|Ti)?$"}
+            ],
+            "description": "Bytes, as an integer or with a suffix: 512Ki, 8Mi, 1Gi."
+        })
+    }
+}
+
 /// A reference to an object in the same namespace.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -234,6 +345,25 @@ mod tests {
             let v: Duration = s.parse().unwrap();
             assert_eq!(v.to_string().parse::<Duration>().unwrap(), v);
         }
+    }
+
+    #[test]
+    fn byte_sizes_parse_quantities() {
+        let b = |s: &str| s.parse::<ByteSize>().map(|b| b.0);
+        assert_eq!(b("1048576"), Ok(1 << 20));
+        assert_eq!(b("8Mi"), Ok(8 << 20));
+        assert_eq!(b("512Ki"), Ok(512 << 10));
+        assert_eq!(b("2G"), Ok(2_000_000_000));
+        for bad in ["", "Mi", "8MB", "-1", "8 Mi", "1.5Mi", "99999999999999Ti"] {
+            assert!(b(bad).is_err(), "{bad} should be rejected");
+        }
+        assert_eq!(ByteSize(8 << 20).to_string(), "8Mi");
+        assert_eq!(ByteSize(1000).to_string(), "1000");
+        let v: ByteSize = serde_json::from_str("4096").unwrap();
+        assert_eq!(v, ByteSize(4096));
+        let v: ByteSize = serde_json::from_str("\"1Ki\"").unwrap();
+        assert_eq!(v, ByteSize(1024));
+        assert!(serde_json::from_str::<ByteSize>("-5").is_err());
     }
 
     #[test]

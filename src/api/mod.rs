@@ -10,18 +10,20 @@ mod common;
 pub mod gateway_api;
 mod pluginconfig;
 mod plugins;
+mod plugins_cache;
 mod plugins_http;
 mod schema;
 mod upstream;
 
 pub use apiroute::*;
-pub use common::{Duration, DurationError, LocalObjectRef, PortRef};
+pub use common::{ByteSize, ByteSizeError, Duration, DurationError, LocalObjectRef, PortRef};
 pub use pluginconfig::*;
 pub use plugins::{
     AuthCommon, BasicAuth, ClaimHeader, ConsumerSelector, JwtAlgorithm, JwtAuth, KeyAuth, KeyType,
     LimitCommon, LimitConn, LimitCount, LimitPolicy, LimitReq, Plugins, RateLimitKey,
     RedisSettings, WindowType,
 };
+pub use plugins_cache::{CacheLock, CacheMethod, CacheStorage, ProxyCache, SharedStorage};
 pub use plugins_http::{
     Brotli, Cors, ForwardAuth, Gzip, HeaderEdits, HeaderLimits, IpRestriction, Mocking,
     ProxyRewrite, RedirectTo, RegexReplace, RequestBodyLimit, RequestId, ResponseRewrite,

@@ -8,6 +8,7 @@ use kube::KubeSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::Duration;
+use super::plugins_cache::ProxyCache;
 use super::plugins_http::{
     Brotli, Cors, ForwardAuth, Gzip, HeaderLimits, IpRestriction, Mocking, ProxyRewrite,
     RedirectTo, RequestBodyLimit, RequestId, ResponseRewrite, UaRestriction,
@@ -75,6 +76,11 @@ pub struct Plugins {
     /// Compress responses with Brotli.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub brotli: Option<Brotli>,
+    /// Cache upstream responses (RFC 9111), in memory, on disk, in Redis
+    /// or in Memcached. Runs after authentication, so cached answers are
+    /// never a way around it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_cache: Option<ProxyCache>,
 }
 
 impl Plugins {
@@ -124,6 +130,10 @@ impl Plugins {
             mocking: over.mocking.clone().or_else(|| self.mocking.clone()),
             gzip: over.gzip.clone().or_else(|| self.gzip.clone()),
             brotli: over.brotli.clone().or_else(|| self.brotli.clone()),
+            proxy_cache: over
+                .proxy_cache
+                .clone()
+                .or_else(|| self.proxy_cache.clone()),
         }
     }
 

@@ -7,6 +7,7 @@
 //! deleted routes disappear from `/metrics`. Operators who need fewer
 //! series drop whole labels with `--metrics-disabled-labels` ([`labels`]).
 
+mod cache;
 pub mod live;
 mod route;
 
@@ -14,6 +15,7 @@ use std::collections::HashSet;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+pub use cache::{CacheMetrics, CacheResult};
 pub use route::{PluginMetrics, RouteMetrics};
 
 /// Requests answered, by `route` and `status` class (`2xx`...).
@@ -60,6 +62,24 @@ pub const LEADER: &str = "sluicegate_leader";
 /// `failed` (no endpoint, or the exchange failed), `skipped_body` (the
 /// request had a body) and `dropped` (too many mirrors in flight).
 pub const MIRRORED: &str = "sluicegate_mirror_requests_total";
+
+/// Counter: requests on routes with a cache, by `route`, `storage` and
+/// `result` (`hit`, `stale`, `miss`, `revalidated`, `collapsed`,
+/// `bypass`).
+pub const CACHE_REQUESTS: &str = "sluicegate_cache_requests_total";
+/// Counter: body bytes stored, by `route` and `storage`.
+pub const CACHE_STORED_BYTES: &str = "sluicegate_cache_stored_bytes_total";
+/// Counter: entries evicted to stay within a storage's bound, by `route`
+/// and `storage`.
+pub const CACHE_EVICTIONS: &str = "sluicegate_cache_evictions_total";
+/// Counter: stored values found damaged (and removed), by `storage`.
+pub const CACHE_CORRUPT: &str = "sluicegate_cache_corrupt_total";
+/// Counter: storage calls that failed or timed out, by `storage` and `op`.
+pub const CACHE_STORE_ERRORS: &str = "sluicegate_cache_store_errors_total";
+/// Gauge: bytes held by a storage of this process, by `storage`.
+pub const CACHE_BYTES: &str = "sluicegate_cache_bytes";
+/// Gauge: entries held by a storage of this process, by `storage`.
+pub const CACHE_ENTRIES: &str = "sluicegate_cache_entries";
 
 /// Series idle this long are removed from the exposition.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(600);

@@ -23,7 +23,7 @@ fn epoch() -> Instant {
     *EPOCH.get_or_init(Instant::now)
 }
 
-fn seconds(now: Instant) -> u64 {
+pub(super) fn seconds(now: Instant) -> u64 {
     now.saturating_duration_since(epoch()).as_secs()
 }
 

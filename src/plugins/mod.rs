@@ -24,6 +24,11 @@
 //! route's own at equal priority. The first plugin that answers ends the
 //! request; headers plugins add (`X-RateLimit-*`) go on whatever response
 //! the client gets.
+//!
+//! `proxyCache` is configured in the same block but is not a plugin: it
+//! is a stage of the pipeline that runs after every request phase
+//! (`proxy::forward::cache`), built by translation into
+//! [`crate::cache::CacheRule`].
 
 pub mod auth;
 pub mod filters;

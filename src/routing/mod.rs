@@ -26,7 +26,7 @@ pub use pick::{RequestKeys, cookie_value};
 pub use protocol::{BackendProtocol, Protocol, UpstreamTls};
 pub use resilience::*;
 pub use spec::*;
-pub use table::{Backend, Mirror, Route, RouteTable};
+pub use table::{Backend, Mirror, Route, RouteCache, RouteTable};
 pub use tickets::{DATA_PREFIX as TICKET_KEY_PREFIX, KEY_LEN as TICKET_KEY_LEN};
 pub use tickets::{TicketKeyMaterial, TicketKeySet, TicketKeySummary, plan as plan_ticket_keys};
 pub use tls::{CertStore, ClientAuth, TlsCertificate};

@@ -259,6 +259,20 @@ pub struct RouteSpec {
     /// Upstreams that get a copy of each request, without waiting for it.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub mirrors: Vec<MirrorSpec>,
+    /// The route's cache (`proxyCache`), run after its plugins' request
+    /// phase.
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "cache")]
+    pub cache: Option<Arc<crate::cache::CacheRule>>,
+}
+
+fn cache<S: Serializer>(
+    rule: &Option<Arc<crate::cache::CacheRule>>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match rule {
+        Some(r) => r.describe().serialize(s),
+        None => s.serialize_none(),
+    }
 }
 
 /// A mirror of a route's requests.

@@ -63,6 +63,8 @@ pub struct Route {
     pub(super) listeners: Box<[u32]>,
     /// Upstreams that get a copy of each request.
     pub mirrors: Box<[Mirror]>,
+    /// The route's cache, when it has one.
+    pub cache: Option<RouteCache>,
 }
 
 /// A compiled mirror: where copies go, and how many.
@@ -71,6 +73,13 @@ pub struct Mirror {
     pub upstream: Arc<Upstream>,
     pub numerator: u32,
     pub denominator: u32,
+}
+
+/// A route's cache settings and metrics.
+#[derive(Debug)]
+pub struct RouteCache {
+    pub rule: Arc<crate::cache::CacheRule>,
+    pub metrics: crate::metrics::CacheMetrics,
 }
 
 impl Route {
@@ -133,6 +142,10 @@ impl Route {
                     denominator: m.denominator.max(1),
                 })
                 .collect(),
+            cache: spec.cache.as_ref().map(|rule| RouteCache {
+                rule: rule.clone(),
+                metrics: crate::metrics::CacheMetrics::new(spec.name.clone(), rule.storage.label()),
+            }),
         }
     }
 

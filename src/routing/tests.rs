@@ -48,6 +48,7 @@ fn route(name: &str) -> RouteBuilder {
         plugins: Vec::new(),
         listeners: Vec::new(),
         mirrors: Vec::new(),
+        cache: None,
     })
 }
 

@@ -121,7 +121,10 @@ pub(super) fn translate(ctx: &mut Ctx<'_>, key: &ObjectKey, ar: &ApiRoute) {
                     owner: &owner,
                 };
                 match plugins::for_route(ctx, obj, sources) {
-                    Ok(list) => r.plugins = list,
+                    Ok(chosen) => {
+                        r.plugins = chosen.plugins;
+                        r.cache = chosen.cache;
+                    }
                     Err(()) => continue,
                 }
                 ctx.claim(obj, || format!("spec.routes[{i}]"), &r);
@@ -316,6 +319,7 @@ fn route(
         plugins: Vec::new(),
         listeners: Vec::new(),
         mirrors: Vec::new(),
+        cache: None,
     })
 }
 

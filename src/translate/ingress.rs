@@ -88,7 +88,8 @@ pub(super) fn translate(ctx: &mut Ctx<'_>, key: &ObjectKey, ingress: &Ingress) {
         affinity: upstream.affinity.clone(),
         retries: upstream.retries.clone(),
         https_redirect,
-        plugins: plugin_list.clone(),
+        plugins: plugin_list.plugins.clone(),
+        cache: plugin_list.cache.clone(),
         listeners: Vec::new(),
         mirrors: Vec::new(),
     };
@@ -152,8 +153,9 @@ pub(super) fn translate(ctx: &mut Ctx<'_>, key: &ObjectKey, ingress: &Ingress) {
                 continue;
             };
             let mut r = route(hosts.clone(), vec![path], vec![backend], false, redirect);
-            if let Some(list) = own_plugins {
-                r.plugins = list;
+            if let Some(chosen) = own_plugins {
+                r.plugins = chosen.plugins;
+                r.cache = chosen.cache;
             }
             ctx.claim(obj, field, &r);
             let index = ctx.routes.len();
@@ -173,7 +175,7 @@ pub(super) fn translate(ctx: &mut Ctx<'_>, key: &ObjectKey, ingress: &Ingress) {
                 reference: None,
                 owner: &owner,
             };
-            if let Ok(list) = plugins::for_route(ctx, obj, sources) {
+            if let Ok(chosen) = plugins::for_route(ctx, obj, sources) {
                 let mut r = route(
                     hosts.clone(),
                     vec![PathSpec::Exact("/".into())],
@@ -181,7 +183,8 @@ pub(super) fn translate(ctx: &mut Ctx<'_>, key: &ObjectKey, ingress: &Ingress) {
                     false,
                     redirect,
                 );
-                r.plugins = list;
+                r.plugins = chosen.plugins;
+                r.cache = chosen.cache;
                 r.priority = 1;
                 ctx.routes.push(r);
             }

@@ -96,6 +96,8 @@ pub struct TranslateOptions {
     /// The ports of the proxy's own listeners, which Gateway listeners on
     /// the same ports share.
     pub own_ports: OwnPorts,
+    /// The cache storages the gateway has, which routes may name.
+    pub cache: crate::cache::Available,
 }
 
 /// The ports of the proxy's own listeners (`--http-addr`, `--https-addr`).
@@ -125,6 +127,7 @@ impl Default for TranslateOptions {
             ticket_keys_secret: None,
             redis: None,
             own_ports: OwnPorts::default(),
+            cache: crate::cache::Available::default(),
         }
     }
 }
@@ -155,6 +158,7 @@ pub fn translate(state: &ClusterState, opts: &TranslateOptions) -> Translation {
         client_auth_claims: HashMap::new(),
         plugins: plugins::PluginSets::default(),
         redis: opts.redis.as_ref(),
+        cache: opts.cache,
         canaries: canary::Targets::new(state),
         text: String::new(),
     };
@@ -278,6 +282,7 @@ struct Ctx<'a> {
     client_auth_claims: HashMap<String, Arc<str>>,
     plugins: plugins::PluginSets,
     redis: Option<&'a crate::plugins::limit::redis::RedisTarget>,
+    cache: crate::cache::Available,
     /// Main Ingress paths, for canary Ingresses to attach to.
     canaries: canary::Targets,
     /// Reused to format text before it is known to be needed, or before it
@@ -455,6 +460,7 @@ mod tests {
             client_auth_claims: HashMap::new(),
             plugins: plugins::PluginSets::default(),
             redis: None,
+            cache: crate::cache::Available::default(),
             canaries: canary::Targets::default(),
             text: String::new(),
         };

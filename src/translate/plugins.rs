@@ -17,12 +17,15 @@ use super::state::ObjectKey;
 use super::tls::secret_field;
 use super::{Ctx, TranslateOptions};
 use crate::api::Plugins;
+use crate::cache::CacheRule;
 use crate::plugins::{self, BuildEnv, ConfigError, Owner, Plugin};
 
 /// Plugin state of one translation.
 #[derive(Default)]
 pub(super) struct PluginSets {
     global: Vec<Arc<dyn Plugin>>,
+    /// The global `proxyCache`, for routes without their own.
+    global_cache: Option<Arc<CacheRule>>,
     /// PluginConfigs whose settings cannot be used.
     invalid: HashSet<ObjectKey>,
     /// `limitCount` groups: settings fingerprint and the first user.
@@ -59,20 +62,30 @@ pub(super) fn prepare(ctx: &mut Ctx<'_>, opts: &TranslateOptions) {
         ),
         Some(pc) if !ctx.plugins.invalid.contains(key) => {
             let owner = Owner("global".into());
-            if let Ok(list) = build(ctx, &key.namespace, &pc.spec.plugins, &owner) {
-                ctx.plugins.global = list;
+            if let Ok(built) = build(ctx, &key.namespace, &pc.spec.plugins, &owner) {
+                ctx.plugins.global = built.plugins;
+                ctx.plugins.global_cache = built.cache;
             }
         }
         Some(_) => {}
     }
 }
 
+/// The plugins of a route (or of a plugin block), with its cache.
+#[derive(Clone, Default)]
+pub(super) struct Chosen {
+    pub plugins: Vec<Arc<dyn Plugin>>,
+    pub cache: Option<Arc<CacheRule>>,
+}
+
+/// Builds a plugin block: its plugins, and its `proxyCache`, which is not
+/// a plugin but a stage of the proxy (see `proxy::forward::cache`).
 fn build(
     ctx: &Ctx<'_>,
     namespace: &str,
     set: &Plugins,
     owner: &Owner,
-) -> Result<Vec<Arc<dyn Plugin>>, Vec<ConfigError>> {
+) -> Result<Chosen, Vec<ConfigError>> {
     let state = ctx.state;
     let secret = move |name: &str, value: &str| {
         let s = state.secrets.get(&ObjectKey::new(namespace, name))?;
@@ -87,7 +100,20 @@ fn build(
         secret: &secret,
         consumers: &consumers,
     };
-    plugins::build(set, owner, &env)
+    let cache = set
+        .proxy_cache
+        .as_ref()
+        .map(|c| CacheRule::build(c, &ctx.cache).map(Arc::new))
+        .transpose();
+    match (plugins::build(set, owner, &env), cache) {
+        (Ok(plugins), Ok(cache)) => Ok(Chosen { plugins, cache }),
+        (Err(mut errors), Err(e)) => {
+            errors.push(e);
+            Err(errors)
+        }
+        (Err(errors), Ok(_)) => Err(errors),
+        (Ok(_), Err(e)) => Err(vec![e]),
+    }
 }
 
 fn report(ctx: &mut Ctx<'_>, obj: Subject<'_>, prefix: &str, errors: &[ConfigError]) {
@@ -111,13 +137,14 @@ pub(super) struct RoutePlugins<'a> {
     pub owner: &'a str,
 }
 
-/// The plugins of one route, global ones first. On error the
-/// diagnostics are already reported and the route must not be served.
+/// The plugins of one route, global ones first, and its cache (its own
+/// `proxyCache`, else the global one). On error the diagnostics are
+/// already reported and the route must not be served.
 pub(super) fn for_route(
     ctx: &mut Ctx<'_>,
     obj: Subject<'_>,
     route: RoutePlugins<'_>,
-) -> Result<Vec<Arc<dyn Plugin>>, ()> {
+) -> Result<Chosen, ()> {
     let namespace = obj.key.namespace.clone();
     let referenced = match route.reference {
         None => None,
@@ -145,6 +172,7 @@ pub(super) fn for_route(
         (Some(r), Some((i, _))) => Some(r.overridden_by(i)),
     };
     let mut list = ctx.plugins.global.clone();
+    let mut cache = ctx.plugins.global_cache.clone();
     if let Some(set) = merged.filter(|s| !s.is_empty()) {
         if let Some(c) = &set.limit_count
             && let Some(group) = &c.group
@@ -172,7 +200,12 @@ pub(super) fn for_route(
         }
         let owner = Owner(route.owner.into());
         match build(ctx, &namespace, &set, &owner) {
-            Ok(own) => list.extend(own),
+            Ok(own) => {
+                list.extend(own.plugins);
+                if own.cache.is_some() {
+                    cache = own.cache;
+                }
+            }
             Err(errors) => {
                 // Errors in a referenced PluginConfig were reported on it
                 // already; what is left is inline.
@@ -186,7 +219,10 @@ pub(super) fn for_route(
         }
     }
     plugins::sort(&mut list);
-    Ok(list)
+    Ok(Chosen {
+        plugins: list,
+        cache,
+    })
 }
 
 /// The consumer Secrets of `namespace` whose labels include `labels`.

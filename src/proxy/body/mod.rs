@@ -6,13 +6,19 @@
 //! - [`tracked`]: a response counted in flight on its endpoint until it
 //!   ends, and cut when the upstream goes quiet;
 //! - [`encoded`]: a response compressed as it streams;
+//! - [`tee`]: a response copied into the proxy cache (and to the requests
+//!   waiting for it) as it streams;
+//! - [`follow`]: a response streamed from the proxy cache: another
+//!   request's upstream response, or a large entry read from disk;
 //! - [`observed`]: a response whose size and end are reported (metrics,
 //!   access log, spans);
 //! - guarded (here): a response that holds something until it ends.
 
 mod encoded;
+mod follow;
 mod observed;
 mod request;
+mod tee;
 mod tracked;
 
 use std::pin::Pin;
@@ -23,8 +29,10 @@ use http::{Response, header};
 use http_body::{Body, Frame, SizeHint};
 
 pub use encoded::EncodedBody;
+pub use follow::Follower;
 pub use observed::{Observed, OnEnd};
 pub use request::{FaultProbe, OverLimit, RequestBody};
+pub use tee::{Sink, Tee};
 pub use tracked::Tracked;
 
 use super::error::ProxyError;
@@ -47,6 +55,11 @@ pub enum ResponseBody {
     /// A streamed upstream body, counted in flight on its endpoint until
     /// it ends, and cut when the upstream goes quiet for too long.
     Tracked(Box<Tracked>),
+    /// Another body, copied into the proxy cache as it streams.
+    Tee(Box<Tee>),
+    /// A body the proxy cache streams (a coalesced request's, a large
+    /// entry on disk).
+    Follow(Box<Follower>),
     /// A body of unknown size, counted, whose end is reported.
     Observed(Box<Observed>),
 }
@@ -109,6 +122,8 @@ impl Body for ResponseBody {
             ResponseBody::Guarded(b, _) => Pin::new(b.as_mut()).poll_frame(cx),
             ResponseBody::Tracked(t) => t.poll(cx),
             ResponseBody::Encoded(b) => b.poll_encoded(cx),
+            ResponseBody::Tee(t) => t.poll(cx),
+            ResponseBody::Follow(f) => f.poll(cx),
             ResponseBody::Observed(o) => o.poll(cx),
         }
     }
@@ -120,6 +135,8 @@ impl Body for ResponseBody {
             ResponseBody::Guarded(b, _) => b.is_end_stream(),
             ResponseBody::Tracked(t) => t.is_end_stream(),
             ResponseBody::Encoded(b) => b.is_done(),
+            ResponseBody::Tee(t) => t.is_end_stream(),
+            ResponseBody::Follow(f) => f.is_end_stream(),
             ResponseBody::Observed(o) => o.is_end_stream(),
         }
     }
@@ -132,6 +149,8 @@ impl Body for ResponseBody {
             ResponseBody::Guarded(b, _) => b.size_hint(),
             ResponseBody::Tracked(t) => t.size_hint(),
             ResponseBody::Encoded(_) => SizeHint::default(),
+            ResponseBody::Tee(t) => t.size_hint(),
+            ResponseBody::Follow(f) => f.size_hint(),
             ResponseBody::Observed(o) => o.size_hint(),
         }
     }

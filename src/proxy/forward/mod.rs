@@ -8,14 +8,18 @@
 //! 3. client-certificate and HTTPS-redirect rules ([`respond`]);
 //! 4. the request phase of the route's plugins, which may answer early
 //!    ([`plugins`]);
-//! 5. the upstream request head ([`head`]) and the attempts on endpoints,
+//! 5. for routes with a `proxyCache`, the cache ([`cache`]): it may answer
+//!    from a stored response, or have the request coalesced with another,
+//!    and stores what the upstream answers;
+//! 6. the upstream request head ([`head`]) and the attempts on endpoints,
 //!    with retries ([`attempts`]);
-//! 6. the response phase of the plugins, then the headers the gateway
+//! 7. the response phase of the plugins, then the headers the gateway
 //!    adds (HSTS), and the metrics.
 //!
 //! Every failure is a [`ProxyError`], answered through one mapping.
 
 mod attempts;
+mod cache;
 mod head;
 mod mirror;
 mod observe;
@@ -49,6 +53,8 @@ use request::Matched;
 pub struct Shared {
     pub table: Arc<ArcSwap<RouteTable>>,
     pub settings: Arc<ProxySettings>,
+    /// The proxy cache's storages and flights.
+    pub cache: Arc<crate::cache::Stores>,
     /// The access log and the tracer, when on.
     pub telemetry: Arc<Telemetry>,
 }
@@ -236,8 +242,21 @@ impl Worker {
             None => (None, None),
         };
         let mut body = None;
-        let mut resp = match self
-            .forward(
+        let forwarded = if route.cache.is_some() {
+            cache::serve(
+                self,
+                &matched,
+                req,
+                client,
+                start,
+                upstream_changes,
+                consumer.as_deref(),
+                exchange,
+                &mut body,
+            )
+            .await
+        } else {
+            self.forward(
                 &matched,
                 req,
                 client,
@@ -247,7 +266,8 @@ impl Worker {
                 &mut body,
             )
             .await
-        {
+        };
+        let mut resp = match forwarded {
             Ok(resp) => resp,
             Err(e) => {
                 if let ProxyError::Client(_) = e {

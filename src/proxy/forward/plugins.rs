@@ -16,6 +16,7 @@ use crate::proxy::server::{ClientBody, ClientInfo};
 use crate::routing::Route;
 
 /// What plugins change about the request the upstream gets.
+#[derive(Clone, Default)]
 pub(super) struct UpstreamChanges {
     pub headers: Vec<(HeaderName, Option<HeaderValue>)>,
     pub remove_query: Vec<Box<str>>,

@@ -21,6 +21,7 @@ use crate::routing::{
 
 /// A matched route, with what the rest of the pipeline needs to know
 /// about the request.
+#[derive(Clone)]
 pub(super) struct Matched {
     pub route: Arc<Route>,
     /// The path to forward, when normalization changed the client's.
@@ -29,7 +30,7 @@ pub(super) struct Matched {
     /// the setting of this request's host, if it does.
     pub client_auth: Option<Option<Arc<ClientAuth>>>,
     /// The normalized host (lower case, no port), kept only for routes
-    /// with plugins.
+    /// with plugins or a cache.
     pub host: Option<Box<str>>,
     /// The request's one host as the client wrote it, port included: what
     /// the upstream gets as `Host` or `:authority`.
@@ -138,7 +139,7 @@ pub(super) fn route(
         .then(|| certs.client_auth(host).cloned());
     drop(table);
     Ok(Matched {
-        host: (!route.plugins.is_empty()).then(|| host.into()),
+        host: (!route.plugins.is_empty() || route.cache.is_some()).then(|| host.into()),
         route,
         client_auth,
         authority,

@@ -25,6 +25,9 @@ pub enum ClientBody {
     Tls(H1Body<TlsRead>),
     /// Read by hyper (HTTP/2).
     Hyper(hyper::body::Incoming),
+    /// No body: a request the gateway makes itself (the proxy cache's
+    /// background refresh).
+    Empty,
 }
 
 impl Body for ClientBody {
@@ -44,6 +47,7 @@ impl Body for ClientBody {
                 let frame = ready!(Pin::new(b).poll_frame(cx));
                 Poll::Ready(frame.map(|f| Ok(retain_trailers_in(f?))))
             }
+            ClientBody::Empty => Poll::Ready(None),
         }
     }
 
@@ -52,6 +56,7 @@ impl Body for ClientBody {
             ClientBody::H1(b) => b.is_end_stream(),
             ClientBody::Tls(b) => b.is_end_stream(),
             ClientBody::Hyper(b) => b.is_end_stream(),
+            ClientBody::Empty => true,
         }
     }
 
@@ -60,6 +65,7 @@ impl Body for ClientBody {
             ClientBody::H1(b) => b.size_hint(),
             ClientBody::Tls(b) => b.size_hint(),
             ClientBody::Hyper(b) => b.size_hint(),
+            ClientBody::Empty => SizeHint::with_exact(0),
         }
     }
 }

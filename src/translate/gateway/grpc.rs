@@ -115,6 +115,7 @@ fn rule_specs(
         spec.headers = headers;
         spec.backends = parts.backends.clone();
         spec.mirrors = parts.mirrors.clone();
+        spec.cache = parts.cache.clone();
         spec.plugins = plugins.clone();
         spec.websocket = false;
         out.push(spec);

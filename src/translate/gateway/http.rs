@@ -124,6 +124,7 @@ fn rule_specs(
         spec.query = c.query;
         spec.backends = parts.backends.clone();
         spec.mirrors = parts.mirrors.clone();
+        spec.cache = parts.cache.clone();
         spec.timeouts = timeouts;
         spec.plugins = plugins;
         out.push(spec);

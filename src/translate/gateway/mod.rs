@@ -393,5 +393,6 @@ fn base_spec(name: Arc<str>, source: Arc<str>) -> RouteSpec {
         plugins: Vec::new(),
         listeners: Vec::new(),
         mirrors: Vec::new(),
+        cache: None,
     }
 }

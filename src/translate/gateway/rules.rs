@@ -35,6 +35,8 @@ pub(super) struct RuleParts<'r> {
     pub mirrors: Vec<MirrorSpec>,
     /// Global and `ExtensionRef` plugins, built once per rule.
     pub plugins: Vec<Arc<dyn Plugin>>,
+    /// The `proxyCache` of those PluginConfigs, if any.
+    pub cache: Option<Arc<crate::cache::CacheRule>>,
     /// Filters built per match (a prefix rewrite depends on the match).
     filters: Vec<(String, &'r HttpRouteFilter)>,
     /// The rule answers this instead of forwarding.
@@ -208,11 +210,11 @@ pub(super) fn read<'r>(
             "RequestRedirect and URLRewrite cannot be used together".into(),
         ));
     }
-    let plugins = match extension_plugins(ctx, obj, input.owner, &extensions, issues) {
-        Some(list) => list,
+    let (plugins, cache) = match extension_plugins(ctx, obj, input.owner, &extensions, issues) {
+        Some(chosen) => (chosen.plugins, chosen.cache),
         None => {
             fail = Some("the route's plugins cannot be used");
-            Vec::new()
+            (Vec::new(), None)
         }
     };
     let backends = if redirect {
@@ -231,6 +233,7 @@ pub(super) fn read<'r>(
         backends,
         mirrors,
         plugins,
+        cache,
         filters,
         fail,
     })
@@ -245,7 +248,7 @@ fn extension_plugins(
     owner: &str,
     refs: &[(String, &str)],
     issues: &mut Issues,
-) -> Option<Vec<Arc<dyn Plugin>>> {
+) -> Option<route_plugins::Chosen> {
     let namespace = obj.key.namespace.as_str();
     for (field, name) in refs {
         if !ctx

@@ -25,12 +25,11 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::Slot;
 use tokio::sync::{Notify, OnceCell, oneshot};
 use tracing::warn;
 
+use super::conn::Conn;
 use super::{REDIS_BATCH, REDIS_DURATION, REDIS_ERRORS, RedisTarget};
 
 /// Calls one batcher keeps outstanding at once.
@@ -495,42 +494,6 @@ end
 return out",
         )
     })
-}
-
-/// A connection, made by the batcher on its first call; both kinds
-/// reconnect by themselves after that.
-enum Conn {
-    Single(ConnectionManager),
-    Cluster(ClusterConnection),
-}
-
-impl Conn {
-    async fn connect(target: &RedisTarget, timeout: Duration) -> redis::RedisResult<Conn> {
-        if target.cluster {
-            let mut b = redis::cluster::ClusterClient::builder(target.urls.clone())
-                .connection_timeout(timeout)
-                .response_timeout(timeout);
-            if let Some(p) = &target.password {
-                b = b.password(p.clone());
-            }
-            let client = b.build()?;
-            return Ok(Conn::Cluster(client.get_async_connection().await?));
-        }
-        let mut info = redis::IntoConnectionInfo::into_connection_info(target.urls[0].as_str())?;
-        if let Some(p) = &target.password {
-            let settings = info.redis_settings().clone().set_password(p);
-            info = info.set_redis_settings(settings);
-        }
-        let client = redis::Client::open(info)?;
-        // No response timeout here: each call has one already, and a
-        // second timer per call would cost more than the call.
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(None);
-        Ok(Conn::Single(
-            ConnectionManager::new_with_config(client, config).await?,
-        ))
-    }
 }
 
 #[cfg(test)]

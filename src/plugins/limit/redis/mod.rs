@@ -15,6 +15,7 @@
 //! through, or is refused with 503.
 
 mod batch;
+pub mod conn;
 
 use std::fmt::Write as _;
 use std::future::Future;
