@@ -195,6 +195,92 @@ impl JsonSchema for Duration {
     }
 }
 
+/// A size in bytes: a number, or a quantity the Kubernetes way (`512Ki`,
+/// `1Mi`, `2G`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ByteSize(pub u64);
+
+impl FromStr for ByteSize {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("invalid size {s:?} (expected e.g. 1048576, 512Ki, 1Mi)"))?;
+        let scale: u64 = match unit {
+            "" => 1,
+            "k" | "K" => 1_000,
+            "M" => 1_000_000,
+            "G" => 1_000_000_000,
+            "Ki" => 1 << 10,
+            "Mi" => 1 << 20,
+            "Gi" => 1 << 30,
+            _ => {
+                return Err(format!(
+                    "invalid size {s:?}: unknown unit {unit:?} (Ki, Mi, Gi, k, M, G)"
+                ));
+            }
+        };
+        n.checked_mul(scale)
+            .map(ByteSize)
+            .ok_or_else(|| format!("size {s:?} is too large"))
+    }
+}
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl Serialize for ByteSize {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = ByteSize;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a size in bytes, or a quantity such as 512Ki or 1Mi")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<ByteSize, E> {
+                Ok(ByteSize(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<ByteSize, E> {
+                u64::try_from(v)
+                    .map(ByteSize)
+                    .map_err(|_| E::custom(format!("size {v} is negative")))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ByteSize, E> {
+                v.parse().map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl JsonSchema for ByteSize {
+    fn schema_name() -> Cow<'static, str> {
+        "ByteSize".into()
+    }
+    fn inline_schema() -> bool {
+        true
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "x-kubernetes-int-or-string": true,
+            "maxLength": 32,
+            "description": "Size in bytes, or a quantity such as 512Ki, 1Mi or 2G."
+        })
+    }
+}
+
 /// A reference to an object in the same namespace.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -233,6 +319,19 @@ mod tests {
         for s in ["2s", "500ms", "90s"] {
             let v: Duration = s.parse().unwrap();
             assert_eq!(v.to_string().parse::<Duration>().unwrap(), v);
+        }
+    }
+
+    #[test]
+    fn byte_sizes_take_numbers_and_quantities() {
+        let b = |s: &str| serde_json::from_str::<ByteSize>(s).map(|b| b.0);
+        assert_eq!(b("1024").unwrap(), 1024);
+        assert_eq!(b("\"1Mi\"").unwrap(), 1 << 20);
+        assert_eq!(b("\"512Ki\"").unwrap(), 512 * 1024);
+        assert_eq!(b("\"2M\"").unwrap(), 2_000_000);
+        assert_eq!(b("\"77\"").unwrap(), 77);
+        for bad in ["\"1Mb\"", "\"Mi\"", "-5", "\"\"", "\"99999999999999Gi\""] {
+            assert!(b(bad).is_err(), "{bad}");
         }
     }
 

@@ -7,17 +7,23 @@ mod apiroute;
 mod common;
 mod pluginconfig;
 mod plugins;
+mod plugins_ai;
 mod plugins_http;
 mod schema;
 mod upstream;
 
 pub use apiroute::*;
-pub use common::{Duration, DurationError, LocalObjectRef, PortRef};
+pub use common::{ByteSize, Duration, DurationError, LocalObjectRef, PortRef};
 pub use pluginconfig::*;
 pub use plugins::{
     AuthCommon, BasicAuth, ClaimHeader, ConsumerSelector, JwtAlgorithm, JwtAuth, KeyAuth, KeyType,
     LimitCommon, LimitConn, LimitCount, LimitPolicy, LimitReq, Plugins, RateLimitKey,
     RedisSettings, WindowType,
+};
+pub use plugins_ai::{
+    AiFallbackCondition, AiHealth, AiInstance, AiMessage, AiPromptDecorator, AiPromptGuard,
+    AiPromptTemplate, AiProvider, AiProxy, AiRateLimit, AiRole, AiTemplate, AiTimeouts,
+    AiTokenType, SecretKeyRef,
 };
 pub use plugins_http::{
     Brotli, Cors, ForwardAuth, Gzip, HeaderEdits, HeaderLimits, IpRestriction, Mocking,
