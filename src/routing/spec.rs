@@ -217,6 +217,16 @@ pub struct RouteSpec {
     /// Plugins in execution order.
     #[serde(skip_serializing_if = "Vec::is_empty", serialize_with = "plugins")]
     pub plugins: Vec<Arc<dyn crate::plugins::Plugin>>,
+    /// Answers from LLM providers instead of backends (`aiProxy`).
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "ai")]
+    pub ai: Option<Arc<crate::ai::AiRoute>>,
+}
+
+fn ai<S: Serializer>(ai: &Option<Arc<crate::ai::AiRoute>>, s: S) -> Result<S::Ok, S::Error> {
+    match ai {
+        Some(a) => a.describe().serialize(s),
+        None => s.serialize_none(),
+    }
 }
 
 fn plugins<S: Serializer>(

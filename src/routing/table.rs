@@ -57,6 +57,8 @@ pub struct Route {
     pub plugins: Box<[Arc<dyn crate::plugins::Plugin>]>,
     /// The cost and decisions of each plugin, in the same order.
     pub plugin_metrics: Box<[PluginMetrics]>,
+    /// Answers from LLM providers instead of backends.
+    pub ai: Option<Arc<crate::ai::AiRoute>>,
 }
 
 impl Route {
@@ -107,6 +109,7 @@ impl Route {
                 .map(|p| PluginMetrics::new(spec.name.clone(), p.name()))
                 .collect(),
             plugins: spec.plugins.clone().into_boxed_slice(),
+            ai: spec.ai.clone(),
         }
     }
 

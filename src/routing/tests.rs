@@ -45,6 +45,7 @@ fn route(name: &str) -> RouteBuilder {
         retries: Default::default(),
         https_redirect: None,
         plugins: Vec::new(),
+        ai: None,
     })
 }
 

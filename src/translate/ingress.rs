@@ -48,7 +48,7 @@ pub(super) fn translate(ctx: &mut Ctx<'_>, key: &ObjectKey, ingress: &Ingress) {
         reference: None,
         owner: &name,
     };
-    let Ok(plugin_list) = plugins::for_route(ctx, obj, sources) else {
+    let Ok((plugin_list, _)) = plugins::for_route(ctx, obj, sources) else {
         return;
     };
     let regex_paths = annotations::regex_paths(ingress);
@@ -89,6 +89,7 @@ pub(super) fn translate(ctx: &mut Ctx<'_>, key: &ObjectKey, ingress: &Ingress) {
         retries: upstream.retries.clone(),
         https_redirect,
         plugins: plugin_list.clone(),
+        ai: None,
     };
 
     for (i, rule) in spec.rules.iter().flatten().enumerate() {
@@ -112,7 +113,7 @@ pub(super) fn translate(ctx: &mut Ctx<'_>, key: &ObjectKey, ingress: &Ingress) {
             let path = p.path.clone().unwrap_or_else(|| "/".to_owned());
             let own_plugins = match path_plugins(ctx, &path) {
                 None => None,
-                Some(Ok(list)) => Some(list),
+                Some(Ok((list, _))) => Some(list),
                 Some(Err(())) => continue,
             };
             let regex = regex_paths && p.path_type != "Exact";
@@ -171,7 +172,7 @@ pub(super) fn translate(ctx: &mut Ctx<'_>, key: &ObjectKey, ingress: &Ingress) {
                 reference: None,
                 owner: &owner,
             };
-            if let Ok(list) = plugins::for_route(ctx, obj, sources) {
+            if let Ok((list, _)) = plugins::for_route(ctx, obj, sources) {
                 let mut r = route(
                     hosts.clone(),
                     vec![PathSpec::Exact("/".into())],

@@ -16,6 +16,7 @@ use super::diagnostics::{Kind, Reason, Subject};
 use super::state::ObjectKey;
 use super::tls::secret_field;
 use super::{Ctx, TranslateOptions};
+use crate::ai::AiRoute;
 use crate::api::Plugins;
 use crate::plugins::{self, BuildEnv, ConfigError, Owner, Plugin};
 
@@ -38,7 +39,17 @@ pub(super) fn prepare(ctx: &mut Ctx<'_>, opts: &TranslateOptions) {
             key,
         };
         let owner = Owner(format!("pluginconfig/{}/{}", key.namespace, key.name).into());
-        if let Err(errors) = build(ctx, &key.namespace, &pc.spec.plugins, &owner) {
+        let mut errors = build(ctx, &key.namespace, &pc.spec.plugins, &owner)
+            .err()
+            .unwrap_or_default();
+        // The AI plugins are checked here only with their aiProxy: the
+        // others may serve a route that has aiProxy inline.
+        if pc.spec.plugins.ai_proxy.is_some()
+            && let Err(e) = build_ai(ctx, &key.namespace, &pc.spec.plugins, &owner)
+        {
+            errors.extend(e);
+        }
+        if !errors.is_empty() {
             report(ctx, obj, "spec.plugins", &errors);
             ctx.plugins.invalid.insert(key.clone());
         }
@@ -57,6 +68,12 @@ pub(super) fn prepare(ctx: &mut Ctx<'_>, opts: &TranslateOptions) {
             Reason::PluginConfigNotFound,
             "--global-plugin-config names a PluginConfig that does not exist; no global plugins run",
         ),
+        Some(pc) if pc.spec.plugins.has_ai() => ctx.diags.report(
+            obj,
+            "spec.plugins",
+            Reason::InvalidSpec,
+            "the AI plugins (aiProxy, aiRateLimit, aiPrompt*) apply to routes, not globally; no global plugins run",
+        ),
         Some(pc) if !ctx.plugins.invalid.contains(key) => {
             let owner = Owner("global".into());
             if let Ok(list) = build(ctx, &key.namespace, &pc.spec.plugins, &owner) {
@@ -67,12 +84,8 @@ pub(super) fn prepare(ctx: &mut Ctx<'_>, opts: &TranslateOptions) {
     }
 }
 
-fn build(
-    ctx: &Ctx<'_>,
-    namespace: &str,
-    set: &Plugins,
-    owner: &Owner,
-) -> Result<Vec<Arc<dyn Plugin>>, Vec<ConfigError>> {
+/// Runs `f` with what building plugins of `namespace` may read.
+fn with_env<R>(ctx: &Ctx<'_>, namespace: &str, f: impl FnOnce(&BuildEnv<'_>) -> R) -> R {
     let state = ctx.state;
     let secret = move |name: &str, value: &str| {
         let s = state.secrets.get(&ObjectKey::new(namespace, name))?;
@@ -87,8 +100,30 @@ fn build(
         secret: &secret,
         consumers: &consumers,
     };
-    plugins::build(set, owner, &env)
+    f(&env)
 }
+
+fn build(
+    ctx: &Ctx<'_>,
+    namespace: &str,
+    set: &Plugins,
+    owner: &Owner,
+) -> Result<Vec<Arc<dyn Plugin>>, Vec<ConfigError>> {
+    with_env(ctx, namespace, |env| plugins::build(set, owner, env))
+}
+
+/// The AI gateway of a plugin block (`None` without `aiProxy`).
+fn build_ai(
+    ctx: &Ctx<'_>,
+    namespace: &str,
+    set: &Plugins,
+    owner: &Owner,
+) -> Result<Option<Arc<AiRoute>>, Vec<ConfigError>> {
+    with_env(ctx, namespace, |env| crate::ai::build(set, owner, env))
+}
+
+/// A route's plugins, global ones first, and its AI gateway.
+pub(super) type Built = (Vec<Arc<dyn Plugin>>, Option<Arc<AiRoute>>);
 
 fn report(ctx: &mut Ctx<'_>, obj: Subject<'_>, prefix: &str, errors: &[ConfigError]) {
     for e in errors {
@@ -111,13 +146,14 @@ pub(super) struct RoutePlugins<'a> {
     pub owner: &'a str,
 }
 
-/// The plugins of one route, global ones first. On error the
-/// diagnostics are already reported and the route must not be served.
+/// The plugins of one route, global ones first, and its AI gateway. On
+/// error the diagnostics are already reported and the route must not be
+/// served.
 pub(super) fn for_route(
     ctx: &mut Ctx<'_>,
     obj: Subject<'_>,
     route: RoutePlugins<'_>,
-) -> Result<Vec<Arc<dyn Plugin>>, ()> {
+) -> Result<Built, ()> {
     let namespace = obj.key.namespace.clone();
     let referenced = match route.reference {
         None => None,
@@ -145,6 +181,7 @@ pub(super) fn for_route(
         (Some(r), Some((i, _))) => Some(r.overridden_by(i)),
     };
     let mut list = ctx.plugins.global.clone();
+    let mut ai_route = None;
     if let Some(set) = merged.filter(|s| !s.is_empty()) {
         if let Some(c) = &set.limit_count
             && let Some(group) = &c.group
@@ -171,9 +208,16 @@ pub(super) fn for_route(
             }
         }
         let owner = Owner(route.owner.into());
-        match build(ctx, &namespace, &set, &owner) {
-            Ok(own) => list.extend(own),
-            Err(errors) => {
+        let built = build(ctx, &namespace, &set, &owner);
+        let ai = build_ai(ctx, &namespace, &set, &owner);
+        match (built, ai) {
+            (Ok(own), Ok(a)) => {
+                list.extend(own);
+                ai_route = a;
+            }
+            (built, ai) => {
+                let mut errors = built.err().unwrap_or_default();
+                errors.extend(ai.err().unwrap_or_default());
                 // Errors in a referenced PluginConfig were reported on it
                 // already; what is left is inline.
                 let prefix = route
@@ -186,7 +230,7 @@ pub(super) fn for_route(
         }
     }
     plugins::sort(&mut list);
-    Ok(list)
+    Ok((list, ai_route))
 }
 
 /// The consumer Secrets of `namespace` whose labels include `labels`.

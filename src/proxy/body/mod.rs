@@ -24,7 +24,7 @@ use http_body::{Body, Frame, SizeHint};
 
 pub use encoded::EncodedBody;
 pub use observed::{Observed, OnEnd};
-pub use request::{FaultProbe, OverLimit, RequestBody};
+pub use request::{FaultProbe, OverLimit, RequestBody, RequestBodyError};
 pub use tracked::Tracked;
 
 use super::error::ProxyError;
@@ -49,6 +49,8 @@ pub enum ResponseBody {
     Tracked(Box<Tracked>),
     /// A body of unknown size, counted, whose end is reported.
     Observed(Box<Observed>),
+    /// An AI answer relayed from an LLM provider's stream.
+    Ai(Box<crate::ai::AiBody>),
 }
 
 /// Held for as long as a response body is being sent.
@@ -110,6 +112,7 @@ impl Body for ResponseBody {
             ResponseBody::Tracked(t) => t.poll(cx),
             ResponseBody::Encoded(b) => b.poll_encoded(cx),
             ResponseBody::Observed(o) => o.poll(cx),
+            ResponseBody::Ai(b) => Pin::new(b.as_mut()).poll_frame(cx),
         }
     }
 
@@ -121,6 +124,7 @@ impl Body for ResponseBody {
             ResponseBody::Tracked(t) => t.is_end_stream(),
             ResponseBody::Encoded(b) => b.is_done(),
             ResponseBody::Observed(o) => o.is_end_stream(),
+            ResponseBody::Ai(b) => b.is_end_stream(),
         }
     }
 
@@ -133,6 +137,7 @@ impl Body for ResponseBody {
             ResponseBody::Tracked(t) => t.size_hint(),
             ResponseBody::Encoded(_) => SizeHint::default(),
             ResponseBody::Observed(o) => o.size_hint(),
+            ResponseBody::Ai(b) => b.size_hint(),
         }
     }
 }

@@ -9,12 +9,14 @@
 //! 4. the request phase of the route's plugins, which may answer early
 //!    ([`plugins`]);
 //! 5. the upstream request head ([`head`]) and the attempts on endpoints,
-//!    with retries ([`attempts`]);
+//!    with retries ([`attempts`]), or, on a route with `aiProxy`, the
+//!    route's AI gateway ([`ai`]);
 //! 6. the response phase of the plugins, then the headers the gateway
 //!    adds (HSTS), and the metrics.
 //!
 //! Every failure is a [`ProxyError`], answered through one mapping.
 
+mod ai;
 mod attempts;
 mod head;
 mod observe;
@@ -216,23 +218,40 @@ impl Worker {
         if let Some(ex) = exchange.as_deref_mut() {
             ex.consumer = consumer.clone();
         }
-        let (upstream_changes, response_changes) = match effects {
-            Some(e) => (Some(e.upstream), Some((e.response_headers, e.guards))),
-            None => (None, None),
+        let (upstream_changes, response_changes, meters) = match effects {
+            Some(e) => (
+                Some(e.upstream),
+                Some((e.response_headers, e.guards)),
+                e.token_meters,
+            ),
+            None => (None, None, Vec::new()),
         };
         let mut body = None;
-        let mut resp = match self
-            .forward(
-                &matched,
-                req,
-                client,
-                start,
-                upstream_changes,
-                exchange,
-                &mut body,
-            )
-            .await
-        {
+        let forwarded = match &route.ai {
+            Some(ai_route) => {
+                let path = matched.path(&req).to_owned();
+                let handover = ai::Handover {
+                    path: &path,
+                    started: start,
+                    consumer: consumer.clone(),
+                    meters,
+                };
+                Ok(ai::serve(ai_route, req, handover, exchange, &mut body).await)
+            }
+            None => {
+                self.forward(
+                    &matched,
+                    req,
+                    client,
+                    start,
+                    upstream_changes,
+                    exchange,
+                    &mut body,
+                )
+                .await
+            }
+        };
+        let mut resp = match forwarded {
             Ok(resp) => resp,
             Err(e) => {
                 if let ProxyError::Client(_) = e {

@@ -39,6 +39,8 @@ pub(super) struct Effects {
     pub response_headers: http::HeaderMap,
     pub guards: Guards,
     pub consumer: Option<Arc<str>>,
+    /// Token budgets to charge once an AI answer ends.
+    pub token_meters: Vec<Box<dyn crate::plugins::TokenMeter>>,
 }
 
 /// Runs the route's response phases on the response the client gets.
@@ -129,6 +131,7 @@ pub(super) async fn run_plugins(
         rewrite_path: None,
         rewrite_host: None,
         body_limit: None,
+        token_meters: Vec::new(),
         method: req.method(),
     };
     // One clock reading per plugin: each one's end is the next one's
@@ -211,5 +214,6 @@ pub(super) async fn run_plugins(
         consumer: ctx.consumer,
         response_headers: ctx.response_headers,
         guards: ctx.guards.into_boxed_slice(),
+        token_meters: ctx.token_meters,
     })
 }
