@@ -394,6 +394,11 @@ pub struct GatewayArgs {
         value_delimiter = ','
     )]
     pub metrics_disabled_labels: Vec<String>,
+    /// Per-route detail of the histograms: `basic` (latency per route;
+    /// sizes, upstream latency and plugin time overall or per plugin) or
+    /// `full` (all of them per route).
+    #[arg(long, env = "SLUICEGATE_METRICS_DETAIL", default_value = "basic")]
+    pub metrics_detail: crate::metrics::Detail,
     /// On SIGTERM, how long in-flight requests may still run.
     #[arg(long, env = "SLUICEGATE_SHUTDOWN_GRACE", default_value = "25s")]
     pub shutdown_grace: Duration,

@@ -79,6 +79,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
     | Command::Demo { gateway, .. } = &command
     {
         sluicegate::metrics::disable_labels(gateway.metrics_disabled_labels.clone());
+        sluicegate::metrics::set_detail(gateway.metrics_detail);
     }
     match command {
         Command::Standalone { config, gateway } => {

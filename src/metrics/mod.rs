@@ -62,9 +62,10 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 /// Handles older than this are registered again before use.
 pub const REFRESH: Duration = Duration::from_secs(120);
 
-/// Histogram buckets for request latency, in seconds.
+/// Histogram buckets for request latency, in seconds: twelve, since every
+/// bucket is a series per route.
 pub const LATENCY_BUCKETS: &[f64] = &[
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
 ];
 /// Histogram buckets for a plugin's time, in seconds: most plugins take
 /// microseconds, those that call out take milliseconds.
@@ -112,6 +113,44 @@ pub const CONFIG_OBJECTS_WITH_DIAGNOSTICS: &str = "sluicegate_config_objects_wit
 pub const BUILD_INFO: &str = "sluicegate_build_info";
 /// Counter: access log lines dropped because the writer fell behind.
 pub const ACCESS_LOG_DROPPED: &str = "sluicegate_access_log_dropped_total";
+
+/// How much per-route detail the histograms carry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Detail {
+    /// Per route: requests, latency, upstream attempts, plugin decisions.
+    /// Sizes, upstream latency and plugin time are histograms by plugin
+    /// (or overall), not by route: a few series instead of dozens per
+    /// route, so that thousands of routes stay a small exposition.
+    #[default]
+    Basic,
+    /// Also per route: request and response sizes, upstream latency, and
+    /// each plugin's time.
+    Full,
+}
+
+impl std::str::FromStr for Detail {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "basic" => Ok(Detail::Basic),
+            "full" => Ok(Detail::Full),
+            _ => Err(format!("expected basic or full, got {s:?}")),
+        }
+    }
+}
+
+static DETAIL: OnceLock<Detail> = OnceLock::new();
+
+/// Sets the detail of series registered afterwards. Set once, at start.
+pub fn set_detail(detail: Detail) {
+    let _ = DETAIL.set(detail);
+}
+
+/// Whether per-route histograms beyond latency are kept.
+pub fn full_detail() -> bool {
+    DETAIL.get().copied().unwrap_or_default() == Detail::Full
+}
 
 /// The labels an operator asked to drop.
 fn disabled() -> &'static HashSet<String> {

@@ -15,7 +15,7 @@ use metrics::{Counter, Histogram};
 
 use super::{
     PLUGIN_DECISIONS, PLUGIN_DURATION, REFRESH, REQUEST_DURATION, REQUEST_SIZE, REQUESTS_TOTAL,
-    RESPONSE_SIZE, UPSTREAM_ATTEMPTS, UPSTREAM_DURATION, class, labels,
+    RESPONSE_SIZE, UPSTREAM_ATTEMPTS, UPSTREAM_DURATION, class, full_detail, labels,
 };
 
 fn epoch() -> Instant {
@@ -132,12 +132,18 @@ impl RouteMetrics {
     /// caller the same series.
     fn register(&self, now_s: u64) {
         let route = labels(&[("route", &self.route)]);
+        // Without full detail these are one series for every route.
+        let detail = if full_detail() {
+            route.clone()
+        } else {
+            Vec::new()
+        };
         self.handles.store(Some(Arc::new(Handles {
             requests: Default::default(),
             duration: metrics::histogram!(REQUEST_DURATION, route.clone()),
-            request_size: metrics::histogram!(REQUEST_SIZE, route.clone()),
-            response_size: metrics::histogram!(RESPONSE_SIZE, route.clone()),
-            upstream: metrics::histogram!(UPSTREAM_DURATION, route),
+            request_size: metrics::histogram!(REQUEST_SIZE, detail.clone()),
+            response_size: metrics::histogram!(RESPONSE_SIZE, detail.clone()),
+            upstream: metrics::histogram!(UPSTREAM_DURATION, detail),
             attempts: Default::default(),
             registered_at: now_s,
         })));
@@ -187,11 +193,13 @@ impl PluginMetrics {
             .is_some_and(|h| now_s.saturating_sub(h.registered_at) < REFRESH.as_secs());
         if !fresh {
             drop(guard);
+            let time_labels = if full_detail() {
+                labels(&[("route", &self.route), ("plugin", self.plugin)])
+            } else {
+                labels(&[("plugin", self.plugin)])
+            };
             self.handles.store(Some(Arc::new(PluginHandles {
-                duration: metrics::histogram!(
-                    PLUGIN_DURATION,
-                    labels(&[("route", &self.route), ("plugin", self.plugin)])
-                ),
+                duration: metrics::histogram!(PLUGIN_DURATION, time_labels),
                 decisions: Default::default(),
                 registered_at: now_s,
             })));

@@ -10,7 +10,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
-use super::common::wire::{Capture, Listener, Raw};
+use super::common::wire::{Listener, Raw};
 use super::common::*;
 use super::{HOST, Setup};
 use crate::on_both_listeners;
@@ -288,20 +288,7 @@ async fn authority_and_connect_rules(l: Listener) {
 /// A stream whose client grants it no window is cut after the send
 /// timeout, releasing the upstream connection and the in-flight count.
 async fn streams_not_read_release_the_upstream(l: Listener) {
-    let body = "x".repeat(32 << 20);
-    let big = Capture::with(move |_| super::common::wire::ok(&body)).await;
-    let manifests = format!(
-        "{}---\napiVersion: sluicegate.io/v1alpha1\nkind: ApiRoute\nmetadata: {{name: big}}\nspec:\n  hosts: [{HOST}]\n  routes:\n  - name: big\n    backends: [{{serviceName: big, servicePort: 80}}]\n",
-        service("big", &[big.addr]),
-    );
-    let mut config = Listener::config();
-    config.proxy.send_timeout = Duration::from_millis(400);
-    let gw = TestGateway::start_with(&manifests, config).await;
-    let s = Setup {
-        gw,
-        app: Capture::start().await,
-        admin: Capture::start().await,
-    };
+    let (s, big) = Setup::big(Duration::from_millis(400)).await;
     let mut h2 = h2_client(&s, l).await;
     let scheme = if l == Listener::Tls { "https" } else { "http" };
     let req = Request::builder()

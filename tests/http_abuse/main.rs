@@ -60,6 +60,26 @@ spec:
         Setup { gw, app, admin }
     }
 
+    /// A gateway whose one route answers 32 MiB, with `send_timeout`; the
+    /// returned backend is the one that answers.
+    pub async fn big(send_timeout: std::time::Duration) -> (Setup, Capture) {
+        let body = "x".repeat(32 << 20);
+        let big = Capture::with(move |_| common::wire::ok(&body)).await;
+        let manifests = format!(
+            "{}---\napiVersion: sluicegate.io/v1alpha1\nkind: ApiRoute\nmetadata: {{name: big}}\nspec:\n  hosts: [{HOST}]\n  routes:\n  - name: big\n    backends: [{{serviceName: big, servicePort: 80}}]\n",
+            service("big", &[big.addr]),
+        );
+        let mut config = Listener::config();
+        config.proxy.send_timeout = send_timeout;
+        let gw = TestGateway::start_with(&manifests, config).await;
+        let s = Setup {
+            gw,
+            app: Capture::start().await,
+            admin: Capture::start().await,
+        };
+        (s, big)
+    }
+
     pub async fn raw(&self, l: Listener) -> Raw {
         Raw::to(&self.gw, l).await
     }

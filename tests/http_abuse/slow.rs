@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::common::wire::{Capture, Listener, Raw};
+use super::common::wire::{Listener, Raw};
 use super::common::*;
 use super::{HOST, Setup, get};
 use crate::on_both_listeners;
@@ -57,20 +57,7 @@ async fn slowloris_heads_are_cut(l: Listener) {
 /// timeout, and with it the upstream connection and the endpoint's
 /// in-flight count: nothing it held stays held.
 async fn slow_readers_release_everything(l: Listener) {
-    let body = "x".repeat(32 << 20);
-    let big = Capture::with(move |_| super::common::wire::ok(&body)).await;
-    let manifests = format!(
-        "{}---\napiVersion: sluicegate.io/v1alpha1\nkind: ApiRoute\nmetadata: {{name: big}}\nspec:\n  hosts: [{HOST}]\n  routes:\n  - name: big\n    backends: [{{serviceName: big, servicePort: 80}}]\n",
-        service("big", &[big.addr]),
-    );
-    let mut config = Listener::config();
-    config.proxy.send_timeout = Duration::from_millis(400);
-    let gw = TestGateway::start_with(&manifests, config).await;
-    let s = Setup {
-        gw,
-        app: Capture::start().await,
-        admin: Capture::start().await,
-    };
+    let (s, big) = Setup::big(Duration::from_millis(400)).await;
     let mut c = small_window(&s, l).await;
     c.send(&get("/big")).await;
     // Never read: within the timeout (after the buffers fill) both sides
