@@ -98,7 +98,11 @@ impl Drop for Fake {
 fn words(text: &str) -> Vec<String> {
     let mut out = Vec::new();
     for (i, w) in text.split(' ').enumerate() {
-        out.push(if i == 0 { w.to_owned() } else { format!(" {w}") });
+        out.push(if i == 0 {
+            w.to_owned()
+        } else {
+            format!(" {w}")
+        });
     }
     out
 }
@@ -113,7 +117,10 @@ fn prompt_tokens(body: &Value) -> u64 {
             Value::Object(o) => o
                 .iter()
                 .filter(|(k, _)| {
-                    matches!(k.as_str(), "messages" | "contents" | "content" | "parts" | "text" | "system")
+                    matches!(
+                        k.as_str(),
+                        "messages" | "contents" | "content" | "parts" | "text" | "system"
+                    )
                 })
                 .for_each(|(_, x)| walk(x, n)),
             _ => {}
@@ -130,11 +137,7 @@ impl Fake {
     }
 
     /// A fake serving over TLS with `tls`.
-    pub async fn start_with(
-        api: Api,
-        key: &str,
-        tls: Option<Arc<rustls::ServerConfig>>,
-    ) -> Fake {
+    pub async fn start_with(api: Api, key: &str, tls: Option<Arc<rustls::ServerConfig>>) -> Fake {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(State {
@@ -164,7 +167,8 @@ impl Fake {
                         let st = st.clone();
                         async move { Ok::<_, Infallible>(handle(st, req).await) }
                     });
-                    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    let builder =
+                        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                     let _ = match acceptor {
                         None => builder.serve_connection(TokioIo::new(stream), svc).await,
                         Some(a) => match a.accept(stream).await {
@@ -293,7 +297,13 @@ fn error(api: Api, status: u16, message: &str) -> Response<Body> {
 
 /// The request's problem, as the real API would see it, or what it asks
 /// for: (model, streamed, stream usage asked).
-fn check(api: Api, path: &str, headers: &HeaderMap, key: &str, body: &Value) -> Result<(String, bool, bool), (u16, String)> {
+fn check(
+    api: Api,
+    path: &str,
+    headers: &HeaderMap,
+    key: &str,
+    body: &Value,
+) -> Result<(String, bool, bool), (u16, String)> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let bad = |m: &str| Err((400, m.to_owned()));
     if header("content-type") != Some("application/json") {
@@ -328,10 +338,26 @@ fn check(api: Api, path: &str, headers: &HeaderMap, key: &str, body: &Value) -> 
             }
             if api == Api::Mistral {
                 for k in body.as_object().into_iter().flatten().map(|(k, _)| k) {
-                    if !["model", "messages", "temperature", "top_p", "max_tokens", "stream", "stop",
-                        "random_seed", "response_format", "tools", "tool_choice", "presence_penalty",
-                        "frequency_penalty", "n", "parallel_tool_calls", "prediction", "safe_prompt"]
-                        .contains(&k.as_str())
+                    if ![
+                        "model",
+                        "messages",
+                        "temperature",
+                        "top_p",
+                        "max_tokens",
+                        "stream",
+                        "stop",
+                        "random_seed",
+                        "response_format",
+                        "tools",
+                        "tool_choice",
+                        "presence_penalty",
+                        "frequency_penalty",
+                        "n",
+                        "parallel_tool_calls",
+                        "prediction",
+                        "safe_prompt",
+                    ]
+                    .contains(&k.as_str())
                     {
                         return Err((422, format!("Extra inputs are not permitted: {k}")));
                     }
@@ -341,10 +367,17 @@ fn check(api: Api, path: &str, headers: &HeaderMap, key: &str, body: &Value) -> 
             if api != Api::Azure && model.is_none() {
                 return bad("you must provide a model parameter");
             }
-            if !body.get("messages").and_then(Value::as_array).is_some_and(|m| !m.is_empty()) {
+            if !body
+                .get("messages")
+                .and_then(Value::as_array)
+                .is_some_and(|m| !m.is_empty())
+            {
                 return bad("messages: must be a non-empty array");
             }
-            let usage = body.pointer("/stream_options/include_usage").and_then(Value::as_bool) == Some(true);
+            let usage = body
+                .pointer("/stream_options/include_usage")
+                .and_then(Value::as_bool)
+                == Some(true);
             if body.get("stream_options").is_some() && !stream {
                 return bad("stream_options is only allowed when stream is true");
             }
@@ -370,7 +403,9 @@ fn check(api: Api, path: &str, headers: &HeaderMap, key: &str, body: &Value) -> 
             for (i, m) in messages.iter().enumerate() {
                 let role = m.get("role").and_then(Value::as_str).unwrap_or("");
                 if role != "user" && role != "assistant" {
-                    return bad(&format!("messages.{i}.role: Input should be 'user' or 'assistant'"));
+                    return bad(&format!(
+                        "messages.{i}.role: Input should be 'user' or 'assistant'"
+                    ));
                 }
                 if i > 0 && messages[i - 1]["role"] == m["role"] {
                     return bad("roles must alternate between \"user\" and \"assistant\"");
@@ -379,10 +414,18 @@ fn check(api: Api, path: &str, headers: &HeaderMap, key: &str, body: &Value) -> 
             if messages.first().is_none_or(|m| m["role"] != "user") {
                 return bad("first message must use the \"user\" role");
             }
-            if body.get("temperature").and_then(Value::as_f64).is_some_and(|t| t > 1.0) {
+            if body
+                .get("temperature")
+                .and_then(Value::as_f64)
+                .is_some_and(|t| t > 1.0)
+            {
                 return bad("temperature: range: 0 <= temperature <= 1");
             }
-            Ok((body["model"].as_str().unwrap_or("").to_owned(), stream, true))
+            Ok((
+                body["model"].as_str().unwrap_or("").to_owned(),
+                stream,
+                true,
+            ))
         }
         Api::Gemini => {
             let Some(rest) = path.strip_prefix("/v1beta/models/") else {
@@ -413,7 +456,12 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Response<Body> {
         .path_and_query()
         .map_or("/".to_owned(), |p| p.as_str().to_owned());
     let headers = req.headers().clone();
-    let bytes = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let bytes = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     st.seen.lock().unwrap().push(Seen {
         path: path.clone(),
@@ -472,7 +520,9 @@ fn whole(api: Api, model: &str, prompt: u64, text: &str, tool: Option<(&str, &st
             let mut content = vec![json!({"type": "text", "text": text})];
             if let Some((name, args)) = tool {
                 let input: Value = serde_json::from_str(args).unwrap();
-                content.push(json!({"type": "tool_use", "id": "toolu_01", "name": name, "input": input}));
+                content.push(
+                    json!({"type": "tool_use", "id": "toolu_01", "name": name, "input": input}),
+                );
             }
             json!({
                 "id": "msg_fake", "type": "message", "role": "assistant", "model": model, "content": content,
@@ -496,7 +546,14 @@ fn whole(api: Api, model: &str, prompt: u64, text: &str, tool: Option<(&str, &st
 }
 
 /// The events of a streamed answer, each whole, in the provider's format.
-fn events(api: Api, model: &str, prompt: u64, usage: bool, text: &str, tool: Option<(&str, &str)>) -> Vec<String> {
+fn events(
+    api: Api,
+    model: &str,
+    prompt: u64,
+    usage: bool,
+    text: &str,
+    tool: Option<(&str, &str)>,
+) -> Vec<String> {
     let ws = words(text);
     let completion = ws.len() as u64;
     let data = |v: Value| format!("data: {v}\n\n");
@@ -513,7 +570,10 @@ fn events(api: Api, model: &str, prompt: u64, usage: bool, text: &str, tool: Opt
                 }
                 c
             };
-            out.push(data(chunk(json!({"role": "assistant", "content": ""}), Value::Null)));
+            out.push(data(chunk(
+                json!({"role": "assistant", "content": ""}),
+                Value::Null,
+            )));
             for w in &ws {
                 out.push(data(chunk(json!({"content": w}), Value::Null)));
             }
@@ -521,7 +581,10 @@ fn events(api: Api, model: &str, prompt: u64, usage: bool, text: &str, tool: Opt
                 out.push(data(chunk(json!({"tool_calls": [{"index": 0, "id": "call_abc", "type": "function", "function": {"name": name, "arguments": ""}}]}), Value::Null)));
                 let (a, b) = args.split_at(args.len() / 2);
                 for part in [a, b] {
-                    out.push(data(chunk(json!({"tool_calls": [{"index": 0, "function": {"arguments": part}}]}), Value::Null)));
+                    out.push(data(chunk(
+                        json!({"tool_calls": [{"index": 0, "function": {"arguments": part}}]}),
+                        Value::Null,
+                    )));
                 }
             }
             let finish = if tool.is_some() { "tool_calls" } else { "stop" };
@@ -547,16 +610,25 @@ fn events(api: Api, model: &str, prompt: u64, usage: bool, text: &str, tool: Opt
             for w in &ws {
                 out.push(named("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": w}})));
             }
-            out.push(named("content_block_stop", json!({"type": "content_block_stop", "index": 0})));
+            out.push(named(
+                "content_block_stop",
+                json!({"type": "content_block_stop", "index": 0}),
+            ));
             if let Some((name, args)) = tool {
                 out.push(named("content_block_start", json!({"type": "content_block_start", "index": 1,
                     "content_block": {"type": "tool_use", "id": "toolu_01", "name": name, "input": {}}})));
                 let (a, b) = args.split_at(args.len() / 2);
                 for part in [a, b] {
-                    out.push(named("content_block_delta", json!({"type": "content_block_delta", "index": 1,
-                        "delta": {"type": "input_json_delta", "partial_json": part}})));
+                    out.push(named(
+                        "content_block_delta",
+                        json!({"type": "content_block_delta", "index": 1,
+                        "delta": {"type": "input_json_delta", "partial_json": part}}),
+                    ));
                 }
-                out.push(named("content_block_stop", json!({"type": "content_block_stop", "index": 1})));
+                out.push(named(
+                    "content_block_stop",
+                    json!({"type": "content_block_stop", "index": 1}),
+                ));
             }
             out.push(named("message_delta", json!({"type": "message_delta",
                 "delta": {"stop_reason": if tool.is_some() { "tool_use" } else { "end_turn" }, "stop_sequence": null},
@@ -596,7 +668,12 @@ fn streamed(st: Arc<State>, model: String, prompt: u64, usage: bool, act: Act) -
             (text, None, Duration::ZERO, None)
         }
         Act::DieBeforeToken => ("", None, Duration::ZERO, Some(0)),
-        Act::DieAfter(n) => ("one two three four five six seven eight", None, Duration::from_millis(20), Some(n)),
+        Act::DieAfter(n) => (
+            "one two three four five six seven eight",
+            None,
+            Duration::from_millis(20),
+            Some(n),
+        ),
         Act::Slow { words: n, gap } => {
             let text: &'static str = Box::leak(vec!["tok"; n].join(" ").into_boxed_str());
             (text, None, gap, None)

@@ -18,7 +18,13 @@ async fn pair(name: &str, extra: &str) -> (TestGateway, Fake, Fake) {
             &format!(
                 "{{aiProxy: {{instances: [{}, {}]{extra}}}}}",
                 instance("primary", "OpenAI", &primary, "p", ", priority: 10"),
-                instance("backup", "Anthropic", &backup, "b", ", model: claude-haiku, priority: 0"),
+                instance(
+                    "backup",
+                    "Anthropic",
+                    &backup,
+                    "b",
+                    ", model: claude-haiku, priority: 0"
+                ),
             ),
         );
     (TestGateway::start(&m).await, primary, backup)
@@ -37,7 +43,10 @@ async fn rate_limits_and_server_errors_fall_back_before_the_first_byte() {
     for _ in 0..2 {
         let r = chat(&gw, "fb.test", &hello()).await;
         assert_eq!(r.status, 200, "{}", r.text());
-        assert_eq!(json_of(&r)["choices"][0]["message"]["content"], "Hello from the fake");
+        assert_eq!(
+            json_of(&r)["choices"][0]["message"]["content"],
+            "Hello from the fake"
+        );
     }
     assert_eq!((primary.requests(), backup.requests()), (2, 2));
     // The backup got the same conversation in its own format.
@@ -53,7 +62,12 @@ async fn rate_limits_and_server_errors_fall_back_before_the_first_byte() {
     assert!(a.done);
     assert_eq!((primary.requests(), backup.requests()), (3, 3));
     assert_eq!(
-        metric(&gw, "sluicegate_ai_fallbacks_total", &[("route", "fb"), ("instance", "primary")]).await,
+        metric(
+            &gw,
+            "sluicegate_ai_fallbacks_total",
+            &[("route", "fb"), ("instance", "primary")]
+        )
+        .await,
         3.0
     );
     // Three failures in a row (the default) set the primary aside.
@@ -105,7 +119,12 @@ async fn a_stream_that_broke_after_its_first_token_is_not_switched() {
     assert!(!a.done, "a cut stream must not look complete: {}", s.text);
     assert_eq!(a.error.unwrap()["code"], "stream_cut");
     assert_eq!(
-        metric(&gw, "sluicegate_ai_streams_cut_total", &[("route", "noswitch")]).await,
+        metric(
+            &gw,
+            "sluicegate_ai_streams_cut_total",
+            &[("route", "noswitch")]
+        )
+        .await,
         1.0
     );
     assert_eq!(backup.requests(), 0, "no switch once streaming began");
@@ -114,11 +133,8 @@ async fn a_stream_that_broke_after_its_first_token_is_not_switched() {
 
 #[tokio::test]
 async fn failing_instances_are_set_aside_then_tried_again() {
-    let (gw, primary, backup) = pair(
-        "health",
-        ", health: {failures: 2, ejectionTime: 400ms}",
-    )
-    .await;
+    let (gw, primary, backup) =
+        pair("health", ", health: {failures: 2, ejectionTime: 400ms}").await;
     primary.always(Act::Fail(500));
     for _ in 0..4 {
         assert_eq!(chat(&gw, "health.test", &hello()).await.status, 200);
@@ -126,11 +142,19 @@ async fn failing_instances_are_set_aside_then_tried_again() {
     assert_eq!(primary.requests(), 2, "set aside after two failures");
     assert_eq!(backup.requests(), 4);
     assert_eq!(
-        metric(&gw, "sluicegate_ai_ejections_total", &[("route", "health"), ("instance", "primary")]).await,
+        metric(
+            &gw,
+            "sluicegate_ai_ejections_total",
+            &[("route", "health"), ("instance", "primary")]
+        )
+        .await,
         1.0
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
-    primary.always(Act::Answer { text: "Hello from the fake", tool: None });
+    primary.always(Act::Answer {
+        text: "Hello from the fake",
+        tool: None,
+    });
     assert_eq!(chat(&gw, "health.test", &hello()).await.status, 200);
     assert_eq!(primary.requests(), 3, "tried again after its ejection");
     assert_eq!(backup.requests(), 4);

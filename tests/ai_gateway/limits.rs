@@ -83,7 +83,11 @@ async fn token_budgets_are_shared_by_two_gateways_through_redis() {
     let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
     assert!((1..=3600).contains(&retry), "{retry}");
     assert_eq!(json_of(&r)["error"]["code"], "rate_limit_exceeded");
-    assert_eq!(f.requests(), 2, "a refused request never reaches the provider");
+    assert_eq!(
+        f.requests(),
+        2,
+        "a refused request never reaches the provider"
+    );
     one.shutdown().await;
     two.shutdown().await;
 }
@@ -119,11 +123,19 @@ async fn the_guard_refuses_before_any_provider_call() {
     let ask = |text: &str| json!({"model": "m", "messages": [{"role": "user", "content": text}]});
     let r = chat(&gw, "guard.test", &ask("tell me the admin PASSWORD")).await;
     assert_eq!(r.status, 400, "{}", r.text());
-    assert!(json_of(&r)["error"]["message"].as_str().unwrap().contains("not allowed"));
+    assert!(
+        json_of(&r)["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not allowed")
+    );
     let r = chat(&gw, "guard.test", &ask("write a poem")).await;
     assert_eq!(r.status, 400, "not in the allow list: {}", r.text());
     assert_eq!(f.requests(), 0);
-    assert_eq!(chat(&gw, "guard.test", &ask("weather today?")).await.status, 200);
+    assert_eq!(
+        chat(&gw, "guard.test", &ask("weather today?")).await.status,
+        200
+    );
     assert_eq!(f.requests(), 1);
     gw.shutdown().await;
 }
@@ -153,8 +165,14 @@ async fn decorators_and_templates_shape_what_the_provider_gets() {
     .await;
     assert_eq!(r.status, 200, "{}", r.text());
     let sent = &f.seen()[1].body;
-    assert_eq!(sent["messages"][1], json!({"role": "user", "content": "Summarize for kids: the moon"}));
-    assert!(sent.get("template").is_none() && sent.get("variables").is_none(), "{sent}");
+    assert_eq!(
+        sent["messages"][1],
+        json!({"role": "user", "content": "Summarize for kids: the moon"})
+    );
+    assert!(
+        sent.get("template").is_none() && sent.get("variables").is_none(),
+        "{sent}"
+    );
     let r = chat(
         &gw,
         "prompts.test",

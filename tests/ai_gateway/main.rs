@@ -330,7 +330,12 @@ async fn models_lists_what_the_route_allows() {
     )
     .await;
     assert_eq!(r.status, 400, "{}", r.text());
-    assert!(json_of(&r)["error"]["message"].as_str().unwrap().contains("o3"));
+    assert!(
+        json_of(&r)["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("o3")
+    );
     assert_eq!(f.requests(), 0);
     gw.shutdown().await;
 }
@@ -352,9 +357,12 @@ async fn bad_requests_are_4xx_and_never_reach_a_provider() {
         .uri("/v1/chat/completions")
         .header("host", "bad.test");
     b = b.header("content-type", "application/json");
-    let r = send(gw.http(), b.body(full(Bytes::from_static(b"{not json"))).unwrap())
-        .await
-        .unwrap();
+    let r = send(
+        gw.http(),
+        b.body(full(Bytes::from_static(b"{not json"))).unwrap(),
+    )
+    .await
+    .unwrap();
     assert_eq!(r.status, 400, "{}", r.text());
     assert!(json_of(&r)["error"]["message"].is_string());
     let r = chat(&gw, "bad.test", &json!({"model": "m"})).await;

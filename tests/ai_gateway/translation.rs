@@ -50,7 +50,8 @@ fn assert_tool_answer(r: &Reply) {
     let call = &choice["message"]["tool_calls"][0];
     assert_eq!(call["type"], "function");
     assert_eq!(call["function"]["name"], "get_weather");
-    let args: Value = serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+    let args: Value =
+        serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
     assert_eq!(args, json!({"city": "Paris"}));
     // The fake counts 5 prompt words and 4 answer words.
     assert_eq!(v["usage"]["prompt_tokens"], 5, "{v}");
@@ -61,10 +62,7 @@ fn assert_tool_answer(r: &Reply) {
 /// Checks a streamed OpenAI answer carrying the weather tool call.
 fn assert_tool_stream(s: &Stream) {
     assert_eq!(s.status, 200, "{}", s.text);
-    assert_eq!(
-        s.headers.get("content-type").unwrap(),
-        "text/event-stream"
-    );
+    assert_eq!(s.headers.get("content-type").unwrap(), "text/event-stream");
     let a = assemble(&sse_data(&s.text));
     assert_eq!(a.content, "Hello from the fake", "{}", s.text);
     assert_eq!(a.tool_name.as_deref(), Some("get_weather"), "{}", s.text);
@@ -82,7 +80,10 @@ async fn openai_gets_the_gateway_key_never_the_clients() {
         "oai.test",
         "/v1/chat/completions",
         &hello(),
-        &[("authorization", "Bearer client-secret"), ("x-api-key", "client-2")],
+        &[
+            ("authorization", "Bearer client-secret"),
+            ("x-api-key", "client-2"),
+        ],
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.text());
@@ -94,7 +95,10 @@ async fn openai_gets_the_gateway_key_never_the_clients() {
     assert_eq!(seen.headers["authorization"], "Bearer sk-openai");
     assert!(seen.headers.get("x-api-key").is_none());
     let all = format!("{:?}", seen.headers);
-    assert!(!all.contains("client-secret") && !all.contains("client-2"), "{all}");
+    assert!(
+        !all.contains("client-secret") && !all.contains("client-2"),
+        "{all}"
+    );
     assert_eq!(seen.body["model"], "gpt-4o-mini");
     assert_eq!(seen.body["messages"], hello()["messages"]);
     gw.shutdown().await;
@@ -128,14 +132,20 @@ async fn key_rotation_takes_effect_without_restart() {
     .await;
     let r = chat(&gw, "rotate.test", &hello()).await;
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(f.seen().last().unwrap().headers["authorization"], "Bearer sk-new");
+    assert_eq!(
+        f.seen().last().unwrap().headers["authorization"],
+        "Bearer sk-new"
+    );
     gw.shutdown().await;
 }
 
 #[tokio::test]
 async fn anthropic_translates_both_ways() {
     let (gw, f) = single("claude", Api::Anthropic, "Anthropic", "claude-sonnet-4-5").await;
-    f.always(Act::Answer { text: "Hello from the fake", tool: Some(WEATHER) });
+    f.always(Act::Answer {
+        text: "Hello from the fake",
+        tool: Some(WEATHER),
+    });
     let r = chat(&gw, "claude.test", &tool_request(false)).await;
     assert_tool_answer(&r);
     let seen = &f.seen()[0];
@@ -166,7 +176,10 @@ async fn anthropic_translates_both_ways() {
 #[tokio::test]
 async fn gemini_translates_both_ways() {
     let (gw, f) = single("gemini", Api::Gemini, "Gemini", "gemini-2.0-flash").await;
-    f.always(Act::Answer { text: "Hello from the fake", tool: Some(WEATHER) });
+    f.always(Act::Answer {
+        text: "Hello from the fake",
+        tool: Some(WEATHER),
+    });
     let r = chat(&gw, "gemini.test", &tool_request(false)).await;
     assert_eq!(r.status, 200, "{}", r.text());
     let v = json_of(&r);
@@ -174,19 +187,26 @@ async fn gemini_translates_both_ways() {
     assert_eq!(v["choices"][0]["finish_reason"], "tool_calls", "{v}");
     let call = &v["choices"][0]["message"]["tool_calls"][0];
     assert_eq!(call["function"]["name"], "get_weather");
-    let args: Value = serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+    let args: Value =
+        serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
     assert_eq!(args, json!({"city": "Paris"}));
     assert_eq!(v["usage"]["completion_tokens"], 4);
     let seen = &f.seen()[0];
     assert_eq!(seen.path, "/v1beta/models/gemini-2.0-flash:generateContent");
     assert_eq!(seen.headers["x-goog-api-key"], "k-123");
     let b = &seen.body;
-    assert_eq!(b["systemInstruction"]["parts"][0]["text"], "Be terse.", "{b}");
+    assert_eq!(
+        b["systemInstruction"]["parts"][0]["text"], "Be terse.",
+        "{b}"
+    );
     assert_eq!(b["contents"][0]["role"], "user");
     assert_eq!(b["contents"][0]["parts"][0]["text"], "Weather in Paris?");
     assert_eq!(b["generationConfig"]["temperature"], 0.5);
     assert_eq!(b["generationConfig"]["stopSequences"], json!(["END"]));
-    assert_eq!(b["tools"][0]["functionDeclarations"][0]["name"], "get_weather");
+    assert_eq!(
+        b["tools"][0]["functionDeclarations"][0]["name"],
+        "get_weather"
+    );
 
     let mut s = Stream::open(&gw, "gemini.test", &tool_request(true)).await;
     s.read_all().await.unwrap();
@@ -223,7 +243,10 @@ async fn azure_and_mistral_take_the_openai_format_with_their_rules() {
             ),
         );
     let gw = TestGateway::start(&m).await;
-    azure.always(Act::Answer { text: "Hello from the fake", tool: Some(WEATHER) });
+    azure.always(Act::Answer {
+        text: "Hello from the fake",
+        tool: Some(WEATHER),
+    });
     let r = chat(&gw, "azure.test", &tool_request(false)).await;
     assert_tool_answer(&r);
     let seen = &azure.seen()[0];
@@ -253,7 +276,11 @@ async fn azure_and_mistral_take_the_openai_format_with_their_rules() {
         metric(
             &gw,
             "sluicegate_ai_tokens_total",
-            &[("route", "mistral"), ("instance", "mi"), ("type", "completion")],
+            &[
+                ("route", "mistral"),
+                ("instance", "mi"),
+                ("type", "completion"),
+            ],
         )
         .await
             == 4.0
@@ -291,23 +318,40 @@ async fn usage_is_counted_for_whole_and_streamed_answers() {
     assert!(a.done);
 
     // Three answers of 2 prompt and 4 completion tokens each.
-    let labels = [("route", "usage"), ("instance", "primary"), ("model", "other")];
+    let labels = [
+        ("route", "usage"),
+        ("instance", "primary"),
+        ("model", "other"),
+    ];
     eventually_async(|| async {
-        metric(&gw, "sluicegate_ai_tokens_total", &[labels[0], labels[1], ("type", "completion")]).await
+        metric(
+            &gw,
+            "sluicegate_ai_tokens_total",
+            &[labels[0], labels[1], ("type", "completion")],
+        )
+        .await
             == 12.0
     })
     .await;
     assert_eq!(
-        metric(&gw, "sluicegate_ai_tokens_total", &[labels[0], labels[1], ("type", "prompt")]).await,
+        metric(
+            &gw,
+            "sluicegate_ai_tokens_total",
+            &[labels[0], labels[1], ("type", "prompt")]
+        )
+        .await,
         6.0
     );
     assert_eq!(
-        metric(&gw, "sluicegate_ai_time_to_first_token_seconds_count", &labels).await,
+        metric(
+            &gw,
+            "sluicegate_ai_time_to_first_token_seconds_count",
+            &labels
+        )
+        .await,
         2.0
     );
-    assert!(
-        metric(&gw, "sluicegate_ai_request_duration_seconds_count", &labels).await == 3.0
-    );
+    assert!(metric(&gw, "sluicegate_ai_request_duration_seconds_count", &labels).await == 3.0);
     gw.shutdown().await;
 }
 
