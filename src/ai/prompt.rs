@@ -36,10 +36,13 @@ enum Piece {
     Var(String),
 }
 
+/// One template's messages: each a role and its pieces.
+type Messages = Vec<(&'static str, Vec<Piece>)>;
+
 /// `aiPromptTemplate`, compiled.
 #[derive(Debug)]
 pub struct Templates {
-    list: Vec<(String, Vec<(&'static str, Vec<Piece>)>)>,
+    list: Vec<(String, Messages)>,
 }
 
 impl Templates {
@@ -205,11 +208,11 @@ impl Guard {
     /// Refuses the request if a user message breaks the rules.
     pub fn check(&self, call: &ChatCall) -> Result<(), AiError> {
         let messages = call.messages()?;
-        let users = messages
+        let mut users = messages
             .iter()
             .filter(|m| m.get("role").and_then(Value::as_str) == Some("user"));
         let texts: Vec<String> = if self.last_only {
-            users.last().map(text_of).into_iter().collect()
+            users.next_back().map(text_of).into_iter().collect()
         } else {
             users.map(text_of).collect()
         };

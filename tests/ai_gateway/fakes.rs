@@ -367,10 +367,10 @@ fn check(
             if api != Api::Azure && model.is_none() {
                 return bad("you must provide a model parameter");
             }
-            if !body
+            if body
                 .get("messages")
                 .and_then(Value::as_array)
-                .is_some_and(|m| !m.is_empty())
+                .is_none_or(Vec::is_empty)
             {
                 return bad("messages: must be a non-empty array");
             }

@@ -318,12 +318,12 @@ mod tests {
     }
 
     /// Runs the request phase; the meter of an admitted request.
-    fn admit(p: &dyn Plugin) -> Result<(HeaderMap, Box<dyn TokenMeter>), Rejection> {
+    fn admit(p: &dyn Plugin) -> Result<(HeaderMap, Box<dyn TokenMeter>), Box<Rejection>> {
         let (h, m) = (HeaderMap::new(), http::Method::POST);
         let mut c = ctx(&h, &m);
         match p.request(&mut c) {
             Outcome::Continue => Ok((c.response_headers, c.token_meters.pop().unwrap())),
-            Outcome::Reject(r) => Err(r),
+            Outcome::Reject(r) => Err(Box::new(r)),
             Outcome::Wait(_) => panic!("a local budget never waits"),
         }
     }
