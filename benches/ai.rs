@@ -6,7 +6,8 @@
 //!    OpenAI instance and, in a second route, one Anthropic instance, so
 //!    that translation is included), in alternating rounds on keep-alive
 //!    connections. Prints p50 and p99 of each and the p99 the gateway
-//!    adds.
+//!    adds, and, for scale, the same stream through an ordinary proxied
+//!    route (a Service backend, no `aiProxy`).
 //! 2. 1,000 concurrent streams through one worker: each answer is 20
 //!    events 100 ms apart. Prints the process's resident memory before
 //!    and while the streams run (the clients and the provider live in
@@ -183,8 +184,12 @@ fn manifests(provider: SocketAddr) -> String {
             "---\napiVersion: sluicegate.io/v1alpha1\nkind: ApiRoute\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  hosts: [{name}.test]\n  routes:\n  - name: chat\n    plugins: {{aiProxy: {{instances: [{instance}]}}}}\n"
         )
     };
+    let port = provider.port();
+    let plain = format!(
+        "---\napiVersion: v1\nkind: Service\nmetadata: {{name: llm, namespace: default}}\nspec:\n  ports: [{{name: http, port: 80}}]\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: llm-1\n  namespace: default\n  labels: {{kubernetes.io/service-name: llm}}\naddressType: IPv4\nports: [{{name: http, port: {port}}}]\nendpoints:\n- addresses: [\"127.0.0.1\"]\n---\napiVersion: sluicegate.io/v1alpha1\nkind: ApiRoute\nmetadata: {{name: plain, namespace: default}}\nspec:\n  hosts: [plain.test]\n  routes:\n  - name: main\n    backends: [{{serviceName: llm, servicePort: 80}}]\n"
+    );
     format!(
-        "apiVersion: v1\nkind: Secret\nmetadata: {{name: key, namespace: default}}\nstringData: {{api-key: sk-bench}}\n{}{}",
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: key, namespace: default}}\nstringData: {{api-key: sk-bench}}\n{plain}{}{}",
         route(
             "openai",
             &format!(
@@ -222,7 +227,9 @@ async fn main() {
     let mut direct_a = connect(provider).await;
     let mut via = connect(gw).await;
     let mut via_a = connect(gw).await;
+    let mut plain = connect(gw).await;
     let (mut d, mut da, mut g, mut ga) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut p = Vec::new();
     for round in 0..ROUNDS + 1 {
         for _ in 0..PER_ROUND {
             let a = one(&mut direct, chat("p", "/v1/chat/completions", "m"))
@@ -238,15 +245,24 @@ async fn main() {
             )
             .await
             .0;
+            let f = one(&mut plain, chat("plain.test", "/v1/chat/completions", "m"))
+                .await
+                .0;
             // The first round warms connections and caches up.
             if round > 0 {
                 d.push(a);
                 g.push(b);
                 da.push(c);
                 ga.push(e);
+                p.push(f);
             }
         }
     }
+    println!(
+        "ttft plain proxy route (no aiProxy, same provider): p50 {:?} p99 {:?}",
+        percentile(&mut p, 0.5),
+        percentile(&mut p, 0.99)
+    );
     for (name, direct, via) in [("openai", &mut d, &mut g), ("anthropic", &mut da, &mut ga)] {
         let (d50, d99) = (percentile(direct, 0.5), percentile(direct, 0.99));
         let (g50, g99) = (percentile(via, 0.5), percentile(via, 0.99));
