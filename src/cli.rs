@@ -538,7 +538,8 @@ pub struct GatewayArgs {
     /// empty. Fields: time, client, method, host, path, protocol, status,
     /// request_bytes, response_bytes, route, upstream, attempts,
     /// duration_ms, upstream_ms, consumer, request_id, trace_id,
-    /// answered_by, user_agent.
+    /// answered_by, user_agent, ai_instance, prompt_tokens,
+    /// completion_tokens, ttft_ms.
     #[arg(long, env = "SLUICEGATE_ACCESS_LOG_FIELDS", value_delimiter = ',')]
     pub access_log_fields: Vec<access_log::Field>,
     /// The share of requests answered under 400 that are logged, 0 to 1;

@@ -6,6 +6,7 @@
 //! and the [`proxy`] serves each request from one snapshot of that table.
 
 pub mod admin;
+pub mod ai;
 pub mod api;
 pub mod cache;
 pub mod cgroup;

@@ -18,6 +18,8 @@ pub fn handle() -> &'static PrometheusHandle {
             (m::PLUGIN_DURATION, m::PLUGIN_BUCKETS),
             (m::REQUEST_SIZE, m::SIZE_BUCKETS),
             (m::RESPONSE_SIZE, m::SIZE_BUCKETS),
+            (m::ai::AI_TIME_TO_FIRST_TOKEN, m::ai::TTFT_BUCKETS),
+            (m::ai::AI_REQUEST_DURATION, m::ai::AI_DURATION_BUCKETS),
         ];
         let mut builder =
             PrometheusBuilder::new().idle_timeout(MetricKindMask::ALL, Some(m::IDLE_TIMEOUT));
@@ -161,6 +163,36 @@ fn describe() {
     metrics::describe_counter!(
         m::ACCESS_LOG_DROPPED,
         "Access log lines dropped because the writer fell behind."
+    );
+    metrics::describe_counter!(
+        m::ai::AI_TOKENS,
+        "LLM tokens used, by route, instance, model, consumer and type (prompt, completion, total)."
+    );
+    metrics::describe_histogram!(
+        m::ai::AI_TIME_TO_FIRST_TOKEN,
+        metrics::Unit::Seconds,
+        "Time from an AI request to the first token of its stream, by route, instance and model."
+    );
+    metrics::describe_histogram!(
+        m::ai::AI_REQUEST_DURATION,
+        metrics::Unit::Seconds,
+        "Time from an AI request to the end of its answer, by route, instance and model."
+    );
+    metrics::describe_counter!(
+        m::ai::AI_PROVIDER_CALLS,
+        "Calls to LLM provider instances, by route, instance and result."
+    );
+    metrics::describe_counter!(
+        m::ai::AI_FALLBACKS,
+        "AI requests moved on from an instance to the next, by route, instance and reason."
+    );
+    metrics::describe_counter!(
+        m::ai::AI_EJECTIONS,
+        "LLM provider instances set aside by passive health, by route and instance."
+    );
+    metrics::describe_counter!(
+        m::ai::AI_STREAMS_CUT,
+        "AI answer streams ended early, by route, instance and reason."
     );
     m::build_info();
 }

@@ -91,6 +91,7 @@ pub struct ClientAuthentication {
 /// One route: what it matches and where matching requests go.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = Rule::new("(has(self.backends) && size(self.backends) > 0) || has(self.pluginConfigRef) || (has(self.plugins) && has(self.plugins.aiProxy))").message("backends are required unless the route's plugins have aiProxy"))]
 pub struct RouteRule {
     /// Name, unique within the ApiRoute; used in metrics and status.
     #[schemars(length(min = 1, max = 63))]
@@ -106,7 +107,10 @@ pub struct RouteRule {
     )]
     pub matches: RouteMatch,
     /// Services that receive the matching traffic, split by weight.
-    #[schemars(length(min = 1, max = 16))]
+    /// Required, unless the route's plugins have `aiProxy`, which answers
+    /// from LLM providers instead.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
     pub backends: Vec<Backend>,
     /// Upstream timeouts.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -297,6 +297,7 @@ impl JsonSchema for ByteSize {
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
         json_schema!({
             "x-kubernetes-int-or-string": true,
+            "maxLength": 32,
             "anyOf": [
                 {"type": "integer", "minimum": 0},
                 {"type": "string", "pattern": "^[0-9]+(k|M|G|T|Ki|Mi|Gi|Ti)?$"}

@@ -10,6 +10,7 @@ mod common;
 pub mod gateway_api;
 mod pluginconfig;
 mod plugins;
+mod plugins_ai;
 mod plugins_cache;
 mod plugins_http;
 mod schema;
@@ -22,6 +23,11 @@ pub use plugins::{
     AuthCommon, BasicAuth, ClaimHeader, ConsumerSelector, JwtAlgorithm, JwtAuth, KeyAuth, KeyType,
     LimitCommon, LimitConn, LimitCount, LimitPolicy, LimitReq, Plugins, RateLimitKey,
     RedisSettings, WindowType,
+};
+pub use plugins_ai::{
+    AiFallbackCondition, AiHealth, AiInstance, AiMessage, AiPromptDecorator, AiPromptGuard,
+    AiPromptTemplate, AiProvider, AiProxy, AiRateLimit, AiRole, AiTemplate, AiTimeouts,
+    AiTokenType, SecretKeyRef,
 };
 pub use plugins_cache::{CacheLock, CacheMethod, CacheStorage, ProxyCache, SharedStorage};
 pub use plugins_http::{

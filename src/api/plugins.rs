@@ -8,6 +8,7 @@ use kube::KubeSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::Duration;
+use super::plugins_ai::{AiPromptDecorator, AiPromptGuard, AiPromptTemplate, AiProxy, AiRateLimit};
 use super::plugins_cache::ProxyCache;
 use super::plugins_http::{
     Brotli, Cors, ForwardAuth, Gzip, HeaderLimits, IpRestriction, Mocking, ProxyRewrite,
@@ -81,6 +82,25 @@ pub struct Plugins {
     /// never a way around it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proxy_cache: Option<ProxyCache>,
+    /// Answer chat requests from LLM providers (OpenAI, Anthropic, Gemini,
+    /// Mistral, Azure OpenAI, OpenAI-compatible servers); the route needs
+    /// no backends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ai_proxy: Option<AiProxy>,
+    /// Token budgets per key and window, for routes with `aiProxy`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ai_rate_limit: Option<AiRateLimit>,
+    /// Add messages before or after the client's, for routes with
+    /// `aiProxy`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ai_prompt_decorator: Option<AiPromptDecorator>,
+    /// Named prompt templates filled from the request, for routes with
+    /// `aiProxy`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ai_prompt_template: Option<AiPromptTemplate>,
+    /// Refuse prompts by regular expressions, for routes with `aiProxy`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ai_prompt_guard: Option<AiPromptGuard>,
 }
 
 impl Plugins {
@@ -134,7 +154,34 @@ impl Plugins {
                 .proxy_cache
                 .clone()
                 .or_else(|| self.proxy_cache.clone()),
+            ai_proxy: over.ai_proxy.clone().or_else(|| self.ai_proxy.clone()),
+            ai_rate_limit: over
+                .ai_rate_limit
+                .clone()
+                .or_else(|| self.ai_rate_limit.clone()),
+            ai_prompt_decorator: over
+                .ai_prompt_decorator
+                .clone()
+                .or_else(|| self.ai_prompt_decorator.clone()),
+            ai_prompt_template: over
+                .ai_prompt_template
+                .clone()
+                .or_else(|| self.ai_prompt_template.clone()),
+            ai_prompt_guard: over
+                .ai_prompt_guard
+                .clone()
+                .or_else(|| self.ai_prompt_guard.clone()),
         }
+    }
+
+    /// Whether any AI gateway plugin is set (they need `aiProxy` on the
+    /// route).
+    pub fn has_ai(&self) -> bool {
+        self.ai_proxy.is_some()
+            || self.ai_rate_limit.is_some()
+            || self.ai_prompt_decorator.is_some()
+            || self.ai_prompt_template.is_some()
+            || self.ai_prompt_guard.is_some()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -28,7 +28,7 @@ pub struct ProxyCache {
     /// The method and the route are always part of the key, and the
     /// consumer unless `consumerIsolation` is false.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 16))]
+    #[schemars(length(max = 16), inner(length(min = 1, max = 256)))]
     pub key: Vec<String>,
     /// Methods whose responses are cached: `GET` and `HEAD` (the default).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -50,12 +50,12 @@ pub struct ProxyCache {
     /// request is not answered from the cache (its response may still
     /// be stored, refreshing the entry).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 16))]
+    #[schemars(length(max = 16), inner(length(min = 1, max = 256)))]
     pub bypass: Vec<String>,
     /// Templates (as in `key`); when any is neither empty nor `0`, the
     /// response is not stored.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 16))]
+    #[schemars(length(max = 16), inner(length(min = 1, max = 256)))]
     pub no_store: Vec<String>,
     /// The consumer an authentication plugin identified is part of the
     /// key, so that one consumer never gets another's response (default

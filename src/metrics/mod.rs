@@ -7,6 +7,7 @@
 //! deleted routes disappear from `/metrics`. Operators who need fewer
 //! series drop whole labels with `--metrics-disabled-labels` ([`labels`]).
 
+pub mod ai;
 mod cache;
 pub mod live;
 mod route;

@@ -17,7 +17,7 @@
 //! (3010), `ipRestriction` (3000), `uaRestriction` (2999), `basicAuth`
 //! (2520), `jwtAuth` (2510), `keyAuth` (2500), `forwardAuth` (2002),
 //! `proxyRewrite` (1008), `limitConn` (1003), `limitCount` (1002),
-//! `limitReq` (1001), `brotli` (996), `gzip` (995), `redirect` (901),
+//! `limitReq` (1001), `aiRateLimit` (1000), `brotli` (996), `gzip` (995), `redirect` (901),
 //! `mocking` (900), `responseRewrite` (899). Rate limits thus key by the consumer
 //! authentication identified. Response phases run in the same order on
 //! every response of the route, the gateway's own answers included. Global plugins (`--global-plugin-config`) run before the
@@ -84,6 +84,23 @@ pub struct RequestCtx<'a> {
     /// `Content-Length` is counted as it streams, and the exchange ends
     /// with `413` once it has passed this.
     pub body_limit: Option<u64>,
+    /// Told the tokens an AI answer used once it is complete (token
+    /// budgets charge them).
+    pub token_meters: Vec<Box<dyn TokenMeter>>,
+}
+
+/// Tokens an AI request used: what its provider reported, or an estimate
+/// when the answer was cut before the provider said.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TokenUsage {
+    pub prompt: u64,
+    pub completion: u64,
+}
+
+/// Something told how many tokens an AI request used, once, when its
+/// answer ends: a token budget charging the request's key.
+pub trait TokenMeter: Send + Sync + fmt::Debug {
+    fn charge(self: Box<Self>, usage: TokenUsage);
 }
 
 /// What a plugin sees of a request when its response is ready.
@@ -278,6 +295,9 @@ pub fn build(
     }
     if let Some(c) = &plugins.brotli {
         add(transform::compress::CompressPlugin::build_brotli(c, env));
+    }
+    if let Some(c) = &plugins.ai_rate_limit {
+        add(limit::tokens::AiRateLimitPlugin::build(c, owner, env));
     }
     if !errors.is_empty() {
         return Err(errors);

@@ -263,6 +263,9 @@ pub struct RouteSpec {
     /// phase.
     #[serde(skip_serializing_if = "Option::is_none", serialize_with = "cache")]
     pub cache: Option<Arc<crate::cache::CacheRule>>,
+    /// Answers from LLM providers instead of backends (`aiProxy`).
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "ai")]
+    pub ai: Option<Arc<crate::ai::AiRoute>>,
 }
 
 fn cache<S: Serializer>(
@@ -271,6 +274,13 @@ fn cache<S: Serializer>(
 ) -> Result<S::Ok, S::Error> {
     match rule {
         Some(r) => r.describe().serialize(s),
+        None => s.serialize_none(),
+    }
+}
+
+fn ai<S: Serializer>(ai: &Option<Arc<crate::ai::AiRoute>>, s: S) -> Result<S::Ok, S::Error> {
+    match ai {
+        Some(a) => a.describe().serialize(s),
         None => s.serialize_none(),
     }
 }

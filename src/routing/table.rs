@@ -65,6 +65,8 @@ pub struct Route {
     pub mirrors: Box<[Mirror]>,
     /// The route's cache, when it has one.
     pub cache: Option<RouteCache>,
+    /// Answers from LLM providers instead of backends.
+    pub ai: Option<Arc<crate::ai::AiRoute>>,
 }
 
 /// A compiled mirror: where copies go, and how many.
@@ -146,6 +148,7 @@ impl Route {
                 rule: rule.clone(),
                 metrics: crate::metrics::CacheMetrics::new(spec.name.clone(), rule.storage.label()),
             }),
+            ai: spec.ai.clone(),
         }
     }
 

@@ -49,6 +49,7 @@ fn route(name: &str) -> RouteBuilder {
         listeners: Vec::new(),
         mirrors: Vec::new(),
         cache: None,
+        ai: None,
     })
 }
 

@@ -76,11 +76,15 @@ pub enum Field {
     TraceId,
     AnsweredBy,
     UserAgent,
+    AiInstance,
+    PromptTokens,
+    CompletionTokens,
+    TimeToFirstToken,
 }
 
 impl Field {
     /// Every field, in the order lines show them.
-    pub const ALL: [Field; 19] = [
+    pub const ALL: [Field; 23] = [
         Field::Time,
         Field::Client,
         Field::Method,
@@ -100,6 +104,10 @@ impl Field {
         Field::TraceId,
         Field::AnsweredBy,
         Field::UserAgent,
+        Field::AiInstance,
+        Field::PromptTokens,
+        Field::CompletionTokens,
+        Field::TimeToFirstToken,
     ];
 
     pub fn name(self) -> &'static str {
@@ -123,6 +131,10 @@ impl Field {
             Field::TraceId => "trace_id",
             Field::AnsweredBy => "answered_by",
             Field::UserAgent => "user_agent",
+            Field::AiInstance => "ai_instance",
+            Field::PromptTokens => "prompt_tokens",
+            Field::CompletionTokens => "completion_tokens",
+            Field::TimeToFirstToken => "ttft_ms",
         }
     }
 }
@@ -183,6 +195,12 @@ pub struct Line {
     pub trace_id: Option<[u8; 16]>,
     pub answered_by: Option<&'static str>,
     pub user_agent: Option<HeaderValue>,
+    /// The AI provider instance that answered.
+    pub ai_instance: Option<Arc<str>>,
+    /// Tokens of an AI answer: prompt and completion.
+    pub tokens: Option<(u64, u64)>,
+    /// An AI stream's time to first token.
+    pub ttft: Option<Duration>,
 }
 
 /// The running access log; stops its writer when the last handle goes.
@@ -311,6 +329,10 @@ fn value(line: &Line, f: Field) -> Option<Value<'_>> {
         Field::TraceId => Value::Owned(hex(&line.trace_id?)),
         Field::AnsweredBy => Value::Text(line.answered_by?),
         Field::UserAgent => Value::Bytes(line.user_agent.as_ref()?.as_bytes()),
+        Field::AiInstance => Value::Text(line.ai_instance.as_deref()?),
+        Field::PromptTokens => Value::Number(line.tokens?.0),
+        Field::CompletionTokens => Value::Number(line.tokens?.1),
+        Field::TimeToFirstToken => Value::Millis(line.ttft?),
     })
 }
 
@@ -476,6 +498,9 @@ mod tests {
             trace_id: Some([0xab; 16]),
             answered_by: None,
             user_agent: Some(HeaderValue::from_bytes(b"curl/8 \xff").unwrap()),
+            ai_instance: None,
+            tokens: None,
+            ttft: None,
         }
     }
 

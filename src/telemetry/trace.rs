@@ -377,6 +377,33 @@ pub fn attempt_attributes(endpoint: SocketAddr, status: Option<u16>) -> Vec<KeyV
     a
 }
 
+/// The attributes of a call to an LLM provider, after OpenTelemetry's
+/// GenAI conventions.
+pub fn ai_call_attributes(
+    provider: &'static str,
+    server: &str,
+    model: &str,
+    instance: &str,
+    status: Option<u16>,
+    tokens: Option<(u64, u64)>,
+) -> Vec<KeyValue> {
+    let mut a = vec![
+        KeyValue::new("gen_ai.operation.name", "chat"),
+        KeyValue::new("gen_ai.provider.name", provider),
+        KeyValue::new("gen_ai.request.model", model.to_owned()),
+        KeyValue::new("server.address", server.to_owned()),
+        KeyValue::new("sluicegate.ai.instance", instance.to_owned()),
+    ];
+    if let Some(s) = status {
+        a.push(KeyValue::new("http.response.status_code", i64::from(s)));
+    }
+    if let Some((input, output)) = tokens {
+        a.push(KeyValue::new("gen_ai.usage.input_tokens", input as i64));
+        a.push(KeyValue::new("gen_ai.usage.output_tokens", output as i64));
+    }
+    a
+}
+
 async fn export(exporter: opentelemetry_otlp::SpanExporter, mut rx: mpsc::Receiver<SpanData>) {
     use opentelemetry_sdk::trace::SpanExporter as _;
     let mut batch = Vec::with_capacity(BATCH);

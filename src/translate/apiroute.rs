@@ -124,6 +124,7 @@ pub(super) fn translate(ctx: &mut Ctx<'_>, key: &ObjectKey, ar: &ApiRoute) {
                     Ok(chosen) => {
                         r.plugins = chosen.plugins;
                         r.cache = chosen.cache;
+                        r.ai = chosen.ai;
                     }
                     Err(()) => continue,
                 }
@@ -201,13 +202,29 @@ fn route(
         cookies.push(value_spec(c.name.clone(), c, f)?);
     }
 
-    if rule.backends.is_empty() {
+    // A route with `aiProxy` (inline or from its PluginConfig) answers
+    // from LLM providers: backends would never be used.
+    let ai = rule.plugins.as_ref().is_some_and(|p| p.ai_proxy.is_some())
+        || rule.plugin_config_ref.as_ref().is_some_and(|r| {
+            ctx.state
+                .plugin_configs
+                .get(&ObjectKey::new(key.namespace.clone(), r.name.clone()))
+                .is_some_and(|pc| pc.spec.plugins.ai_proxy.is_some())
+        });
+    if ai && !rule.backends.is_empty() {
         return Err(invalid(
             format!("spec.routes[{i}].backends"),
-            "at least one backend is required".into(),
+            "a route with aiProxy answers from its providers and takes no backends; remove them"
+                .into(),
         ));
     }
-    if rule.backends.iter().all(|b| b.weight == 0) {
+    if !ai && rule.backends.is_empty() {
+        return Err(invalid(
+            format!("spec.routes[{i}].backends"),
+            "at least one backend is required (or aiProxy in the route's plugins)".into(),
+        ));
+    }
+    if !ai && rule.backends.iter().all(|b| b.weight == 0) {
         return Err(invalid(
             format!("spec.routes[{i}].backends"),
             "every backend has weight 0, so no request could be served".into(),
@@ -320,6 +337,7 @@ fn route(
         listeners: Vec::new(),
         mirrors: Vec::new(),
         cache: None,
+        ai: None,
     })
 }
 

@@ -92,6 +92,7 @@ pub(super) fn translate(ctx: &mut Ctx<'_>, key: &ObjectKey, ingress: &Ingress) {
         cache: plugin_list.cache.clone(),
         listeners: Vec::new(),
         mirrors: Vec::new(),
+        ai: None,
     };
 
     for (i, rule) in spec.rules.iter().flatten().enumerate() {

@@ -16,6 +16,7 @@ use super::diagnostics::{Kind, Reason, Subject};
 use super::state::ObjectKey;
 use super::tls::secret_field;
 use super::{Ctx, TranslateOptions};
+use crate::ai::AiRoute;
 use crate::api::Plugins;
 use crate::cache::CacheRule;
 use crate::plugins::{self, BuildEnv, ConfigError, Owner, Plugin};
@@ -41,7 +42,10 @@ pub(super) fn prepare(ctx: &mut Ctx<'_>, opts: &TranslateOptions) {
             key,
         };
         let owner = Owner(format!("pluginconfig/{}/{}", key.namespace, key.name).into());
-        if let Err(errors) = build(ctx, &key.namespace, &pc.spec.plugins, &owner) {
+        // The AI plugins are checked here only with their aiProxy: the
+        // others may serve a route that has aiProxy inline.
+        let with_ai = pc.spec.plugins.ai_proxy.is_some();
+        if let Err(errors) = build(ctx, &key.namespace, &pc.spec.plugins, &owner, with_ai) {
             report(ctx, obj, "spec.plugins", &errors);
             ctx.plugins.invalid.insert(key.clone());
         }
@@ -60,9 +64,15 @@ pub(super) fn prepare(ctx: &mut Ctx<'_>, opts: &TranslateOptions) {
             Reason::PluginConfigNotFound,
             "--global-plugin-config names a PluginConfig that does not exist; no global plugins run",
         ),
+        Some(pc) if pc.spec.plugins.has_ai() => ctx.diags.report(
+            obj,
+            "spec.plugins",
+            Reason::InvalidSpec,
+            "the AI plugins (aiProxy, aiRateLimit, aiPrompt*) apply to routes, not globally; no global plugins run",
+        ),
         Some(pc) if !ctx.plugins.invalid.contains(key) => {
             let owner = Owner("global".into());
-            if let Ok(built) = build(ctx, &key.namespace, &pc.spec.plugins, &owner) {
+            if let Ok(built) = build(ctx, &key.namespace, &pc.spec.plugins, &owner, false) {
                 ctx.plugins.global = built.plugins;
                 ctx.plugins.global_cache = built.cache;
             }
@@ -76,16 +86,12 @@ pub(super) fn prepare(ctx: &mut Ctx<'_>, opts: &TranslateOptions) {
 pub(super) struct Chosen {
     pub plugins: Vec<Arc<dyn Plugin>>,
     pub cache: Option<Arc<CacheRule>>,
+    /// The route's AI gateway (`aiProxy`); never global.
+    pub ai: Option<Arc<AiRoute>>,
 }
 
-/// Builds a plugin block: its plugins, and its `proxyCache`, which is not
-/// a plugin but a stage of the proxy (see `proxy::forward::cache`).
-fn build(
-    ctx: &Ctx<'_>,
-    namespace: &str,
-    set: &Plugins,
-    owner: &Owner,
-) -> Result<Chosen, Vec<ConfigError>> {
+/// Runs `f` with what building plugins of `namespace` may read.
+fn with_env<R>(ctx: &Ctx<'_>, namespace: &str, f: impl FnOnce(&BuildEnv<'_>) -> R) -> R {
     let state = ctx.state;
     let secret = move |name: &str, value: &str| {
         let s = state.secrets.get(&ObjectKey::new(namespace, name))?;
@@ -100,19 +106,46 @@ fn build(
         secret: &secret,
         consumers: &consumers,
     };
+    f(&env)
+}
+
+/// Builds a plugin block: its plugins, its `proxyCache`, which is not a
+/// plugin but a stage of the proxy (see `proxy::forward::cache`), and its
+/// AI gateway (`aiProxy`, see `proxy::forward::ai`).
+fn build(
+    ctx: &Ctx<'_>,
+    namespace: &str,
+    set: &Plugins,
+    owner: &Owner,
+    with_ai: bool,
+) -> Result<Chosen, Vec<ConfigError>> {
+    let mut errors = Vec::new();
+    let plugins =
+        with_env(ctx, namespace, |env| plugins::build(set, owner, env)).unwrap_or_else(|e| {
+            errors.extend(e);
+            Vec::new()
+        });
+    let ai = if with_ai {
+        with_env(ctx, namespace, |env| crate::ai::build(set, owner, env)).unwrap_or_else(|e| {
+            errors.extend(e);
+            None
+        })
+    } else {
+        None
+    };
     let cache = set
         .proxy_cache
         .as_ref()
         .map(|c| CacheRule::build(c, &ctx.cache).map(Arc::new))
-        .transpose();
-    match (plugins::build(set, owner, &env), cache) {
-        (Ok(plugins), Ok(cache)) => Ok(Chosen { plugins, cache }),
-        (Err(mut errors), Err(e)) => {
+        .transpose()
+        .unwrap_or_else(|e| {
             errors.push(e);
-            Err(errors)
-        }
-        (Err(errors), Ok(_)) => Err(errors),
-        (Ok(_), Err(e)) => Err(vec![e]),
+            None
+        });
+    if errors.is_empty() {
+        Ok(Chosen { plugins, cache, ai })
+    } else {
+        Err(errors)
     }
 }
 
@@ -173,6 +206,7 @@ pub(super) fn for_route(
     };
     let mut list = ctx.plugins.global.clone();
     let mut cache = ctx.plugins.global_cache.clone();
+    let mut ai = None;
     if let Some(set) = merged.filter(|s| !s.is_empty()) {
         if let Some(c) = &set.limit_count
             && let Some(group) = &c.group
@@ -199,12 +233,13 @@ pub(super) fn for_route(
             }
         }
         let owner = Owner(route.owner.into());
-        match build(ctx, &namespace, &set, &owner) {
+        match build(ctx, &namespace, &set, &owner, true) {
             Ok(own) => {
                 list.extend(own.plugins);
                 if own.cache.is_some() {
                     cache = own.cache;
                 }
+                ai = own.ai;
             }
             Err(errors) => {
                 // Errors in a referenced PluginConfig were reported on it
@@ -222,6 +257,7 @@ pub(super) fn for_route(
     Ok(Chosen {
         plugins: list,
         cache,
+        ai,
     })
 }
 

@@ -1,5 +1,7 @@
 //! The gateway's own HTTP calls: forwardAuth asking its service, JWKS
-//! fetching a key set, active health checks probing endpoints.
+//! fetching a key set, active health checks probing endpoints, and LLM
+//! providers answering the AI gateway ([`stream`], whose body is handed
+//! back as it arrives).
 //!
 //! They go through the same client as proxied requests, so that they
 //! follow the same framing rules, limits and timeouts, and through the
@@ -39,8 +41,10 @@ use crate::http::dns::{self, LookupError};
 use crate::http::wire::{RequestFraming, is_hop_by_hop, put, put_length};
 use target::{Host, TargetTls, origin_form};
 
+mod stream;
 mod target;
 
+pub use stream::{StreamOptions, Streaming, TimedBody, stream};
 pub use target::{Target, UrlError};
 
 /// Connections kept alive for the gateway's own calls, per thread and
@@ -142,11 +146,48 @@ async fn call(
     options: &Options,
 ) -> Result<Response, FetchError> {
     let started = Instant::now();
+    let limits = HeadLimits {
+        started,
+        connect: options.timeout,
+        head: options.timeout,
+        reuse: options.reuse,
+    };
+    let (addr, response) = exchange(target, &request, limits).await?;
+    let (parts, body) = response.into_parts();
+    let (body, complete) = read_limited(body, options.max_body)
+        .await
+        .map_err(|source| FetchError::Exchange(ClientError::Exchange { addr, source }))?;
+    Ok(Response {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+        complete,
+    })
+}
+
+/// The time limits of a call until its response head.
+#[derive(Clone, Copy, Debug)]
+struct HeadLimits {
+    started: Instant,
+    /// To open a connection (shared by the name's addresses).
+    connect: Duration,
+    /// From `started` to the response head.
+    head: Duration,
+    reuse: bool,
+}
+
+/// Sends `request` and waits for the response head (a final one:
+/// informational answers are refused).
+async fn exchange(
+    target: &Target,
+    request: &Request,
+    limits: HeadLimits,
+) -> Result<Answer, FetchError> {
     let addrs = addresses(target).await?;
     let deadlines = Deadlines {
-        started,
-        connect: connect_timeout(options.timeout, addrs.len()),
-        request: options.timeout,
+        started: limits.started,
+        connect: connect_timeout(limits.connect.min(limits.head), addrs.len()),
+        request: limits.head,
     };
     let authority = request
         .headers
@@ -158,25 +199,16 @@ async fn call(
         target: path.as_str(),
         authority,
         headers: &request.headers,
-        close: !options.reuse,
+        close: !limits.reuse,
     };
     let (addr, response) = match &target.tls {
-        None => plain(&head, request.body.clone(), &addrs, deadlines, options).await?,
-        Some(tls) => secure(tls, &head, &request.body, &addrs, deadlines, options).await?,
+        None => plain(&head, request.body.clone(), &addrs, deadlines, limits.reuse).await?,
+        Some(tls) => secure(tls, &head, &request.body, &addrs, deadlines, limits.reuse).await?,
     };
-    let (parts, body) = response.into_parts();
-    if parts.status.is_informational() {
-        return Err(FetchError::Status(parts.status));
+    if response.status().is_informational() {
+        return Err(FetchError::Status(response.status()));
     }
-    let (body, complete) = read_limited(body, options.max_body)
-        .await
-        .map_err(|source| FetchError::Exchange(ClientError::Exchange { addr, source }))?;
-    Ok(Response {
-        status: parts.status,
-        headers: parts.headers,
-        body,
-        complete,
-    })
+    Ok((addr, response))
 }
 
 /// The target's addresses: its own, or its name's through the shared
@@ -229,9 +261,9 @@ async fn plain(
     body: Bytes,
     addrs: &[SocketAddr],
     deadlines: Deadlines,
-    options: &Options,
+    reuse: bool,
 ) -> Result<Answer, FetchError> {
-    let pool = match options.reuse.then(local).flatten() {
+    let pool = match reuse.then(local).flatten() {
         Some(l) => l.pool,
         // Closed when the call is over: nothing else holds it.
         None => Pool::new(POOL),
@@ -257,10 +289,10 @@ async fn secure(
     body: &Bytes,
     addrs: &[SocketAddr],
     deadlines: Deadlines,
-    options: &Options,
+    reuse: bool,
 ) -> Result<Answer, FetchError> {
     let config = tls.config.as_ref().ok_or(FetchError::NoTls)?;
-    let clients = match options.reuse.then(local).flatten() {
+    let clients = match reuse.then(local).flatten() {
         Some(l) => l.clients,
         None => Arc::new(Clients::new(POOL)),
     };
@@ -276,7 +308,7 @@ async fn secure(
     // A request that changes nothing may go again when a kept-alive
     // connection turns out closed as it was sent; hyper's client does not
     // do that itself.
-    let mut retry = options.reuse && matches!(*head.method, Method::GET | Method::HEAD);
+    let mut retry = reuse && matches!(*head.method, Method::GET | Method::HEAD);
     let mut last = None;
     let mut i = 0;
     while let Some(addr) = addrs.get(i) {

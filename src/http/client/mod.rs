@@ -58,6 +58,8 @@ pub enum UpstreamError {
     Idle(Duration),
     #[error("unexpected 101 response")]
     UnexpectedSwitch,
+    #[error("the response took longer than {0:?}")]
+    Expired(Duration),
 }
 
 /// Why a request could not be exchanged with an upstream.

@@ -384,6 +384,7 @@ mod tests {
             rewrite_path: None,
             rewrite_host: None,
             body_limit: None,
+            token_meters: Vec::new(),
             method: &http::Method::DELETE,
         }
     }

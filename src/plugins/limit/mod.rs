@@ -1,4 +1,5 @@
-//! Rate limiting: `limitCount`, `limitReq` and `limitConn`.
+//! Rate limiting: `limitCount`, `limitReq` and `limitConn`, and the token
+//! budgets of `aiRateLimit` ([`tokens`]).
 //!
 //! Each limiter keeps its counters per key (client address, a header, the
 //! consumer, a template or a constant) either in this process (`Local`:
@@ -16,6 +17,7 @@ pub mod algorithms;
 mod key;
 pub mod redis;
 pub mod store;
+pub mod tokens;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;

@@ -31,7 +31,7 @@ use http_body::{Body, Frame, SizeHint};
 pub use encoded::EncodedBody;
 pub use follow::Follower;
 pub use observed::{Observed, OnEnd};
-pub use request::{FaultProbe, OverLimit, RequestBody};
+pub use request::{FaultProbe, OverLimit, RequestBody, RequestBodyError};
 pub use tee::{Sink, Tee};
 pub use tracked::Tracked;
 
@@ -62,6 +62,8 @@ pub enum ResponseBody {
     Follow(Box<Follower>),
     /// A body of unknown size, counted, whose end is reported.
     Observed(Box<Observed>),
+    /// An AI answer relayed from an LLM provider's stream.
+    Ai(Box<crate::ai::AiBody>),
 }
 
 /// Held for as long as a response body is being sent.
@@ -125,6 +127,7 @@ impl Body for ResponseBody {
             ResponseBody::Tee(t) => t.poll(cx),
             ResponseBody::Follow(f) => f.poll(cx),
             ResponseBody::Observed(o) => o.poll(cx),
+            ResponseBody::Ai(b) => Pin::new(b.as_mut()).poll_frame(cx),
         }
     }
 
@@ -138,6 +141,7 @@ impl Body for ResponseBody {
             ResponseBody::Tee(t) => t.is_end_stream(),
             ResponseBody::Follow(f) => f.is_end_stream(),
             ResponseBody::Observed(o) => o.is_end_stream(),
+            ResponseBody::Ai(b) => b.is_end_stream(),
         }
     }
 
@@ -152,6 +156,7 @@ impl Body for ResponseBody {
             ResponseBody::Tee(t) => t.size_hint(),
             ResponseBody::Follow(f) => f.size_hint(),
             ResponseBody::Observed(o) => o.size_hint(),
+            ResponseBody::Ai(b) => b.size_hint(),
         }
     }
 }

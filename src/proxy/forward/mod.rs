@@ -12,12 +12,14 @@
 //!    from a stored response, or have the request coalesced with another,
 //!    and stores what the upstream answers;
 //! 6. the upstream request head ([`head`]) and the attempts on endpoints,
-//!    with retries ([`attempts`]);
+//!    with retries ([`attempts`]), or, on a route with `aiProxy`, the
+//!    route's AI gateway ([`ai`]);
 //! 7. the response phase of the plugins, then the headers the gateway
 //!    adds (HSTS), and the metrics.
 //!
 //! Every failure is a [`ProxyError`], answered through one mapping.
 
+mod ai;
 mod attempts;
 mod cache;
 mod head;
@@ -237,12 +239,25 @@ impl Worker {
         if let Some(ex) = exchange.as_deref_mut() {
             ex.consumer = consumer.clone();
         }
-        let (upstream_changes, response_changes) = match effects {
-            Some(e) => (Some(e.upstream), Some((e.response_headers, e.guards))),
-            None => (None, None),
+        let (upstream_changes, response_changes, meters) = match effects {
+            Some(e) => (
+                Some(e.upstream),
+                Some((e.response_headers, e.guards)),
+                e.token_meters,
+            ),
+            None => (None, None, Vec::new()),
         };
         let mut body = None;
-        let forwarded = if route.cache.is_some() {
+        let forwarded = if let Some(ai_route) = &route.ai {
+            let path = matched.path(&req).to_owned();
+            let handover = ai::Handover {
+                path: &path,
+                started: start,
+                consumer: consumer.clone(),
+                meters,
+            };
+            Ok(ai::serve(ai_route, req, handover, exchange, &mut body).await)
+        } else if route.cache.is_some() {
             cache::serve(
                 self,
                 &matched,

@@ -61,6 +61,8 @@ pub(super) struct Exchange {
     pub answered_by: Option<&'static str>,
     pub attempts: Vec<AttemptRecord>,
     pub waits: Vec<WaitRecord>,
+    /// What the AI gateway did, on a route with `aiProxy`.
+    pub ai: Option<Arc<crate::ai::Facts>>,
     status: u16,
     request_bytes: Option<u64>,
     probe: Option<FaultProbe>,
@@ -108,6 +110,7 @@ impl Exchange {
             answered_by: None,
             attempts: Vec::new(),
             waits: Vec::new(),
+            ai: None,
             status: 0,
             request_bytes: None,
             probe: None,
@@ -153,8 +156,10 @@ impl Exchange {
             r.metrics.request_size(request_bytes, end);
             r.metrics.response_size(response_bytes, end);
         }
+        let ai = self.ai.as_ref().map(|f| f.snapshot());
         if let Some(log) = &self.telemetry.access_log {
             let upstream = self.attempts.last();
+            let calls = ai.as_ref().map_or(0, |r| r.calls.len() as u32);
             log.log(Line {
                 time: Some(self.wall),
                 client: Some(self.client),
@@ -167,7 +172,7 @@ impl Exchange {
                 response_bytes,
                 route: self.route.as_ref().map(|r| r.name.clone()),
                 upstream: upstream.map(|a| a.endpoint),
-                attempts: self.attempts.len() as u32,
+                attempts: self.attempts.len() as u32 + calls,
                 duration: end - self.start,
                 upstream_duration: upstream.map(|a| a.end - a.start),
                 consumer: self.consumer.clone(),
@@ -175,6 +180,12 @@ impl Exchange {
                 trace_id: self.trace.as_ref().map(|t| t.trace_id),
                 answered_by: self.answered_by,
                 user_agent: self.user_agent.clone(),
+                ai_instance: ai.as_ref().and_then(|r| r.instance.clone()),
+                tokens: ai
+                    .as_ref()
+                    .and_then(|r| r.usage)
+                    .map(|u| (u.prompt, u.completion)),
+                ttft: ai.as_ref().and_then(|r| r.ttft),
             });
         }
         if let (Some(tracer), Some(ctx)) = (&self.telemetry.tracer, &self.trace)
@@ -210,6 +221,24 @@ impl Exchange {
                     end: self.wall(a.end),
                     attributes: trace::attempt_attributes(a.endpoint, a.status),
                     error: a.status.is_none_or(|s| s >= 500),
+                });
+            }
+            for c in ai.iter().flat_map(|r| r.calls.iter()) {
+                children.push(ChildSpan {
+                    span: trace::span_id(),
+                    kind: SpanKind::Client,
+                    name: format!("chat {}", c.model).into(),
+                    start: self.wall(c.start),
+                    end: self.wall(c.end),
+                    attributes: trace::ai_call_attributes(
+                        c.provider,
+                        &c.server,
+                        &c.model,
+                        &c.instance,
+                        c.status,
+                        c.usage.map(|u| (u.prompt, u.completion)),
+                    ),
+                    error: c.status.is_none_or(|s| s >= 400),
                 });
             }
             for w in &self.waits {

@@ -40,6 +40,8 @@ pub(super) struct Effects {
     pub response_headers: http::HeaderMap,
     pub guards: Guards,
     pub consumer: Option<Arc<str>>,
+    /// Token budgets to charge once an AI answer ends.
+    pub token_meters: Vec<Box<dyn crate::plugins::TokenMeter>>,
 }
 
 /// Runs the route's response phases on the response the client gets.
@@ -131,6 +133,7 @@ pub(super) async fn run_plugins(
         rewrite_path: None,
         rewrite_host: None,
         body_limit: None,
+        token_meters: Vec::new(),
         method: req.method(),
     };
     // One clock reading per plugin: each one's end is the next one's
@@ -213,5 +216,6 @@ pub(super) async fn run_plugins(
         consumer: ctx.consumer,
         response_headers: ctx.response_headers,
         guards: ctx.guards.into_boxed_slice(),
+        token_meters: ctx.token_meters,
     })
 }

@@ -394,5 +394,6 @@ fn base_spec(name: Arc<str>, source: Arc<str>) -> RouteSpec {
         listeners: Vec::new(),
         mirrors: Vec::new(),
         cache: None,
+        ai: None,
     }
 }

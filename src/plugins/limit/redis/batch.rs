@@ -61,6 +61,15 @@ pub enum Check {
         interval_us: u64,
         tolerance_us: u64,
     },
+    /// Reads a budget's use: the current window plus the weighted
+    /// previous one (a fixed window names its current key twice, weight 0).
+    Peek {
+        current: String,
+        previous: String,
+        weight: u64,
+    },
+    /// Adds `cost` to a window's counter, whatever the limit.
+    Charge { key: String, cost: u64, ttl_ms: u64 },
 }
 
 /// What the script answered for one check: three integers whose meaning
@@ -377,8 +386,23 @@ fn by_slot(batch: Vec<Waiting>) -> Vec<Vec<Waiting>> {
 impl Check {
     fn first_key(&self) -> &str {
         match self {
-            Check::Fixed { key, .. } | Check::Gcra { key, .. } => key,
-            Check::Sliding { current, .. } => current,
+            Check::Fixed { key, .. } | Check::Gcra { key, .. } | Check::Charge { key, .. } => key,
+            Check::Sliding { current, .. } | Check::Peek { current, .. } => current,
+        }
+    }
+
+    /// The check's keys, in the order the script reads them.
+    fn keys(&self) -> [Option<&str>; 2] {
+        match self {
+            Check::Fixed { key, .. } | Check::Gcra { key, .. } | Check::Charge { key, .. } => {
+                [Some(key), None]
+            }
+            Check::Sliding {
+                current, previous, ..
+            }
+            | Check::Peek {
+                current, previous, ..
+            } => [Some(current), Some(previous)],
         }
     }
 }
@@ -388,23 +412,14 @@ impl Check {
 fn command(batch: &[Waiting]) -> redis::Cmd {
     let keys: usize = batch
         .iter()
-        .map(|(c, _)| {
-            if matches!(c, Check::Sliding { .. }) {
-                2
-            } else {
-                1
-            }
-        })
+        .map(|(c, _)| c.keys().iter().flatten().count())
         .sum();
     let mut cmd = redis::cmd("EVALSHA");
     cmd.arg(script().get_hash()).arg(keys);
     for (check, _) in batch {
-        match check {
-            Check::Fixed { key, .. } | Check::Gcra { key, .. } => cmd.arg(key.as_bytes()),
-            Check::Sliding {
-                current, previous, ..
-            } => cmd.arg(current.as_bytes()).arg(previous.as_bytes()),
-        };
+        for key in check.keys().into_iter().flatten() {
+            cmd.arg(key.as_bytes());
+        }
     }
     for (check, _) in batch {
         match *check {
@@ -420,6 +435,8 @@ fn command(batch: &[Waiting]) -> redis::Cmd {
                 tolerance_us,
                 ..
             } => cmd.arg("g").arg(interval_us).arg(tolerance_us),
+            Check::Peek { weight, .. } => cmd.arg("p").arg(weight),
+            Check::Charge { cost, ttl_ms, .. } => cmd.arg("c").arg(cost).arg(ttl_ms),
         };
     }
     cmd
@@ -438,6 +455,10 @@ fn command(batch: &[Waiting]) -> redis::Cmd {
 ///   tolerance (us). Answers allowed, how long until this request's turn,
 ///   and how far the bucket now reaches into the future (us), all on the
 ///   server's clock, so replicas agree.
+/// - `p` KEYS: current and previous window; ARGV: share of the previous
+///   window still counted (millionths). Answers 1 and the weighted use.
+/// - `c` KEYS: counter; ARGV: cost, lifetime (ms). Answers the count after
+///   adding the cost; the lifetime is set when the counter has none.
 pub fn script() -> &'static redis::Script {
     static S: OnceLock<redis::Script> = OnceLock::new();
     S.get_or_init(|| {
@@ -471,6 +492,20 @@ while a <= #ARGV do
       end
     end
     k = k + 2; a = a + 4
+  elseif op == 'p' then
+    local cur = num(redis.pcall('GET', KEYS[k]))
+    local prev = num(redis.pcall('GET', KEYS[k+1]))
+    if cur == nil or prev == nil then put(-1, 0, 0)
+    else put(1, math.floor(prev * tonumber(ARGV[a+1]) / 1000000) + cur, 0) end
+    k = k + 2; a = a + 2
+  elseif op == 'c' then
+    local c = redis.pcall('INCRBY', KEYS[k], ARGV[a+1])
+    if type(c) ~= 'number' then put(-1, 0, 0)
+    else
+      if redis.call('PTTL', KEYS[k]) < 0 then redis.call('PEXPIRE', KEYS[k], ARGV[a+2]) end
+      put(c, 0, 0)
+    end
+    k = k + 1; a = a + 3
   else
     if now == nil then
       local t = redis.call('TIME')

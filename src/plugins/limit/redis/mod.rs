@@ -269,6 +269,97 @@ impl RedisLimiter {
     }
 }
 
+/// Where a window's counters are, for budgets: the current window's key,
+/// the previous one's (the current one again for a fixed window) with the
+/// share of it still counted, and the time left in the current window.
+struct WindowKeys {
+    current: String,
+    previous: String,
+    weight: u64,
+    reset_after: u64,
+    ttl_ms: u64,
+}
+
+fn window_keys(scope: &str, key: &[u8], window: u64, sliding: bool) -> WindowKeys {
+    let base = redis_key(scope, key);
+    let window_ms = (window / 1_000_000).max(1);
+    let now_ms = unix_ms();
+    let index = now_ms / window_ms;
+    let into = now_ms % window_ms;
+    let current = format!("{base}:{index}");
+    let (previous, weight, ttl_ms) = if sliding {
+        (
+            format!("{base}:{}", index.saturating_sub(1)),
+            (window_ms - into) * 1_000_000 / window_ms,
+            window_ms * 2,
+        )
+    } else {
+        (current.clone(), 0, window_ms)
+    };
+    WindowKeys {
+        current,
+        previous,
+        weight,
+        reset_after: (window_ms - into) * 1_000_000,
+        ttl_ms,
+    }
+}
+
+impl RedisLimiter {
+    /// Admission against a token budget (`aiRateLimit`): allowed while
+    /// the window's use is below `limit`.
+    pub fn budget<'s>(
+        &'s self,
+        scope: &str,
+        key: &[u8],
+        limit: u64,
+        window: u64,
+        sliding: bool,
+    ) -> impl Future<Output = Result<Decision, Box<Rejection>>> + Send + use<'s> {
+        let w = window_keys(scope, key, window, sliding);
+        let check = batch::Check::Peek {
+            current: w.current,
+            previous: w.previous,
+            weight: w.weight,
+        };
+        async move {
+            let Ok([_, used, _]) = self.run(check).await else {
+                return self.degraded(limit);
+            };
+            let used = used.max(0) as u64;
+            Ok(Decision {
+                allowed: used < limit,
+                limit,
+                remaining: limit.saturating_sub(used),
+                reset_after: w.reset_after,
+                delay: 0,
+            })
+        }
+    }
+
+    /// Adds what a request spent to its budget's current window. A
+    /// failure is logged by the batcher and otherwise ignored: the
+    /// request has been answered already.
+    pub fn charge<'s>(
+        &'s self,
+        scope: &str,
+        key: &[u8],
+        cost: u64,
+        window: u64,
+        sliding: bool,
+    ) -> impl Future<Output = ()> + Send + use<'s> {
+        let w = window_keys(scope, key, window, sliding);
+        let check = batch::Check::Charge {
+            key: w.current,
+            cost,
+            ttl_ms: w.ttl_ms,
+        };
+        async move {
+            let _ = self.run(check).await;
+        }
+    }
+}
+
 fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
