@@ -8,35 +8,52 @@
 #     ghcr.io/sluicegate/sluicegate:dev standalone --config /config
 #
 # Without arguments the image runs `sluicegate controller` (Kubernetes mode).
+# Multi-arch images (linux/amd64 and linux/arm64) are built with
+# `docker buildx build --platform linux/amd64,linux/arm64`: see
+# docs/image.md.
+#
+# The dependency layer is made with cargo-chef: `cargo chef prepare` reduces
+# the project to its manifests, lock file and the list of its targets (every
+# bin and bench, with empty sources), and `cargo chef cook` builds the
+# dependencies of that skeleton. The layer is reused until a manifest, the
+# lock file or the set of targets changes, and no list of targets is kept
+# by hand here. CI replays the builder stages' commands without a container
+# engine (scripts/replay-dockerfile.py), so a change that breaks them fails
+# there.
 
 ARG RUST_IMAGE=rust:1-bookworm
 ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot
+ARG CARGO_CHEF_VERSION=0.1.78
 
-FROM ${RUST_IMAGE} AS builder
+FROM ${RUST_IMAGE} AS chef
+ARG CARGO_CHEF_VERSION
+RUN cargo install cargo-chef --locked --version "${CARGO_CHEF_VERSION}"
 WORKDIR /src
 
-# 1. Dependencies only, against stub sources: this layer is reused until
-#    Cargo.toml or Cargo.lock change.
-COPY Cargo.toml Cargo.lock ./
-RUN --mount=type=cache,target=/usr/local/cargo/registry \
-    --mount=type=cache,target=/usr/local/cargo/git \
-    mkdir -p src/bin benches \
- && echo 'fn main() {}' > src/main.rs \
- && echo 'fn main() {}' > src/bin/crdgen.rs \
- && echo 'fn main() {}' > benches/router.rs \
- && touch src/lib.rs \
- && cargo build --locked --release --bin sluicegate \
- && rm -rf src
+# 1. The recipe. The build context is what .dockerignore lets through:
+#    Cargo.toml, Cargo.lock, src/, benches/ (targets the manifest names) and
+#    examples/ (the demo's manifests are compiled in).
+FROM chef AS planner
+COPY . .
+RUN cargo chef prepare --recipe-path recipe.json
 
-# 2. The crate itself. examples/demo is compiled in (the demo command's
-#    built-in manifests). The sources are touched so that cargo never takes
-#    them for older than the stub build.
-COPY src ./src
-COPY examples ./examples
-RUN --mount=type=cache,target=/usr/local/cargo/registry \
-    --mount=type=cache,target=/usr/local/cargo/git \
-    find src -name '*.rs' -exec touch {} + \
- && cargo build --locked --release --bin sluicegate \
+# 2. Dependencies only, from the recipe: this layer is reused until the
+#    recipe changes. The registry cache is shared by parallel platform
+#    builds, hence the lock.
+FROM chef AS builder
+COPY --from=planner /src/recipe.json recipe.json
+RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
+    --mount=type=cache,target=/usr/local/cargo/git,sharing=locked \
+    cargo chef cook --locked --release --bin sluicegate --recipe-path recipe.json
+
+# 3. The crate itself. The commit shows in `sluicegate_build_info`
+#    (`--build-arg SLUICEGATE_COMMIT=$(git rev-parse HEAD)`).
+ARG SLUICEGATE_COMMIT=unknown
+ENV SLUICEGATE_COMMIT=${SLUICEGATE_COMMIT}
+COPY . .
+RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
+    --mount=type=cache,target=/usr/local/cargo/git,sharing=locked \
+    cargo build --locked --release --bin sluicegate \
  && cp target/release/sluicegate /sluicegate \
  && /sluicegate --version
 

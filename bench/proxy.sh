@@ -11,6 +11,13 @@
 #                             and TLS handshakes/s with a new connection per
 #                             request (full and resumed handshakes), nginx
 #                             and Sluicegate serving the same certificates
+#   bench/proxy.sh observe    the cost of observability: one route with a
+#                             plugin, served by three Sluicegates in
+#                             alternating rounds: without access log and
+#                             tracing; with the access log (JSON, to a
+#                             file); with the access log and tracing at
+#                             1% to a local OTLP/HTTP receiver. Metrics
+#                             and per-plugin timing are always on.
 #   bench/proxy.sh all        compare, then churn, then tls
 #
 # Layout (2-core default): the proxy under test runs alone on PROXY_CPU;
@@ -65,7 +72,7 @@ set -euo pipefail
 
 MODE=${1:-compare}
 case $MODE in
-compare | churn | tls | all) ;;
+compare | churn | tls | observe | all) ;;
 -h | --help)
     sed -n '2,/^$/{s/^# \{0,1\}//;p}' "$0"
     exit 0
@@ -898,11 +905,94 @@ tls() {
     sed 's/^/  /' "$TMP/results"
 }
 
+# A route with a plugin (requestId: cheap, and it touches headers both
+# ways), for the observe mode.
+write_plugin_manifest() {
+    write_manifest "$1" 0
+    printf '    plugins:\n      requestId: {}\n' >>"$1"
+}
+
+# A local OTLP/HTTP receiver that accepts and drops everything.
+start_otlp_sink() {
+    choose OTLP_PORT
+    taskset -c "$LOAD_CPU" python3 -c '
+import http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        self.send_response(200)
+        self.send_header("content-type", "application/x-protobuf")
+        self.send_header("content-length", "0")
+        self.end_headers()
+    def log_message(self, *a): pass
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+' "$OTLP_PORT" &
+    OTLP_PID=$!
+    PIDS+=("$OTLP_PID")
+    sleep 0.5
+}
+
+observe() {
+    : >"$TMP/results"
+    start_backend
+    start_otlp_sink
+    mkdir -p "$TMP/sg-config"
+    write_plugin_manifest "$TMP/sg-config/bench.yaml"
+    local -A pid port
+    local name n=0
+    # shellcheck disable=SC2034 # read by name through `choose`
+    for name in plain logged traced; do
+        n=$((n + 1))
+        # The first instance keeps the ports chosen at start.
+        if ((n > 1)); then
+            unset SG_PORT SG_ADMIN_PORT SG_TLS_PORT
+            choose SG_PORT
+            choose SG_ADMIN_PORT
+            choose SG_TLS_PORT
+        fi
+        case $name in
+        plain) SG_OPTS=() ;;
+        logged) SG_OPTS=(--access-log "$TMP/access.log") ;;
+        traced) SG_OPTS=(--access-log "$TMP/access-traced.log"
+            --otlp-endpoint "http://127.0.0.1:$OTLP_PORT/v1/traces" --otlp-protocol http/protobuf
+            --trace-sample-ratio 0.01) ;;
+        esac
+        start_sluicegate "$TMP/sg-config" 1 "$TMP/sluicegate-$name.log"
+        pid[$name]=$SG_PID port[$name]=$SG_PORT
+        curl -fsS -o /dev/null -H "Host: $HOST_HEADER" "http://127.0.0.1:$SG_PORT$REQ_PATH" ||
+            die "sluicegate ($name) does not route $REQ_PATH (log: $TMP/sluicegate-$name.log)"
+    done
+    SG_OPTS=()
+    local r
+    for r in $(seq 1 "$ROUNDS"); do
+        log "round $r/$ROUNDS"
+        for name in plain logged traced; do
+            run_wrk "$name" "http://127.0.0.1:${port[$name]}$REQ_PATH" "${pid[$name]}"
+        done
+    done
+    echo
+    echo "results (median of $ROUNDS rounds)"
+    printf '%-8s %10s %8s %8s %13s %12s\n' config req/s p50_us p99_us user_us/req sys_us/req
+    for name in plain logged traced; do
+        printf '%-8s %10.0f %8.0f %8.0f %13s %12s\n' "$name" "$(med "$name" 2)" "$(med "$name" 3)" \
+            "$(med "$name" 4)" "$(med "$name" 8)" "$(med "$name" 9)"
+    done
+    awk -v p="$(med plain 2)" -v l="$(med logged 2)" -v t="$(med traced 2)" 'BEGIN {
+        printf "ratio to plain: access log %.3f, access log + tracing at 1%% %.3f\n", l / p, t / p }'
+    echo "access log lines written: $(wc -l <"$TMP/access.log")"
+    echo "per-round results (name req/s p50_us p99_us non2xx sockerr cpu% user_us/req sys_us/req load_cpu% wrk_cpu%" \
+        "tls_full tls_resumed other_cpu% steal%):"
+    sed 's/^/  /' "$TMP/results"
+    for name in plain logged traced; do stop "${pid[$name]}"; done
+    stop "$BACKEND_PID"
+}
+
 header
 case $MODE in
 compare) compare ;;
 churn) churn ;;
 tls) tls ;;
+observe) observe ;;
 all)
     compare
     churn

@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """Checks charts/sluicegate without a cluster or a helm binary:
 
-- `helm lint --strict` with the default values and with every ci/*-values.yaml;
+- `helm lint --strict` with the default values, values-kind.yaml and every
+  ci/*-values.yaml;
 - values.schema.json accepts the defaults and rejects misspelt keys and
   wrong types, at validation and at render time;
-- the chart renders with the defaults and with several sets of non-default
+- the chart renders with the defaults, with values-kind.yaml (which must
+  match manifests/kind/cluster.yaml) and with several sets of non-default
   values; every document is a Kubernetes object (apiVersion, kind,
   metadata.name) with valid names and labels, and the kinds the chart uses
   have the expected structure (unknown fields are errors);
@@ -714,6 +716,21 @@ def env_of(r: sc.Rendered) -> dict[str, str]:
     return {e["name"]: e.get("value", "") for e in c.get("env", [])}
 
 
+def workers_source(r: sc.Rendered) -> str | None:
+    """Where SLUICEGATE_WORKERS comes from: a literal, `limits.cpu` or
+    `requests.cpu` (Downward API, divisor 1), or None when unset."""
+    c = r.one("Deployment").obj["spec"]["template"]["spec"]["containers"][0]
+    for e in c.get("env", []):
+        if e["name"] == "SLUICEGATE_WORKERS":
+            if "value" in e:
+                return "value:" + e["value"]
+            ref = e.get("valueFrom", {}).get("resourceFieldRef", {})
+            if ref.get("divisor") == "1" and ref.get("containerName") == c["name"]:
+                return ref.get("resource")
+            return "bad reference"
+    return None
+
+
 def defaults_expectations(r: sc.Rendered) -> list[str]:
     dep = r.one("Deployment").obj
     pod = dep["spec"]["template"]["spec"]
@@ -769,6 +786,7 @@ def defaults_expectations(r: sc.Rendered) -> list[str]:
     errs += expect(
         len(r.of_kind("ClusterRole")) == 1 and len(r.of_kind("Role")) == 1, "one ClusterRole, one Role"
     )
+    errs += expect(workers_source(r) == "requests.cpu", "workers from the CPU request (no CPU limit)")
     return errs
 
 
@@ -787,6 +805,7 @@ def all_features_expectations(r: sc.Rendered) -> list[str]:
         "watch namespaces passed once each",
     )
     errs += expect(all(a in c["args"] for a in v["extraArgs"]), "extra args passed")
+    errs += expect(workers_source(r) == "value:4", "an explicit workers value wins")
     errs += expect(c["image"].endswith("@" + v["image"]["digest"]), "the digest wins over the tag")
     errs += expect(env.get("SLUICEGATE_HTTP_ADDR") == "[::]:8080", "IPv6 bind address bracketed")
     ic = r.one("IngressClass").obj
@@ -818,6 +837,7 @@ def minimal_expectations(r: sc.Rendered) -> list[str]:
     errs += expect(spec["serviceAccountName"] == "existing-sa", "an existing ServiceAccount")
     errs += expect("topologySpreadConstraints" not in spec, "no spread constraints")
     errs += expect("startupProbe" not in spec["containers"][0], "startupProbe: null removes the probe")
+    errs += expect(workers_source(r) is None, "no CPU request or limit: the binary's cgroup quota decides")
     for crd in r.of_kind("CustomResourceDefinition"):
         errs += expect("annotations" not in crd.obj["metadata"], "crds.keep=false drops the keep annotation")
     return errs
@@ -832,8 +852,43 @@ def clusterip_expectations(r: sc.Rendered) -> list[str]:
     errs += expect(not r.of_kind("PodDisruptionBudget"), "no PDB with a single replica")
     errs += expect(env_of(r).get("SLUICEGATE_PUBLISH_SERVICE") == "ingress/front", "publish service override")
     errs += expect(env_of(r).get("SLUICEGATE_LEADER_ELECTION_NAMESPACE") == "kube-system", "lease namespace")
+    errs += expect(workers_source(r) == "limits.cpu", "workers from the CPU limit when there is one")
     role = [d for d in r.of_kind("Role") if d.name.endswith("-leader-election")]
     errs += expect(len(role) == 1 and role[0].namespace == "kube-system", "lease Role in the lease namespace")
+    return errs
+
+
+def kind_expectations(r: sc.Rendered) -> list[str]:
+    """values-kind.yaml: the local image, never pulled; a NodePort Service on
+    the node ports that manifests/kind/cluster.yaml maps to the host."""
+    dep = r.one("Deployment").obj
+    c = dep["spec"]["template"]["spec"]["containers"][0]
+    env = env_of(r)
+    svc = next(s for s in r.of_kind("Service") if s.name == r.one("Deployment").name).obj["spec"]
+    node_ports = {p["name"]: p.get("nodePort") for p in svc["ports"]}
+    cluster = sc.parse_yaml(sc.KIND_CLUSTER.read_text())
+    mapped = {
+        m["containerPort"]: m["hostPort"]
+        for n in cluster.get("nodes", [])
+        for m in n.get("extraPortMappings", [])
+    }
+    errs: list[str] = []
+    errs += expect(c["image"] == "sluicegate:dev", f"the locally built image, got {c['image']}")
+    errs += expect(c.get("imagePullPolicy") == "Never", "kind-loaded images are never pulled")
+    errs += expect(dep["spec"].get("replicas") == 1, "one replica on one node")
+    errs += expect(not r.of_kind("PodDisruptionBudget"), "no PDB for a single replica")
+    errs += expect(svc["type"] == "NodePort", "NodePort: kind has no load balancer")
+    errs += expect(
+        node_ports == {"http": 30080, "https": 30443}, f"fixed node ports, got {node_ports}"
+    )
+    errs += expect(
+        all(port in mapped for port in node_ports.values()),
+        f"manifests/kind/cluster.yaml maps the node ports {sorted(node_ports.values())}, maps {mapped}",
+    )
+    errs += expect(
+        env.get("SLUICEGATE_PUBLISH_ADDRESSES") == "127.0.0.1" and "SLUICEGATE_PUBLISH_SERVICE" not in env,
+        "Ingresses show 127.0.0.1",
+    )
     return errs
 
 
@@ -842,8 +897,9 @@ def scenarios() -> list[Scenario]:
     return [
         ("defaults", {}, defaults_expectations),
         ("ci/all-features-values.yaml", all_features, all_features_expectations),
+        ("values-kind.yaml", sc.load_values(sc.KIND_VALUES), kind_expectations),
         (
-            "minimal: no RBAC, ServiceAccount, Service, metrics, IngressClass; crds.keep=false",
+            "minimal: no RBAC, ServiceAccount, Service, metrics, IngressClass; crds.keep=false; no resources",
             {
                 "rbac": {"create": False},
                 "serviceAccount": {"create": False, "name": "existing-sa"},
@@ -855,6 +911,7 @@ def scenarios() -> list[Scenario]:
                 "crds": {"keep": False},
                 "topologySpreadConstraints": [],
                 "startupProbe": None,
+                "resources": {"requests": None, "limits": None},
             },
             minimal_expectations,
         ),
@@ -865,6 +922,7 @@ def scenarios() -> list[Scenario]:
                 "service": {"type": "ClusterIP", "ports": {"https": {"enabled": False}}},
                 "publishService": {"pathOverride": "ingress/front"},
                 "leaderElection": {"namespace": "kube-system"},
+                "resources": {"requests": {"cpu": "500m"}, "limits": {"cpu": "1500m"}},
                 "autoscaling": {
                     "enabled": True,
                     "minReplicas": 1,
@@ -931,7 +989,7 @@ def main() -> int:
     report = Report()
 
     # Lint, as `helm lint --strict` (warnings fail too).
-    value_files = [("defaults", None)] + [
+    value_files = [("defaults", None), (sc.rel(sc.KIND_VALUES), sc.load_values(sc.KIND_VALUES))] + [
         (sc.rel(p), sc.load_values(p)) for p in sorted((sc.CHART / "ci").glob("*-values.yaml"))
     ]
     for label, values in value_files:

@@ -27,6 +27,8 @@ INSTALL_RELEASE = "sluicegate"
 INSTALL_NAMESPACE = "sluicegate-system"
 
 ALL_FEATURES_VALUES = CHART / "ci" / "all-features-values.yaml"
+KIND_VALUES = CHART / "values-kind.yaml"
+KIND_CLUSTER = REPO / "manifests" / "kind" / "cluster.yaml"
 ALL_FEATURES_YAML = REPO / "tests" / "fixtures" / "chart" / "all-features.yaml"
 ALL_FEATURES_NAMESPACE = "edge-system"
 

@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::api::Duration;
 use crate::controller::{ControllerConfig, Publish};
-use crate::gateway::GatewayConfig;
+use crate::gateway::{GatewayConfig, LogTarget, TelemetryConfig};
 use crate::http::client::PoolConfig;
 use crate::plugins::limit::redis::RedisTarget;
 use crate::proxy::{Http2Settings, ProxySettings};
@@ -17,6 +17,7 @@ use crate::routing::EncodedSlashes;
 use crate::source::dns::DnsSettings;
 use crate::source::kube::WatchScope;
 use crate::status::lease::{LeaseConfig, LeaseConfigError};
+use crate::telemetry::{access_log, trace};
 use crate::translate::{ObjectKey, TranslateOptions};
 
 #[derive(Debug, Parser)]
@@ -51,6 +52,9 @@ pub enum Command {
         #[command(flatten)]
         gateway: GatewayArgs,
     },
+    /// Validate manifests offline (for CI before a GitOps sync): exit 1 on
+    /// errors, or on warnings with --strict.
+    Check(crate::check::CheckArgs),
     /// Run the gateway on the demo manifests with two echo backends.
     Demo {
         /// Manifest directory; the built-in copies are used when it does
@@ -93,7 +97,9 @@ pub struct KubeArgs {
     /// Write status without leader election (only for a single replica).
     #[arg(long, env = "SLUICEGATE_DISABLE_LEADER_ELECTION")]
     pub disable_leader_election: bool,
-    /// Namespace of the leader election Lease; defaults to the pod's.
+    /// Namespace of the leader election Lease; defaults to POD_NAMESPACE,
+    /// else the client's namespace (the service account's in a pod, the
+    /// kubeconfig context's outside one).
     #[arg(long, env = "SLUICEGATE_LEADER_ELECTION_NAMESPACE")]
     pub leader_election_namespace: Option<String>,
     /// Name of the leader election Lease.
@@ -112,6 +118,10 @@ pub struct KubeArgs {
     /// How often the Lease is renewed or tried.
     #[arg(long, env = "SLUICEGATE_RETRY_PERIOD", default_value = "2s")]
     pub retry_period: Duration,
+    /// The longest a failed watch waits before it lists and watches again
+    /// (delays start at 0.5 s, double, and are jittered).
+    #[arg(long, env = "SLUICEGATE_WATCH_RETRY_MAX", default_value = "5s")]
+    pub watch_retry_max: Duration,
     /// This replica's name: the leader election identity.
     #[arg(long, env = "POD_NAME")]
     pub pod_name: Option<String>,
@@ -147,8 +157,14 @@ fn parse_namespaced(text: &str) -> Result<(String, String), String> {
 }
 
 impl KubeArgs {
-    /// The controller's settings around `gateway`.
-    pub fn config(&self, gateway: GatewayConfig) -> Result<ControllerConfig, LeaseConfigError> {
+    /// The controller's settings around `gateway`. `client_namespace` is
+    /// the Kubernetes client's default namespace, where the Lease goes
+    /// unless a flag or POD_NAMESPACE says otherwise.
+    pub fn config(
+        &self,
+        gateway: GatewayConfig,
+        client_namespace: &str,
+    ) -> Result<ControllerConfig, LeaseConfigError> {
         let identity = self
             .pod_name
             .clone()
@@ -163,7 +179,8 @@ impl KubeArgs {
                     .leader_election_namespace
                     .clone()
                     .or_else(|| self.pod_namespace.clone())
-                    .unwrap_or_else(|| "default".to_owned()),
+                    .filter(|n| !n.is_empty())
+                    .unwrap_or_else(|| client_namespace.to_owned()),
                 name: self.leader_election_name.clone(),
                 identity: identity.clone(),
                 lease_duration: self.lease_duration.0,
@@ -188,7 +205,13 @@ impl KubeArgs {
         namespaces.dedup();
         Ok(ControllerConfig {
             gateway,
-            scope: WatchScope { namespaces },
+            scope: WatchScope {
+                namespaces,
+                retry_max: self
+                    .watch_retry_max
+                    .0
+                    .max(std::time::Duration::from_millis(100)),
+            },
             publish,
             lease,
             instance: Some(identity),
@@ -257,7 +280,8 @@ pub struct GatewayArgs {
     #[arg(long, env = "SLUICEGATE_ADMIN_ADDR", default_value = "0.0.0.0:9180")]
     pub admin_addr: SocketAddr,
     /// Proxy worker threads; each runs its own event loop. Defaults to the
-    /// number of CPUs available.
+    /// cgroup CPU quota rounded up (at least 1, at most the CPUs this
+    /// process may use), or the CPU count without a quota.
     #[arg(long, env = "SLUICEGATE_WORKERS")]
     pub workers: Option<usize>,
     /// IngressClass name served by this instance.
@@ -329,6 +353,51 @@ pub struct GatewayArgs {
     /// `decode` (separators).
     #[arg(long, env = "SLUICEGATE_PATH_ENCODED_SLASHES", default_value = "keep")]
     pub path_encoded_slashes: EncodedSlashes,
+    /// Access log: `off`, `stdout`, or a file to append to.
+    #[arg(long, env = "SLUICEGATE_ACCESS_LOG", default_value = "off")]
+    pub access_log: String,
+    /// Access log line format: `json` or `text` (logfmt).
+    #[arg(long, env = "SLUICEGATE_ACCESS_LOG_FORMAT", default_value = "json")]
+    pub access_log_format: access_log::Format,
+    /// Access log fields, comma-separated, in the order written; all when
+    /// empty. Fields: time, client, method, host, path, protocol, status,
+    /// request_bytes, response_bytes, route, upstream, attempts,
+    /// duration_ms, upstream_ms, consumer, request_id, trace_id,
+    /// answered_by, user_agent.
+    #[arg(long, env = "SLUICEGATE_ACCESS_LOG_FIELDS", value_delimiter = ',')]
+    pub access_log_fields: Vec<access_log::Field>,
+    /// The share of requests answered under 400 that are logged, 0 to 1;
+    /// errors are always logged.
+    #[arg(long, env = "SLUICEGATE_ACCESS_LOG_SAMPLE", default_value_t = 1.0)]
+    pub access_log_sample: f64,
+    /// OTLP endpoint for traces, e.g. `http://otel-collector:4317` (gRPC)
+    /// or `http://otel-collector:4318/v1/traces` (HTTP); no tracing when
+    /// unset.
+    #[arg(long, env = "SLUICEGATE_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+    /// OTLP protocol: `grpc` or `http/protobuf`.
+    #[arg(long, env = "SLUICEGATE_OTLP_PROTOCOL", default_value = "grpc")]
+    pub otlp_protocol: trace::Protocol,
+    /// The share of new traces sampled, 0 to 1; a request that carries a
+    /// sampling decision in `traceparent` keeps it.
+    #[arg(long, env = "SLUICEGATE_TRACE_SAMPLE_RATIO", default_value_t = 0.01)]
+    pub trace_sample_ratio: f64,
+    /// The `service.name` of exported spans.
+    #[arg(long, env = "SLUICEGATE_SERVICE_NAME", default_value = "sluicegate")]
+    pub service_name: String,
+    /// Metric labels to drop from every series, comma-separated (e.g.
+    /// `route,plugin`): fewer series, less detail.
+    #[arg(
+        long,
+        env = "SLUICEGATE_METRICS_DISABLED_LABELS",
+        value_delimiter = ','
+    )]
+    pub metrics_disabled_labels: Vec<String>,
+    /// Per-route detail of the histograms: `basic` (latency per route;
+    /// sizes, upstream latency and plugin time overall or per plugin) or
+    /// `full` (all of them per route).
+    #[arg(long, env = "SLUICEGATE_METRICS_DETAIL", default_value = "basic")]
+    pub metrics_detail: crate::metrics::Detail,
     /// On SIGTERM, how long in-flight requests may still run.
     #[arg(long, env = "SLUICEGATE_SHUTDOWN_GRACE", default_value = "25s")]
     pub shutdown_grace: Duration,
@@ -336,6 +405,12 @@ pub struct GatewayArgs {
     /// and host backends, instead of those of /etc/resolv.conf.
     #[arg(long, env = "SLUICEGATE_DNS_SERVER", value_parser = parse_dns_server, hide = true)]
     pub dns_server: Option<SocketAddr>,
+}
+
+/// Workers for this process's CPU budget (see [`crate::cgroup`]).
+pub fn default_workers() -> usize {
+    let fallback = std::thread::available_parallelism().map_or(1, usize::from);
+    crate::cgroup::CpuBudget::detect().workers(fallback)
 }
 
 fn parse_dns_server(text: &str) -> Result<SocketAddr, String> {
@@ -357,10 +432,7 @@ impl GatewayArgs {
             http_addr: self.http_addr,
             https_addr: self.https_addr.0,
             admin_addr: self.admin_addr,
-            workers: self
-                .workers
-                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))
-                .max(1),
+            workers: self.workers.unwrap_or_else(default_workers).max(1),
             proxy: ProxySettings {
                 connect_timeout: self.connect_timeout.0,
                 request_timeout: self.request_timeout.0,
@@ -403,6 +475,29 @@ impl GatewayArgs {
             dns: DnsSettings {
                 server: self.dns_server,
                 ..DnsSettings::default()
+            },
+            telemetry: TelemetryConfig {
+                access_log: match self.access_log.as_str() {
+                    "off" | "" => None,
+                    target => Some((
+                        if target == "stdout" || target == "-" {
+                            LogTarget::Stdout
+                        } else {
+                            LogTarget::File(target.into())
+                        },
+                        access_log::Settings {
+                            format: self.access_log_format,
+                            fields: self.access_log_fields.clone(),
+                            sample: self.access_log_sample,
+                        },
+                    )),
+                },
+                tracing: self.otlp_endpoint.as_ref().map(|endpoint| trace::Settings {
+                    endpoint: endpoint.clone(),
+                    protocol: self.otlp_protocol,
+                    ratio: self.trace_sample_ratio,
+                    service_name: self.service_name.clone(),
+                }),
             },
         }
     }
@@ -505,8 +600,9 @@ mod tests {
         let Command::Controller { kube, gateway } = cli.command else {
             panic!("expected controller");
         };
-        let cfg = kube.config(gateway.config()).unwrap();
+        let cfg = kube.config(gateway.config(), "elsewhere").unwrap();
         assert_eq!(cfg.scope.namespaces, ["a", "b"]);
+        assert_eq!(cfg.scope.retry_max, std::time::Duration::from_secs(5));
         assert!(
             matches!(cfg.publish, Publish::Service(ref ns, ref n) if ns == "ingress" && n == "sluicegate")
         );
@@ -516,6 +612,34 @@ mod tests {
             ("ingress", "sg-0")
         );
         assert_eq!(lease.lease_duration, std::time::Duration::from_secs(20));
+    }
+
+    #[test]
+    fn the_lease_goes_to_the_clients_namespace_unless_told() {
+        let lease_ns = |args: &[&str]| {
+            let mut argv = vec!["sluicegate", "controller", "--pod-name", "sg-0"];
+            argv.extend_from_slice(args);
+            let Command::Controller { kube, gateway } = Cli::parse_from(argv).command else {
+                panic!("expected controller");
+            };
+            kube.config(gateway.config(), "from-kubeconfig")
+                .unwrap()
+                .lease
+                .unwrap()
+                .namespace
+        };
+        assert_eq!(lease_ns(&[]), "from-kubeconfig");
+        assert_eq!(lease_ns(&["--pod-namespace", ""]), "from-kubeconfig");
+        assert_eq!(lease_ns(&["--pod-namespace", "pods"]), "pods");
+        assert_eq!(
+            lease_ns(&[
+                "--pod-namespace",
+                "pods",
+                "--leader-election-namespace",
+                "leases"
+            ]),
+            "leases"
+        );
     }
 
     #[test]
@@ -539,7 +663,7 @@ mod tests {
         let Command::Controller { kube, gateway } = cli.command else {
             panic!("expected controller");
         };
-        let err = kube.config(gateway.config()).unwrap_err().to_string();
+        let err = kube.config(gateway.config(), "x").unwrap_err().to_string();
         assert!(err.contains("--renew-deadline"), "{err}");
     }
 }

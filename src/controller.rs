@@ -20,7 +20,6 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::networking::v1::IngressLoadBalancerIngress;
-use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client};
 use tokio::sync::watch;
@@ -29,6 +28,7 @@ use tracing::{info, warn};
 
 use crate::gateway::{ConfigView, Gateway, GatewayConfig, Publisher, StartError};
 use crate::metrics as m;
+use crate::source::health::{self, RETRY_INITIAL, RetryBackoff, Streak};
 use crate::source::kube::{DEBOUNCE, KubeSource, WatchScope};
 use crate::status::lease::{Leadership, LeaseConfig};
 use crate::status::{self, StatusInput, StatusWriter};
@@ -76,6 +76,7 @@ impl Controller {
         let publisher = Publisher::new(config.gateway.translate.clone());
         let gateway = Gateway::start_with(config.gateway.clone(), publisher.clone()).await?;
         let source = Arc::new(KubeSource::start(client.clone(), &config.scope));
+        publisher.set_watch_health(source.health());
         let (tables_tx, tables) = watch::channel(None);
         let mut tasks = vec![tokio::spawn(reconcile(
             source,
@@ -93,6 +94,7 @@ impl Controller {
                 Api::namespaced(client.clone(), ns),
                 name.clone(),
                 addresses_tx,
+                config.scope.retry_max,
             ))),
         }
 
@@ -209,6 +211,7 @@ async fn write_status(
 ) {
     let mut was_leader = false;
     let mut retry = false;
+    let mut streak = Streak::default();
     loop {
         let is_leader = *leader.borrow_and_update();
         if is_leader && !was_leader {
@@ -224,13 +227,26 @@ async fn write_status(
             };
             let report = writer.write(&input).await;
             retry = report.failed > 0;
-            if report.written > 0 || report.failed > 0 {
+            if report.written > 0 {
                 info!(
                     written = report.written,
                     failed = report.failed,
                     events = report.events,
                     "status updated"
                 );
+            }
+            match &report.first_error {
+                Some(e) if streak.fail() => warn!(
+                    failed = report.failed,
+                    first_error = %e,
+                    "status writes failing; retrying every 5s until they succeed"
+                ),
+                Some(_) => {}
+                None => {
+                    if let Some((took, errors)) = streak.recover() {
+                        info!(after = ?Duration::from_secs(took.as_secs()), failed_rounds = errors, "status writes recovered");
+                    }
+                }
             }
         }
         let wait = if retry {
@@ -256,37 +272,59 @@ async fn next_change<T>(rx: &mut watch::Receiver<T>) {
 }
 
 /// Follows one Service's addresses. A watch on one object (by field
-/// selector) needs only list and watch on that name.
+/// selector) needs only list and watch on that name. Failures are paced
+/// and logged like the source's watches.
 async fn published_addresses(
     api: Api<Service>,
     name: String,
     out: watch::Sender<Option<Vec<IngressLoadBalancerIngress>>>,
+    retry_max: Duration,
 ) {
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-    let mut stream = watcher::watcher(api, config).default_backoff().boxed();
-    let mut seen = false;
-    while let Some(event) = stream.next().await {
-        match event {
-            Ok(Event::Apply(svc) | Event::InitApply(svc)) => {
-                seen = true;
-                let addrs = status::service_addresses(&svc);
-                out.send_if_modified(|cur| {
-                    let changed = cur.as_ref() != Some(&addrs);
-                    *cur = Some(addrs.clone());
-                    changed
-                });
+    let mut backoff = RetryBackoff::new(RETRY_INITIAL, retry_max);
+    let mut streak = Streak::default();
+    let mut warned_missing = false;
+    loop {
+        let mut stream = watcher::watcher(api.clone(), config.clone()).boxed();
+        let mut seen = false;
+        let error = loop {
+            match stream.next().await {
+                Some(Ok(Event::Apply(svc) | Event::InitApply(svc))) => {
+                    seen = true;
+                    let addrs = status::service_addresses(&svc);
+                    out.send_if_modified(|cur| {
+                        let changed = cur.as_ref() != Some(&addrs);
+                        *cur = Some(addrs.clone());
+                        changed
+                    });
+                }
+                Some(Ok(Event::Delete(_))) => {
+                    seen = false;
+                    out.send_if_modified(|cur| {
+                        cur.replace(Vec::new()).is_none_or(|v| !v.is_empty())
+                    });
+                }
+                Some(Ok(Event::InitDone)) => {
+                    backoff.reset();
+                    if let Some((took, errors)) = streak.recover() {
+                        info!(service = %name, after = ?Duration::from_secs(took.as_secs()), errors,
+                            "watching the published Service recovered");
+                    }
+                    if !seen && !warned_missing {
+                        warned_missing = true;
+                        warn!(service = %name, "the --publish-service Service does not exist; Ingress status stays empty");
+                    }
+                }
+                Some(Ok(Event::Init)) => {}
+                Some(Err(e)) => break e,
+                None => break watcher::Error::NoResourceVersion,
             }
-            Ok(Event::Delete(_)) => {
-                seen = false;
-                out.send_if_modified(|cur| cur.replace(Vec::new()).is_none_or(|v| !v.is_empty()));
-            }
-            Ok(Event::InitDone) if !seen => {
-                warn!(service = %name, "the --publish-service Service does not exist; Ingress status stays empty");
-            }
-            Ok(Event::Init | Event::InitDone) => {}
-            Err(e) => {
-                warn!(service = %name, error = %e, "watching the published Service failed; retrying")
-            }
+        };
+        if streak.fail() {
+            warn!(service = %name, error = %health::watcher_cause(&error),
+                "watching the published Service failed; retrying until it recovers");
         }
+        drop(stream);
+        tokio::time::sleep(backoff.next_delay()).await;
     }
 }

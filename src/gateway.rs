@@ -14,11 +14,14 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::admin::AdminServer;
+use crate::http::dns::Resolver;
 use crate::metrics as m;
 use crate::proxy::{ProxyServer, ProxySettings, Shared};
 use crate::routing::{RouteTable, TableSpec, UpstreamRegistry};
 use crate::source::dns::{self, DnsResolver, DnsSettings};
+use crate::source::health::WatchHealth;
 use crate::source::standalone::{self, DirSource, SourceIssue};
+use crate::telemetry::{Telemetry, access_log, trace};
 use crate::translate::{self, ClusterState, Diagnostics, Severity, TranslateOptions};
 
 /// What `/routes` shows: the live table and everything wrong with the
@@ -48,10 +51,23 @@ pub struct Publisher {
     generation: AtomicU64,
     /// Findings already logged, so that each is logged once, not per reload.
     reported: Mutex<HashSet<String>>,
+    /// The watches' health, in Kubernetes mode.
+    watch_health: OnceLock<Arc<WatchHealth>>,
+    /// Label sets of the diagnostics gauges last set, so that those no
+    /// longer present are cleared.
+    gauges: Mutex<PublishedGauges>,
+}
+
+#[derive(Default)]
+struct PublishedGauges {
+    diagnostics: HashSet<(&'static str, String)>,
 }
 
 impl Publisher {
     pub fn new(options: TranslateOptions) -> Arc<Self> {
+        // The recorder first: the first table's metrics are set before the
+        // admin server starts.
+        crate::admin::metrics::handle();
         Arc::new(Publisher {
             table: Arc::new(ArcSwap::from_pointee(RouteTable::default())),
             registry: Arc::new(UpstreamRegistry::new()),
@@ -62,7 +78,24 @@ impl Publisher {
             ready: AtomicBool::new(false),
             generation: AtomicU64::new(0),
             reported: Mutex::new(HashSet::new()),
+            watch_health: OnceLock::new(),
+            gauges: Mutex::default(),
         })
+    }
+
+    /// Shows the watches' health in `/readyz` and `/metrics`.
+    pub fn set_watch_health(&self, health: Arc<WatchHealth>) {
+        let _ = self.watch_health.set(health);
+    }
+
+    /// The watches' health, in Kubernetes mode.
+    pub fn watch_health(&self) -> Option<&WatchHealth> {
+        self.watch_health.get().map(Arc::as_ref)
+    }
+
+    /// The generation of the live table (0 before the first).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
     }
 
     /// The table handle the proxy reads.
@@ -125,7 +158,15 @@ impl Publisher {
                 .count();
         metrics::counter!(m::TABLE_UPDATES).increment(1);
         metrics::gauge!(m::TABLE_ROUTES).set(routes as f64);
-        metrics::gauge!(m::CONFIG_DIAGNOSTICS, "severity" => "error").set(errors as f64);
+        metrics::gauge!(m::CONFIG_DIAGNOSTICS, m::labels(&[("severity", "error")]))
+            .set(errors as f64);
+        metrics::gauge!(m::TABLE_GENERATION).set(generation as f64);
+        metrics::gauge!(m::CONFIG_LAST_RELOAD).set(
+            SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64()),
+        );
+        self.publish_gauges(&translation);
         info!(
             generation,
             routes,
@@ -146,6 +187,50 @@ impl Publisher {
         view
     }
 
+    /// Objects with diagnostics by kind and reason, and each certificate's
+    /// expiry; gauges of label sets that went away are cleared.
+    fn publish_gauges(&self, translation: &translate::Translation) {
+        let mut by_reason: std::collections::HashMap<(&'static str, String), HashSet<String>> =
+            Default::default();
+        for d in translation.diagnostics.iter() {
+            by_reason
+                .entry((d.object.kind.as_str(), format!("{:?}", d.reason)))
+                .or_default()
+                .insert(format!("{}/{}", d.object.namespace, d.object.name));
+        }
+        let mut certificates = std::collections::HashMap::new();
+        for c in &translation.table.tls {
+            if let Some(t) = c.not_after {
+                certificates.insert(c.secret.clone(), t);
+            }
+        }
+        let mut last = self.gauges.lock().unwrap_or_else(PoisonError::into_inner);
+        for gone in last
+            .diagnostics
+            .iter()
+            .filter(|k| !by_reason.contains_key(*k))
+        {
+            metrics::gauge!(
+                m::CONFIG_OBJECTS_WITH_DIAGNOSTICS,
+                m::labels(&[("kind", gone.0), ("reason", &gone.1)])
+            )
+            .set(0.0);
+        }
+        for ((kind, reason), objects) in &by_reason {
+            metrics::gauge!(
+                m::CONFIG_OBJECTS_WITH_DIAGNOSTICS,
+                m::labels(&[("kind", kind), ("reason", reason)])
+            )
+            .set(objects.len() as f64);
+        }
+        for (secret, t) in &certificates {
+            metrics::gauge!(m::CERTIFICATE_EXPIRY, m::labels(&[("secret", secret)])).set(*t as f64);
+        }
+        // A certificate no longer used stops being reported once its
+        // series goes idle; setting it to 0 would read as "expired".
+        last.diagnostics = by_reason.into_keys().collect();
+    }
+
     fn report(&self, diagnostics: &Diagnostics, issues: &[SourceIssue]) {
         let mut reported = self.reported.lock().unwrap_or_else(PoisonError::into_inner);
         let mut current = HashSet::new();
@@ -155,6 +240,9 @@ impl Publisher {
             .chain(issues.iter().map(|i| (i.severity, i.to_string())))
         {
             if !reported.contains(&text) {
+                if severity == Severity::Error && issues.iter().any(|i| i.to_string() == text) {
+                    metrics::counter!(m::CONFIG_RELOAD_FAILURES).increment(1);
+                }
                 match severity {
                     Severity::Error => warn!(problem = %text, "configuration rejected"),
                     Severity::Warning => warn!(problem = %text, "configuration warning"),
@@ -203,6 +291,58 @@ pub struct GatewayConfig {
     pub proxy: ProxySettings,
     pub translate: TranslateOptions,
     pub dns: DnsSettings,
+    pub telemetry: TelemetryConfig,
+}
+
+/// Where the access log goes.
+#[derive(Clone, Debug)]
+pub enum LogTarget {
+    Stdout,
+    File(PathBuf),
+}
+
+/// The access log and tracing, each off unless configured.
+#[derive(Clone, Debug, Default)]
+pub struct TelemetryConfig {
+    pub access_log: Option<(LogTarget, access_log::Settings)>,
+    pub tracing: Option<trace::Settings>,
+}
+
+impl TelemetryConfig {
+    /// Starts what is configured; tracing exports from the current runtime.
+    fn start(&self) -> Result<Telemetry, StartError> {
+        let access_log = match &self.access_log {
+            None => None,
+            Some((target, settings)) => {
+                let out: Box<dyn std::io::Write + Send> = match target {
+                    LogTarget::Stdout => Box::new(std::io::stdout()),
+                    LogTarget::File(path) => Box::new(
+                        std::fs::OpenOptions::new()
+                            .create(true)
+                            .append(true)
+                            .open(path)
+                            .map_err(|source| StartError::AccessLog {
+                                path: path.clone(),
+                                source,
+                            })?,
+                    ),
+                };
+                Some(
+                    access_log::AccessLog::start(settings.clone(), out).map_err(|source| {
+                        StartError::AccessLog {
+                            path: PathBuf::from("-"),
+                            source,
+                        }
+                    })?,
+                )
+            }
+        };
+        let tracer = match &self.tracing {
+            None => None,
+            Some(settings) => Some(trace::Tracer::start(settings).map_err(StartError::Tracing)?),
+        };
+        Ok(Telemetry { access_log, tracer })
+    }
 }
 
 impl Default for GatewayConfig {
@@ -215,6 +355,7 @@ impl Default for GatewayConfig {
             proxy: ProxySettings::default(),
             translate: TranslateOptions::default(),
             dns: DnsSettings::default(),
+            telemetry: TelemetryConfig::default(),
         }
     }
 }
@@ -234,15 +375,25 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot open the access log {path}: {source}")]
+    AccessLog {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("tracing: {0}")]
+    Tracing(String),
 }
 
 /// A running proxy and admin server around one publisher, and the DNS
-/// resolver that fills its upstreams outside the cluster.
+/// resolver that fills its upstreams outside the cluster and answers its
+/// own calls (forwardAuth, JWKS).
 pub struct Gateway {
     publisher: Arc<Publisher>,
     proxy: ProxyServer,
     admin: AdminServer,
     dns: DnsResolver,
+    resolver: Resolver,
 }
 
 impl Gateway {
@@ -262,19 +413,32 @@ impl Gateway {
         let shared = Arc::new(Shared {
             table: publisher.table(),
             settings: Arc::new(config.proxy.clone()),
+            telemetry: Arc::new(config.telemetry.start()?),
         });
-        let proxy = ProxyServer::start(config.http_addr, config.https_addr, config.workers, shared)
-            .map_err(|source| StartError::Bind {
-                addr: config.http_addr,
-                source,
-            })?;
+        // Owned by a task of this runtime, which outlives the workers; the
+        // workers ask it, and so does everything else in the process that
+        // resolves a name (the last gateway started wins).
+        let resolver = Resolver::start(&config.dns);
+        crate::http::dns::install(&resolver);
+        let proxy = ProxyServer::start(
+            config.http_addr,
+            config.https_addr,
+            config.workers,
+            shared,
+            Some(resolver.clone()),
+        )
+        .map_err(|source| StartError::Bind {
+            addr: config.http_addr,
+            source,
+        })?;
         let admin = AdminServer::start(config.admin_addr, publisher.clone())
             .await
             .map_err(|source| StartError::Bind {
                 addr: config.admin_addr,
                 source,
             })?;
-        let dns = DnsResolver::start(
+        let dns = DnsResolver::start_with(
+            resolver.clone(),
             config.dns.clone(),
             publisher.registry_handle(),
             publisher.dns_targets(),
@@ -284,6 +448,7 @@ impl Gateway {
             proxy,
             admin,
             dns,
+            resolver,
         })
     }
 
@@ -306,6 +471,7 @@ impl Gateway {
     /// Stops accepting and drains in-flight requests.
     pub async fn shutdown(self) {
         drop(self.dns);
+        crate::http::dns::uninstall(&self.resolver);
         self.admin.stop();
         self.proxy.shutdown().await;
     }

@@ -7,6 +7,8 @@
 
 pub mod admin;
 pub mod api;
+pub mod cgroup;
+pub mod check;
 pub mod cli;
 pub mod controller;
 pub mod demo;
@@ -18,5 +20,6 @@ pub mod proxy;
 pub mod routing;
 pub mod source;
 pub mod status;
+pub mod telemetry;
 pub mod translate;
 pub(crate) mod x509;

@@ -16,7 +16,14 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = EnvFilter::try_new(&cli.log.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
+    // `check` prints its report on stdout and needs neither logs nor a
+    // runtime.
+    let command = match cli.command {
+        Command::Check(args) => return sluicegate::check::main(&args),
+        command => command,
+    };
+    let filter = EnvFilter::try_new(log_directives(&cli.log.log_level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
     match cli.log.log_format {
         LogFormat::Text => {
             use std::io::IsTerminal;
@@ -42,7 +49,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli.command)) {
+    match runtime.block_on(run(command)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e:#}");
@@ -51,9 +58,29 @@ fn main() -> ExitCode {
     }
 }
 
+/// The log filter: the user's, plus silence for kube-runtime's watcher
+/// unless the user names it. Its warnings repeat on every retry with the
+/// API server's whole `Status` object; Sluicegate logs each failure streak
+/// once itself, in one line.
+fn log_directives(level: &str) -> String {
+    if level.contains("kube_runtime") {
+        level.to_owned()
+    } else {
+        format!("{level},kube_runtime::watcher=error")
+    }
+}
+
 async fn run(command: Command) -> anyhow::Result<()> {
     // Handlers first, so that a SIGTERM during startup is not lost.
     let signal = shutdown_signal()?;
+    // Before any series is registered.
+    if let Command::Standalone { gateway, .. }
+    | Command::Controller { gateway, .. }
+    | Command::Demo { gateway, .. } = &command
+    {
+        sluicegate::metrics::disable_labels(gateway.metrics_disabled_labels.clone());
+        sluicegate::metrics::set_detail(gateway.metrics_detail);
+    }
     match command {
         Command::Standalone { config, gateway } => {
             let sa = Standalone::start(gateway.config(), config).await?;
@@ -62,14 +89,27 @@ async fn run(command: Command) -> anyhow::Result<()> {
             sa.shutdown().await;
         }
         Command::Controller { kube, gateway } => {
-            let config = kube.config(gateway.config())?;
             let client = kube_client(kube.kubeconfig.as_deref()).await?;
+            let gateway = gateway.config();
+            info!(
+                workers = gateway.workers,
+                "proxy workers (the cgroup CPU quota rounded up, or --workers)"
+            );
+            let config = kube.config(gateway, client.default_namespace())?;
+            match &config.lease {
+                Some(l) => {
+                    info!(lease = %format!("{}/{}", l.namespace, l.name), identity = %l.identity, "leader election on")
+                }
+                None => info!("leader election off: this replica writes status"),
+            }
             let controller = Controller::start(config, client).await?;
             info!("controller running; waiting for every watcher to sync");
             signal.await;
             info!("shutting down: releasing the lease, draining in-flight requests");
             controller.shutdown().await;
         }
+        // Handled in main, before logging and the runtime start.
+        Command::Check(_) => anyhow::bail!("check runs without the runtime"),
         Command::Demo { dir, gateway } => {
             let demo = Demo::start(gateway.config(), &dir).await?;
             println!("{}", demo.instructions());
@@ -95,7 +135,8 @@ async fn kube_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kub
             .await
             .context("no in-cluster configuration and no kubeconfig")?,
     };
-    kube::Client::try_from(config).context("creating the Kubernetes client")
+    kube::Client::try_from(sluicegate::source::kube::client_config(config))
+        .context("creating the Kubernetes client")
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -111,6 +111,53 @@ pub fn subject_dn(cert: &[u8]) -> Option<String> {
     Some(out)
 }
 
+/// When a DER certificate stops being valid (its `notAfter`), in Unix
+/// seconds.
+pub fn not_after(cert: &[u8]) -> Option<i64> {
+    let (cert, _) = next(cert)?;
+    let tbs = children(cert.body).next().filter(|t| t.tag == SEQUENCE)?;
+    let mut fields = children(tbs.body).peekable();
+    if fields.peek().is_some_and(|f| f.tag == 0xa0) {
+        fields.next();
+    }
+    // Serial, signature algorithm, issuer, then validity.
+    let validity = fields.nth(3).filter(|t| t.tag == SEQUENCE)?;
+    let after = children(validity.body).nth(1)?;
+    let text = std::str::from_utf8(after.body).ok()?;
+    let digits = text.strip_suffix('Z')?;
+    if !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let (year, rest) = match (after.tag, digits.len()) {
+        // UTCTime: YYMMDDHHMMSS, years 1950..2049 (RFC 5280 §4.1.2.5.1).
+        (0x17, 12) => {
+            let yy: i64 = digits[..2].parse().ok()?;
+            (if yy < 50 { 2000 + yy } else { 1900 + yy }, &digits[2..])
+        }
+        // GeneralizedTime: YYYYMMDDHHMMSS.
+        (0x18, 14) => (digits[..4].parse().ok()?, &digits[4..]),
+        _ => return None,
+    };
+    let n = |i: usize| rest[i..i + 2].parse::<i64>().ok();
+    let (month, day, h, m, sec) = (n(0)?, n(2)?, n(4)?, n(6)?, n(8)?);
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) {
+        return None;
+    }
+    Some(days_from_civil(year, month, day) * 86_400 + h * 3600 + m * 60 + sec)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's
+/// algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 /// Key algorithms of a SubjectPublicKeyInfo that Sluicegate verifies with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyAlgorithm {
@@ -291,5 +338,21 @@ mod tests {
         for cut in 0..good.len() {
             let _ = subject_dn(&good[..cut]);
         }
+    }
+
+    #[test]
+    fn expiry_is_read_from_both_time_forms() {
+        for (year, want) in [(2030, 1_924_991_999i64), (2051, 2_587_679_999)] {
+            let mut params = rcgen::CertificateParams::new(vec!["a.test".to_owned()]).unwrap();
+            // UTCTime up to 2049, GeneralizedTime after (RFC 5280).
+            params.not_after = rcgen::date_time_ymd(year, 12, 31);
+            let key = rcgen::KeyPair::generate().unwrap();
+            let der = params.self_signed(&key).unwrap().der().to_vec();
+            // The certificate ends at 00:00:00 of the day given.
+            assert_eq!(not_after(&der), Some(want - 86_399), "{year}");
+        }
+        assert_eq!(not_after(b"\x30\x03\x02\x01\x00"), None);
+        assert_eq!(days_from_civil(1970, 1, 1), 0);
+        assert_eq!(days_from_civil(2000, 3, 1), 11_017);
     }
 }

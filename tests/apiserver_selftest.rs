@@ -288,6 +288,12 @@ impl Collected {
                 Err(_) => {}
             }
             let d = describe(&event);
+            // The client does not retry by itself (as the controller's
+            // does not): while the double is down, each attempt of the
+            // watcher fails, as many times as its backoff allows.
+            if d.contains("ApiServer::set_down") {
+                continue;
+            }
             self.seen.push(d.clone());
             batch.push(d.clone());
             if d == until {

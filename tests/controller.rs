@@ -413,6 +413,52 @@ async fn outage_and_expired_watches_keep_the_last_table_and_resync() {
     c.shutdown().await;
 }
 
+/// After a long outage every watch is back within the retry cap (5 s),
+/// not after kube-runtime's default backoff (up to a minute), and
+/// `/readyz` shows the failing watches meanwhile without turning red.
+#[tokio::test]
+async fn watches_resume_within_the_retry_cap_after_a_long_outage() {
+    let api = ApiServer::start().await;
+    let blue = Backend::named("blue").await;
+    seed(&api, blue.addr);
+    let c = Controller::start(config(Publish::Nothing, None), api.client())
+        .await
+        .unwrap();
+    assert_eq!(until(&c, "shop.test", |_, b| b == "blue").await, "200 blue");
+    let readyz = || common::get(c.gateway().admin_addr(), "admin", "/readyz");
+    assert!(!readyz().await.text().contains("[-]"));
+
+    api.set_down(true);
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let r = readyz().await;
+    let details = r.text();
+    assert_eq!(r.status, StatusCode::OK, "{details}");
+    assert!(
+        details.contains("[-]watch ApiRoute failing for"),
+        "{details}"
+    );
+    assert!(details.contains("503"), "the cause is shown: {details}");
+    api.apply(api_route("shop", "late", "late.test", "web", json!({})));
+    api.set_down(false);
+    let back = tokio::time::Instant::now();
+    assert_eq!(until(&c, "late.test", |_, b| b == "blue").await, "200 blue");
+    let took = back.elapsed();
+    assert!(
+        took < Duration::from_secs(7),
+        "resumed {took:?} after the outage"
+    );
+    let deadline = back + WAIT;
+    while readyz().await.text().contains("[-]") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{}",
+            readyz().await.text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    c.shutdown().await;
+}
+
 #[tokio::test]
 async fn not_ready_until_every_watcher_has_listed() {
     let api = ApiServer::start().await;
@@ -578,6 +624,7 @@ async fn only_watched_namespaces_and_our_class_are_served() {
     let mut cfg = config(Publish::Addresses(vec!["192.0.2.1".into()]), None);
     cfg.scope = WatchScope {
         namespaces: vec!["team-a".into()],
+        ..WatchScope::default()
     };
     let c = Controller::start(cfg, api.client()).await.unwrap();
     assert_eq!(

@@ -2,7 +2,9 @@
 //! told about a request, allowed requests reaching the upstream, refusals
 //! (401 challenges, 302 login redirects) passed to the client without the
 //! upstream ever seeing the request, 503 when the service is unreachable,
-//! slow or not speaking HTTP, and keep-alive connections to the service.
+//! slow or not speaking HTTP, keep-alive connections to the service, an
+//! `https://` service verified with the CA of a Secret, and a service name
+//! resolved by the gateway's DNS resolver, following its TTL.
 
 mod common;
 
@@ -12,6 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::dns::TestDns;
 use common::*;
 use http::{HeaderMap, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -49,7 +52,17 @@ impl AuthService {
     /// sends browsers (`Accept: text/html`) to a login page with 302;
     /// challenges anyone else with 401. Waits `delay` before answering.
     async fn start(delay: Duration) -> AuthService {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_at("127.0.0.1:0".parse().unwrap(), delay, None).await
+    }
+
+    /// Like [`AuthService::start`], on `addr`, over TLS with `tls`; only
+    /// connections whose handshake succeeded are counted.
+    async fn start_at(
+        addr: SocketAddr,
+        delay: Duration,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> AuthService {
+        let listener = TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let connections = Arc::new(AtomicUsize::new(0));
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -59,8 +72,7 @@ impl AuthService {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
-                count.fetch_add(1, Ordering::SeqCst);
-                let log = log.clone();
+                let (log, count, tls) = (log.clone(), count.clone(), tls.clone());
                 tokio::spawn(async move {
                     let svc = service_fn(move |req: Request<Incoming>| {
                         let log = log.clone();
@@ -74,9 +86,21 @@ impl AuthService {
                             Ok::<_, Infallible>(decide(req.headers()))
                         }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
+                    let conn = hyper::server::conn::http1::Builder::new();
+                    match tls {
+                        None => {
+                            count.fetch_add(1, Ordering::SeqCst);
+                            let _ = conn.serve_connection(TokioIo::new(stream), svc).await;
+                        }
+                        Some(config) => {
+                            let acceptor = tokio_rustls::TlsAcceptor::from(config);
+                            let Ok(stream) = acceptor.accept(stream).await else {
+                                return;
+                            };
+                            count.fetch_add(1, Ordering::SeqCst);
+                            let _ = conn.serve_connection(TokioIo::new(stream), svc).await;
+                        }
+                    }
                 });
             }
         });
@@ -383,4 +407,208 @@ async fn allowing_answers_set_upstream_headers() {
     assert_eq!(r.status, StatusCode::OK);
     assert!(r.text().contains("user=alice"), "{}", r.text());
     gw.shutdown().await;
+}
+
+/// A Secret holding `pem` as `ca.crt`.
+fn ca_secret(name: &str, pem: &str) -> String {
+    let mut secret = format!(
+        "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: default}}\nstringData:\n  ca.crt: |\n"
+    );
+    for line in pem.lines() {
+        secret.push_str(&format!("    {line}\n"));
+    }
+    secret
+}
+
+#[tokio::test]
+async fn an_https_service_is_verified_with_the_ca_of_a_secret() {
+    let ca = tls::Ca::new("auth test CA");
+    let cert = ca.issue(&["127.0.0.1"], "auth");
+    let config = tls::server_config(&cert, None, &[b"http/1.1"]);
+    let auth =
+        AuthService::start_at("127.0.0.1:0".parse().unwrap(), Duration::ZERO, Some(config)).await;
+    let hits = Arc::new(AtomicUsize::new(0));
+    let b = upstream(hits.clone()).await;
+    let uri = format!("https://127.0.0.1:{}/verify", auth.addr.port());
+    let plugins = |extra: &str| {
+        format!(
+            "{{forwardAuth: {{uri: \"{uri}\", requestHeaders: [Authorization], upstreamHeaders: [X-User]{extra}}}}}"
+        )
+    };
+    let m = service("app", &[b.addr])
+        + &ca_secret("auth-ca", &ca.pem)
+        + &limited_route("trusted", &plugins(", caSecretRef: {name: auth-ca}"), None)
+        // The system's CAs do not know the test CA.
+        + &limited_route("untrusted", &plugins(""), None);
+    let gw = TestGateway::start(&m).await;
+
+    for i in 0..4 {
+        let (creds, status): (&[(&str, &str)], _) = if i % 2 == 0 {
+            (&[("authorization", "Bearer good")], StatusCode::OK)
+        } else {
+            (&[], StatusCode::UNAUTHORIZED)
+        };
+        let r = request(gw.http(), "GET", "trusted.test", "/", creds).await;
+        assert_eq!(r.status, status, "{}", r.text());
+        if status == StatusCode::OK {
+            assert!(r.text().contains("user=alice"), "{}", r.text());
+        } else {
+            assert_eq!(r.header("www-authenticate"), Some("Bearer realm=\"shop\""));
+        }
+    }
+    let seen = auth.seen();
+    assert_eq!(seen.len(), 4);
+    assert_eq!(seen[0].uri, "/verify");
+    assert_eq!(
+        seen[0].headers["host"],
+        format!("127.0.0.1:{}", auth.addr.port())
+    );
+    // One handshake for all four calls.
+    assert_eq!(auth.connections.load(Ordering::SeqCst), 1);
+    assert_eq!(hits.load(Ordering::SeqCst), 2);
+
+    let r = request(
+        gw.http(),
+        "GET",
+        "untrusted.test",
+        "/",
+        &[("authorization", "Bearer good")],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text());
+    assert_eq!(hits.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        auth.seen().len(),
+        4,
+        "the untrusted call never got past TLS"
+    );
+    assert_eq!(auth.connections.load(Ordering::SeqCst), 1);
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_service_name_resolves_through_the_gateways_resolver() {
+    let first = AuthService::start(Duration::ZERO).await;
+    let port = first.addr.port();
+    // The same port on another loopback address, for when the name moves;
+    // it refuses everyone.
+    let listener = TcpListener::bind(("127.0.0.2", port)).await.unwrap();
+    let second = tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let _ = s
+                .write_all(b"HTTP/1.1 403 Forbidden\r\ncontent-length: 5\r\n\r\nmoved")
+                .await;
+        }
+    });
+    let dns = TestDns::start("auth.dns.test", std::net::Ipv4Addr::new(127, 0, 0, 1), 1).await;
+    let hits = Arc::new(AtomicUsize::new(0));
+    let b = upstream(hits.clone()).await;
+    let m = service("app", &[b.addr])
+        + &limited_route(
+            "named",
+            &format!(
+                "{{forwardAuth: {{uri: \"http://auth.dns.test:{port}/verify\", requestHeaders: [Authorization]}}}}"
+            ),
+            None,
+        );
+    let mut config = test_config(1);
+    config.dns = sluicegate::http::dns::DnsSettings {
+        server: Some(dns.addr),
+        timeout: Duration::from_millis(500),
+        attempts: 1,
+        ..Default::default()
+    };
+    let gw = TestGateway::start_with(&m, config).await;
+    let good = [("authorization", "Bearer good")];
+
+    let r = request(gw.http(), "GET", "named.test", "/", &good).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(
+        first.seen()[0].headers["host"],
+        format!("auth.dns.test:{port}")
+    );
+    let asked = dns.a_queries();
+    assert!(asked >= 1);
+    // Within the record's TTL (1 s) the answer is reused.
+    for _ in 0..3 {
+        let r = request(gw.http(), "GET", "named.test", "/", &good).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    }
+    assert_eq!(dns.a_queries(), asked, "looked up again within the TTL");
+
+    // The name moves; once the TTL has run out the calls follow it.
+    dns.set_addr(std::net::Ipv4Addr::new(127, 0, 0, 2));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let r = request(gw.http(), "GET", "named.test", "/", &good).await;
+        if r.status == StatusCode::FORBIDDEN {
+            assert_eq!(r.text(), "moved");
+            break;
+        }
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        assert!(Instant::now() < deadline, "the new address was never used");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(dns.a_queries() > asked);
+    // Every call the first service allowed reached the upstream; the
+    // refused one did not.
+    assert_eq!(hits.load(Ordering::SeqCst), first.seen().len());
+    gw.shutdown().await;
+    second.abort();
+}
+
+#[tokio::test]
+async fn a_call_on_a_connection_the_service_closed_is_made_again() {
+    // Answers the first request of each connection; a second one is read
+    // and the connection closed without an answer, as a service does that
+    // closes an idle connection just as a request arrives.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let requests = Arc::new(AtomicUsize::new(0));
+    let (conns, reqs) = (connections.clone(), requests.clone());
+    let service = tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            conns.fetch_add(1, Ordering::SeqCst);
+            let reqs = reqs.clone();
+            tokio::spawn(async move {
+                use tokio::io::AsyncReadExt;
+                let mut got = Vec::new();
+                let mut buf = [0u8; 4096];
+                let mut answered = false;
+                loop {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                    let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        continue;
+                    };
+                    got.drain(..end + 4);
+                    reqs.fetch_add(1, Ordering::SeqCst);
+                    if answered {
+                        return;
+                    }
+                    answered = true;
+                    let _ = s
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                        .await;
+                }
+            });
+        }
+    });
+    let hits = Arc::new(AtomicUsize::new(0));
+    let b = upstream(hits.clone()).await;
+    let gw = gateway("stale", &b, &format!("http://{addr}/verify"), "").await;
+    for _ in 0..2 {
+        let r = get(gw.http(), "stale.test", "/").await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    }
+    // The second call went out on the kept-alive connection, met the
+    // close, and was made again on a new one.
+    assert_eq!(requests.load(Ordering::SeqCst), 3);
+    assert_eq!(connections.load(Ordering::SeqCst), 2);
+    assert_eq!(hits.load(Ordering::SeqCst), 2);
+    gw.shutdown().await;
+    service.abort();
 }

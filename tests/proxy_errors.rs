@@ -4,6 +4,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::wire::Listener;
 use common::*;
 use http::{Response, StatusCode};
 use tokio::io::AsyncReadExt;
@@ -24,31 +25,28 @@ spec:
     )
 }
 
-#[tokio::test]
-async fn no_route_is_404() {
-    let gw = TestGateway::start("").await;
-    let r = get(gw.http(), "nothing.test", "/").await;
+async fn no_route_is_404(l: Listener) {
+    let gw = TestGateway::start_with("", Listener::config()).await;
+    let r = get(l.to(&gw), "nothing.test", "/").await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert_eq!(r.text(), "404 Not Found: no route\n");
     gw.shutdown().await;
 }
 
-#[tokio::test]
-async fn no_endpoints_or_missing_service_is_503() {
+async fn no_endpoints_or_missing_service_is_503(l: Listener) {
     let mut m = service("empty", &[]);
     m.push_str(&route("empty", ""));
     m.push_str(&route("ghost", ""));
-    let gw = TestGateway::start(&m).await;
+    let gw = TestGateway::start_with(&m, Listener::config()).await;
     for host in ["empty.test", "ghost.test"] {
-        let r = get(gw.http(), host, "/").await;
+        let r = get(l.to(&gw), host, "/").await;
         assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{host}");
         assert!(r.text().contains("no healthy upstream"));
     }
     gw.shutdown().await;
 }
 
-#[tokio::test]
-async fn refused_connection_is_502() {
+async fn refused_connection_is_502(l: Listener) {
     // Bind then drop: nothing listens on this port any more.
     let addr = TcpListener::bind("127.0.0.1:0")
         .await
@@ -57,15 +55,14 @@ async fn refused_connection_is_502() {
         .unwrap();
     let mut m = service("down", &[addr]);
     m.push_str(&route("down", ""));
-    let gw = TestGateway::start(&m).await;
-    let r = get(gw.http(), "down.test", "/").await;
+    let gw = TestGateway::start_with(&m, Listener::config()).await;
+    let r = get(l.to(&gw), "down.test", "/").await;
     assert_eq!(r.status, StatusCode::BAD_GATEWAY);
     assert_eq!(r.text(), "502 Bad Gateway: upstream connect error\n");
     gw.shutdown().await;
 }
 
-#[tokio::test]
-async fn upstream_that_never_answers_is_504_after_the_route_timeout() {
+async fn upstream_that_never_answers_is_504_after_the_route_timeout(l: Listener) {
     // Accepts and reads, never answers.
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -80,9 +77,9 @@ async fn upstream_that_never_answers_is_504_after_the_route_timeout() {
     });
     let mut m = service("slow", &[addr]);
     m.push_str(&route("slow", "    timeouts: {request: 300ms}\n"));
-    let gw = TestGateway::start(&m).await;
+    let gw = TestGateway::start_with(&m, Listener::config()).await;
     let started = std::time::Instant::now();
-    let r = get(gw.http(), "slow.test", "/").await;
+    let r = get(l.to(&gw), "slow.test", "/").await;
     assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT);
     assert_eq!(r.text(), "504 Gateway Timeout: upstream request timeout\n");
     assert!(started.elapsed() >= Duration::from_millis(300));
@@ -90,8 +87,7 @@ async fn upstream_that_never_answers_is_504_after_the_route_timeout() {
     gw.shutdown().await;
 }
 
-#[tokio::test]
-async fn a_shorter_timeout_applies_on_a_connection_kept_from_a_longer_one() {
+async fn a_shorter_timeout_applies_on_a_connection_kept_from_a_longer_one(l: Listener) {
     // Answers `/fast` at once and never answers `/hang`, on the same
     // keep-alive connection.
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -140,13 +136,13 @@ spec:
     timeouts: {request: 300ms}
 "#,
     );
-    let gw = TestGateway::start(&m).await;
+    let gw = TestGateway::start_with(&m, Listener::config()).await;
     // The connection's timer is armed for the default 60 s here...
-    let r = get(gw.http(), "kept.test", "/fast").await;
+    let r = get(l.to(&gw), "kept.test", "/fast").await;
     assert_eq!(r.status, StatusCode::OK);
     // ...and must still fire after 300 ms for the next request on it.
     let started = std::time::Instant::now();
-    let r = get(gw.http(), "short.test", "/hang").await;
+    let r = get(l.to(&gw), "short.test", "/hang").await;
     assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT);
     let took = started.elapsed();
     assert!(
@@ -157,8 +153,7 @@ spec:
     gw.shutdown().await;
 }
 
-#[tokio::test]
-async fn upstream_closing_without_answer_is_502() {
+async fn upstream_closing_without_answer_is_502(l: Listener) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let closer = tokio::spawn(async move {
@@ -171,16 +166,15 @@ async fn upstream_closing_without_answer_is_502() {
     });
     let mut m = service("rst", &[addr]);
     m.push_str(&route("rst", ""));
-    let gw = TestGateway::start(&m).await;
-    let r = get(gw.http(), "rst.test", "/").await;
+    let gw = TestGateway::start_with(&m, Listener::config()).await;
+    let r = get(l.to(&gw), "rst.test", "/").await;
     assert_eq!(r.status, StatusCode::BAD_GATEWAY);
     assert_eq!(r.text(), "502 Bad Gateway: upstream error\n");
     closer.abort();
     gw.shutdown().await;
 }
 
-#[tokio::test]
-async fn keepalive_connection_closed_by_upstream_is_replaced_transparently() {
+async fn keepalive_connection_closed_by_upstream_is_replaced_transparently(l: Listener) {
     // The backend closes every connection after one response; the proxy must
     // notice and open a new one instead of failing the next request.
     let b = Backend::start(|_req| async {
@@ -192,8 +186,8 @@ async fn keepalive_connection_closed_by_upstream_is_replaced_transparently() {
     .await;
     let mut m = service("once", &[b.addr]);
     m.push_str(&route("once", ""));
-    let gw = TestGateway::start(&m).await;
-    let mut conn = Conn::open(gw.http()).await.unwrap();
+    let gw = TestGateway::start_with(&m, Listener::config()).await;
+    let mut conn = Conn::open(l.to(&gw)).await.unwrap();
     for _ in 0..20 {
         let r = conn.get("once.test", "/").await.unwrap();
         assert_eq!(r.status, StatusCode::OK);
@@ -205,14 +199,24 @@ async fn keepalive_connection_closed_by_upstream_is_replaced_transparently() {
     gw.shutdown().await;
 }
 
-#[tokio::test]
-async fn malformed_host_is_400() {
+async fn malformed_host_is_400(l: Listener) {
     let b = Backend::named("x").await;
     let mut m = service("x", &[b.addr]);
     m.push_str(&route("x", ""));
-    let gw = TestGateway::start(&m).await;
+    let gw = TestGateway::start_with(&m, Listener::config()).await;
     let long = "a".repeat(300);
-    let r = get(gw.http(), &long, "/").await;
+    let r = get(l.to(&gw), &long, "/").await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     gw.shutdown().await;
 }
+
+on_both_listeners!(
+    no_route_is_404,
+    no_endpoints_or_missing_service_is_503,
+    refused_connection_is_502,
+    upstream_that_never_answers_is_504_after_the_route_timeout,
+    a_shorter_timeout_applies_on_a_connection_kept_from_a_longer_one,
+    upstream_closing_without_answer_is_502,
+    keepalive_connection_closed_by_upstream_is_replaced_transparently,
+    malformed_host_is_400,
+);

@@ -6,6 +6,7 @@ mod common;
 use std::convert::Infallible;
 
 use bytes::Bytes;
+use common::wire::Listener;
 use common::*;
 use futures_util::{SinkExt, StreamExt};
 use http::{Request, Response, StatusCode};
@@ -42,8 +43,7 @@ fn fold(sum: u64, data: &[u8]) -> u64 {
         .fold(sum, |s, &b| s.wrapping_mul(31).wrapping_add(u64::from(b)))
 }
 
-#[tokio::test]
-async fn large_bodies_stream_both_ways() {
+async fn large_bodies_stream_both_ways(l: Listener) {
     // Download: the backend generates 64 MiB chunk by chunk.
     let down = Backend::start(|_req| async {
         let (mut tx, body) = Channel::<Bytes, Box<dyn std::error::Error + Send + Sync>>::new(4);
@@ -74,11 +74,11 @@ async fn large_bodies_stream_both_ways() {
     m.push_str(&service("up", &[up.addr]));
     m.push_str(&route("down", false));
     m.push_str(&route("up", false));
-    let gw = TestGateway::start(&m).await;
+    let gw = TestGateway::start_with(&m, Listener::config()).await;
 
     let expected = (0..CHUNKS).fold(0u64, |s, i| fold(s, &chunk(i)));
 
-    let r = get(gw.http(), "down.test", "/").await;
+    let r = get(l.to(&gw), "down.test", "/").await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.body.len(), CHUNK * CHUNKS);
     assert_eq!(fold(0, &r.body), expected);
@@ -93,14 +93,13 @@ async fn large_bodies_stream_both_ways() {
         .header("host", "up.test")
         .body(body.boxed())
         .unwrap();
-    let r = send(gw.http(), req).await.unwrap();
+    let r = send(l.to(&gw), req).await.unwrap();
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.text(), format!("{} {expected}", CHUNK * CHUNKS));
     gw.shutdown().await;
 }
 
-#[tokio::test]
-async fn request_and_response_bodies_stream_concurrently() {
+async fn request_and_response_bodies_stream_concurrently(l: Listener) {
     // The backend answers at once and echoes each request chunk as it
     // arrives. The client sends a chunk only after receiving the echo of
     // the previous one: this completes only if neither direction buffers.
@@ -121,9 +120,9 @@ async fn request_and_response_bodies_stream_concurrently() {
     .await;
     let mut m = service("duplex", &[echo.addr]);
     m.push_str(&route("duplex", false));
-    let gw = TestGateway::start(&m).await;
+    let gw = TestGateway::start_with(&m, Listener::config()).await;
 
-    let stream = tokio::net::TcpStream::connect(gw.http()).await.unwrap();
+    let stream = common::connect(l.to(&gw)).await.unwrap();
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .unwrap();
@@ -192,16 +191,15 @@ async fn ws_echo_backend() -> std::net::SocketAddr {
     addr
 }
 
-#[tokio::test]
-async fn websocket_echo_through_the_proxy() {
+async fn websocket_echo_through_the_proxy(l: Listener) {
     let backend = ws_echo_backend().await;
     let mut m = service("ws", &[backend]);
     m.push_str(&route("ws", true));
     m.push_str(&service("nows", &[backend]));
     m.push_str(&route("nows", false));
-    let gw = TestGateway::start(&m).await;
+    let gw = TestGateway::start_with(&m, Listener::config()).await;
 
-    let stream = tokio::net::TcpStream::connect(gw.http()).await.unwrap();
+    let stream = common::connect(l.to(&gw)).await.unwrap();
     let (mut ws, resp) = tokio_tungstenite::client_async("ws://ws.test/chat", stream)
         .await
         .unwrap();
@@ -216,11 +214,11 @@ async fn websocket_echo_through_the_proxy() {
     ws.close(None).await.unwrap();
 
     // A route without `websocket: true` does not forward the upgrade.
-    let stream = tokio::net::TcpStream::connect(gw.http()).await.unwrap();
+    let stream = common::connect(l.to(&gw)).await.unwrap();
     let err = tokio_tungstenite::client_async("ws://nows.test/chat", stream).await;
     assert!(err.is_err(), "upgrade must not be forwarded");
     let r = request(
-        gw.http(),
+        l.to(&gw),
         "GET",
         "nows.test",
         "/chat",
@@ -230,3 +228,9 @@ async fn websocket_echo_through_the_proxy() {
     assert_eq!(r.status.as_u16(), 426);
     gw.shutdown().await;
 }
+
+on_both_listeners!(
+    large_bodies_stream_both_ways,
+    request_and_response_bodies_stream_concurrently,
+    websocket_echo_through_the_proxy,
+);

@@ -391,16 +391,25 @@ async fn checks_of_concurrent_requests_share_calls_and_count_exactly() {
 
     // A first request makes the connection and the `broken` route's key;
     // then that key is made a hash, which its script step cannot read.
-    assert_eq!(
-        get(gw.http(), "broken.test", "/").await.status,
-        StatusCode::OK
-    );
-    let keys = redis_command(redis.addr(), &["KEYS", "sg:{req:*"]).await;
-    let key = keys
-        .lines()
-        .find(|l| l.starts_with("sg:"))
-        .unwrap_or_else(|| panic!("no limitReq key in {keys:?}"))
-        .to_owned();
+    // The key lives only as long as the bucket takes to drain (10 ms at
+    // this rate), so it is looked for right after a request, as often as
+    // it takes.
+    let mut key = None;
+    for _ in 0..50 {
+        assert_eq!(
+            get(gw.http(), "broken.test", "/").await.status,
+            StatusCode::OK
+        );
+        let keys = redis_command(redis.addr(), &["KEYS", "sg:{req:*"]).await;
+        key = keys
+            .lines()
+            .find(|l| l.starts_with("sg:"))
+            .map(str::to_owned);
+        if key.is_some() {
+            break;
+        }
+    }
+    let key = key.expect("a limitReq key after a request");
     redis_command(redis.addr(), &["DEL", &key]).await;
     redis_command(redis.addr(), &["HSET", &key, "not", "a counter"]).await;
 

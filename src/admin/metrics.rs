@@ -12,13 +12,21 @@ use crate::metrics as m;
 pub fn handle() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
-        let builder = PrometheusBuilder::new()
-            .idle_timeout(MetricKindMask::ALL, Some(m::IDLE_TIMEOUT))
-            .set_buckets_for_metric(
-                Matcher::Full(m::REQUEST_DURATION.to_owned()),
-                m::LATENCY_BUCKETS,
-            )
-            .unwrap_or_else(|_| PrometheusBuilder::new());
+        let buckets = [
+            (m::REQUEST_DURATION, m::LATENCY_BUCKETS),
+            (m::UPSTREAM_DURATION, m::LATENCY_BUCKETS),
+            (m::PLUGIN_DURATION, m::PLUGIN_BUCKETS),
+            (m::REQUEST_SIZE, m::SIZE_BUCKETS),
+            (m::RESPONSE_SIZE, m::SIZE_BUCKETS),
+        ];
+        let mut builder =
+            PrometheusBuilder::new().idle_timeout(MetricKindMask::ALL, Some(m::IDLE_TIMEOUT));
+        for (name, b) in buckets {
+            // Only an empty bucket list is refused, and none is.
+            builder = builder
+                .set_buckets_for_metric(Matcher::Full(name.to_owned()), b)
+                .unwrap_or_else(|_| PrometheusBuilder::new());
+        }
         let recorder = builder.build_recorder();
         let handle = recorder.handle();
         if metrics::set_global_recorder(recorder).is_ok() {
@@ -61,7 +69,90 @@ fn describe() {
         "1 while an endpoint takes traffic, 0 while ejected or failing active checks."
     );
     metrics::describe_counter!(
+        m::WATCH_ERRORS,
+        "Failed list or watch requests to the API server, by kind."
+    );
+    metrics::describe_gauge!(
+        m::WATCH_HEALTHY,
+        "1 while every watch of a kind has listed and is not failing, by kind."
+    );
+    metrics::describe_gauge!(
+        m::WATCH_LAST_EVENT_AGE,
+        metrics::Unit::Seconds,
+        "Seconds since a kind's watches last delivered an object or a list, by kind."
+    );
+    metrics::describe_counter!(
+        m::LEADER_ELECTION_ERRORS,
+        "Failed leader election requests (get, create or update of the Lease)."
+    );
+    metrics::describe_gauge!(m::LEADER, "1 while this replica holds the leader Lease.");
+    metrics::describe_counter!(
         m::DNS_LOOKUPS,
         "DNS lookups of the names of upstreams outside the cluster, by result."
     );
+    metrics::describe_histogram!(
+        m::REQUEST_SIZE,
+        metrics::Unit::Bytes,
+        "Request body bytes, by route."
+    );
+    metrics::describe_histogram!(
+        m::RESPONSE_SIZE,
+        metrics::Unit::Bytes,
+        "Response body bytes, by route."
+    );
+    metrics::describe_histogram!(
+        m::UPSTREAM_DURATION,
+        metrics::Unit::Seconds,
+        "Time from sending an attempt to an endpoint to its response head, by route."
+    );
+    metrics::describe_counter!(
+        m::UPSTREAM_ATTEMPTS,
+        "Attempts on endpoints, by route and status class (error: no response)."
+    );
+    metrics::describe_histogram!(
+        m::PLUGIN_DURATION,
+        metrics::Unit::Seconds,
+        "Time a plugin took over a request, services it called included, by route and plugin."
+    );
+    metrics::describe_counter!(
+        m::PLUGIN_DECISIONS,
+        "What plugins decided, by route, plugin, decision and status class of their answers."
+    );
+    metrics::describe_gauge!(
+        m::CONNECTIONS_ACTIVE,
+        "Client connections open, by listener and protocol."
+    );
+    metrics::describe_counter!(
+        m::CONNECTIONS_TOTAL,
+        "Client connections accepted, by listener and protocol."
+    );
+    metrics::describe_counter!(
+        m::TLS_HANDSHAKES,
+        "TLS handshakes, by result and whether a session was resumed."
+    );
+    metrics::describe_gauge!(
+        m::CERTIFICATE_EXPIRY,
+        metrics::Unit::Seconds,
+        "When each certificate in use expires (Unix seconds), by Secret."
+    );
+    metrics::describe_gauge!(m::TABLE_GENERATION, "Generation of the live route table.");
+    metrics::describe_gauge!(
+        m::CONFIG_LAST_RELOAD,
+        metrics::Unit::Seconds,
+        "When the live table was published (Unix seconds)."
+    );
+    metrics::describe_counter!(
+        m::CONFIG_RELOAD_FAILURES,
+        "Configuration sources that could not be loaded (their last good version kept)."
+    );
+    metrics::describe_gauge!(
+        m::CONFIG_OBJECTS_WITH_DIAGNOSTICS,
+        "Objects with diagnostics, by kind and reason."
+    );
+    metrics::describe_gauge!(m::BUILD_INFO, "1, with the build's version and commit.");
+    metrics::describe_counter!(
+        m::ACCESS_LOG_DROPPED,
+        "Access log lines dropped because the writer fell behind."
+    );
+    m::build_info();
 }

@@ -4,6 +4,7 @@
 //! with traffic, and never exposes anything that changes state.
 
 pub mod metrics;
+mod readiness;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -88,11 +89,10 @@ fn route(req: &Request<Incoming>, publisher: &Publisher) -> Response<ResponseBod
     }
     match req.uri().path() {
         "/healthz" => text(StatusCode::OK, "ok\n"),
-        "/readyz" if publisher.is_ready() => text(StatusCode::OK, "ready\n"),
-        "/readyz" => text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no route table is live yet\n",
-        ),
+        "/readyz" => {
+            let (status, body) = readiness::readyz(publisher);
+            text(status, &body)
+        }
         "/routes" => match routes_json(publisher) {
             Ok(json) => respond(StatusCode::OK, "application/json", json),
             Err(e) => text(
@@ -102,6 +102,7 @@ fn route(req: &Request<Incoming>, publisher: &Publisher) -> Response<ResponseBod
         },
         "/metrics" => {
             endpoint_gauges(publisher);
+            readiness::watch_gauges(publisher);
             respond(
                 StatusCode::OK,
                 "text/plain; version=0.0.4; charset=utf-8",

@@ -19,11 +19,15 @@ use super::upstream::{HealthCheck, LoadBalancerConfig, Retries, SessionAffinity}
     kind = "ApiRoute",
     namespaced,
     status = "ApiRouteStatus",
-    shortname = "ar",
+    // `ar` would clash with Apache APISIX's ApisixRoute and Argo Rollouts'
+    // AnalysisRun; the product prefix keeps short names unambiguous.
+    shortname = "sgar",
     category = "sluicegate",
     doc = "ApiRoute routes HTTP traffic for a set of hosts to Kubernetes Services.",
-    printcolumn = r#"{"name":"Hosts","type":"string","jsonPath":".spec.hosts"}"#,
-    printcolumn = r#"{"name":"Accepted","type":"string","jsonPath":".status.conditions[?(@.type==\"Accepted\")].status"}"#,
+    printcolumn = r#"{"name":"Hosts","type":"string","description":"Host names served; empty means any host.","jsonPath":".spec.hosts"}"#,
+    printcolumn = r#"{"name":"Accepted","type":"string","description":"The object is valid and claimed by this controller.","jsonPath":".status.conditions[?(@.type==\"Accepted\")].status"}"#,
+    printcolumn = r#"{"name":"Programmed","type":"string","description":"Its routes are in the table the proxies serve.","jsonPath":".status.conditions[?(@.type==\"Programmed\")].status"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","description":"Accepted and programmed.","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -31,15 +35,19 @@ pub struct ApiRouteSpec {
     /// IngressClass that should serve this route. Empty means the
     /// controller's own class.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
     pub ingress_class_name: Option<String>,
     /// Host names this object serves: exact (`shop.example.com`) or a
     /// single-label wildcard (`*.example.com`). Empty means any host.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(
         length(max = 64),
-        inner(regex(
-            pattern = r"^(\*\.)?[a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?(\.[a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?)*$"
-        ))
+        inner(
+            length(min = 1, max = 253),
+            regex(
+                pattern = r"^(\*\.)?[a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?(\.[a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?)*$"
+            )
+        )
     )]
     #[schemars(extend("x-kubernetes-list-type" = "set"))]
     pub hosts: Vec<String>,
@@ -165,6 +173,7 @@ pub struct RouteMatch {
     pub paths: Vec<PathMatch>,
     /// Any one of these methods matches. Empty means every method.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 9))]
     pub methods: Vec<HttpMethod>,
     /// Every header condition must hold.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -380,7 +389,7 @@ pub struct ApiRouteStatus {
     /// `Accepted`, `Programmed` and `Ready`, each with the generation it
     /// describes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    #[schemars(schema_with = "super::schema::conditions")]
     pub conditions: Vec<Condition>,
 }
 

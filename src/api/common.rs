@@ -83,8 +83,10 @@ impl JsonSchema for PortRef {
         true
     }
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        // A port name is an IANA service name: at most 15 characters.
         json_schema!({
             "x-kubernetes-int-or-string": true,
+            "maxLength": 15,
             "description": "Service port by number or by name."
         })
     }
@@ -186,6 +188,7 @@ impl JsonSchema for Duration {
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
         json_schema!({
             "type": "string",
+            "maxLength": 64,
             "pattern": "^([0-9]+(\\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$",
             "description": "Duration such as 500ms, 2s or 1m30s."
         })
@@ -197,6 +200,7 @@ impl JsonSchema for Duration {
 #[serde(deny_unknown_fields)]
 pub struct LocalObjectRef {
     /// Name of the referenced object.
+    #[schemars(length(min = 1, max = 253))]
     pub name: String,
 }
 

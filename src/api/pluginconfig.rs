@@ -14,10 +14,12 @@ use super::plugins::Plugins;
     kind = "PluginConfig",
     namespaced,
     status = "PluginConfigStatus",
-    shortname = "pc",
+    // `pc` is PriorityClass's.
+    shortname = "sgpc",
     category = "sluicegate",
     doc = "PluginConfig is a named set of plugin settings shared by routes.",
-    printcolumn = r#"{"name":"Accepted","type":"string","jsonPath":".status.conditions[?(@.type==\"Accepted\")].status"}"#,
+    printcolumn = r#"{"name":"Accepted","type":"string","description":"The plugin settings are valid.","jsonPath":".status.conditions[?(@.type==\"Accepted\")].status"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","description":"Accepted; routes that reference it can use it.","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -36,6 +38,6 @@ pub struct PluginConfigStatus {
     pub observed_generation: Option<i64>,
     /// `Accepted` and `Ready`, each with the generation it describes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    #[schemars(schema_with = "super::schema::conditions")]
     pub conditions: Vec<Condition>,
 }

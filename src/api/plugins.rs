@@ -138,7 +138,10 @@ impl Plugins {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ConsumerSelector {
+    /// Labels a consumer Secret must carry besides `sluicegate.io/consumer`;
+    /// empty: every consumer in the namespace.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 32, "additionalProperties" = {"type": "string", "maxLength": 63}))]
     pub match_labels: std::collections::BTreeMap<String, String>,
 }
 
@@ -212,13 +215,15 @@ pub struct JwtAuth {
     pub cookie: Option<String>,
     /// Algorithms accepted; default all of them. `none` never is.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
     pub algorithms: Vec<JwtAlgorithm>,
     /// Required `iss`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2048))]
     pub issuer: Option<String>,
     /// `aud` must contain one of these, when set.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 32))]
+    #[schemars(length(max = 32), inner(length(min = 1, max = 2048)))]
     pub audiences: Vec<String>,
     /// Tolerance for `exp` and `nbf` (default 60s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -271,8 +276,12 @@ pub enum JwtAlgorithm {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ClaimHeader {
+    /// The claim's name, e.g. `sub` or `email`; its value (a string, or
+    /// JSON text for other types) is copied.
     #[schemars(length(min = 1, max = 256))]
     pub claim: String,
+    /// The request header that gets it; a value the client sent is
+    /// replaced (removed when the token lacks the claim).
     #[schemars(length(min = 1, max = 256))]
     pub header: String,
 }

@@ -13,21 +13,22 @@ use super::common::Duration;
 pub struct IpRestriction {
     /// Addresses or CIDR ranges allowed; when set, everyone else is refused.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 1024))]
+    #[schemars(length(max = 1024), inner(length(min = 1, max = 64)))]
     pub allow: Vec<String>,
     /// Addresses or CIDR ranges refused (checked first).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 1024))]
+    #[schemars(length(max = 1024), inner(length(min = 1, max = 64)))]
     pub deny: Vec<String>,
     /// Proxies whose `X-Forwarded-For` is believed: the client is the
     /// right-most address not in this list. Empty: the connection's peer.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 256))]
+    #[schemars(length(max = 256), inner(length(min = 1, max = 64)))]
     pub trusted_proxies: Vec<String>,
     /// Status of refused requests (default 403).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 200, max = 599))]
     pub rejected_code: Option<u16>,
+    /// Body of refused requests.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 4096))]
     pub rejected_message: Option<String>,
@@ -41,15 +42,20 @@ pub struct Cors {
     /// `*`, exact origins (`https://shop.example.com`) or one-label
     /// wildcards (`https://*.example.com`). Default `*`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 256))]
+    #[schemars(length(max = 256), inner(length(min = 1, max = 512)))]
     pub allow_origins: Vec<String>,
     /// Default GET, POST, PUT, PATCH, DELETE, OPTIONS, HEAD.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32), inner(length(min = 1, max = 32)))]
     pub allow_methods: Vec<String>,
     /// Request headers allowed; default: whatever the preflight asks for.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 256)))]
     pub allow_headers: Vec<String>,
+    /// Response headers scripts may read
+    /// (`Access-Control-Expose-Headers`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 256)))]
     pub expose_headers: Vec<String>,
     /// Send `Access-Control-Allow-Credentials: true` (then the origin is
     /// echoed, never `*`).
@@ -66,6 +72,7 @@ pub struct Cors {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RequestBodyLimit {
+    /// Largest body accepted, in bytes.
     pub max_bytes: u64,
 }
 
@@ -73,11 +80,13 @@ pub struct RequestBodyLimit {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HeaderLimits {
+    /// Most header fields a request may have.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_count: Option<u32>,
     /// Names and values of all headers together.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_total_bytes: Option<u64>,
+    /// Longest value of a single header, in bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_value_bytes: Option<u64>,
 }
@@ -87,11 +96,14 @@ pub struct HeaderLimits {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UaRestriction {
+    /// Patterns of User-Agents allowed; when set, every other one (and a
+    /// request without the header) is refused.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 256))]
+    #[schemars(length(max = 256), inner(length(min = 1, max = 1024)))]
     pub allow: Vec<String>,
+    /// Patterns of User-Agents refused (checked first).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 256))]
+    #[schemars(length(max = 256), inner(length(min = 1, max = 1024)))]
     pub deny: Vec<String>,
     /// Status of refused requests (default 403).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -103,11 +115,17 @@ pub struct UaRestriction {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HeaderEdits {
+    /// Headers set to these values, replacing any with the same name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64, "additionalProperties" = {"type": "string", "maxLength": 4096}))]
     pub set: BTreeMap<String, String>,
+    /// Headers added with these values, beside any with the same name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64, "additionalProperties" = {"type": "string", "maxLength": 4096}))]
     pub add: BTreeMap<String, String>,
+    /// Names of headers removed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 256)))]
     pub remove: Vec<String>,
 }
 
@@ -115,8 +133,10 @@ pub struct HeaderEdits {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RegexReplace {
+    /// Regular expression matched against the whole path.
     #[schemars(length(min = 1, max = 1024))]
     pub pattern: String,
+    /// The new path; `$1` or `${name}` insert capture groups.
     #[schemars(length(max = 1024))]
     pub replacement: String,
 }
@@ -127,18 +147,24 @@ pub struct RegexReplace {
 pub struct ProxyRewrite {
     /// A new path (the query is kept).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 4096))]
     pub uri: Option<String>,
     /// Rewrite the path by regular expression with capture groups.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub regex_uri: Option<RegexReplace>,
     /// Remove this prefix from the path (then `replacePrefix` in front).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024))]
     pub strip_prefix: Option<String>,
+    /// Put in front of the path once `stripPrefix` is removed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
     pub replace_prefix: Option<String>,
-    /// The `Host` the upstream gets.
+    /// The `Host` the upstream gets (a name, with a port if needed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 259))]
     pub host: Option<String>,
+    /// Changes to the request headers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub headers: Option<HeaderEdits>,
 }
@@ -147,13 +173,16 @@ pub struct ProxyRewrite {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ResponseRewrite {
+    /// Replaces the upstream's status.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 100, max = 599))]
     pub status_code: Option<u16>,
+    /// Changes to the response headers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub headers: Option<HeaderEdits>,
-    /// Replaces the body.
+    /// Replaces the body (at most 64 KiB).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 65536))]
     pub body: Option<String>,
 }
 
@@ -174,8 +203,9 @@ pub struct RedirectTo {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RequestId {
-    /// Default `X-Request-Id`.
+    /// The header carrying the id; default `X-Request-Id`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
     pub header: Option<String>,
     /// Also send it back in the response (default true).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -186,16 +216,21 @@ pub struct RequestId {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Mocking {
-    /// Default 200.
+    /// Status of the answer; default 200.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 100, max = 599))]
     pub status_code: Option<u16>,
+    /// Body of the answer (at most 64 KiB).
     #[serde(default)]
+    #[schemars(length(max = 65536))]
     pub body: String,
-    /// Default `text/plain; charset=utf-8`.
+    /// `Content-Type` of the answer; default `text/plain; charset=utf-8`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
     pub content_type: Option<String>,
+    /// Further response headers.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64, "additionalProperties" = {"type": "string", "maxLength": 4096}))]
     pub headers: BTreeMap<String, String>,
 }
 
@@ -204,22 +239,29 @@ pub struct Mocking {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ForwardAuth {
-    /// `http://host:port/path` of the service.
+    /// `http://` or `https://host:port/path` of the service.
     #[schemars(length(min = 1, max = 2048))]
     pub uri: String,
     /// Client request headers sent to the service (besides
     /// `X-Forwarded-*` describing the original request).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 256)))]
     pub request_headers: Vec<String>,
     /// Headers of the service's 2xx answer copied to the upstream request.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 256)))]
     pub upstream_headers: Vec<String>,
     /// Headers of a refusal copied to the client's answer.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 256)))]
     pub client_headers: Vec<String>,
     /// Default 3s; past it the client gets 503.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Duration>,
+    /// A Secret in this namespace whose `ca.crt` verifies an `https://`
+    /// service; without it the system's CA certificates do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<super::LocalObjectRef>,
 }
 
 /// Compress responses with gzip for clients that accept it.
@@ -231,7 +273,7 @@ pub struct Gzip {
     /// application/json, application/javascript, text/javascript,
     /// application/xml, image/svg+xml.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64))]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 256)))]
     pub types: Vec<String>,
     /// Responses whose length is known and below this many bytes are sent
     /// as they are (default 256).
@@ -254,7 +296,7 @@ pub struct Gzip {
 pub struct Brotli {
     /// Content types compressed, as for `gzip`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64))]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 256)))]
     pub types: Vec<String>,
     /// Responses whose length is known and below this many bytes are sent
     /// as they are (default 256).

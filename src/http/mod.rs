@@ -11,11 +11,14 @@
 //! - [`wire`]: the codec, shared by the server and the client role: one
 //!   head parser per direction, one chunked codec, one table of limits,
 //!   one error type;
+//! - [`dns`]: the one resolver for names, owned by one task and asked
+//!   from any runtime;
 //! - [`client`]: connections to upstreams, pooled per worker, the own
 //!   HTTP/1.1 exchange, hyper for TLS and HTTP/2 backends, and
 //!   [`client::fetch`] for the gateway's own requests.
 
 pub mod client;
+pub mod dns;
 pub mod io;
 pub mod timer;
 pub mod wire;

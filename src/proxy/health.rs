@@ -5,18 +5,24 @@
 //!
 //! Verdicts live in the endpoints' own state, which carries across table
 //! and endpoint updates; a new endpoint starts up, as Kubernetes already
-//! found it ready. Checks speak plain HTTP/1.1, one short connection per
-//! check, so that a check never borrows a connection requests could use.
+//! found it ready. Checks speak plain HTTP/1.1 through the gateway's own
+//! client ([`fetch`]), so that an endpoint is judged by the same parser
+//! that reads its answers to requests, on one short connection per check:
+//! a check never borrows a connection requests could use, and each one
+//! shows that a new connection can be made. Only the status counts; the
+//! body is not read.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::uri::PathAndQuery;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
+use crate::http::client::fetch::{self, FetchError, Options, Request, Target};
 use crate::routing::{ActiveCheck, EndpointState, Upstream, UpstreamKey, UpstreamRegistry};
 
 /// A running check task and the settings it runs with.
@@ -122,60 +128,122 @@ async fn run(upstream: Weak<Upstream>, check: Arc<ActiveCheck>) {
     }
 }
 
-/// One check: connect, send the request, read the status line.
+/// One check: connect, send the request, read the response head.
 async fn probe(addr: SocketAddr, check: &ActiveCheck) -> Result<(), String> {
-    let attempt = async {
-        let mut stream = TcpStream::connect(addr)
-            .await
-            .map_err(|e| format!("connect: {e}"))?;
-        let host = check.host.clone().unwrap_or_else(|| addr.to_string());
-        let request = format!(
-            "GET {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: sluicegate-health-check\r\nAccept: */*\r\nConnection: close\r\n\r\n",
-            check.path
-        );
-        stream
-            .write_all(request.as_bytes())
-            .await
-            .map_err(|e| format!("write: {e}"))?;
-        let mut buf = [0u8; 64];
-        let mut n = 0;
-        while n < 12 {
-            match stream.read(&mut buf[n..]).await {
-                Ok(0) => return Err("closed before a status line".to_owned()),
-                Ok(k) => n += k,
-                Err(e) => return Err(format!("read: {e}")),
-            }
-        }
-        status(&buf[..n]).ok_or_else(|| "not an HTTP response".to_owned())
+    let path = PathAndQuery::try_from(check.path.as_str())
+        .map_err(|_| format!("invalid path {:?}", check.path))?;
+    let mut headers = HeaderMap::new();
+    if let Some(host) = &check.host {
+        let host =
+            HeaderValue::try_from(host.as_str()).map_err(|_| format!("invalid host {host:?}"))?;
+        headers.insert(header::HOST, host);
+    }
+    headers.insert(
+        header::USER_AGENT,
+        HeaderValue::from_static("sluicegate-health-check"),
+    );
+    headers.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+    let request = Request {
+        method: http::Method::GET,
+        path_and_query: path,
+        headers,
+        body: Bytes::new(),
     };
-    match tokio::time::timeout(check.timeout, attempt).await {
-        Err(_) => Err(format!("no answer within {:?}", check.timeout)),
-        Ok(Err(e)) => Err(e),
-        Ok(Ok(code)) if check.expects(code) => Ok(()),
-        Ok(Ok(code)) => Err(format!("status {code}")),
+    let options = Options {
+        timeout: check.timeout,
+        max_body: 0,
+        reuse: false,
+    };
+    match fetch::fetch(&Target::http(addr), request, &options).await {
+        Err(FetchError::Timeout(t)) => Err(format!("no answer within {t:?}")),
+        Err(e) => Err(e.to_string()),
+        Ok(r) if check.expects(r.status.as_u16()) => Ok(()),
+        Ok(r) => Err(format!("status {}", r.status.as_u16())),
     }
-}
-
-/// The status code of an HTTP/1.x status line.
-fn status(line: &[u8]) -> Option<u16> {
-    let rest = line.strip_prefix(b"HTTP/1.")?;
-    let code = rest.get(2..5)?;
-    if rest.get(1) != Some(&b' ') || !code.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(code).ok()?.parse().ok()
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
     use super::*;
 
-    #[test]
-    fn status_lines() {
-        assert_eq!(status(b"HTTP/1.1 200 OK\r\n"), Some(200));
-        assert_eq!(status(b"HTTP/1.0 503 Service"), Some(503));
-        assert_eq!(status(b"HTTP/2 200"), None);
-        assert_eq!(status(b"SSH-2.0-OpenSSH"), None);
-        assert_eq!(status(b"HTTP/1.1 2x0"), None);
+    fn check(host: Option<&str>) -> ActiveCheck {
+        ActiveCheck {
+            path: "/healthz?full=1".into(),
+            host: host.map(Into::into),
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(2),
+            healthy_threshold: 1,
+            unhealthy_threshold: 1,
+            expected_statuses: vec![(200, 299)],
+        }
+    }
+
+    /// Answers one connection with `answer`; returns what it received.
+    async fn endpoint(answer: &'static str) -> (SocketAddr, JoinHandle<String>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut got = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !got.ends_with(b"\r\n\r\n") {
+                let n = s.read(&mut buf).await.unwrap();
+                assert!(n > 0, "closed before the head ended");
+                got.extend_from_slice(&buf[..n]);
+            }
+            s.write_all(answer.as_bytes()).await.unwrap();
+            String::from_utf8(got).unwrap()
+        });
+        (addr, task)
+    }
+
+    #[tokio::test]
+    async fn a_check_is_one_get_on_a_connection_of_its_own() {
+        let (addr, seen) = endpoint("HTTP/1.1 204 No Content\r\n\r\n").await;
+        assert_eq!(probe(addr, &check(None)).await, Ok(()));
+        assert_eq!(
+            seen.await.unwrap(),
+            format!(
+                "GET /healthz?full=1 HTTP/1.1\r\nhost: {addr}\r\n\
+                 user-agent: sluicegate-health-check\r\naccept: */*\r\n\
+                 connection: close\r\n\r\n"
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn the_status_decides_and_bodies_are_not_waited_for() {
+        // A long body that never comes: the head is enough.
+        let (addr, seen) =
+            endpoint("HTTP/1.1 503 Unavailable\r\ncontent-length: 100000\r\n\r\nstarting").await;
+        assert_eq!(
+            probe(addr, &check(Some("app.test"))).await,
+            Err("status 503".into())
+        );
+        assert!(seen.await.unwrap().contains("\r\nhost: app.test\r\n"));
+
+        let (addr, _) = endpoint("SSH-2.0-OpenSSH_9.6\r\n\r\n").await;
+        let e = probe(addr, &check(None)).await.unwrap_err();
+        assert!(e.contains("invalid response head"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn unreachable_and_silent_endpoints_fail() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let dead = listener.local_addr().unwrap();
+        drop(listener);
+        let e = probe(dead, &check(None)).await.unwrap_err();
+        assert!(e.contains("connecting to"), "{e}");
+
+        let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut c = check(None);
+        c.timeout = Duration::from_millis(200);
+        let e = probe(silent.local_addr().unwrap(), &c).await.unwrap_err();
+        assert!(e.contains("no answer within 200ms"), "{e}");
     }
 }

@@ -26,6 +26,7 @@ use super::forward::{Shared, Worker};
 use super::server::{ClientInfo, Server, h1, h2};
 use super::tls;
 use crate::http::client::{Clients, Pool};
+use crate::http::dns::Resolver;
 
 /// A running proxy listener and its workers.
 pub struct ProxyServer {
@@ -49,12 +50,14 @@ fn bind(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::TcpListener>
 
 impl ProxyServer {
     /// Binds `addr` (and `https`, when given) once per worker and starts
-    /// the workers.
+    /// the workers. Names the workers resolve (forwardAuth, JWKS) go to
+    /// `resolver`, the gateway's, whatever other gateway the process runs.
     pub fn start(
         addr: SocketAddr,
         https: Option<SocketAddr>,
         workers: usize,
         shared: Arc<Shared>,
+        resolver: Option<Resolver>,
     ) -> io::Result<ProxyServer> {
         let workers = workers.max(1);
         let (addr, listeners) = bind_all(addr, workers)?;
@@ -84,12 +87,14 @@ impl ProxyServer {
                 clients: Arc::new(Clients::new(shared.settings.pool)),
             };
             let stop = shutdown.subscribe();
+            let resolver = resolver.clone();
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
             std::thread::Builder::new()
                 .name(format!("sluicegate-worker-{i}"))
                 .spawn(move || {
+                    crate::http::dns::set_thread_default(resolver);
                     runtime.block_on(async move {
                         let plain = TcpListener::from_std(listener);
                         let secure = tls_listener.map(TcpListener::from_std).transpose();
@@ -227,13 +232,18 @@ async fn serve(
                             Ok(Ok(a)) => a,
                             Ok(Err(e)) => {
                                 debug!(%peer, error = %e, "TLS handshake failed");
+                                handshake_counted("failed", false);
                                 return;
                             }
                             Err(_) => {
                                 debug!(%peer, "TLS handshake timed out");
+                                handshake_counted("timeout", false);
                                 return;
                             }
                         };
+                    let resumed = accepted.stream.get_ref().1.handshake_kind()
+                        == Some(rustls::HandshakeKind::Resumed);
+                    handshake_counted("ok", resumed);
                     client.set_client_certificate(accepted.client_auth, accepted.subject);
                     let h2 = accepted.stream.get_ref().1.alpn_protocol() == Some(b"h2");
                     if h2 {
@@ -255,4 +265,14 @@ async fn serve(
             "shutdown grace period over; closing remaining connections"
         );
     }
+}
+
+/// Counts a TLS handshake by how it ended.
+fn handshake_counted(result: &'static str, resumed: bool) {
+    let resumed = if resumed { "true" } else { "false" };
+    metrics::counter!(
+        crate::metrics::TLS_HANDSHAKES,
+        crate::metrics::labels(&[("result", result), ("resumed", resumed)])
+    )
+    .increment(1);
 }

@@ -16,7 +16,7 @@ use super::router::Router;
 use super::spec::{RouteSpec, TableSpec, Timeouts, UpstreamKey};
 use super::tls::CertStore;
 use super::upstream::{PickInput, Upstream, UpstreamRegistry};
-use crate::metrics::RouteMetrics;
+use crate::metrics::{PluginMetrics, RouteMetrics};
 
 /// Longest weighted schedule kept; larger weight sums are scaled down.
 const MAX_SCHEDULE: u32 = 1000;
@@ -55,6 +55,8 @@ pub struct Route {
     pub metrics: RouteMetrics,
     /// Plugins in execution order.
     pub plugins: Box<[Arc<dyn crate::plugins::Plugin>]>,
+    /// The cost and decisions of each plugin, in the same order.
+    pub plugin_metrics: Box<[PluginMetrics]>,
 }
 
 impl Route {
@@ -99,6 +101,11 @@ impl Route {
                 .https_redirect
                 .and_then(|c| http::StatusCode::from_u16(c).ok()),
             metrics: RouteMetrics::new(spec.name.clone()),
+            plugin_metrics: spec
+                .plugins
+                .iter()
+                .map(|p| PluginMetrics::new(spec.name.clone(), p.name()))
+                .collect(),
             plugins: spec.plugins.clone().into_boxed_slice(),
         }
     }

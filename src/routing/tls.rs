@@ -22,6 +22,9 @@ pub struct TlsCertificate {
     pub secret: String,
     /// The object that asked for it (`Ingress ns/name`).
     pub source: Arc<str>,
+    /// When the certificate stops being valid, in Unix seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_after: Option<i64>,
     #[serde(skip)]
     pub key: Arc<CertifiedKey>,
 }

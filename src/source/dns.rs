@@ -16,10 +16,9 @@
 //! once: a new set of addresses, the first failure, the recovery; retries
 //! are not. Names that no table uses any more stop being resolved.
 //!
-//! Lookups go through hickory-resolver, because the system resolver tells
-//! no TTL. It reads `/etc/resolv.conf` (name servers, search domains,
-//! `ndots`) and `/etc/hosts`, like the system resolver would;
-//! [`DnsSettings::server`] replaces the name servers.
+//! Lookups go through the gateway's one resolver, [`crate::http::dns`],
+//! which the gateway's own calls (forwardAuth, JWKS) use too; it tells the
+//! records' TTL, which the system resolver does not.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -27,49 +26,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use foldhash::HashMap;
-use hickory_resolver::TokioResolver;
-use hickory_resolver::config::{
-    ConnectionConfig, LookupIpStrategy, NameServerConfig, ResolverConfig,
-};
-use hickory_resolver::net::NetError;
-use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use tokio::sync::watch;
 use tokio::task::{AbortHandle, JoinHandle, JoinSet};
 use tokio::time::Instant;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, info, warn};
 
+pub use crate::http::dns::DnsSettings;
+use crate::http::dns::Resolver;
 use crate::metrics as m;
 use crate::routing::{DnsTarget, UpstreamKey, UpstreamRegistry, UpstreamSpec};
-
-/// How names are resolved.
-#[derive(Clone, Debug)]
-pub struct DnsSettings {
-    /// The name server to ask instead of those of `/etc/resolv.conf`.
-    pub server: Option<SocketAddr>,
-    /// Shortest time between two lookups of a name, whatever its TTL.
-    pub min_ttl: Duration,
-    /// Longest time an answer is used before the name is looked up again.
-    pub max_ttl: Duration,
-    /// Longest wait between retries of a name whose lookups fail.
-    pub max_backoff: Duration,
-    /// Time to wait for one answer from a name server.
-    pub timeout: Duration,
-    /// Tries of each name server per lookup.
-    pub attempts: usize,
-}
-
-impl Default for DnsSettings {
-    fn default() -> Self {
-        DnsSettings {
-            server: None,
-            min_ttl: Duration::from_secs(1),
-            max_ttl: Duration::from_secs(300),
-            max_backoff: Duration::from_secs(30),
-            timeout: Duration::from_secs(3),
-            attempts: 2,
-        }
-    }
-}
 
 /// The upstreams named by DNS in one table, in key order.
 pub type Targets = Arc<[(UpstreamKey, DnsTarget)]>;
@@ -96,55 +61,28 @@ impl Drop for DnsResolver {
 
 impl DnsResolver {
     /// Starts resolving the names of `targets`, whose latest value is the
-    /// current table's, into `registry`. Must run inside a Tokio runtime.
+    /// current table's, into `registry`, with a resolver of its own. Must
+    /// run inside a Tokio runtime.
     pub fn start(
         settings: DnsSettings,
         registry: Arc<UpstreamRegistry>,
         targets: watch::Receiver<Targets>,
     ) -> DnsResolver {
-        let task = tokio::spawn(async move {
-            match build(&settings) {
-                Ok(resolver) => Names::new(settings, registry).run(resolver, targets).await,
-                Err(e) => {
-                    error!(error = %e, "cannot start the DNS resolver; upstreams named by DNS get no endpoints");
-                }
-            }
-        });
+        let resolver = Resolver::start(&settings);
+        Self::start_with(resolver, settings, registry, targets)
+    }
+
+    /// Like [`DnsResolver::start`], asking `resolver` (the gateway's,
+    /// shared with its other lookups).
+    pub fn start_with(
+        resolver: Resolver,
+        settings: DnsSettings,
+        registry: Arc<UpstreamRegistry>,
+        targets: watch::Receiver<Targets>,
+    ) -> DnsResolver {
+        let task = tokio::spawn(Names::new(settings, registry).run(resolver, targets));
         DnsResolver { task }
     }
-}
-
-fn build(settings: &DnsSettings) -> Result<TokioResolver, NetError> {
-    let provider = TokioRuntimeProvider::default();
-    let mut builder = match settings.server {
-        Some(addr) => {
-            let connections = [ConnectionConfig::udp(), ConnectionConfig::tcp()]
-                .into_iter()
-                .map(|mut c| {
-                    c.port = addr.port();
-                    c
-                })
-                .collect();
-            let server = NameServerConfig::new(addr.ip(), true, connections);
-            TokioResolver::builder_with_config(
-                ResolverConfig::from_name_servers(vec![server]),
-                provider,
-            )
-        }
-        None => TokioResolver::builder(provider.clone()).unwrap_or_else(|e| {
-            warn!(error = %e, "cannot read the system DNS configuration; only /etc/hosts resolves names");
-            TokioResolver::builder_with_config(ResolverConfig::from_name_servers(Vec::new()), provider)
-        }),
-    };
-    let opts = builder.options_mut();
-    opts.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
-    opts.timeout = settings.timeout;
-    opts.attempts = settings.attempts;
-    // The resolver's own cache must not answer for longer than this module
-    // waits, nor repeat a failure to a retry.
-    opts.positive_max_ttl = Some(settings.max_ttl);
-    opts.negative_max_ttl = Some(settings.min_ttl);
-    builder.build()
 }
 
 /// What is known about one name.
@@ -183,7 +121,7 @@ impl Names {
         }
     }
 
-    async fn run(mut self, resolver: TokioResolver, mut targets: watch::Receiver<Targets>) {
+    async fn run(mut self, resolver: Resolver, mut targets: watch::Receiver<Targets>) {
         let mut lookups: JoinSet<(Arc<str>, u64, LookupResult)> = JoinSet::new();
         let current = targets.borrow_and_update().clone();
         self.follow(&current);
@@ -383,15 +321,13 @@ fn push(registry: &UpstreamRegistry, upstreams: &[(UpstreamKey, u16)], addrs: &[
 
 /// The addresses of `name`, sorted and without duplicates, and how long
 /// they are valid.
-async fn lookup(resolver: &TokioResolver, name: &str) -> LookupResult {
-    let found = resolver.lookup_ip(name).await.map_err(|e| e.to_string())?;
-    let ttl = found
-        .valid_until()
-        .saturating_duration_since(std::time::Instant::now());
-    let mut addrs: Vec<IpAddr> = found.iter().collect();
-    addrs.sort_unstable();
-    addrs.dedup();
-    Ok((addrs, ttl))
+async fn lookup(resolver: &Resolver, name: &str) -> LookupResult {
+    match resolver.lookup(name).await {
+        Ok(answer) => Ok((answer.addrs, answer.ttl)),
+        // Counted and logged as an answer without addresses.
+        Err(crate::http::dns::LookupError::NoAddresses) => Ok((Vec::new(), Duration::ZERO)),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

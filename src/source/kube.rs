@@ -11,6 +11,14 @@
 //! annotation) is dropped before objects are stored. Of Secrets only the
 //! certificate, key and CA values are kept, and types that never hold them
 //! are not watched at all.
+//!
+//! A watcher that fails starts over with a fresh list after a short,
+//! jittered, capped delay ([`RetryBackoff`]): the completed list is the
+//! proof that it has recovered (a resumed watch says nothing until
+//! something changes), and the cap bounds how long a watch can lag behind
+//! the API server's return. Each failure streak is logged once, and its
+//! end once; [`WatchHealth`] keeps the per-kind picture for `/readyz` and
+//! `/metrics`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
@@ -21,7 +29,6 @@ use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
-use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
@@ -29,6 +36,7 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
+use super::health::{self, RETRY_INITIAL, RETRY_MAX, RetryBackoff, WatchHealth, WatcherId};
 use crate::api::{ApiRoute, PluginConfig};
 use crate::translate::{ClusterState, Kind, ObjectKey, Store};
 
@@ -60,6 +68,10 @@ trait Watched:
     /// The API for this kind in `namespace`, or in every namespace.
     fn api(client: Client, namespace: Option<&str>) -> Api<Self>;
     fn store(state: &mut ClusterState) -> &mut Store<Self>;
+    /// What the ServiceAccount must be allowed, for error messages.
+    fn resource() -> &'static str {
+        Self::KIND.as_str()
+    }
     /// Records what a change to this object means for translation.
     fn note(&self, changes: &mut Changes) {
         let _ = self;
@@ -97,6 +109,9 @@ where
 
 impl Watched for IngressClass {
     const KIND: Kind = Kind::IngressClass;
+    fn resource() -> &'static str {
+        "ingressclasses.networking.k8s.io"
+    }
     /// Cluster-scoped: one watcher whatever the namespaces.
     fn api(client: Client, _namespace: Option<&str>) -> Api<Self> {
         Api::all(client)
@@ -110,9 +125,12 @@ impl Watched for IngressClass {
 /// and annotations are (a Service's load balancer address arriving, or our
 /// own status write coming back, changes nothing translation reads).
 macro_rules! watched_with_status {
-    ($ty:ty, $kind:expr, $field:ident) => {
+    ($ty:ty, $kind:expr, $field:ident, $resource:expr) => {
         impl Watched for $ty {
             const KIND: Kind = $kind;
+            fn resource() -> &'static str {
+                $resource
+            }
             fn api(client: Client, namespace: Option<&str>) -> Api<Self> {
                 namespaced(client, namespace)
             }
@@ -129,13 +147,31 @@ macro_rules! watched_with_status {
     };
 }
 
-watched_with_status!(Service, Kind::Service, services);
-watched_with_status!(Ingress, Kind::Ingress, ingresses);
-watched_with_status!(ApiRoute, Kind::ApiRoute, api_routes);
-watched_with_status!(PluginConfig, Kind::PluginConfig, plugin_configs);
+watched_with_status!(Service, Kind::Service, services, "services");
+watched_with_status!(
+    Ingress,
+    Kind::Ingress,
+    ingresses,
+    "ingresses.networking.k8s.io"
+);
+watched_with_status!(
+    ApiRoute,
+    Kind::ApiRoute,
+    api_routes,
+    "apiroutes.sluicegate.io"
+);
+watched_with_status!(
+    PluginConfig,
+    Kind::PluginConfig,
+    plugin_configs,
+    "pluginconfigs.sluicegate.io"
+);
 
 impl Watched for EndpointSlice {
     const KIND: Kind = Kind::EndpointSlice;
+    fn resource() -> &'static str {
+        "endpointslices.discovery.k8s.io"
+    }
     fn api(client: Client, namespace: Option<&str>) -> Api<Self> {
         namespaced(client, namespace)
     }
@@ -161,6 +197,9 @@ const SECRET_KEYS: [&str; 5] = ["tls.crt", "tls.key", "ca.crt", "redis-password"
 
 impl Watched for Secret {
     const KIND: Kind = Kind::Secret;
+    fn resource() -> &'static str {
+        "secrets"
+    }
     fn api(client: Client, namespace: Option<&str>) -> Api<Self> {
         namespaced(client, namespace)
     }
@@ -218,14 +257,26 @@ pub struct KubeSource {
     inner: Arc<Mutex<Inner>>,
     notify: Arc<Notify>,
     synced: watch::Receiver<bool>,
+    health: Arc<WatchHealth>,
     tasks: Vec<JoinHandle<()>>,
 }
 
-/// Where to watch.
-#[derive(Clone, Debug, Default)]
+/// Where to watch, and how fast to retry.
+#[derive(Clone, Debug)]
 pub struct WatchScope {
     /// Namespaces to watch; empty means every namespace.
     pub namespaces: Vec<String>,
+    /// The longest a failed watch waits before it retries.
+    pub retry_max: Duration,
+}
+
+impl Default for WatchScope {
+    fn default() -> Self {
+        WatchScope {
+            namespaces: Vec::new(),
+            retry_max: RETRY_MAX,
+        }
+    }
 }
 
 impl KubeSource {
@@ -245,11 +296,14 @@ impl KubeSource {
             unsynced: 0,
         }));
         let notify = Arc::new(Notify::new());
+        let health = Arc::new(WatchHealth::default());
         let mut tasks = Vec::new();
         let ctx = WatchCtx {
             inner: inner.clone(),
             notify: notify.clone(),
             synced: synced_tx,
+            health: health.clone(),
+            retry_max: scope.retry_max,
         };
         for ns in &namespaces {
             tasks.push(ctx.spawn::<Ingress>(&client, ns.as_deref()));
@@ -265,8 +319,14 @@ impl KubeSource {
             inner,
             notify,
             synced,
+            health,
             tasks,
         }
+    }
+
+    /// How each kind's watches are doing.
+    pub fn health(&self) -> Arc<WatchHealth> {
+        self.health.clone()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -319,6 +379,15 @@ struct WatchCtx {
     inner: Arc<Mutex<Inner>>,
     notify: Arc<Notify>,
     synced: Arc<watch::Sender<bool>>,
+    health: Arc<WatchHealth>,
+    retry_max: Duration,
+}
+
+/// Where one watcher is in its current attempt.
+struct Attempt<K> {
+    /// Objects of a list in progress; they replace the watcher's current
+    /// objects only once the list is complete.
+    relist: Option<BTreeMap<ObjectKey, Arc<K>>>,
 }
 
 impl WatchCtx {
@@ -330,98 +399,174 @@ impl WatchCtx {
             .unsynced += 1;
         let ctx = self.clone();
         let scope = namespace.map(str::to_owned);
-        tokio::spawn(async move { ctx.run::<K>(api, scope).await })
+        let id = self.health.register(K::KIND);
+        tokio::spawn(async move { ctx.run::<K>(api, scope, id).await })
     }
 
-    async fn run<K: Watched>(self, api: Api<K>, scope: Option<String>) {
-        let mut stream = watcher::watcher(api, K::config()).default_backoff().boxed();
-        // Objects of a (re)list in progress; they replace the watcher's
-        // current objects only once the list is complete.
-        let mut relist: Option<BTreeMap<ObjectKey, Arc<K>>> = None;
+    /// Watches until aborted. Every attempt starts with a fresh list; an
+    /// error ends the attempt, and the next starts after a backoff delay.
+    async fn run<K: Watched>(self, api: Api<K>, scope: Option<String>, id: WatcherId) {
+        let mut backoff = RetryBackoff::new(RETRY_INITIAL, self.retry_max);
+        let mut streak = health::Streak::default();
         let mut synced = false;
-        let mut failing = false;
-        while let Some(event) = stream.next().await {
-            let event = match event {
-                Ok(e) => {
-                    if failing {
-                        info!(kind = %K::KIND, "watch recovered");
-                        failing = false;
-                    }
-                    e
-                }
-                Err(e) => {
-                    if !failing {
-                        warn!(kind = %K::KIND, error = %e, "watch failed; serving the last known objects and retrying");
-                    }
-                    metrics::counter!(crate::metrics::WATCH_ERRORS, "kind" => K::KIND.as_str())
-                        .increment(1);
-                    failing = true;
-                    continue;
-                }
-            };
-            let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-            match event {
-                Event::Init => relist = Some(BTreeMap::new()),
-                Event::InitApply(mut obj) => {
-                    obj.strip();
-                    if let Some(r) = relist.as_mut() {
-                        r.insert(ObjectKey::of(&obj), Arc::new(obj));
-                    }
-                }
-                Event::InitDone => {
-                    let fresh = relist.take().unwrap_or_default();
-                    let store = K::store(&mut inner.state);
-                    let in_scope =
-                        |k: &ObjectKey| scope.as_ref().is_none_or(|ns| &k.namespace == ns);
-                    let before: Vec<Arc<K>> = store
-                        .iter()
-                        .filter(|(k, _)| in_scope(k))
-                        .map(|(_, v)| v.clone())
-                        .collect();
-                    store.retain(|k, _| !in_scope(k));
-                    let mut changes = std::mem::take(&mut inner.changes);
-                    for o in &before {
-                        o.note(&mut changes);
-                    }
-                    for o in fresh.values() {
-                        o.note(&mut changes);
-                    }
-                    let store = K::store(&mut inner.state);
-                    store.extend(fresh);
-                    inner.changes = changes;
-                    if !synced {
-                        synced = true;
-                        inner.unsynced = inner.unsynced.saturating_sub(1);
-                        if inner.unsynced == 0 {
-                            let _ = self.synced.send(true);
+        let where_ = scope.as_deref().unwrap_or("all namespaces");
+        loop {
+            let mut stream = watcher::watcher(api.clone(), K::config()).boxed();
+            let mut attempt = Attempt { relist: None };
+            let error = loop {
+                match stream.next().await {
+                    Some(Ok(event)) => {
+                        let listed = matches!(event, Event::InitDone);
+                        // `Init` comes before the list request is even
+                        // sent: it says nothing about the API server.
+                        let delivered = !matches!(event, Event::Init);
+                        self.apply(event, &mut attempt, &scope, &mut synced);
+                        if listed {
+                            self.health.listed(id);
+                            backoff.reset();
+                            if let Some((took, errors)) = streak.recover() {
+                                info!(kind = %K::KIND, namespace = where_, after = ?took.round_secs(), errors,
+                                    "watch recovered: listed again and watching");
+                            }
+                        } else if delivered {
+                            self.health.event(id);
                         }
                     }
+                    Some(Err(e)) => break e,
+                    // The watcher stream never ends; if it did, start over.
+                    None => break watcher::Error::NoResourceVersion,
                 }
-                Event::Apply(mut obj) => {
-                    obj.strip();
-                    let obj = Arc::new(obj);
-                    let previous =
-                        K::store(&mut inner.state).insert(ObjectKey::of(obj.as_ref()), obj.clone());
-                    if previous.as_ref().is_some_and(|p| p.same_input(&obj)) {
-                        // Stored for its fresh status; nothing to recompile.
-                        continue;
-                    }
-                    // Both versions: a slice relabelled to another Service
-                    // must also leave the first one's endpoints.
-                    if let Some(p) = previous {
-                        p.note(&mut inner.changes);
-                    }
-                    obj.note(&mut inner.changes);
-                }
-                Event::Delete(obj) => {
-                    obj.note(&mut inner.changes);
-                    K::store(&mut inner.state).remove(&ObjectKey::of(&obj));
+            };
+            let cause = health::watcher_cause(&error);
+            metrics::counter!(crate::metrics::WATCH_ERRORS, "kind" => K::KIND.as_str())
+                .increment(1);
+            if streak.fail() {
+                let forbidden = match &error {
+                    watcher::Error::InitialListFailed(e)
+                    | watcher::Error::WatchStartFailed(e)
+                    | watcher::Error::WatchFailed(e) => health::is_forbidden(e),
+                    watcher::Error::WatchError(s) => s.code == 403,
+                    watcher::Error::NoResourceVersion => false,
+                };
+                if forbidden {
+                    warn!(kind = %K::KIND, namespace = where_, error = %cause,
+                        "watch forbidden: the ServiceAccount needs list and watch on {} in {}; \
+                         serving the last known objects and retrying", K::resource(), where_);
+                } else {
+                    warn!(kind = %K::KIND, namespace = where_, error = %cause,
+                        "watch failed; serving the last known objects and retrying until it recovers");
                 }
             }
-            drop(inner);
-            self.notify.notify_one();
+            self.health.failed(id, cause);
+            drop(stream);
+            tokio::time::sleep(backoff.next_delay()).await;
         }
     }
+
+    /// Applies one event to the shared state.
+    fn apply<K: Watched>(
+        &self,
+        event: Event<K>,
+        attempt: &mut Attempt<K>,
+        scope: &Option<String>,
+        synced: &mut bool,
+    ) {
+        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        match event {
+            Event::Init => attempt.relist = Some(BTreeMap::new()),
+            Event::InitApply(mut obj) => {
+                obj.strip();
+                if let Some(r) = attempt.relist.as_mut() {
+                    r.insert(ObjectKey::of(&obj), Arc::new(obj));
+                }
+                return;
+            }
+            Event::InitDone => {
+                let fresh = attempt.relist.take().unwrap_or_default();
+                let store = K::store(&mut inner.state);
+                let in_scope = |k: &ObjectKey| scope.as_ref().is_none_or(|ns| &k.namespace == ns);
+                let before: BTreeMap<ObjectKey, Arc<K>> = store
+                    .iter()
+                    .filter(|(k, _)| in_scope(k))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                store.retain(|k, _| !in_scope(k));
+                let mut changes = std::mem::take(&mut inner.changes);
+                // Only what differs from before the list is a change: a
+                // relist after a blip must not rebuild an unchanged table.
+                let mut changed = false;
+                for (k, o) in &before {
+                    if !fresh.get(k).is_some_and(|n| n.same_input(o)) {
+                        changed = true;
+                        o.note(&mut changes);
+                    }
+                }
+                for (k, o) in &fresh {
+                    if !before.get(k).is_some_and(|b| b.same_input(o)) {
+                        changed = true;
+                        o.note(&mut changes);
+                    }
+                }
+                let store = K::store(&mut inner.state);
+                store.extend(fresh);
+                inner.changes = changes;
+                if !*synced {
+                    *synced = true;
+                    inner.unsynced = inner.unsynced.saturating_sub(1);
+                    if inner.unsynced == 0 {
+                        let _ = self.synced.send(true);
+                    }
+                }
+                if !changed {
+                    return;
+                }
+            }
+            Event::Apply(mut obj) => {
+                obj.strip();
+                let obj = Arc::new(obj);
+                let previous =
+                    K::store(&mut inner.state).insert(ObjectKey::of(obj.as_ref()), obj.clone());
+                if previous.as_ref().is_some_and(|p| p.same_input(&obj)) {
+                    // Stored for its fresh status; nothing to recompile.
+                    return;
+                }
+                // Both versions: a slice relabelled to another Service
+                // must also leave the first one's endpoints.
+                if let Some(p) = previous {
+                    p.note(&mut inner.changes);
+                }
+                obj.note(&mut inner.changes);
+            }
+            Event::Delete(obj) => {
+                obj.note(&mut inner.changes);
+                K::store(&mut inner.state).remove(&ObjectKey::of(&obj));
+            }
+        }
+        drop(inner);
+        self.notify.notify_one();
+    }
+}
+
+/// Whole seconds, for log lines.
+trait RoundSecs {
+    fn round_secs(self) -> Duration;
+}
+
+impl RoundSecs for Duration {
+    fn round_secs(self) -> Duration {
+        Duration::from_secs(self.as_secs_f64().round() as u64)
+    }
+}
+
+/// The client settings Kubernetes mode uses. kube's default retry layer
+/// is turned off: it retries 429/503/504 answers inside one request up
+/// to 15 times with delays growing to minutes, which hides an API server
+/// that is back behind a long sleep. The watchers, the Lease and the
+/// status writer each retry on their own, paced by [`RetryBackoff`] or
+/// their retry period.
+pub fn client_config(mut config: kube::Config) -> kube::Config {
+    config.default_retry = false;
+    config
 }
 
 /// How long changes are collected before they are applied: bursts (a

@@ -84,13 +84,33 @@ impl Object {
     }
 }
 
+/// The object a finding is about, as far as its document names it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DocObject {
+    pub kind: String,
+    /// As written; empty when the document gives none.
+    pub namespace: String,
+    pub name: String,
+}
+
+impl fmt::Display for DocObject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.namespace.is_empty() {
+            write!(f, "{} {}", self.kind, self.name)
+        } else {
+            write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+        }
+    }
+}
+
 /// A problem with one document (or with the YAML as a whole).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DocIssue {
     /// 1-based document number; `None` for a YAML syntax error.
     pub document: Option<usize>,
-    /// `Kind namespace/name`, when it could be read.
-    pub object: Option<String>,
+    /// The object, when its kind could be read (boxed: results carrying a
+    /// `DocIssue` stay small).
+    pub object: Option<Box<DocObject>>,
     /// Dotted field path, when known.
     pub field: Option<String>,
     pub message: String,
@@ -124,11 +144,58 @@ impl fmt::Display for DocIssue {
 pub struct Parsed {
     pub objects: Vec<Object>,
     pub warnings: Vec<DocIssue>,
+    /// Objects of kinds Sluicegate does not read, which were skipped.
+    pub skipped: Vec<DocIssue>,
+}
+
+/// Every document of a manifest text, each judged on its own.
+#[derive(Debug, Default)]
+pub struct Documents {
+    /// The valid objects, each with its 1-based document number (the items
+    /// of a `kind: List` share their list's).
+    pub objects: Vec<(usize, Object)>,
+    /// One entry per invalid document or List item; a YAML syntax error
+    /// (which leaves no document to read) is the only entry.
+    pub errors: Vec<DocIssue>,
+    /// Findings that do not make an object invalid: unknown fields of
+    /// Kubernetes kinds, whose schemas evolve.
+    pub warnings: Vec<DocIssue>,
+    /// Objects of kinds Sluicegate does not read, which were skipped.
+    pub skipped: Vec<DocIssue>,
+}
+
+/// How strictly Sluicegate's own kinds (ApiRoute, PluginConfig) are read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Strictness {
+    /// Their Rust types: unknown fields, types, required fields. What
+    /// standalone mode applies; the translator checks the meaning of every
+    /// value again, so one object's bad value only ever costs that object.
+    Types,
+    /// Also the bounds, patterns, enumerations and list keys of their CRD
+    /// schemas ([`super::schema`]), which the API server enforces at
+    /// `kubectl apply`: what `sluicegate check` applies, so that it refuses
+    /// what a cluster would refuse.
+    ApiServer,
 }
 
 /// Parses every document of `text`. Any invalid document fails the whole
 /// text, so that a half-applied file never becomes live.
 pub fn parse(text: &str) -> Result<Parsed, DocIssue> {
+    let docs = parse_documents(text, Strictness::Types);
+    if let Some(first) = docs.errors.into_iter().next() {
+        return Err(first);
+    }
+    Ok(Parsed {
+        objects: docs.objects.into_iter().map(|(_, o)| o).collect(),
+        warnings: docs.warnings,
+        skipped: docs.skipped,
+    })
+}
+
+/// Parses every document of `text` and reports every invalid one, for
+/// tools that list all problems (`sluicegate check`) rather than stop at
+/// the first.
+pub fn parse_documents(text: &str, strictness: Strictness) -> Documents {
     // The parser's default budget (1,024 documents, 250,000 nodes) is
     // meant for single config files; manifest files of a few thousand
     // objects are normal. The limits stay finite so that a pathological
@@ -140,44 +207,68 @@ pub fn parse(text: &str) -> Result<Parsed, DocIssue> {
             max_events: 200_000_000,
         },
     };
-    let docs: Vec<Value> =
-        serde_saphyr::from_multiple_with_options(text, options).map_err(|e| DocIssue {
-            document: None,
-            object: None,
-            field: None,
-            message: format!("invalid YAML: {e}"),
-        })?;
-    let mut out = Parsed::default();
+    let mut out = Documents::default();
+    let docs: Vec<Value> = match serde_saphyr::from_multiple_with_options(text, options) {
+        Ok(docs) => docs,
+        Err(e) => {
+            out.errors.push(DocIssue {
+                document: None,
+                object: None,
+                field: None,
+                message: format!("invalid YAML: {e}"),
+            });
+            return out;
+        }
+    };
     for (i, doc) in docs.into_iter().enumerate() {
         let n = i + 1;
         match doc {
             Value::Null => continue,
             Value::Object(_) => {}
             _ => {
-                return Err(DocIssue {
+                out.errors.push(DocIssue {
                     document: Some(n),
                     object: None,
                     field: None,
                     message: "a manifest document must be a mapping".into(),
                 });
+                continue;
             }
         }
         if doc.get("kind").and_then(Value::as_str) == Some("List") {
-            let items = match doc.get("items") {
-                Some(Value::Array(items)) => items.clone(),
+            let items = match doc {
+                Value::Object(mut map) => match map.remove("items") {
+                    Some(Value::Array(items)) => items,
+                    _ => Vec::new(),
+                },
                 _ => Vec::new(),
             };
-            for item in items {
-                parse_object(item, n, &mut out)?;
+            for (j, item) in items.into_iter().enumerate() {
+                if let Err(issues) = parse_object(item, n, strictness, &mut out) {
+                    out.errors.extend(issues.into_iter().map(|mut issue| {
+                        issue.field = Some(match issue.field.take() {
+                            Some(f) => format!("items[{j}].{f}"),
+                            None => format!("items[{j}]"),
+                        });
+                        issue
+                    }));
+                }
             }
-        } else {
-            parse_object(doc, n, &mut out)?;
+        } else if let Err(issues) = parse_object(doc, n, strictness, &mut out) {
+            out.errors.extend(issues);
         }
     }
-    Ok(out)
+    out
 }
 
-fn parse_object(doc: Value, n: usize, out: &mut Parsed) -> Result<(), DocIssue> {
+/// Reads one object into `out`, or returns why it is invalid: the bounds
+/// of its CRD's schema it breaks, and the first field serde refuses.
+fn parse_object(
+    doc: Value,
+    n: usize,
+    strictness: Strictness,
+    out: &mut Documents,
+) -> Result<(), Vec<DocIssue>> {
     let s = |k: &str| doc.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
     let kind = s("kind");
     let api_version = s("apiVersion");
@@ -191,11 +282,11 @@ fn parse_object(doc: Value, n: usize, out: &mut Parsed) -> Result<(), DocIssue> 
     let name = meta("name");
     let namespace = meta("namespace");
     let object = (!kind.is_empty()).then(|| {
-        if namespace.is_empty() {
-            format!("{kind} {name}")
-        } else {
-            format!("{kind} {namespace}/{name}")
-        }
+        Box::new(DocObject {
+            kind: kind.clone(),
+            namespace: namespace.clone(),
+            name: name.clone(),
+        })
     });
     let issue = |field: Option<String>, message: String| DocIssue {
         document: Some(n),
@@ -204,7 +295,7 @@ fn parse_object(doc: Value, n: usize, out: &mut Parsed) -> Result<(), DocIssue> 
         message,
     };
     if kind.is_empty() {
-        return Err(issue(Some("kind".into()), "kind is required".into()));
+        return Err(vec![issue(Some("kind".into()), "kind is required".into())]);
     }
     let expected = match kind.as_str() {
         "Ingress" | "IngressClass" => "networking.k8s.io/v1",
@@ -212,7 +303,7 @@ fn parse_object(doc: Value, n: usize, out: &mut Parsed) -> Result<(), DocIssue> 
         "EndpointSlice" => "discovery.k8s.io/v1",
         "ApiRoute" | "PluginConfig" => "sluicegate.io/v1alpha1",
         _ => {
-            out.warnings.push(issue(
+            out.skipped.push(issue(
                 None,
                 format!("kind {kind} is not used by Sluicegate; skipped"),
             ));
@@ -220,17 +311,24 @@ fn parse_object(doc: Value, n: usize, out: &mut Parsed) -> Result<(), DocIssue> 
         }
     };
     if api_version != expected {
-        return Err(issue(
+        return Err(vec![issue(
             Some("apiVersion".into()),
             format!("{kind} must have apiVersion {expected}, not {api_version:?}"),
-        ));
+        )]);
     }
     if name.is_empty() {
-        return Err(issue(
+        return Err(vec![issue(
             Some("metadata.name".into()),
             "metadata.name is required".into(),
-        ));
+        )]);
     }
+    let mut issues: Vec<DocIssue> = match strictness {
+        Strictness::Types => Vec::new(),
+        Strictness::ApiServer => super::schema::validate(&kind, &doc)
+            .into_iter()
+            .map(|v| issue(Some(v.field), v.message))
+            .collect(),
+    };
     let mut ignored = Vec::new();
     let obj = match kind.as_str() {
         "Ingress" => typed(doc, &mut ignored).map(Object::Ingress),
@@ -240,8 +338,18 @@ fn parse_object(doc: Value, n: usize, out: &mut Parsed) -> Result<(), DocIssue> 
         "Secret" => typed(doc, &mut ignored).map(Object::Secret),
         "ApiRoute" => typed(doc, &mut ignored).map(Object::ApiRoute),
         _ => typed(doc, &mut ignored).map(Object::PluginConfig),
-    }
-    .map_err(|(field, message)| issue(field, message))?;
+    };
+    let obj = match obj {
+        Ok(obj) if issues.is_empty() => obj,
+        Ok(_) => return Err(issues),
+        Err((field, message)) => {
+            // serde's word on a field replaces the schema's (a negative
+            // weight is both below the minimum and not a u32).
+            issues.retain(|i| i.field != field);
+            issues.push(issue(field, message));
+            return Err(issues);
+        }
+    };
     // Sluicegate's own kinds refuse unknown spec fields outright (their
     // types deny them); anything else unknown is reported and ignored.
     for field in ignored
@@ -251,7 +359,7 @@ fn parse_object(doc: Value, n: usize, out: &mut Parsed) -> Result<(), DocIssue> 
         out.warnings
             .push(issue(Some(field), "unknown field, ignored".into()));
     }
-    out.objects.push(with_default_namespace(obj));
+    out.objects.push((n, with_default_namespace(obj)));
     Ok(())
 }
 
@@ -263,9 +371,31 @@ fn typed<T: DeserializeOwned>(
     let de = serde_ignored::Deserializer::new(doc, &mut record);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
-        let field = (path != ".").then_some(path);
-        (field, e.into_inner().to_string())
+        let message = e.into_inner().to_string();
+        let mut field = (path != ".").then_some(path);
+        // A struct with a flattened part (the plugins' shared settings)
+        // reports an unknown field at the struct, not at the field itself:
+        // name the field, as for every other struct.
+        if let Some(name) = unknown_field(&message) {
+            match &mut field {
+                Some(f) if !f.ends_with(&format!(".{name}")) && *f != name => {
+                    f.push('.');
+                    f.push_str(name);
+                }
+                Some(_) => {}
+                None => field = Some(name.to_owned()),
+            }
+        }
+        (field, message)
     })
+}
+
+/// The field serde's "unknown field `NAME`" message names.
+fn unknown_field(message: &str) -> Option<&str> {
+    message
+        .strip_prefix("unknown field `")
+        .and_then(|rest| rest.split_once('`'))
+        .map(|(name, _)| name)
 }
 
 /// Formats a path the way the rest of Sluicegate names fields:
@@ -349,8 +479,9 @@ metadata: {name: ignored}
         assert_eq!(parsed.objects.len(), 2);
         assert_eq!(parsed.objects[0].key(), ObjectKey::new("default", "shop"));
         assert_eq!(parsed.objects[1].key(), ObjectKey::new("prod", "shop"));
-        assert_eq!(parsed.warnings.len(), 1);
-        assert!(parsed.warnings[0].message.contains("Deployment"));
+        assert!(parsed.warnings.is_empty());
+        assert_eq!(parsed.skipped.len(), 1);
+        assert!(parsed.skipped[0].message.contains("Deployment"));
     }
 
     #[test]
@@ -370,7 +501,10 @@ spec:
 "#;
         let err = parse(text).unwrap_err();
         assert_eq!(err.document, Some(2));
-        assert_eq!(err.object.as_deref(), Some("ApiRoute shop"));
+        assert_eq!(
+            err.object.as_ref().map(ToString::to_string).as_deref(),
+            Some("ApiRoute shop")
+        );
         assert_eq!(
             err.field.as_deref(),
             Some("spec.routes[0].backends[0].servicePort")
@@ -393,6 +527,21 @@ spec:
 "#;
         let err = parse(text).unwrap_err();
         assert!(err.message.contains("hostz"), "{err}");
+    }
+
+    #[test]
+    fn typos_name_the_misspelt_field_also_beside_flattened_settings() {
+        let text = r#"
+apiVersion: sluicegate.io/v1alpha1
+kind: PluginConfig
+metadata: {name: p}
+spec:
+  plugins:
+    limitReq: {rate: 5, burts: 20}
+"#;
+        let err = parse(text).unwrap_err();
+        assert_eq!(err.field.as_deref(), Some("spec.plugins.limitReq.burts"));
+        assert!(err.message.starts_with("unknown field `burts`"), "{err}");
     }
 
     #[test]
@@ -430,6 +579,55 @@ spec:
             .map(|i| doc.replace('%', &i.to_string()))
             .collect();
         assert_eq!(parse(&text).unwrap().objects.len(), 5000);
+    }
+
+    #[test]
+    fn every_invalid_document_is_reported_and_the_rest_read() {
+        let text = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: a}
+spec: {ports: [{port: 0x}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: b}
+---
+apiVersion: v1
+kind: List
+items:
+- {apiVersion: v1, kind: Service, metadata: {name: c}}
+- {apiVersion: v1, kind: Secret, metadata: {name: d}, type: 7}
+"#;
+        let docs = parse_documents(text, Strictness::Types);
+        let names: Vec<(usize, String)> = docs
+            .objects
+            .iter()
+            .map(|(n, o)| (*n, o.key().name))
+            .collect();
+        assert_eq!(names, [(2, "b".into()), (3, "c".into())]);
+        assert_eq!(docs.errors.len(), 2, "{:?}", docs.errors);
+        assert_eq!(docs.errors[0].document, Some(1));
+        assert_eq!(docs.errors[1].document, Some(3));
+        assert_eq!(docs.errors[1].field.as_deref(), Some("items[1].type"));
+    }
+
+    #[test]
+    fn crd_bounds_apply_only_as_the_api_server_would() {
+        let long = "x".repeat(64);
+        let text = format!(
+            "apiVersion: sluicegate.io/v1alpha1\nkind: ApiRoute\nmetadata: {{name: r}}\n\
+             spec:\n  routes:\n  - name: {long}\n    backends: [{{serviceName: s, servicePort: 80}}]\n"
+        );
+        let types = parse_documents(&text, Strictness::Types);
+        assert!(types.errors.is_empty(), "{:?}", types.errors);
+        assert_eq!(types.objects.len(), 1);
+        let strict = parse_documents(&text, Strictness::ApiServer);
+        assert!(strict.objects.is_empty());
+        assert_eq!(
+            strict.errors[0].to_string(),
+            "document 1 (ApiRoute r) field spec.routes[0].name: must be at most 63 characters long (is 64)"
+        );
     }
 
     #[test]

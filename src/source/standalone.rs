@@ -149,11 +149,13 @@ impl DirSource {
                     warnings: Vec::new(),
                 },
                 Ok(text) => match manifest::parse(&text) {
+                    // Objects of other kinds are worth a warning here: a
+                    // gateway's directory should not hold them.
                     Ok(parsed) => FileEntry {
                         fingerprint,
                         good: Some(parsed.objects),
                         error: None,
-                        warnings: parsed.warnings,
+                        warnings: parsed.skipped.into_iter().chain(parsed.warnings).collect(),
                     },
                     Err(issue) => FileEntry {
                         fingerprint,
@@ -233,6 +235,15 @@ fn fingerprint(meta: &std::fs::Metadata) -> Fingerprint {
 
 fn fingerprint_of(path: &Path) -> Option<Fingerprint> {
     std::fs::metadata(path).ok().map(|m| fingerprint(&m))
+}
+
+/// The manifest files under `dir` as standalone mode reads them: `*.yaml`
+/// and `*.yml`, recursively, in name order, without hidden files and
+/// directories (a ConfigMap volume's `..data`), following symlinks.
+pub fn manifest_files(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut found = Vec::new();
+    list_manifests(dir, &mut found)?;
+    Ok(found.into_iter().map(|(p, _)| p).collect())
 }
 
 fn list_manifests(dir: &Path, out: &mut Vec<(PathBuf, Fingerprint)>) -> io::Result<()> {

@@ -15,6 +15,10 @@
 //!   racing for an expired Lease cannot both win;
 //! - a holder that shuts down releases the Lease, so the successor takes
 //!   over at once instead of after the lease duration.
+//!
+//! Failures are retried every retry period, quietly: the first failure of
+//! a streak is logged (a 403 says which permission is missing in which
+//! namespace), and so is the recovery.
 
 use std::time::{Duration, Instant};
 
@@ -25,6 +29,8 @@ use kube::api::{Api, PostParams};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
+
+use crate::source::health::{self, Streak};
 
 /// Where the Lease is and how it is held.
 #[derive(Clone, Debug)]
@@ -70,6 +76,49 @@ impl LeaseConfig {
             return Err(LeaseConfigError::NoIdentity);
         }
         Ok(())
+    }
+}
+
+/// Why one round of the election failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseError {
+    #[error("{verb} Lease: {}", health::describe(.source))]
+    Request {
+        verb: &'static str,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+}
+
+impl LeaseError {
+    fn forbidden_verb(&self) -> Option<&'static str> {
+        match self {
+            LeaseError::Request { verb, source } if health::is_forbidden(source) => Some(verb),
+            _ => None,
+        }
+    }
+}
+
+fn request(verb: &'static str) -> impl FnOnce(kube::Error) -> LeaseError {
+    move |source| LeaseError::Request { verb, source }
+}
+
+/// The first failure of a streak, in one line; a 403 names the Lease's
+/// namespace and the missing permission.
+fn log_failure(config: &LeaseConfig, e: &LeaseError) {
+    let lease = format!("{}/{}", config.namespace, config.name);
+    match e.forbidden_verb() {
+        Some(verb) => warn!(
+            lease = %lease, error = %e,
+            "leader election forbidden: this ServiceAccount may not {verb} leases.coordination.k8s.io in namespace {ns:?}. \
+             It needs get, create and update on leases there (the chart's Role grants them in the release namespace); \
+             or pass --leader-election-namespace with a namespace where it has them. No status is written until then; retrying quietly",
+            ns = config.namespace
+        ),
+        None => warn!(lease = %lease, error = %e,
+            "leader election failed; retrying every retry period until it recovers"),
     }
 }
 
@@ -138,6 +187,9 @@ async fn campaign(
 ) {
     let mut observed: Option<Observed> = None;
     let mut last_renewal: Option<Instant> = None;
+    let mut streak = Streak::default();
+    info!(lease = %format!("{}/{}", config.namespace, config.name), identity = %config.identity,
+        "leader election: campaigning for the lease");
     loop {
         // An attempt never outlives the renew deadline: the client retries
         // unavailable API servers on its own, and a leader stuck in those
@@ -151,26 +203,35 @@ async fn campaign(
             try_acquire_or_renew(&api, &config, &mut observed),
         );
         let result = match attempt.await {
-            Ok(r) => r.map_err(|e| e.to_string()),
-            Err(_) => Err(format!("no answer within {budget:?}")),
+            Ok(r) => r,
+            Err(_) => Err(LeaseError::Timeout(budget)),
         };
         match result {
-            Ok(true) => {
-                last_renewal = Some(Instant::now());
-                if !*leader.borrow() {
-                    info!(lease = %config.name, identity = %config.identity, "became leader; writing status");
-                    metrics::gauge!(crate::metrics::LEADER).set(1.0);
-                    let _ = leader.send(true);
+            Ok(held) => {
+                if let Some((took, errors)) = streak.recover() {
+                    info!(lease = %format!("{}/{}", config.namespace, config.name), after = ?Duration::from_secs(took.as_secs()), errors,
+                        "leader election recovered");
+                }
+                if held {
+                    last_renewal = Some(Instant::now());
+                    if !*leader.borrow() {
+                        info!(lease = %config.name, identity = %config.identity, "became leader; writing status");
+                        metrics::gauge!(crate::metrics::LEADER).set(1.0);
+                        let _ = leader.send(true);
+                    }
+                } else {
+                    step_down(&leader, &config, "another replica holds the lease");
                 }
             }
-            Ok(false) => step_down(&leader, &config, "another replica holds the lease"),
             Err(e) => {
+                metrics::counter!(crate::metrics::LEADER_ELECTION_ERRORS).increment(1);
+                if streak.fail() {
+                    log_failure(&config, &e);
+                }
                 let overdue = last_renewal.is_none_or(|t| t.elapsed() >= config.renew_deadline);
                 if *leader.borrow() && overdue {
                     warn!(error = %e, "cannot renew the lease within the renew deadline");
                     step_down(&leader, &config, "renewal failed");
-                } else {
-                    warn!(error = %e, lease = %config.name, "leader election request failed; retrying");
                 }
             }
         }
@@ -207,8 +268,8 @@ async fn try_acquire_or_renew(
     api: &Api<Lease>,
     config: &LeaseConfig,
     observed: &mut Option<Observed>,
-) -> Result<bool, kube::Error> {
-    let Some(mut lease) = api.get_opt(&config.name).await? else {
+) -> Result<bool, LeaseError> {
+    let Some(mut lease) = api.get_opt(&config.name).await.map_err(request("get"))? else {
         let lease = Lease {
             metadata: ObjectMeta {
                 name: Some(config.name.clone()),
@@ -228,7 +289,7 @@ async fn try_acquire_or_renew(
             Ok(_) => Ok(true),
             // Another candidate created it first.
             Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
-            Err(e) => Err(e),
+            Err(e) => Err(request("create")(e)),
         };
     };
     let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
@@ -265,7 +326,7 @@ async fn try_acquire_or_renew(
     {
         Ok(_) => Ok(true),
         Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
-        Err(e) => Err(e),
+        Err(e) => Err(request("update")(e)),
     }
 }
 
@@ -289,6 +350,8 @@ async fn release(api: &Api<Lease>, config: &LeaseConfig) {
     .await;
     match result {
         Ok(()) => info!(lease = %config.name, "lease released"),
-        Err(e) => warn!(error = %e, "cannot release the lease; it expires by itself"),
+        Err(e) => {
+            warn!(error = %health::describe(&e), "cannot release the lease; it expires by itself")
+        }
     }
 }

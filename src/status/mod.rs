@@ -54,11 +54,13 @@ pub struct StatusInput {
 }
 
 /// What one round did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct RoundReport {
     pub written: usize,
     pub failed: usize,
     pub events: usize,
+    /// The first failure of the round, in one line.
+    pub first_error: Option<String>,
 }
 
 /// The last status written to one object, and the resourceVersion of the
@@ -114,21 +116,26 @@ impl StatusWriter {
         let mut report = RoundReport::default();
         let client = &self.client;
         let recorder = &self.recorder;
-        let results: Vec<(Write, bool, bool)> = futures_util::stream::iter(writes)
+        let results: Vec<(Write, Result<(), String>, bool)> = futures_util::stream::iter(writes)
             .map(|w| async move {
-                let ok = patch_status(client, &w).await;
+                let result = patch_status(client, &w).await;
                 let mut evented = false;
-                if ok && let Some((reason, note)) = &w.event {
+                if result.is_ok()
+                    && let Some((reason, note)) = &w.event
+                {
                     evented = record(recorder, &w.reference, reason, note).await;
                 }
-                (w, ok, evented)
+                (w, result, evented)
             })
             .buffer_unordered(CONCURRENCY)
             .collect()
             .await;
-        for (w, ok, evented) in results {
+        for (w, result, evented) in results {
             report.events += usize::from(evented);
-            if ok {
+            if let Err(e) = result {
+                report.failed += 1;
+                report.first_error.get_or_insert(e);
+            } else {
                 report.written += 1;
                 self.written.insert(
                     w.object,
@@ -137,8 +144,6 @@ impl StatusWriter {
                         status: w.status,
                     },
                 );
-            } else {
-                report.failed += 1;
             }
         }
         // Objects that are gone need no memory.
@@ -315,7 +320,9 @@ fn mentions(status: &serde_json::Value, reason: &str, note: &str) -> bool {
         })
 }
 
-async fn patch_status(client: &Client, w: &Write) -> bool {
+/// Writes one status; the error in one line when it fails. Failures are
+/// logged by the caller, once per streak, not per object.
+async fn patch_status(client: &Client, w: &Write) -> Result<(), String> {
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let ns = w.object.namespace.as_str();
     let name = w.object.name.as_str();
@@ -326,7 +333,7 @@ async fn patch_status(client: &Client, w: &Write) -> bool {
             let status = serde_json::json!({ "loadBalancer": w.status });
             apply::<Ingress>(client, ns, name, &params, &status).await
         }
-        _ => return false,
+        _ => return Ok(()),
     };
     let kind = w.object.kind.as_str();
     match result {
@@ -334,15 +341,16 @@ async fn patch_status(client: &Client, w: &Write) -> bool {
             debug!(object = %w.object, "status written");
             metrics::counter!(crate::metrics::STATUS_WRITES, "kind" => kind, "result" => "ok")
                 .increment(1);
-            true
+            Ok(())
         }
         // Deleted meanwhile: nothing to report on.
-        Err(kube::Error::Api(e)) if e.code == 404 => true,
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
         Err(e) => {
-            warn!(object = %w.object, error = %e, "cannot write status; will retry");
+            let e = format!("{}: {}", w.object, crate::source::health::describe(&e));
+            debug!(error = %e, "cannot write status; will retry");
             metrics::counter!(crate::metrics::STATUS_WRITES, "kind" => kind, "result" => "error")
                 .increment(1);
-            false
+            Err(e)
         }
     }
 }
@@ -387,7 +395,7 @@ async fn record(
     match recorder.publish(&event, reference).await {
         Ok(()) => true,
         Err(e) => {
-            warn!(object = ?reference.name, error = %e, "cannot record event");
+            warn!(object = ?reference.name, error = %crate::source::health::describe(&e), "cannot record event");
             false
         }
     }

@@ -144,6 +144,7 @@ pub(super) fn bind_default(ctx: &mut Ctx<'_>, key: &ObjectKey) {
             hosts: Vec::new(),
             secret: format!("{}/{}", key.namespace, key.name),
             source: "--default-certificate".into(),
+            not_after: expiry(&parsed),
             key: parsed,
         }),
         Err(e) => ctx.diags.report(
@@ -202,7 +203,13 @@ pub(super) fn bind(
             hosts: bound,
             secret,
             source,
+            not_after: expiry(&parsed),
             key: parsed,
         });
     }
+}
+
+/// When the leaf certificate of `key` expires.
+fn expiry(key: &rustls::sign::CertifiedKey) -> Option<i64> {
+    key.cert.first().and_then(|c| crate::x509::not_after(c))
 }

@@ -142,10 +142,12 @@ impl ApiServer {
     }
 
     /// A kube client for this server: plain http, default namespace
-    /// `default`.
+    /// `default`, configured as the controller configures its own.
     pub fn client(&self) -> kube::Client {
         let uri = self.url().parse().expect("server URL is a valid URI");
-        kube::Client::try_from(kube::Config::new(uri)).expect("build kube client")
+        // The controller's own client settings (no hidden retries).
+        let config = sluicegate::source::kube::client_config(kube::Config::new(uri));
+        kube::Client::try_from(config).expect("build kube client")
     }
 
     fn store(&self) -> MutexGuard<'_, Store> {
@@ -265,10 +267,9 @@ impl ApiServer {
     }
 
     /// Simulates an outage: while down, every request gets 503 with a
-    /// `Status` body, and going down ends every open watch. kube's client
-    /// retries 503 responses itself (with backoff), so callers mostly see
-    /// delay rather than errors, as against a real server behind a load
-    /// balancer.
+    /// `Status` body, and going down ends every open watch. The
+    /// controller's client does not retry inside a request, so callers see
+    /// the errors and retry on their own schedule.
     pub fn set_down(&self, down: bool) {
         let mut store = self.store();
         store.down = down;

@@ -4,6 +4,7 @@
 
 pub mod dns;
 pub mod tls;
+pub mod wire;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -268,9 +269,31 @@ impl Reply {
     }
 }
 
-/// Sends one request on a new HTTP/1.1 connection to `addr`.
-pub async fn send(addr: SocketAddr, req: Request<BoxBody>) -> Result<Reply, hyper::Error> {
-    let stream = TcpStream::connect(addr).await.unwrap();
+/// Where a test client connects: a plain address, or a TLS listener
+/// (any certificate accepted, SNI `h1.test`, ALPN `http/1.1` only).
+#[derive(Clone, Copy, Debug)]
+pub enum To {
+    Plain(SocketAddr),
+    Tls(SocketAddr),
+}
+
+impl From<SocketAddr> for To {
+    fn from(a: SocketAddr) -> To {
+        To::Plain(a)
+    }
+}
+
+/// A client connection to `to`.
+pub async fn connect(to: impl Into<To>) -> std::io::Result<Box<dyn wire::Stream>> {
+    Ok(match to.into() {
+        To::Plain(a) => Box::new(TcpStream::connect(a).await?),
+        To::Tls(a) => Box::new(tls::connect(a, Some("h1.test"), &[b"http/1.1"]).await),
+    })
+}
+
+/// Sends one request on a new HTTP/1.1 connection to `to`.
+pub async fn send(to: impl Into<To>, req: Request<BoxBody>) -> Result<Reply, hyper::Error> {
+    let stream = connect(to).await.unwrap();
     let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(conn);
     let resp = tx.send_request(req).await?;
@@ -284,12 +307,12 @@ pub async fn send(addr: SocketAddr, req: Request<BoxBody>) -> Result<Reply, hype
 }
 
 /// `GET path` with a Host header.
-pub async fn get(addr: SocketAddr, host: &str, path: &str) -> Reply {
-    request(addr, "GET", host, path, &[]).await
+pub async fn get(to: impl Into<To>, host: &str, path: &str) -> Reply {
+    request(to, "GET", host, path, &[]).await
 }
 
 pub async fn request(
-    addr: SocketAddr,
+    to: impl Into<To>,
     method: &str,
     host: &str,
     path: &str,
@@ -302,9 +325,7 @@ pub async fn request(
     for (k, v) in headers {
         b = b.header(*k, *v);
     }
-    send(addr, b.body(full(Bytes::new())).unwrap())
-        .await
-        .unwrap()
+    send(to, b.body(full(Bytes::new())).unwrap()).await.unwrap()
 }
 
 /// A keep-alive HTTP/1.1 client connection for load loops.
@@ -313,8 +334,8 @@ pub struct Conn {
 }
 
 impl Conn {
-    pub async fn open(addr: SocketAddr) -> std::io::Result<Conn> {
-        let stream = TcpStream::connect(addr).await?;
+    pub async fn open(to: impl Into<To>) -> std::io::Result<Conn> {
+        let stream = connect(to).await?;
         let (tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(std::io::Error::other)?;

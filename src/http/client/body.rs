@@ -19,7 +19,7 @@ use super::conn::{Conn, Pool};
 use super::{OutBody, UpstreamError};
 use crate::http::io::{Source, Upgraded};
 use crate::http::wire::{
-    BodyFraming, Chunk, ChunkedDecoder, encode_chunk, encode_last_chunk, retain_trailers,
+    BodyFraming, Chunk, ChunkedDecoder, encode_chunk, encode_last_chunk, retain_trailers_in,
 };
 
 /// Reads more bytes into `conn.buf`; `Ok(0)` means the upstream closed.
@@ -96,16 +96,7 @@ impl Body for UpstreamBody {
             UpstreamBody::Stream(s) => Pin::new(s.as_mut()).poll_frame(cx),
             UpstreamBody::Hyper(b) => {
                 let frame = ready!(Pin::new(b).poll_frame(cx));
-                Poll::Ready(frame.map(|f| {
-                    let f = f?;
-                    Ok(match f.into_trailers() {
-                        Ok(mut t) => {
-                            retain_trailers(&mut t);
-                            Frame::trailers(t)
-                        }
-                        Err(f) => f,
-                    })
-                }))
+                Poll::Ready(frame.map(|f| Ok(retain_trailers_in(f?))))
             }
             UpstreamBody::Switched(_) => Poll::Ready(None),
         }

@@ -12,7 +12,7 @@
 
 mod body;
 mod conn;
-
+pub mod fetch;
 mod hyper;
 
 use std::future::Future;

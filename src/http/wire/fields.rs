@@ -200,6 +200,19 @@ pub fn retain_trailers(trailers: &mut HeaderMap) {
     *trailers = kept;
 }
 
+/// A body frame with its trailers, if it carries any, stripped of the
+/// fields trailers may not carry: for bodies another codec decoded
+/// (hyper's HTTP/2), which the chunked decoder here did not see.
+pub fn retain_trailers_in(frame: http_body::Frame<bytes::Bytes>) -> http_body::Frame<bytes::Bytes> {
+    match frame.into_trailers() {
+        Ok(mut t) => {
+            retain_trailers(&mut t);
+            http_body::Frame::trailers(t)
+        }
+        Err(f) => f,
+    }
+}
+
 /// Where a header's name and value lie in the buffer its head was parsed
 /// from. Positions are recorded while the parser borrows the buffer; the
 /// head is then frozen once, and [`header_map`] makes the values slices of

@@ -16,13 +16,17 @@
 //! earliest. Keys the gateway cannot use (symmetric, encryption-only,
 //! other curves, RSA under 2048 bits) are skipped with a log line.
 //!
+//! Fetches go through the gateway's own client ([`fetch`]), on a new
+//! connection each (they are minutes apart), with names resolved by the
+//! gateway's resolver; `https://` servers are verified as
+//! [`super::trust`] says.
+//!
 //! DESIGN.md keeps network I/O out of `plugins/`; this module is the
 //! exception `forwardAuth` already is: the plugin's job is a call to a
 //! service, made from the request path's runtime, never during
 //! translation.
 
 use std::hash::BuildHasher;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
@@ -30,20 +34,16 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwapOption;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use bytes::{Bytes, BytesMut};
-use http::{HeaderValue, Request, StatusCode, Uri, header};
-use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::TokioIo;
-use rustls::RootCertStore;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode, header};
 use serde_json::Value;
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use super::jwt::Key;
+use super::trust::{LazyTarget, Trust};
 use crate::api::{JwtAlgorithm, JwtAuth};
+use crate::http::client::fetch::{self, Options, Request, Target};
 use crate::plugins::{BuildEnv, ConfigError, Owner, fingerprint, shared_state};
 use crate::x509::KeyAlgorithm;
 
@@ -258,44 +258,17 @@ fn rsa_public_key_der(n: &[u8], e: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Where the set is and how to reach it.
-#[derive(Debug)]
-struct Target {
-    /// The `Host` header: the URI's authority.
-    authority: HeaderValue,
-    path_and_query: Uri,
-    host: Box<str>,
-    port: u16,
-    /// For `https://`: the name checked against the certificate, and what
-    /// verifies it.
-    tls: Option<(ServerName<'static>, Trust)>,
-}
-
-#[derive(Debug)]
-enum Trust {
-    /// The system's CA certificates.
-    System,
-    /// A Secret's `ca.crt`.
-    Ca(Arc<RootCertStore>),
-}
-
 /// Why a fetch failed.
 #[derive(Debug, thiserror::Error)]
 enum FetchError {
-    #[error("cannot resolve {0}: {1}")]
-    Resolve(String, std::io::Error),
-    #[error("cannot connect: {0}")]
-    Connect(std::io::Error),
+    #[error(transparent)]
+    Fetch(#[from] fetch::FetchError),
     #[error("TLS: {0}")]
     Tls(String),
-    #[error("HTTP: {0}")]
-    Http(#[from] hyper::Error),
     #[error("answered {0}, not 200")]
     Status(StatusCode),
     #[error("the key set is larger than {MAX_BODY} bytes")]
     TooLarge,
-    #[error("no answer within {0:?}")]
-    Timeout(Duration),
     #[error("{0}")]
     Invalid(String),
 }
@@ -303,7 +276,7 @@ enum FetchError {
 /// A key set kept fresh in the background.
 pub struct JwksSource {
     uri: Box<str>,
-    target: Target,
+    target: LazyTarget,
     interval: Duration,
     timeout: Duration,
     keys: ArcSwapOption<KeySet>,
@@ -320,7 +293,6 @@ pub struct JwksSource {
     /// Bumped when a fetch ends, whatever its result, for requests waiting
     /// on it.
     done: watch::Sender<u64>,
-    tls: OnceLock<Result<Arc<rustls::ClientConfig>, String>>,
 }
 
 impl std::fmt::Debug for JwksSource {
@@ -386,39 +358,7 @@ impl JwksSource {
                 "must be more than 0s and at most 60s",
             ));
         }
-        let (ca, ca_pem) = match &c.jwks_ca_secret_ref {
-            None => (None, Vec::new()),
-            Some(r) => {
-                let field = "jwtAuth.jwksCaSecretRef";
-                let pem = (env.secret)(&r.name, "ca.crt").ok_or_else(|| {
-                    ConfigError::new(
-                        field,
-                        format!(
-                            "Secret {}/{} has no ca.crt (or does not exist)",
-                            env.namespace, r.name
-                        ),
-                    )
-                })?;
-                let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
-                    .collect::<Result<_, _>>()
-                    .map_err(|e| {
-                        ConfigError::new(
-                            field,
-                            format!("Secret {}: ca.crt is not valid PEM: {e}", r.name),
-                        )
-                    })?;
-                let mut roots = RootCertStore::empty();
-                let (added, _) = roots.add_parsable_certificates(certs);
-                if added == 0 {
-                    return Err(ConfigError::new(
-                        field,
-                        format!("Secret {}: ca.crt holds no usable certificate", r.name),
-                    ));
-                }
-                (Some(Arc::new(roots)), pem)
-            }
-        };
-        let target = parse_uri(uri, ca)?;
+        let (target, ca_pem) = target(uri, c, env)?;
         let key = (
             uri,
             interval.as_millis() as u64,
@@ -437,7 +377,6 @@ impl JwksSource {
                 kid_fetch: Mutex::new(None),
                 last_body: AtomicU64::new(0),
                 done: watch::channel(0).0,
-                tls: OnceLock::new(),
             }
         });
         // The first fetch starts now when there is a runtime to run it,
@@ -502,10 +441,7 @@ impl JwksSource {
 
     async fn fetch_and_store(&self) {
         let started = Instant::now();
-        let result = tokio::time::timeout(self.timeout, self.fetch())
-            .await
-            .unwrap_or(Err(FetchError::Timeout(self.timeout)));
-        let result = result.and_then(|body| {
+        let result = self.fetch().await.and_then(|body| {
             let digest = foldhash::fast::FixedState::with_seed(0x1a3e).hash_one(&body[..]);
             parse_set(&body)
                 .map(|set| (set, digest))
@@ -550,79 +486,30 @@ impl JwksSource {
         }
     }
 
-    /// One GET of the set: its body.
+    /// One GET of the set, on a connection of its own: its body.
     async fn fetch(&self) -> Result<Bytes, FetchError> {
-        let t = &self.target;
-        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((&*t.host, t.port))
-            .await
-            .map_err(|e| FetchError::Resolve(t.host.to_string(), e))?
-            .collect();
-        let mut failure = None;
-        let mut stream = None;
-        for addr in &addrs {
-            match TcpStream::connect(addr).await {
-                Ok(s) => {
-                    stream = Some(s);
-                    break;
-                }
-                Err(e) => failure = Some(e),
-            }
-        }
-        let stream = stream.ok_or_else(|| {
-            FetchError::Connect(failure.unwrap_or_else(|| std::io::Error::other("no address")))
-        })?;
-        let _ = stream.set_nodelay(true);
-        match &t.tls {
-            None => self.get(TokioIo::new(stream)).await,
-            Some((name, trust)) => {
-                let config = self
-                    .tls
-                    .get_or_init(|| client_config(trust))
-                    .clone()
-                    .map_err(FetchError::Tls)?;
-                let tls = tokio_rustls::TlsConnector::from(config)
-                    .connect(name.clone(), stream)
-                    .await
-                    .map_err(|e| FetchError::Tls(e.to_string()))?;
-                self.get(TokioIo::new(tls)).await
-            }
-        }
-    }
-
-    async fn get<T>(&self, io: TokioIo<T>) -> Result<Bytes, FetchError>
-    where
-        T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
-    {
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                debug!(error = %e, "jwtAuth: JWKS connection ended");
-            }
-        });
-        let mut req = Request::new(Empty::<Bytes>::new());
-        *req.uri_mut() = self.target.path_and_query.clone();
-        let h = req.headers_mut();
-        h.insert(header::HOST, self.target.authority.clone());
-        h.insert(
+        let target = self.target.get().map_err(FetchError::Tls)?;
+        let mut request = Request::get(target);
+        request.headers.insert(
             header::ACCEPT,
             HeaderValue::from_static("application/jwk-set+json, application/json"),
         );
-        h.insert(header::USER_AGENT, HeaderValue::from_static("sluicegate"));
-        let resp = sender.send_request(req).await?;
-        if resp.status() != StatusCode::OK {
-            return Err(FetchError::Status(resp.status()));
+        request
+            .headers
+            .insert(header::USER_AGENT, HeaderValue::from_static("sluicegate"));
+        let options = Options {
+            timeout: self.timeout,
+            max_body: MAX_BODY,
+            reuse: false,
+        };
+        let r = fetch::fetch(target, request, &options).await?;
+        if r.status != StatusCode::OK {
+            return Err(FetchError::Status(r.status));
         }
-        let mut body = resp.into_body();
-        let mut out = BytesMut::new();
-        while let Some(frame) = body.frame().await {
-            if let Ok(data) = frame?.into_data() {
-                if out.len() + data.len() > MAX_BODY {
-                    return Err(FetchError::TooLarge);
-                }
-                out.extend_from_slice(&data);
-            }
+        if !r.complete {
+            return Err(FetchError::TooLarge);
         }
-        Ok(out.freeze())
+        Ok(r.body)
     }
 }
 
@@ -637,108 +524,24 @@ impl Drop for Running {
     }
 }
 
-/// The system's CA certificates, read once.
-fn system_roots() -> Result<Arc<RootCertStore>, String> {
-    static ROOTS: OnceLock<Result<Arc<RootCertStore>, String>> = OnceLock::new();
-    ROOTS
-        .get_or_init(|| {
-            let found = rustls_native_certs::load_native_certs();
-            for e in &found.errors {
-                debug!(error = %e, "reading the system's CA certificates");
-            }
-            let mut roots = RootCertStore::empty();
-            let (added, _) = roots.add_parsable_certificates(found.certs);
-            if added == 0 {
-                return Err(
-                    "no CA certificate found on the system; name one with jwksCaSecretRef".into(),
-                );
-            }
-            Ok(Arc::new(roots))
-        })
-        .clone()
-}
-
-fn client_config(trust: &Trust) -> Result<Arc<rustls::ClientConfig>, String> {
-    let roots = match trust {
-        Trust::System => system_roots()?,
-        Trust::Ca(roots) => roots.clone(),
-    };
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
-}
-
-/// Checks `text` is `http[s]://host[:port]/path` and takes it apart.
-fn parse_uri(text: &str, ca: Option<Arc<RootCertStore>>) -> Result<Target, ConfigError> {
-    let field = "jwtAuth.jwksUri";
-    let err = |m: String| ConfigError::new(field, m);
-    if text.contains('#') {
-        return Err(err("a fragment (#...) is never sent; remove it".into()));
-    }
-    let uri: Uri = text
-        .parse()
-        .map_err(|e| err(format!("{text:?} is not a valid URI: {e}")))?;
-    let https = match uri.scheme_str() {
-        Some(s) if s.eq_ignore_ascii_case("http") => false,
-        Some(s) if s.eq_ignore_ascii_case("https") => true,
-        Some(s) => {
-            return Err(err(format!(
-                "scheme {s:?} is not supported; use http:// or https://"
-            )));
-        }
-        None => return Err(err(format!("{text:?} must start with http:// or https://"))),
-    };
-    if ca.is_some() && !https {
+/// Checks `jwksUri` and the CA that verifies it; the CA's PEM, if any,
+/// for the fingerprint of the settings.
+fn target(
+    uri: &str,
+    c: &JwtAuth,
+    env: &BuildEnv<'_>,
+) -> Result<(LazyTarget, Vec<u8>), ConfigError> {
+    const CA_FIELD: &str = "jwtAuth.jwksCaSecretRef";
+    let (trust, pem) = Trust::from_ref(c.jwks_ca_secret_ref.as_ref(), env, CA_FIELD)?;
+    let parsed =
+        Target::parse(uri).map_err(|e| ConfigError::new("jwtAuth.jwksUri", e.to_string()))?;
+    if c.jwks_ca_secret_ref.is_some() && !parsed.is_https() {
         return Err(ConfigError::new(
-            "jwtAuth.jwksCaSecretRef",
+            CA_FIELD,
             "a CA only applies to an https:// jwksUri",
         ));
     }
-    let authority = uri
-        .authority()
-        .ok_or_else(|| err(format!("{text:?} has no host")))?;
-    if authority.as_str().contains('@') {
-        return Err(err("user information is not allowed in the URI".into()));
-    }
-    let host = authority
-        .host()
-        .trim_start_matches('[')
-        .trim_end_matches(']');
-    if host.is_empty() {
-        return Err(err(format!("{text:?} has no host")));
-    }
-    let port = match authority.port_u16() {
-        Some(0) => return Err(err("port 0 is not a port to connect to".into())),
-        Some(p) => p,
-        None if https => 443,
-        None => 80,
-    };
-    let tls = if https {
-        let name = ServerName::try_from(host.to_owned())
-            .map_err(|_| err(format!("{host:?} is not a valid server name")))?;
-        Some((name, ca.map_or(Trust::System, Trust::Ca)))
-    } else {
-        None
-    };
-    let path_and_query: Uri = uri
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .parse()
-        .map_err(|e| err(format!("invalid path: {e}")))?;
-    let authority = HeaderValue::from_str(authority.as_str())
-        .map_err(|_| err(format!("{text:?} has no valid host")))?;
-    Ok(Target {
-        authority,
-        path_and_query,
-        host: host.into(),
-        port,
-        tls,
-    })
+    Ok((LazyTarget::new(parsed, trust, CA_FIELD), pem))
 }
 
 #[cfg(test)]
@@ -837,16 +640,20 @@ mod tests {
         let s = build(&jwt("https://id.example/.well-known/jwks.json"), None)
             .unwrap()
             .unwrap();
-        assert_eq!(s.target.port, 443);
-        assert_eq!(s.target.path_and_query, "/.well-known/jwks.json");
-        assert!(matches!(s.target.tls, Some((_, Trust::System))));
+        assert_eq!(s.target.parsed().port(), 443);
+        assert_eq!(s.target.parsed().path_and_query(), "/.well-known/jwks.json");
+        assert!(s.target.parsed().is_https());
+        assert!(matches!(s.target.trust(), Trust::System));
         // No runtime here: nothing was started.
         assert!(!s.running.load(Ordering::Relaxed));
         let s = build(&jwt("http://[::1]:8080/keys"), None)
             .unwrap()
             .unwrap();
-        assert_eq!((&*s.target.host, s.target.port), ("::1", 8080));
-        assert!(s.target.tls.is_none());
+        assert_eq!(
+            (s.target.parsed().host(), s.target.parsed().port()),
+            ("::1".into(), 8080)
+        );
+        assert!(!s.target.parsed().is_https());
 
         for (uri, why) in [
             ("ftp://id/keys", "not supported"),
@@ -883,7 +690,7 @@ mod tests {
         assert!(e.message.contains("no usable certificate"), "{}", e.message);
         let ca = rcgen::generate_simple_self_signed(vec!["id".into()]).unwrap();
         let s = build(&c, Some(ca.cert.pem().as_bytes())).unwrap().unwrap();
-        assert!(matches!(s.target.tls, Some((_, Trust::Ca(_)))));
+        assert!(matches!(s.target.trust(), Trust::Ca(_)));
         let mut c = jwt("http://id/keys");
         c.jwks_ca_secret_ref = Some(LocalObjectRef { name: "ca".into() });
         let e = build(&c, Some(ca.cert.pem().as_bytes())).unwrap_err();

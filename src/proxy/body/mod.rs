@@ -6,9 +6,12 @@
 //! - [`tracked`]: a response counted in flight on its endpoint until it
 //!   ends, and cut when the upstream goes quiet;
 //! - [`encoded`]: a response compressed as it streams;
+//! - [`observed`]: a response whose size and end are reported (metrics,
+//!   access log, spans);
 //! - guarded (here): a response that holds something until it ends.
 
 mod encoded;
+mod observed;
 mod request;
 mod tracked;
 
@@ -20,6 +23,7 @@ use http::{Response, header};
 use http_body::{Body, Frame, SizeHint};
 
 pub use encoded::EncodedBody;
+pub use observed::{Observed, OnEnd};
 pub use request::{FaultProbe, OverLimit, RequestBody};
 pub use tracked::Tracked;
 
@@ -43,6 +47,8 @@ pub enum ResponseBody {
     /// A streamed upstream body, counted in flight on its endpoint until
     /// it ends, and cut when the upstream goes quiet for too long.
     Tracked(Box<Tracked>),
+    /// A body of unknown size, counted, whose end is reported.
+    Observed(Box<Observed>),
 }
 
 /// Held for as long as a response body is being sent.
@@ -103,6 +109,7 @@ impl Body for ResponseBody {
             ResponseBody::Guarded(b, _) => Pin::new(b.as_mut()).poll_frame(cx),
             ResponseBody::Tracked(t) => t.poll(cx),
             ResponseBody::Encoded(b) => b.poll_encoded(cx),
+            ResponseBody::Observed(o) => o.poll(cx),
         }
     }
 
@@ -113,6 +120,7 @@ impl Body for ResponseBody {
             ResponseBody::Guarded(b, _) => b.is_end_stream(),
             ResponseBody::Tracked(t) => t.is_end_stream(),
             ResponseBody::Encoded(b) => b.is_done(),
+            ResponseBody::Observed(o) => o.is_end_stream(),
         }
     }
 
@@ -124,6 +132,7 @@ impl Body for ResponseBody {
             ResponseBody::Guarded(b, _) => b.size_hint(),
             ResponseBody::Tracked(t) => t.size_hint(),
             ResponseBody::Encoded(_) => SizeHint::default(),
+            ResponseBody::Observed(o) => o.size_hint(),
         }
     }
 }

@@ -39,6 +39,8 @@ pub struct FaultProbe(Arc<Fault>);
 struct Fault {
     kind: AtomicU8,
     limit: AtomicU64,
+    /// Body bytes read from the client so far.
+    received: AtomicU64,
 }
 
 impl FaultProbe {
@@ -65,6 +67,11 @@ impl FaultProbe {
     fn too_large(&self, limit: u64) {
         self.0.limit.store(limit, Ordering::Relaxed);
         self.set(Self::TOO_LARGE);
+    }
+
+    /// Body bytes read from the client so far.
+    pub fn received(&self) -> u64 {
+        self.0.received.load(Ordering::Relaxed)
     }
 
     /// What the body's failure means for the request, if it failed on the
@@ -161,8 +168,19 @@ impl Body for RequestBody {
             return Poll::Ready(None);
         };
         let frame = ready!(Pin::new(inner).poll_frame(cx));
-        if let (Some(Err(e)), Some(probe)) = (&frame, &this.fault) {
-            probe.record(e);
+        if let Some(probe) = &this.fault {
+            match &frame {
+                Some(Err(e)) => probe.record(e),
+                Some(Ok(f)) => {
+                    if let Some(d) = f.data_ref() {
+                        probe
+                            .0
+                            .received
+                            .fetch_add(d.len() as u64, Ordering::Relaxed);
+                    }
+                }
+                None => {}
+            }
         }
         if let (Some(Ok(f)), Some(limit)) = (&frame, this.limit.as_mut())
             && let Some(data) = f.data_ref()

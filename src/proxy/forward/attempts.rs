@@ -13,6 +13,7 @@ use tracing::debug;
 
 use super::Worker;
 use super::head::ForwardHead;
+use super::observe::AttemptRecord;
 use crate::http::client::{self, Deadlines, Outgoing, UpstreamBody, UpstreamError};
 use crate::metrics::{UPSTREAM_EJECTIONS, UPSTREAM_RETRIES};
 use crate::proxy::body::{FaultProbe, OverLimit, RequestBody, ResponseBody, Tracked};
@@ -63,7 +64,9 @@ fn client_fault(e: ProxyError, probe: Option<&FaultProbe>) -> ProxyError {
     }
 }
 
-/// Sends the request, retrying as the route allows. Returns the response
+/// Sends the request, retrying as the route allows; each attempt is
+/// counted in the route's metrics and, when the request is observed,
+/// recorded (the first with the span id the upstream was told of). Returns the response
 /// with its body tracked in flight on the endpoint that answered, and the
 /// route's affinity cookie when the request did not carry a valid one.
 #[allow(clippy::too_many_arguments)]
@@ -75,6 +78,7 @@ pub(super) async fn send(
     mut body: RequestBody,
     deadlines: Deadlines,
     mut client_upgrade: Option<ClientUpgrade>,
+    mut record: Option<(&mut Vec<AttemptRecord>, Option<[u8; 8]>)>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let mut over_limit = body.over_limit();
     let probe = body.fault_probe();
@@ -145,6 +149,19 @@ pub(super) async fn send(
         };
         let result = result.map_err(|e| client_fault(e, probe.as_ref()));
         now = Instant::now();
+        let status = result.as_ref().ok().map(|r| r.status().as_u16());
+        route.metrics.attempt(status, now - sent, now);
+        if let Some((attempts, first)) = record.as_mut() {
+            attempts.push(AttemptRecord {
+                endpoint: endpoint.addr(),
+                span: first
+                    .take()
+                    .unwrap_or_else(crate::telemetry::trace::span_id),
+                start: sent,
+                end: now,
+                status,
+            });
+        }
         let now_ns = clock_ns(now);
         let attempts = tried.len() as u32 + 1;
         // Whether a failure under `condition` may be tried again.

@@ -17,6 +17,7 @@
 
 mod attempts;
 mod head;
+mod observe;
 mod plugins;
 mod request;
 mod respond;
@@ -27,16 +28,19 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use http::{Request, Response, StatusCode, header};
+use http_body::Body as _;
 use tracing::{debug, warn};
 
-use super::body::{RequestBody, ResponseBody, error_response};
+use super::body::{FaultProbe, RequestBody, ResponseBody, error_response};
 use super::error::ProxyError;
 use super::server::{ClientBody, ClientInfo, ClientUpgrade, Handler, SendTimeout};
 use super::settings::ProxySettings;
 use crate::http::client::{Clients, Deadlines, Pool};
 use crate::metrics::RouteMetrics;
-use crate::routing::RouteTable;
+use crate::routing::{Route, RouteTable};
+use crate::telemetry::Telemetry;
 use head::ForwardHead;
+use observe::Exchange;
 use plugins::UpstreamChanges;
 use request::Matched;
 
@@ -44,6 +48,8 @@ use request::Matched;
 pub struct Shared {
     pub table: Arc<ArcSwap<RouteTable>>,
     pub settings: Arc<ProxySettings>,
+    /// The access log and the tracer, when on.
+    pub telemetry: Arc<Telemetry>,
 }
 
 /// One worker's view: the shared state plus its own connection pools.
@@ -78,52 +84,102 @@ impl Handler for Worker {
     }
 }
 
+/// What serving a request produced, for the metrics and the record of
+/// its end.
+struct Served {
+    resp: Response<ResponseBody>,
+    route: Option<Arc<Route>>,
+    /// The request body's size when known, else where it is counted.
+    body: Option<(Option<u64>, Option<FaultProbe>)>,
+}
+
+impl Served {
+    fn unrouted(resp: Response<ResponseBody>) -> Served {
+        Served {
+            resp,
+            route: None,
+            body: None,
+        }
+    }
+}
+
 impl Worker {
+    /// Serves one request, whichever listener and protocol it came by: the
+    /// pipeline (see the module documentation), then its metrics, and its
+    /// access log line and spans once the response ends.
     pub async fn handle(
         &self,
         req: Request<ClientBody>,
         client: &ClientInfo,
     ) -> Response<ResponseBody> {
         let start = Instant::now();
+        let mut exchange = Exchange::start(&self.shared.telemetry, &req, client, start);
+        let served = self
+            .serve(req, client, start, exchange.as_deref_mut())
+            .await;
+        let now = Instant::now();
+        let status = served.resp.status().as_u16();
+        match &served.route {
+            Some(r) => r.metrics.record(status, now - start, now),
+            None => unmatched().record(status, now - start, now),
+        }
+        if let Some(mut ex) = exchange {
+            ex.route = served.route;
+            if let Some((exact, probe)) = served.body {
+                ex.request_body(exact, probe);
+            }
+            return ex.finish(served.resp, now);
+        }
+        match (served.route, served.body) {
+            (Some(route), Some((request_bytes, probe))) => observe::Sizes {
+                route,
+                request_bytes,
+                probe,
+            }
+            .finish(served.resp, now),
+            _ => served.resp,
+        }
+    }
+
+    async fn serve(
+        &self,
+        req: Request<ClientBody>,
+        client: &ClientInfo,
+        start: Instant,
+        mut exchange: Option<&mut Exchange>,
+    ) -> Served {
         let settings = &self.shared.settings;
         let matched = match request::route(&self.shared.table, settings, &req) {
             Ok(m) => m,
             Err(request::Unrouted::OptionsAsterisk) => {
-                let resp = respond::options_asterisk();
-                unmatched().record(resp.status().as_u16(), start.elapsed(), start);
-                return resp;
+                return Served::unrouted(respond::options_asterisk());
             }
             Err(request::Unrouted::Error(e)) => {
                 debug!(host = ?req.headers().get(header::HOST), path = req.uri().path(), error = %e, "request not routed");
-                let resp = match &e {
+                return Served::unrouted(match &e {
                     ProxyError::MethodNotAllowed(_) => respond::method_not_allowed(&e),
                     _ => error_response(&e),
-                };
-                unmatched().record(resp.status().as_u16(), start.elapsed(), start);
-                return resp;
+                });
             }
         };
         let route = matched.route.clone();
+        let answer = |resp| Served {
+            resp,
+            route: Some(matched.route.clone()),
+            body: None,
+        };
         if let Some(Some(auth)) = &matched.client_auth
             && let Err(e) = respond::check_client(auth, client, route.https_redirect.is_some())
         {
-            let resp = error_response(&e);
-            route
-                .metrics
-                .record(resp.status().as_u16(), start.elapsed(), start);
-            return resp;
+            return answer(error_response(&e));
         }
         if let (Some(code), false) = (route.https_redirect, client.tls) {
-            let resp = respond::redirect(
+            return answer(respond::redirect(
                 code,
                 matched.authority.as_ref(),
                 req.uri(),
                 settings.https_redirect_port,
-            );
-            route
-                .metrics
-                .record(resp.status().as_u16(), start.elapsed(), start);
-            return resp;
+            ));
         }
         let mut effects = None;
         // Kept for the response phase, only when a plugin has one.
@@ -134,29 +190,47 @@ impl Worker {
             }
             let path = matched.path(&req);
             let host = matched.host.as_deref().unwrap_or("");
-            match plugins::run_plugins(&route, path, host, &req, client).await {
+            let waits = exchange.as_deref_mut().map(|e| &mut e.waits);
+            match plugins::run_plugins(&route, path, host, &req, client, waits).await {
                 Ok(done) => effects = Some(done),
-                Err(resp) => {
+                Err(answered) => {
+                    if let Some(ex) = exchange {
+                        ex.answered_by = Some(answered.plugin);
+                        ex.consumer = answered.consumer;
+                    }
                     let resp = match &phase {
-                        Some((headers, method)) => {
-                            plugins::response_phase(&route, headers, method, None, resp)
-                        }
-                        None => resp,
+                        Some((headers, method)) => plugins::response_phase(
+                            &route,
+                            headers,
+                            method,
+                            None,
+                            answered.response,
+                        ),
+                        None => answered.response,
                     };
-                    route
-                        .metrics
-                        .record(resp.status().as_u16(), start.elapsed(), start);
-                    return resp;
+                    return answer(resp);
                 }
             }
         }
         let consumer = effects.as_ref().and_then(|e| e.consumer.clone());
+        if let Some(ex) = exchange.as_deref_mut() {
+            ex.consumer = consumer.clone();
+        }
         let (upstream_changes, response_changes) = match effects {
             Some(e) => (Some(e.upstream), Some((e.response_headers, e.guards))),
             None => (None, None),
         };
+        let mut body = None;
         let mut resp = match self
-            .forward(&matched, req, client, start, upstream_changes)
+            .forward(
+                &matched,
+                req,
+                client,
+                start,
+                upstream_changes,
+                exchange,
+                &mut body,
+            )
             .await
         {
             Ok(resp) => resp,
@@ -188,13 +262,14 @@ impl Worker {
         if let Some(t) = route.timeouts.send {
             resp.extensions_mut().insert(SendTimeout(t));
         }
-        let now = Instant::now();
-        route
-            .metrics
-            .record(resp.status().as_u16(), now - start, now);
-        resp
+        Served {
+            resp,
+            route: Some(route),
+            body,
+        }
     }
 
+    #[allow(clippy::too_many_arguments)] // one request's parts, passed on as they are
     async fn forward(
         &self,
         matched: &Matched,
@@ -202,6 +277,8 @@ impl Worker {
         client: &ClientInfo,
         started: Instant,
         changes: Option<UpstreamChanges>,
+        mut exchange: Option<&mut Exchange>,
+        body_facts: &mut Option<(Option<u64>, Option<FaultProbe>)>,
     ) -> Result<Response<ResponseBody>, ProxyError> {
         let route = &matched.route;
         let keys = route.request_keys(req.headers(), req.uri().query(), client.peer_ip);
@@ -216,6 +293,7 @@ impl Worker {
 
         let (mut parts, body) = req.into_parts();
         let body = RequestBody::new(body, changes.as_ref().and_then(|c| c.body_limit));
+        *body_facts = Some((body.is_end_stream().then_some(0), body.fault_probe()));
         if let Some(auth) = &matched.client_auth {
             respond::client_certificate_headers(&mut parts.headers, auth.is_some(), client);
         }
@@ -242,6 +320,12 @@ impl Worker {
                 target = Cow::Owned(plugins::without_query_params(&target, &c.remove_query));
             }
         }
+        let first_span = exchange.as_deref_mut().and_then(|ex| {
+            if let Some(id) = parts.headers.get(&observe::X_REQUEST_ID) {
+                ex.request_id = Some(id.clone());
+            }
+            ex.propagate(&mut parts.headers)
+        });
         let head = ForwardHead {
             method: &parts.method,
             target: &target,
@@ -251,6 +335,17 @@ impl Worker {
             upgrade: websocket,
             trust_forwarded: settings.trust_forwarded,
         };
-        attempts::send(self, route, keys, &head, body, deadlines, client_upgrade).await
+        let record = exchange.map(|ex| (&mut ex.attempts, first_span));
+        attempts::send(
+            self,
+            route,
+            keys,
+            &head,
+            body,
+            deadlines,
+            client_upgrade,
+            record,
+        )
+        .await
     }
 }

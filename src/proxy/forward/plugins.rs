@@ -2,10 +2,12 @@
 //! answer early or change what the upstream gets, and the response phase.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use http::{HeaderName, HeaderValue, Request, Response, header};
 use http_body::Body as _;
 
+use super::observe::WaitRecord;
 use crate::metrics::PLUGIN_REJECTIONS;
 use crate::plugins::transform::compress;
 use crate::plugins::{Outcome, RequestCtx, ResponseCtx, ResponseParts};
@@ -24,6 +26,14 @@ pub(super) struct UpstreamChanges {
 }
 
 /// What the plugins decided for a request they let through.
+/// A plugin's own answer to a request.
+pub(super) struct Answered {
+    pub response: Response<ResponseBody>,
+    pub plugin: &'static str,
+    /// The consumer, when an earlier plugin had authenticated one.
+    pub consumer: Option<Arc<str>>,
+}
+
 pub(super) struct Effects {
     pub upstream: UpstreamChanges,
     pub response_headers: http::HeaderMap,
@@ -101,7 +111,8 @@ pub(super) async fn run_plugins(
     host: &str,
     req: &Request<ClientBody>,
     client: &ClientInfo,
-) -> Result<Effects, Response<ResponseBody>> {
+    mut waits: Option<&mut Vec<WaitRecord>>,
+) -> Result<Effects, Answered> {
     let mut ctx = RequestCtx {
         client_ip: client.ip.as_bytes(),
         tls: client.tls,
@@ -120,12 +131,28 @@ pub(super) async fn run_plugins(
         body_limit: None,
         method: req.method(),
     };
-    for plugin in route.plugins.iter() {
+    // One clock reading per plugin: each one's end is the next one's
+    // start.
+    let mut started = Instant::now();
+    for (plugin, metrics) in route.plugins.iter().zip(route.plugin_metrics.iter()) {
         let rejected = match plugin.request(&mut ctx) {
-            Outcome::Continue => continue,
+            Outcome::Continue => {
+                let now = Instant::now();
+                metrics.record(now - started, None, now);
+                started = now;
+                continue;
+            }
             Outcome::Reject(r) => r,
             Outcome::Wait(pending) => match pending.await {
                 Ok(w) => {
+                    if let Some(waits) = waits.as_deref_mut() {
+                        waits.push(WaitRecord {
+                            plugin: plugin.name(),
+                            start: started,
+                            end: Instant::now(),
+                            answered: None,
+                        });
+                    }
                     // Usually the only headers so far: take them whole
                     // rather than rehash them one by one.
                     if ctx.response_headers.is_empty() {
@@ -137,15 +164,29 @@ pub(super) async fn run_plugins(
                     if w.consumer.is_some() {
                         ctx.consumer = w.consumer;
                     }
+                    let now = Instant::now();
+                    metrics.record(now - started, None, now);
+                    started = now;
                     continue;
                 }
-                Err(r) => *r,
+                Err(r) => {
+                    if let Some(waits) = waits.as_deref_mut() {
+                        waits.push(WaitRecord {
+                            plugin: plugin.name(),
+                            start: started,
+                            end: Instant::now(),
+                            answered: Some(r.status.as_u16()),
+                        });
+                    }
+                    *r
+                }
             },
         };
+        let now = Instant::now();
+        metrics.record(now - started, Some(rejected.status.as_u16()), now);
         metrics::counter!(
             PLUGIN_REJECTIONS,
-            "route" => route.name.to_string(),
-            "plugin" => plugin.name()
+            crate::metrics::labels(&[("route", &route.name), ("plugin", plugin.name())])
         )
         .increment(1);
         let mut resp = Response::new(ResponseBody::full(rejected.body));
@@ -153,7 +194,11 @@ pub(super) async fn run_plugins(
         let headers = resp.headers_mut();
         headers.extend(ctx.response_headers);
         headers.extend(rejected.headers);
-        return Err(resp);
+        return Err(Answered {
+            response: resp,
+            plugin: plugin.name(),
+            consumer: ctx.consumer,
+        });
     }
     Ok(Effects {
         upstream: UpstreamChanges {

@@ -11,7 +11,7 @@ use tokio_rustls::server::TlsStream;
 
 pub use super::body_error::ClientBodyError;
 use super::h1_body::H1Body;
-use crate::http::wire::retain_trailers;
+use crate::http::wire::retain_trailers_in;
 
 /// The reading side of a TLS connection.
 pub type TlsRead = tokio::io::ReadHalf<TlsStream<TcpStream>>;
@@ -39,19 +39,10 @@ impl Body for ClientBody {
             ClientBody::H1(b) => Pin::new(b).poll_frame(cx),
             ClientBody::Tls(b) => Pin::new(b).poll_frame(cx),
             ClientBody::Hyper(b) => {
+                // The own server's chunked decoder drops what trailers may
+                // not carry; HTTP/2 trailers get the same rule.
                 let frame = ready!(Pin::new(b).poll_frame(cx));
-                Poll::Ready(frame.map(|f| {
-                    let f = f?;
-                    // The own server's chunked decoder drops what trailers
-                    // may not carry; HTTP/2 trailers get the same rule.
-                    Ok(match f.into_trailers() {
-                        Ok(mut t) => {
-                            retain_trailers(&mut t);
-                            Frame::trailers(t)
-                        }
-                        Err(f) => f,
-                    })
-                }))
+                Poll::Ready(frame.map(|f| Ok(retain_trailers_in(f?))))
             }
         }
     }

@@ -27,4 +27,3 @@ impl ClientBodyError {
         matches!(self, ClientBodyError::Framing(_))
     }
 }
-

@@ -73,6 +73,7 @@ pub async fn serve<S, H>(
 {
     let handler = &server.handler;
     let settings = &server.settings;
+    let counted = super::Counted::open(client.tls, "h1");
     let (read, w) = stream.split();
     let mut reader = Some(Box::new(Reader::new(read)));
     let mut timer = LazyDeadline::new(Instant::now() + settings.header_read_timeout);
@@ -157,6 +158,7 @@ pub async fn serve<S, H>(
                 && let Some(stream) = S::unsplit(r.read, out.into_inner())
             {
                 let stream = Prefixed::new(r.buf, stream);
+                drop(counted);
                 super::h2::serve(stream, &server, client, stop).await;
             }
             return;

@@ -36,8 +36,10 @@ use super::stall::Streams;
 use super::{ClientBody, ClientInfo, Handler, SendTimeout, Server};
 
 /// How long a connection being closed for idleness may take to say
-/// goodbye.
-const GOODBYE: Duration = Duration::from_secs(5);
+/// goodbye: hyper's graceful close sends GOAWAY, then waits for the answer
+/// to a PING before it closes, which a client that does nothing never
+/// sends.
+const GOODBYE: Duration = Duration::from_secs(1);
 
 /// hyper's HTTP/2 server, set up from the proxy's settings.
 pub fn builder(settings: &crate::proxy::settings::Http2Settings) -> http2::Builder<TokioExecutor> {
@@ -66,6 +68,7 @@ pub async fn serve<T, H>(
 {
     let settings = &server.settings;
     let peer = client.peer_ip;
+    let _counted = super::Counted::open(client.tls, "h2");
     let origin = Instant::now();
     let signals = Arc::new(Signals::default());
     let streams = Streams::new(origin);
@@ -110,6 +113,7 @@ pub async fn serve<T, H>(
                 return;
             }
             () = signals.changed.notified() => {}
+            () = streams.streaming.notified() => {}
             () = &mut tick => {}
         }
         let now = Instant::now();

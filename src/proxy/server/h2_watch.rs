@@ -150,6 +150,25 @@ impl<T> Watched<T> {
         }
     }
 
+    /// A write's outcome: progress disarms the stall timer, a wait arms
+    /// it, and a wait past the send timeout fails the write.
+    fn watch_write<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        r: Poll<io::Result<R>>,
+    ) -> Poll<io::Result<R>> {
+        match r {
+            Poll::Pending => match self.poll_stall(cx) {
+                Poll::Ready(e) => Poll::Ready(Err(e)),
+                Poll::Pending => Poll::Pending,
+            },
+            done => {
+                self.stall = None;
+                done
+            }
+        }
+    }
+
     /// Fails a write that has waited too long; arms the timer for one
     /// that starts to wait.
     fn poll_stall(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
@@ -203,16 +222,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.inner).poll_write(cx, buf) {
-            Poll::Pending => match this.poll_stall(cx) {
-                Poll::Ready(e) => Poll::Ready(Err(e)),
-                Poll::Pending => Poll::Pending,
-            },
-            done => {
-                this.stall = None;
-                done
-            }
-        }
+        let r = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.watch_write(cx, r)
     }
 
     fn poll_write_vectored(
@@ -221,16 +232,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.inner).poll_write_vectored(cx, bufs) {
-            Poll::Pending => match this.poll_stall(cx) {
-                Poll::Ready(e) => Poll::Ready(Err(e)),
-                Poll::Pending => Poll::Pending,
-            },
-            done => {
-                this.stall = None;
-                done
-            }
-        }
+        let r = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.watch_write(cx, r)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -239,16 +242,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.inner).poll_flush(cx) {
-            Poll::Pending => match this.poll_stall(cx) {
-                Poll::Ready(e) => Poll::Ready(Err(e)),
-                Poll::Pending => Poll::Pending,
-            },
-            done => {
-                this.stall = None;
-                done
-            }
-        }
+        let r = Pin::new(&mut this.inner).poll_flush(cx);
+        this.watch_write(cx, r)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -66,6 +66,27 @@ pub trait Handler: Clone + Send + Sync + 'static {
     fn refused(&self, status: StatusCode);
 }
 
+/// A client connection counted open, by listener and protocol, until
+/// dropped.
+pub struct Counted(metrics::Gauge);
+
+impl Counted {
+    pub fn open(tls: bool, protocol: &'static str) -> Counted {
+        let listener = if tls { "https" } else { "http" };
+        let labels = crate::metrics::labels(&[("listener", listener), ("protocol", protocol)]);
+        metrics::counter!(crate::metrics::CONNECTIONS_TOTAL, labels.clone()).increment(1);
+        let gauge = metrics::gauge!(crate::metrics::CONNECTIONS_ACTIVE, labels);
+        gauge.increment(1.0);
+        Counted(gauge)
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
+}
+
 /// A route's own send timeout, set on a response by the handler: how long
 /// the response may make no progress towards the client.
 #[derive(Clone, Copy, Debug)]

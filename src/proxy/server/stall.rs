@@ -26,6 +26,9 @@ use crate::http::client::UpstreamError;
 /// The streams of one HTTP/2 connection.
 pub struct Streams {
     origin: Instant,
+    /// Woken when a response starts streaming, so that the supervisor
+    /// starts watching for stalls.
+    pub streaming: tokio::sync::Notify,
     open: AtomicUsize,
     /// Whether any stream was ever opened.
     opened: AtomicBool,
@@ -38,6 +41,7 @@ impl Streams {
     pub fn new(origin: Instant) -> Arc<Self> {
         Arc::new(Streams {
             origin,
+            streaming: tokio::sync::Notify::new(),
             open: AtomicUsize::new(0),
             opened: AtomicBool::new(false),
             last_end: AtomicU64::new(0),
@@ -78,6 +82,8 @@ impl Streams {
         let mut bodies = self.bodies.lock().unwrap_or_else(PoisonError::into_inner);
         bodies.retain(|w| w.strong_count() > 0);
         bodies.push(Arc::downgrade(&slot));
+        drop(bodies);
+        self.streaming.notify_one();
         Watched {
             slot,
             origin: self.origin,

@@ -1,0 +1,124 @@
+#!/usr/bin/env python3
+"""Idle client connections against a running proxy: what they cost in
+resident memory, and whether the proxy's timeouts close them.
+
+Opens COUNT connections of each KIND to HOST:PORT and leaves them idle:
+  h1-fresh   connected, nothing sent (the header read timeout applies)
+  h1-kept    one request answered, then idle (the keep-alive timeout)
+  h2-fresh   the HTTP/2 preface and SETTINGS, then idle
+Then reads the proxy's RSS from /proc/PID/status (before, with all of them
+open), and waits up to WAIT seconds for the proxy to close them, counting
+how many it closed.
+
+Usage: idle_conns.py --pid PID --port PORT [--host 127.0.0.1]
+                     [--count 10000] [--kinds h1-fresh,h1-kept,h2-fresh]
+                     [--request-host bench.local] [--wait 120]
+Prints one JSON object. Needs a file-descriptor limit above COUNT.
+"""
+
+import argparse
+import asyncio
+import json
+import resource
+import time
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+SETTINGS = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+
+
+def rss_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+async def open_one(host, port, kind, request_host):
+    reader, writer = await asyncio.open_connection(host, port)
+    if kind == "h1-kept":
+        writer.write(
+            f"GET / HTTP/1.1\r\nHost: {request_host}\r\n\r\n".encode()
+        )
+        await writer.drain()
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":", 1)[1])
+        if length:
+            await reader.readexactly(length)
+    elif kind == "h2-fresh":
+        writer.write(PREFACE + SETTINGS)
+        await writer.drain()
+        # The server's SETTINGS frame header.
+        await reader.readexactly(9)
+    return reader, writer
+
+
+async def closed_within(reader, deadline):
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            data = await asyncio.wait_for(reader.read(65536), left)
+            if not data:
+                return True
+    except (asyncio.TimeoutError, TimeoutError):
+        return False
+    except (ConnectionError, OSError):
+        return True
+
+
+async def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--pid", type=int, required=True)
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--count", type=int, default=10000)
+    p.add_argument("--kinds", default="h1-fresh,h1-kept,h2-fresh")
+    p.add_argument("--request-host", default="bench.local")
+    p.add_argument("--wait", type=float, default=120)
+    p.add_argument("--batch", type=int, default=200)
+    a = p.parse_args()
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = a.count + 1000
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(want, hard), hard))
+
+    results = {}
+    for kind in a.kinds.split(","):
+        before = rss_kb(a.pid)
+        conns = []
+        start = time.monotonic()
+        for i in range(0, a.count, a.batch):
+            n = min(a.batch, a.count - i)
+            conns += await asyncio.gather(
+                *(open_one(a.host, a.port, kind, a.request_host) for _ in range(n))
+            )
+        opened = time.monotonic() - start
+        await asyncio.sleep(1)
+        with_them = rss_kb(a.pid)
+        deadline = time.monotonic() + a.wait
+        closed = await asyncio.gather(*(closed_within(r, deadline) for r, _ in conns))
+        took = time.monotonic() - start
+        for _, w in conns:
+            w.close()
+        await asyncio.sleep(1)
+        results[kind] = {
+            "connections": a.count,
+            "open_s": round(opened, 2),
+            "rss_before_mb": round(before / 1024, 1),
+            "rss_with_them_mb": round(with_them / 1024, 1),
+            "kb_per_connection": round((with_them - before) / a.count, 2),
+            "closed_by_proxy": sum(closed),
+            "all_closed_after_s": round(took, 1),
+            "rss_after_mb": round(rss_kb(a.pid) / 1024, 1),
+        }
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

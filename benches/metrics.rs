@@ -1,0 +1,74 @@
+//! `/metrics` at scale: the exposition of 1,000 routes that all served
+//! traffic (every per-route series: statuses, latency, sizes, upstream
+//! attempts and time, one plugin's cost and decisions) and 3,000
+//! endpoints' gauges.
+//!
+//! Group `metrics/render/1000_routes_3000_endpoints`: one render of the
+//! whole exposition, as a scrape does. Its size is printed once as
+//! `size: 1000 routes, 3000 endpoints: NNNN KB, NNNNN lines`. With
+//! `SLUICEGATE_METRICS_DETAIL=full` the per-route histograms of
+//! `--metrics-detail full` are measured instead.
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use sluicegate::metrics::{ENDPOINT_HEALTHY, ENDPOINT_IN_FLIGHT, PluginMetrics, RouteMetrics};
+
+const ROUTES: usize = 1000;
+const ENDPOINTS: usize = 3000;
+
+fn setup() -> &'static metrics_exporter_prometheus::PrometheusHandle {
+    // `SLUICEGATE_METRICS_DETAIL=full` measures the per-route histograms.
+    if std::env::var("SLUICEGATE_METRICS_DETAIL").as_deref() == Ok("full") {
+        sluicegate::metrics::set_detail(sluicegate::metrics::Detail::Full);
+    }
+    let handle = sluicegate::admin::metrics::handle();
+    let now = Instant::now();
+    for i in 0..ROUTES {
+        let name: Arc<str> = format!("apiroute/team-{:03}/api-{i}/main", i % 50).into();
+        let route = RouteMetrics::new(name.clone());
+        let plugin = PluginMetrics::new(name, "limitCount");
+        for status in [200, 201, 404, 429, 502] {
+            route.record(status, Duration::from_millis(3), now);
+            route.attempt(Some(status), Duration::from_millis(2), now);
+        }
+        route.attempt(None, Duration::from_millis(2), now);
+        route.request_size(512, now);
+        route.response_size(4096, now);
+        plugin.record(Duration::from_micros(3), None, now);
+        plugin.record(Duration::from_micros(3), Some(429), now);
+        // Kept alive for the process: the handles are the series.
+        std::mem::forget(route);
+        std::mem::forget(plugin);
+    }
+    for e in 0..ENDPOINTS {
+        let labels = [
+            ("upstream", format!("team-{:03}/svc-{}:80", e % 50, e / 3)),
+            (
+                "endpoint",
+                format!("10.{}.{}.{}:8080", e / 65536, e / 256 % 256, e % 256),
+            ),
+        ];
+        metrics::gauge!(ENDPOINT_IN_FLIGHT, &labels).set(1.0);
+        metrics::gauge!(ENDPOINT_HEALTHY, &labels).set(1.0);
+    }
+    handle
+}
+
+fn render(c: &mut Criterion) {
+    let handle = setup();
+    let text = handle.render();
+    eprintln!(
+        "size: {ROUTES} routes, {ENDPOINTS} endpoints: {} KB, {} lines",
+        text.len() / 1024,
+        text.lines().count()
+    );
+    c.bench_function("metrics/render/1000_routes_3000_endpoints", |b| {
+        b.iter(|| black_box(handle.render().len()))
+    });
+}
+
+criterion_group!(benches, render);
+criterion_main!(benches);

@@ -1,0 +1,294 @@
+//! What the pipeline learns about one request for its access log line,
+//! its spans and its size metrics, and the one place they are written
+//! when the request ends.
+//!
+//! Nothing here runs unless needed: without an access log or a tracer
+//! only the sizes are recorded, and a body of known size needs no wrapper
+//! to learn its size.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use http::{HeaderMap, HeaderValue, Method, Request, Response, header};
+use http_body::Body as _;
+use opentelemetry::trace::SpanKind;
+
+use crate::proxy::body::{FaultProbe, Observed, OnEnd, ResponseBody};
+use crate::proxy::server::{ClientBody, ClientInfo};
+use crate::routing::Route;
+use crate::telemetry::Telemetry;
+use crate::telemetry::access_log::Line;
+use crate::telemetry::trace::{self, ChildSpan, ServerSpan};
+
+pub(super) static X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+
+/// One attempt on an endpoint.
+#[derive(Debug)]
+pub(super) struct AttemptRecord {
+    pub endpoint: SocketAddr,
+    pub span: [u8; 8],
+    pub start: Instant,
+    pub end: Instant,
+    pub status: Option<u16>,
+}
+
+/// A plugin that waited on a service.
+#[derive(Debug)]
+pub(super) struct WaitRecord {
+    pub plugin: &'static str,
+    pub start: Instant,
+    pub end: Instant,
+    pub answered: Option<u16>,
+}
+
+/// The facts of one request, collected while a gateway logs or traces.
+#[derive(Debug)]
+pub(super) struct Exchange {
+    telemetry: Arc<Telemetry>,
+    start: Instant,
+    wall: SystemTime,
+    pub trace: Option<trace::Context>,
+    method: Method,
+    host: Option<HeaderValue>,
+    path: Arc<str>,
+    client: IpAddr,
+    protocol: &'static str,
+    user_agent: Option<HeaderValue>,
+    pub request_id: Option<HeaderValue>,
+    pub route: Option<Arc<Route>>,
+    pub consumer: Option<Arc<str>>,
+    pub answered_by: Option<&'static str>,
+    pub attempts: Vec<AttemptRecord>,
+    pub waits: Vec<WaitRecord>,
+    status: u16,
+    request_bytes: Option<u64>,
+    probe: Option<FaultProbe>,
+}
+
+fn protocol(v: http::Version) -> &'static str {
+    match v {
+        http::Version::HTTP_10 => "HTTP/1.0",
+        http::Version::HTTP_2 => "HTTP/2",
+        http::Version::HTTP_3 => "HTTP/3",
+        _ => "HTTP/1.1",
+    }
+}
+
+impl Exchange {
+    /// Starts collecting, when the gateway logs or traces.
+    pub fn start(
+        telemetry: &Arc<Telemetry>,
+        req: &Request<ClientBody>,
+        client: &ClientInfo,
+        start: Instant,
+    ) -> Option<Box<Exchange>> {
+        if !telemetry.enabled() {
+            return None;
+        }
+        let headers = req.headers();
+        Some(Box::new(Exchange {
+            telemetry: telemetry.clone(),
+            start,
+            wall: SystemTime::now(),
+            trace: telemetry.tracer.as_ref().map(|t| t.context(headers)),
+            method: req.method().clone(),
+            host: req
+                .uri()
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+                .or_else(|| headers.get(header::HOST).cloned()),
+            path: req.uri().path().into(),
+            client: client.peer_ip,
+            protocol: protocol(req.version()),
+            user_agent: headers.get(header::USER_AGENT).cloned(),
+            request_id: headers.get(&X_REQUEST_ID).cloned(),
+            route: None,
+            consumer: None,
+            answered_by: None,
+            attempts: Vec::new(),
+            waits: Vec::new(),
+            status: 0,
+            request_bytes: None,
+            probe: None,
+        }))
+    }
+
+    /// The `traceparent` (and `tracestate`) the upstream gets: this
+    /// trace, with the first attempt's span as its caller.
+    pub fn propagate(&self, headers: &mut HeaderMap) -> Option<[u8; 8]> {
+        let ctx = self.trace.as_ref()?;
+        let span = trace::span_id();
+        headers.insert(
+            trace::TRACEPARENT.clone(),
+            trace::traceparent(&ctx.trace_id, &span, ctx.sampled),
+        );
+        match &ctx.state {
+            Some(s) => {
+                headers.insert(trace::TRACESTATE.clone(), s.clone());
+            }
+            None => {
+                headers.remove(&trace::TRACESTATE);
+            }
+        }
+        Some(span)
+    }
+
+    /// Notes the request body, to learn its size at the end.
+    pub fn request_body(&mut self, exact: Option<u64>, probe: Option<FaultProbe>) {
+        self.request_bytes = exact;
+        self.probe = probe;
+    }
+
+    fn wall(&self, at: Instant) -> SystemTime {
+        self.wall + at.saturating_duration_since(self.start)
+    }
+
+    fn write(self: Box<Self>, response_bytes: u64, end: Instant) {
+        let request_bytes = self
+            .request_bytes
+            .or_else(|| self.probe.as_ref().map(FaultProbe::received))
+            .unwrap_or(0);
+        if let Some(r) = &self.route {
+            r.metrics.request_size(request_bytes, end);
+            r.metrics.response_size(response_bytes, end);
+        }
+        if let Some(log) = &self.telemetry.access_log {
+            let upstream = self.attempts.last();
+            log.log(Line {
+                time: Some(self.wall),
+                client: Some(self.client),
+                method: Some(self.method.clone()),
+                host: self.host.clone(),
+                path: Some(self.path.clone()),
+                protocol: self.protocol,
+                status: self.status,
+                request_bytes,
+                response_bytes,
+                route: self.route.as_ref().map(|r| r.name.clone()),
+                upstream: upstream.map(|a| a.endpoint),
+                attempts: self.attempts.len() as u32,
+                duration: end - self.start,
+                upstream_duration: upstream.map(|a| a.end - a.start),
+                consumer: self.consumer.clone(),
+                request_id: self.request_id.clone(),
+                trace_id: self.trace.as_ref().map(|t| t.trace_id),
+                answered_by: self.answered_by,
+                user_agent: self.user_agent.clone(),
+            });
+        }
+        if let (Some(tracer), Some(ctx)) = (&self.telemetry.tracer, &self.trace)
+            && ctx.sampled
+        {
+            let route = self.route.as_ref().map(|r| &*r.name);
+            let name = match route {
+                Some(r) => format!("{} {r}", self.method),
+                None => self.method.to_string(),
+            };
+            let host = self.host.as_ref().and_then(|h| h.to_str().ok());
+            let server = ServerSpan {
+                name: name.into(),
+                start: self.wall,
+                end: self.wall(end),
+                attributes: trace::server_attributes(
+                    self.method.as_str(),
+                    &self.path,
+                    route,
+                    self.status,
+                    host,
+                    self.client,
+                ),
+                error: self.status >= 500,
+            };
+            let mut children = Vec::with_capacity(self.attempts.len() + self.waits.len());
+            for a in &self.attempts {
+                children.push(ChildSpan {
+                    span: a.span,
+                    kind: SpanKind::Client,
+                    name: self.method.to_string().into(),
+                    start: self.wall(a.start),
+                    end: self.wall(a.end),
+                    attributes: trace::attempt_attributes(a.endpoint, a.status),
+                    error: a.status.is_none_or(|s| s >= 500),
+                });
+            }
+            for w in &self.waits {
+                let mut attributes =
+                    vec![opentelemetry::KeyValue::new("sluicegate.plugin", w.plugin)];
+                if let Some(s) = w.answered {
+                    attributes.push(opentelemetry::KeyValue::new(
+                        "http.response.status_code",
+                        i64::from(s),
+                    ));
+                }
+                children.push(ChildSpan {
+                    span: trace::span_id(),
+                    kind: SpanKind::Internal,
+                    name: format!("plugin {}", w.plugin).into(),
+                    start: self.wall(w.start),
+                    end: self.wall(w.end),
+                    attributes,
+                    error: false,
+                });
+            }
+            tracer.finish(ctx, &server, &children);
+        }
+    }
+
+    /// The response as it leaves: its size is known now, or when its body
+    /// ends.
+    pub fn finish(
+        mut self: Box<Self>,
+        resp: Response<ResponseBody>,
+        now: Instant,
+    ) -> Response<ResponseBody> {
+        self.status = resp.status().as_u16();
+        match resp.body().size_hint().exact() {
+            Some(n) => {
+                self.write(n, now);
+                resp
+            }
+            None => resp.map(|b| Observed::wrap(b, self)),
+        }
+    }
+}
+
+impl OnEnd for Exchange {
+    fn end(self: Box<Self>, bytes: u64, _complete: bool) {
+        self.write(bytes, Instant::now());
+    }
+}
+
+/// Records the sizes of a request nobody logs or traces, once known.
+pub(super) struct Sizes {
+    pub route: Arc<Route>,
+    pub request_bytes: Option<u64>,
+    pub probe: Option<FaultProbe>,
+}
+
+impl Sizes {
+    pub fn finish(self, resp: Response<ResponseBody>, now: Instant) -> Response<ResponseBody> {
+        match resp.body().size_hint().exact() {
+            Some(n) => {
+                self.record(n, now);
+                resp
+            }
+            None => resp.map(|b| Observed::wrap(b, Box::new(self))),
+        }
+    }
+
+    fn record(&self, response_bytes: u64, now: Instant) {
+        let request_bytes = self
+            .request_bytes
+            .or_else(|| self.probe.as_ref().map(FaultProbe::received))
+            .unwrap_or(0);
+        self.route.metrics.request_size(request_bytes, now);
+        self.route.metrics.response_size(response_bytes, now);
+    }
+}
+
+impl OnEnd for Sizes {
+    fn end(self: Box<Self>, bytes: u64, _complete: bool) {
+        self.record(bytes, Instant::now());
+    }
+}

@@ -1,0 +1,442 @@
+//! Distributed tracing: W3C Trace Context on the way in and out, and the
+//! spans of a request, exported over OTLP.
+//!
+//! Per request the proxy only parses `traceparent`, decides whether the
+//! request is sampled (an incoming decision is kept; a new trace is sampled
+//! at the configured ratio) and draws span ids, so that the upstream gets
+//! a `traceparent` whose parent is the attempt that reached it. Spans are
+//! built only for sampled requests, when the request ends, from the times
+//! the pipeline recorded: a server span, a client span per upstream
+//! attempt, and a span per plugin that waited on a service (forwardAuth,
+//! Redis limits, JWKS). They go to a bounded queue; a task of the
+//! gateway's runtime exports them in batches with `opentelemetry-otlp`
+//! (gRPC or HTTP/protobuf). A full queue drops spans, never slows a
+//! request.
+
+use std::borrow::Cow;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, SystemTime};
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+use opentelemetry::trace::{
+    SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
+};
+use opentelemetry::{InstrumentationScope, KeyValue};
+use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
+use tokio::sync::mpsc;
+
+pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+pub static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+
+/// A request's place in a trace.
+#[derive(Clone, Debug)]
+pub struct Context {
+    pub trace_id: [u8; 16],
+    /// The caller's span, when the request carried a valid `traceparent`.
+    pub parent: Option<[u8; 8]>,
+    /// This request's server span.
+    pub span: [u8; 8],
+    pub sampled: bool,
+    /// The caller's `tracestate`, passed on unchanged.
+    pub state: Option<HeaderValue>,
+}
+
+fn hex_digit(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        _ => None,
+    }
+}
+
+fn decode<const N: usize>(hex: &[u8]) -> Option<[u8; N]> {
+    if hex.len() != 2 * N {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (i, pair) in hex.chunks(2).enumerate() {
+        out[i] = hex_digit(pair[0])? << 4 | hex_digit(pair[1])?;
+    }
+    Some(out)
+}
+
+/// Parses a `traceparent` value (W3C Trace Context §3.2): version, trace
+/// id, parent id and flags, in lower-case hex. All-zero ids, version
+/// `ff`, and anything malformed are rejected; a later version's extra
+/// fields are ignored, as the spec asks.
+pub fn parse_traceparent(v: &[u8]) -> Option<([u8; 16], [u8; 8], bool)> {
+    let v = v.trim_ascii();
+    if v.len() < 55 || v[2] != b'-' || v[35] != b'-' || v[52] != b'-' {
+        return None;
+    }
+    let version = decode::<1>(&v[..2])?[0];
+    if version == 0xff || (version == 0 && v.len() != 55) || (v.len() > 55 && v[55] != b'-') {
+        return None;
+    }
+    let trace: [u8; 16] = decode(&v[3..35])?;
+    let parent: [u8; 8] = decode(&v[36..52])?;
+    let flags = decode::<1>(&v[53..55])?[0];
+    if trace == [0; 16] || parent == [0; 8] {
+        return None;
+    }
+    Some((trace, parent, flags & 1 == 1))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    const H: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(H[usize::from(b >> 4)] as char);
+        s.push(H[usize::from(b & 0xf)] as char);
+    }
+    s
+}
+
+/// The `traceparent` a next hop gets: this trace, `parent` as its caller.
+pub fn traceparent(trace: &[u8; 16], parent: &[u8; 8], sampled: bool) -> HeaderValue {
+    let flags = if sampled { "01" } else { "00" };
+    let text = format!("00-{}-{}-{flags}", hex(trace), hex(parent));
+    // Hex digits and dashes only.
+    HeaderValue::try_from(text).unwrap_or(HeaderValue::from_static(
+        "00-00000000000000000000000000000000-0000000000000000-00",
+    ))
+}
+
+/// Random bits from a per-thread xorshift generator seeded from the
+/// system's random source; ids need to be unique, not secret.
+fn random() -> u64 {
+    use std::cell::Cell;
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new({
+            let mut seed = [0u8; 8];
+            if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut seed).is_err() {
+                let here = 0u8;
+                seed = (std::ptr::from_ref(&here) as u64 ^ u64::from(std::process::id())).to_le_bytes();
+            }
+            u64::from_le_bytes(seed) | 1
+        });
+    }
+    STATE.with(|s| {
+        let mut x = s.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        s.set(x);
+        x
+    })
+}
+
+/// A new, non-zero span id.
+pub fn span_id() -> [u8; 8] {
+    random().to_be_bytes()
+}
+
+/// How traces are exported.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Protocol {
+    #[default]
+    Grpc,
+    HttpProtobuf,
+}
+
+impl std::str::FromStr for Protocol {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "grpc" => Ok(Protocol::Grpc),
+            "http" | "http/protobuf" => Ok(Protocol::HttpProtobuf),
+            _ => Err(format!("expected grpc or http/protobuf, got {s:?}")),
+        }
+    }
+}
+
+/// Tracing settings.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// The OTLP endpoint, e.g. `http://collector:4317` (gRPC) or
+    /// `http://collector:4318/v1/traces` (HTTP).
+    pub endpoint: String,
+    pub protocol: Protocol,
+    /// The share of new traces sampled, 0 to 1.
+    pub ratio: f64,
+    pub service_name: String,
+}
+
+/// Spans queued for export at most.
+const QUEUE: usize = 8192;
+/// Spans exported in one call at most.
+const BATCH: usize = 512;
+/// How long spans wait for a batch to fill.
+const LINGER: Duration = Duration::from_millis(500);
+
+/// Makes trace decisions and queues finished spans.
+#[derive(Debug)]
+pub struct Tracer {
+    /// New traces are sampled when a random 32-bit value is below.
+    keep_below: u64,
+    tx: mpsc::Sender<SpanData>,
+    scope: InstrumentationScope,
+}
+
+impl Tracer {
+    /// Starts exporting (the export task runs on the current Tokio
+    /// runtime).
+    pub fn start(settings: &Settings) -> Result<Tracer, String> {
+        use opentelemetry_otlp::{WithExportConfig, WithHttpConfig as _};
+        use opentelemetry_sdk::trace::SpanExporter as _;
+        let timeout = Duration::from_secs(10);
+        let mut exporter = match settings.protocol {
+            Protocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .with_endpoint(&settings.endpoint)
+                .with_timeout(timeout)
+                .build(),
+            Protocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_headers(Default::default())
+                .with_endpoint(&settings.endpoint)
+                .with_timeout(timeout)
+                .build(),
+        }
+        .map_err(|e| format!("cannot build the OTLP exporter: {e}"))?;
+        let resource = opentelemetry_sdk::Resource::builder_empty()
+            .with_service_name(settings.service_name.clone())
+            .build();
+        exporter.set_resource(&resource);
+        let (tx, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(export(exporter, rx));
+        Ok(Tracer {
+            keep_below: (settings.ratio.clamp(0.0, 1.0) * f64::from(u32::MAX)) as u64 + 1,
+            tx,
+            scope: InstrumentationScope::builder("sluicegate")
+                .with_version(env!("CARGO_PKG_VERSION"))
+                .build(),
+        })
+    }
+
+    /// The request's trace context, from its headers or new.
+    pub fn context(&self, headers: &HeaderMap) -> Context {
+        let incoming = headers
+            .get(&TRACEPARENT)
+            .and_then(|v| parse_traceparent(v.as_bytes()));
+        match incoming {
+            Some((trace_id, parent, sampled)) => Context {
+                trace_id,
+                parent: Some(parent),
+                span: span_id(),
+                sampled,
+                state: headers.get(&TRACESTATE).cloned(),
+            },
+            None => {
+                let mut trace_id = [0u8; 16];
+                trace_id[..8].copy_from_slice(&random().to_be_bytes());
+                trace_id[8..].copy_from_slice(&random().to_be_bytes());
+                Context {
+                    trace_id,
+                    parent: None,
+                    span: span_id(),
+                    sampled: self.keep_below > u64::from(u32::MAX)
+                        || (random() >> 32) < self.keep_below,
+                    state: None,
+                }
+            }
+        }
+    }
+
+    /// Queues the spans of a finished request (sampled ones only).
+    pub fn finish(&self, ctx: &Context, request: &ServerSpan, children: &[ChildSpan]) {
+        if !ctx.sampled {
+            return;
+        }
+        let flags = TraceFlags::SAMPLED;
+        let state = ctx
+            .state
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| s.parse::<TraceState>().ok())
+            .unwrap_or_default();
+        let trace = TraceId::from_bytes(ctx.trace_id);
+        let server = SpanContext::new(
+            trace,
+            SpanId::from_bytes(ctx.span),
+            flags,
+            false,
+            state.clone(),
+        );
+        let mut spans = Vec::with_capacity(1 + children.len());
+        spans.push(SpanData {
+            span_context: server,
+            parent_span_id: ctx.parent.map_or(SpanId::INVALID, SpanId::from_bytes),
+            parent_span_is_remote: ctx.parent.is_some(),
+            span_kind: SpanKind::Server,
+            name: request.name.clone(),
+            start_time: request.start,
+            end_time: request.end,
+            attributes: request.attributes.clone(),
+            dropped_attributes_count: 0,
+            events: SpanEvents::default(),
+            links: SpanLinks::default(),
+            status: if request.error {
+                Status::error("")
+            } else {
+                Status::Unset
+            },
+            instrumentation_scope: self.scope.clone(),
+        });
+        for c in children {
+            spans.push(SpanData {
+                span_context: SpanContext::new(
+                    trace,
+                    SpanId::from_bytes(c.span),
+                    flags,
+                    false,
+                    state.clone(),
+                ),
+                parent_span_id: SpanId::from_bytes(ctx.span),
+                parent_span_is_remote: false,
+                span_kind: c.kind.clone(),
+                name: c.name.clone(),
+                start_time: c.start,
+                end_time: c.end,
+                attributes: c.attributes.clone(),
+                dropped_attributes_count: 0,
+                events: SpanEvents::default(),
+                links: SpanLinks::default(),
+                status: if c.error {
+                    Status::error("")
+                } else {
+                    Status::Unset
+                },
+                instrumentation_scope: self.scope.clone(),
+            });
+        }
+        for s in spans {
+            // A full queue drops the span: export must never slow requests.
+            let _ = self.tx.try_send(s);
+        }
+    }
+}
+
+/// The server span of a request.
+#[derive(Debug)]
+pub struct ServerSpan {
+    pub name: Cow<'static, str>,
+    pub start: SystemTime,
+    pub end: SystemTime,
+    pub attributes: Vec<KeyValue>,
+    pub error: bool,
+}
+
+/// A span under a request's server span: an upstream attempt, or a plugin
+/// that waited on a service.
+#[derive(Debug)]
+pub struct ChildSpan {
+    pub span: [u8; 8],
+    pub kind: SpanKind,
+    pub name: Cow<'static, str>,
+    pub start: SystemTime,
+    pub end: SystemTime,
+    pub attributes: Vec<KeyValue>,
+    pub error: bool,
+}
+
+/// Attributes of the OpenTelemetry HTTP semantic conventions.
+pub fn server_attributes(
+    method: &str,
+    path: &str,
+    route: Option<&str>,
+    status: u16,
+    host: Option<&str>,
+    client: IpAddr,
+) -> Vec<KeyValue> {
+    let mut a = vec![
+        KeyValue::new("http.request.method", method.to_owned()),
+        KeyValue::new("url.path", path.to_owned()),
+        KeyValue::new("http.response.status_code", i64::from(status)),
+        KeyValue::new("client.address", client.to_string()),
+    ];
+    if let Some(r) = route {
+        a.push(KeyValue::new("http.route", r.to_owned()));
+    }
+    if let Some(h) = host {
+        a.push(KeyValue::new("server.address", h.to_owned()));
+    }
+    a
+}
+
+/// Attributes of an upstream attempt.
+pub fn attempt_attributes(endpoint: SocketAddr, status: Option<u16>) -> Vec<KeyValue> {
+    let mut a = vec![
+        KeyValue::new("server.address", endpoint.ip().to_string()),
+        KeyValue::new("server.port", i64::from(endpoint.port())),
+    ];
+    if let Some(s) = status {
+        a.push(KeyValue::new("http.response.status_code", i64::from(s)));
+    }
+    a
+}
+
+async fn export(exporter: opentelemetry_otlp::SpanExporter, mut rx: mpsc::Receiver<SpanData>) {
+    use opentelemetry_sdk::trace::SpanExporter as _;
+    let mut batch = Vec::with_capacity(BATCH);
+    loop {
+        let Some(first) = rx.recv().await else { return };
+        batch.push(first);
+        let deadline = tokio::time::Instant::now() + LINGER;
+        while batch.len() < BATCH {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(s)) => batch.push(s),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        let spans = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+        let n = spans.len();
+        if let Err(e) = exporter.export(spans).await {
+            tracing::warn!(error = %e, spans = n, "OTLP export failed; spans dropped");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traceparents_parse_strictly() {
+        let ok = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let (t, p, s) = parse_traceparent(ok).unwrap();
+        assert_eq!(hex(&t), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(hex(&p), "00f067aa0ba902b7");
+        assert!(s);
+        for bad in [
+            &b"00-00000000000000000000000000000000-00f067aa0ba902b7-01"[..],
+            b"00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            b"ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            b"00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            b"00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+            b"00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ] {
+            assert_eq!(
+                parse_traceparent(bad),
+                None,
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        // A later version may add fields.
+        assert!(
+            parse_traceparent(b"01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00-xyz")
+                .is_some_and(|(_, _, s)| !s)
+        );
+    }
+
+    #[test]
+    fn traceparents_round_trip() {
+        let v = traceparent(&[7; 16], &[9; 8], true);
+        assert_eq!(v, "00-07070707070707070707070707070707-0909090909090909-01");
+        let (t, p, s) = parse_traceparent(v.as_bytes()).unwrap();
+        assert_eq!((t, p, s), ([7; 16], [9; 8], true));
+    }
+}
