@@ -15,8 +15,14 @@ use super::WireError;
 use super::fields::{allowed_in_trailers, retain_trailers};
 use super::limits::{MAX_CHUNK_LINE, MAX_HEAD, MAX_RESPONSE_HEADERS};
 
-/// Appends one chunk of a chunked body.
+/// Appends one chunk of a chunked body. Empty data appends nothing: a
+/// chunk of size zero is the last chunk (RFC 9112 §7.1), and writing one
+/// mid-body would end the message early and turn the rest of the body
+/// into what the next hop reads as another message.
 pub fn encode_chunk(out: &mut Vec<u8>, data: &[u8]) {
+    if data.is_empty() {
+        return;
+    }
     put_size(out, data.len());
     out.extend_from_slice(data);
     out.extend_from_slice(b"\r\n");
@@ -322,6 +328,18 @@ mod tests {
         let mut out = Vec::new();
         encode_last_chunk(&mut out, Some(&map));
         assert_eq!(out, b"0\r\nx-sum: 2\r\n\r\n");
+    }
+
+    #[test]
+    fn empty_data_never_ends_the_body() {
+        let mut out = Vec::new();
+        encode_chunk(&mut out, b"ab");
+        encode_chunk(&mut out, b"");
+        encode_chunk(&mut out, b"cd");
+        encode_last_chunk(&mut out, None);
+        assert_eq!(out, b"2\r\nab\r\n2\r\ncd\r\n0\r\n\r\n");
+        let (body, _) = decode_all(&out, 3).unwrap();
+        assert_eq!(body, b"abcd");
     }
 
     #[test]
