@@ -314,6 +314,7 @@ fuzz_target!(|input: Input| {
             query: Some("id=1"),
             method: &Method::GET,
             headers: &headers,
+            port: 0,
         };
         if let Some(route) = table.find(&view) {
             let _ = route.pick();

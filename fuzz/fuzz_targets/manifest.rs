@@ -50,6 +50,7 @@ fuzz_target!(|raw: &[u8]| {
             query: Some("a=1"),
             method: &Method::GET,
             headers: &headers,
+            port: 0,
         };
         if let Some(route) = table.find(&view) {
             let _ = route.pick();

@@ -234,6 +234,10 @@ fn spec(i: usize, r: &Route) -> RouteSpec {
         retries: Default::default(),
         https_redirect: None,
         plugins: Vec::new(),
+        listeners: Vec::new(),
+        mirrors: Vec::new(),
+        cache: None,
+        ai: None,
     }
 }
 
@@ -578,6 +582,7 @@ fuzz_target!(|input: Input| {
             query: req.query.as_deref(),
             method: &req.method,
             headers: &req.headers,
+            port: 0,
         };
         let got = table.find(&view).map(|route| route.name.to_string());
         let want =
