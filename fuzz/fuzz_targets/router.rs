@@ -391,7 +391,8 @@ fn reference(routes: &[RouteSpec], req: &RequestView<'_>) -> Option<usize> {
                 .strip_suffix(s.as_str())
                 .and_then(|l| l.strip_suffix('.'))
                 .is_some_and(|label| !label.is_empty() && !label.contains('.')),
-            HostMatch::Exact(_) => false,
+            // The Gateway API's wildcards: not generated here.
+            HostMatch::Exact(_) | HostMatch::Suffix(_) => false,
         })
     };
     let any = |r: &RouteSpec| r.hosts.is_empty();
@@ -480,7 +481,7 @@ fn request(r: &Request, routes: &[RouteSpec]) -> Req {
         if !route.hosts.is_empty() {
             host = match pick(&route.hosts, r.host) {
                 HostMatch::Exact(h) => h.clone(),
-                HostMatch::Wildcard(s) => {
+                HostMatch::Wildcard(s) | HostMatch::Suffix(s) => {
                     format!("{}.{s}", if r.host % 2 == 0 { "w" } else { "c" })
                 }
             };
