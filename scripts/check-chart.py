@@ -543,7 +543,7 @@ def check_relations(r: sc.Rendered) -> list[str]:
     known_env, known_flags = sc.cli_env_and_flags()
     for n in env:
         if (n.startswith("SLUICEGATE_") or n.startswith("POD_")) and n not in known_env:
-            errors.append(f"environment variable {n} is not read by sluicegate (src/cli.rs)")
+            errors.append(f"environment variable {n} is not read by sluicegate (src/cli/mod.rs)")
     args = c.get("args", [])
     if not args or args[0] != "controller":
         errors.append(f"the container must run `controller`, not {args[:1]}")

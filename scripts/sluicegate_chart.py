@@ -18,7 +18,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 CHART = REPO / "charts" / "sluicegate"
 CRDS = REPO / "crds"
-CLI_RS = REPO / "src" / "cli.rs"
+CLI_RS = REPO / "src" / "cli" / "mod.rs"
 API_RS = REPO / "src" / "api" / "mod.rs"
 CARGO_TOML = REPO / "Cargo.toml"
 
@@ -77,9 +77,9 @@ INSTALL_ORDER = [
     "ValidatingWebhookConfiguration",
 ]
 
-# Environment variables and flags of `sluicegate controller` that src/cli.rs
+# Environment variables and flags of `sluicegate controller` that src/cli/mod.rs
 # does not define yet. Everything the chart passes must be either in
-# src/cli.rs or here; drop entries once the controller command has them.
+# src/cli/mod.rs or here; drop entries once the controller command has them.
 CONTROLLER_ENV = {
     "POD_NAME",
     "POD_NAMESPACE",
@@ -276,7 +276,7 @@ def generated_files() -> dict[Path, str]:
 
 
 def cli_env_and_flags() -> tuple[set[str], set[str]]:
-    """Environment variables and long flags defined in src/cli.rs."""
+    """Environment variables and long flags defined in src/cli/mod.rs."""
     text = CLI_RS.read_text()
     env = set(re.findall(r'env\s*=\s*"([A-Z0-9_]+)"', text))
     flags = set()
