@@ -404,5 +404,4 @@ fn instance(
 }
 
 #[cfg(test)]
-#[path = "config_tests.rs"]
 mod tests;
