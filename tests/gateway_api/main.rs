@@ -8,6 +8,7 @@
 // The case tables read best written out inline, types and all.
 #![allow(clippy::type_complexity)]
 
+mod ai;
 #[path = "../common/mod.rs"]
 mod common;
 mod filters;

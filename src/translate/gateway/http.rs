@@ -125,6 +125,7 @@ fn rule_specs(
         spec.backends = parts.backends.clone();
         spec.mirrors = parts.mirrors.clone();
         spec.cache = parts.cache.clone();
+        spec.ai = parts.ai.clone();
         spec.timeouts = timeouts;
         spec.plugins = plugins;
         out.push(spec);

@@ -37,6 +37,9 @@ pub(super) struct RuleParts<'r> {
     pub plugins: Vec<Arc<dyn Plugin>>,
     /// The `proxyCache` of those PluginConfigs, if any.
     pub cache: Option<Arc<crate::cache::CacheRule>>,
+    /// The `aiProxy` of those PluginConfigs: the rule answers from LLM
+    /// providers instead of backends.
+    pub ai: Option<Arc<crate::ai::AiRoute>>,
     /// Filters built per match (a prefix rewrite depends on the match).
     filters: Vec<(String, &'r HttpRouteFilter)>,
     /// The rule answers this instead of forwarding.
@@ -210,19 +213,38 @@ pub(super) fn read<'r>(
             "RequestRedirect and URLRewrite cannot be used together".into(),
         ));
     }
-    let (plugins, cache) = match extension_plugins(ctx, obj, input.owner, &extensions, issues) {
-        Some(chosen) => (chosen.plugins, chosen.cache),
+    let (plugins, cache, ai) = match extension_plugins(ctx, obj, input.owner, &extensions, issues) {
+        Some(chosen) => (chosen.plugins, chosen.cache, chosen.ai),
         None => {
             fail = Some("the route's plugins cannot be used");
-            (Vec::new(), None)
+            (Vec::new(), None, None)
         }
     };
-    let backends = if redirect {
+    if ai.is_some() {
+        // The providers are the rule's backends (as for an ApiRoute with
+        // `aiProxy`), and they speak HTTP/1.1 or HTTP/2 JSON, not gRPC.
+        if input.grpc {
+            return Err((
+                format!("{field}.filters"),
+                UNSUPPORTED_VALUE,
+                "aiProxy (from an ExtensionRef PluginConfig) is for HTTPRoute rules, not GRPCRoute"
+                    .into(),
+            ));
+        }
+        if !input.backend_refs.is_empty() || redirect {
+            return Err((
+                format!("{field}.backendRefs"),
+                UNSUPPORTED_VALUE,
+                "a rule with aiProxy (from an ExtensionRef PluginConfig) answers from its providers and takes no backendRefs or RequestRedirect; remove them".into(),
+            ));
+        }
+    }
+    let backends = if redirect || ai.is_some() {
         Vec::new()
     } else {
         backends(ctx, input, issues)
     };
-    if !redirect && fail.is_none() && backends.iter().all(|b| b.weight == 0) {
+    if !redirect && ai.is_none() && fail.is_none() && backends.iter().all(|b| b.weight == 0) {
         fail = Some(if input.backend_refs.is_empty() {
             "the route's rule has no backend"
         } else {
@@ -234,6 +256,7 @@ pub(super) fn read<'r>(
         mirrors,
         plugins,
         cache,
+        ai,
         filters,
         fail,
     })
