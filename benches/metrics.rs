@@ -7,7 +7,9 @@
 //! whole exposition, as a scrape does. Its size is printed once as
 //! `size: 1000 routes, 3000 endpoints: NNNN KB, NNNNN lines`. With
 //! `SLUICEGATE_METRICS_DETAIL=full` the per-route histograms of
-//! `--metrics-detail full` are measured instead.
+//! `--metrics-detail full` are measured instead. Group
+//! `metrics/render_gzip/...`: the same, gzip-compressed, as a scrape
+//! that accepts gzip receives it (its size is printed too).
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -80,8 +82,30 @@ fn render(c: &mut Criterion) {
     for (family, bytes) in families {
         eprintln!("  {family}: {} KB", bytes / 1024);
     }
+    let gzip_headers = {
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            http::header::ACCEPT_ENCODING,
+            http::HeaderValue::from_static("gzip"),
+        );
+        h
+    };
+    let (zipped, _) = sluicegate::admin::metrics::exposition(&gzip_headers);
+    eprintln!(
+        "  gzip (what a Prometheus scrape receives): {} KB",
+        zipped.len() / 1024
+    );
     c.bench_function("metrics/render/1000_routes_3000_endpoints", |b| {
         b.iter(|| black_box(handle.render().len()))
+    });
+    c.bench_function("metrics/render_gzip/1000_routes_3000_endpoints", |b| {
+        b.iter(|| {
+            black_box(
+                sluicegate::admin::metrics::exposition(&gzip_headers)
+                    .0
+                    .len(),
+            )
+        })
     });
 }
 

@@ -469,6 +469,46 @@ async fn metric_names_are_stable_and_series_do_not_grow_with_paths_or_clients() 
         "{text}"
     );
     assert!(text.contains("sluicegate_build_info{version=\""), "{text}");
+    assert_eq!(
+        admin_get(&gw, "/metrics").await.header("content-encoding"),
+        None
+    );
+
+    // A scraper that takes gzip (Prometheus does) gets the same
+    // exposition compressed; one that refuses it with q=0 gets text.
+    let zipped = request(
+        gw.admin(),
+        "GET",
+        "admin",
+        "/metrics",
+        &[("accept-encoding", "gzip")],
+    )
+    .await;
+    assert_eq!(zipped.header("content-encoding"), Some("gzip"));
+    assert_eq!(zipped.header("vary"), Some("Accept-Encoding"));
+    let mut unzipped = String::new();
+    std::io::Read::read_to_string(
+        &mut flate2::read::GzDecoder::new(&zipped.body[..]),
+        &mut unzipped,
+    )
+    .unwrap();
+    assert_eq!(families(&unzipped), names);
+    assert!(
+        zipped.body.len() * 4 < unzipped.len(),
+        "{} vs {}",
+        zipped.body.len(),
+        unzipped.len()
+    );
+    let refused = request(
+        gw.admin(),
+        "GET",
+        "admin",
+        "/metrics",
+        &[("accept-encoding", "gzip;q=0, identity")],
+    )
+    .await;
+    assert_eq!(refused.header("content-encoding"), None);
+    assert!(refused.text().contains("sluicegate_build_info"));
 
     // 10,000 distinct paths from 20 client addresses, with forged
     // forwarding headers: not one new series.

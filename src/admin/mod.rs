@@ -281,11 +281,24 @@ fn route(req: &Request<Incoming>, ctx: &Ctx) -> Response<ResponseBody> {
             endpoint_gauges(publisher);
             cache.gauges();
             readiness::watch_gauges(publisher);
-            respond(
+            let (body, gzipped) = metrics::exposition(req.headers());
+            let mut resp = respond(
                 StatusCode::OK,
                 "text/plain; version=0.0.4; charset=utf-8",
-                metrics::handle().render().into_bytes(),
-            )
+                body,
+            );
+            let h = resp.headers_mut();
+            h.insert(
+                header::VARY,
+                header::HeaderValue::from_static("Accept-Encoding"),
+            );
+            if gzipped {
+                h.insert(
+                    header::CONTENT_ENCODING,
+                    header::HeaderValue::from_static("gzip"),
+                );
+            }
+            resp
         }
         _ => text(
             StatusCode::NOT_FOUND,
