@@ -29,6 +29,7 @@ use super::facts::Facts;
 use super::sse;
 use super::wire::Decoder;
 use super::wire::emit::Emitter;
+use super::wire::messages_stream::Reframer;
 use crate::http::client::UpstreamError;
 use crate::http::client::fetch::TimedBody;
 use crate::metrics::ai::{self as m, CallLabels, TokenCounts};
@@ -183,6 +184,8 @@ pub struct Relay {
     pending: Option<Bytes>,
     done: bool,
     end: Option<End>,
+    /// Re-frames the OpenAI chunks for the Messages front door.
+    reframe: Option<Reframer>,
 }
 
 impl Relay {
@@ -195,6 +198,21 @@ impl Relay {
             pending: None,
             done: false,
             end: None,
+            reframe: None,
+        }
+    }
+
+    /// Sends the answer as Anthropic Messages events instead of OpenAI
+    /// chunks.
+    pub fn reframe(&mut self) {
+        self.reframe = Some(Reframer::new());
+    }
+
+    /// What goes to the client of `chunks`, if anything.
+    fn out(&mut self, chunks: Bytes) -> Option<Bytes> {
+        match &mut self.reframe {
+            None => Some(chunks),
+            Some(r) => r.feed(&chunks),
         }
     }
 
@@ -299,12 +317,15 @@ impl Relay {
     }
 
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, UpstreamError>>> {
-        if let Some(p) = self.pending.take() {
-            return Poll::Ready(Some(Ok(Frame::data(p))));
+        if let Some(p) = self.pending.take()
+            && let Some(b) = self.out(p)
+        {
+            return Poll::Ready(Some(Ok(Frame::data(b))));
         }
         loop {
             if self.done {
-                return Poll::Ready(self.em.take().map(|b| Ok(Frame::data(b))));
+                let last = self.em.take().and_then(|b| self.out(b));
+                return Poll::Ready(last.map(|b| Ok(Frame::data(b))));
             }
             match Pin::new(&mut self.upstream).poll_frame(cx) {
                 Poll::Pending => return Poll::Pending,
@@ -343,7 +364,7 @@ impl Relay {
                     self.close((!clean).then_some("incomplete"));
                 }
             }
-            if let Some(b) = self.em.take() {
+            if let Some(b) = self.em.take().and_then(|b| self.out(b)) {
                 return Poll::Ready(Some(Ok(Frame::data(b))));
             }
         }

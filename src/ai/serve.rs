@@ -1,6 +1,6 @@
 //! Serving one AI request: the front door (which endpoint the path
-//! names), the prompt plugins, then the instances in order until one
-//! answers.
+//! names: OpenAI's chat completions and models, or Anthropic's messages),
+//! the prompt plugins, then the instances in order until one answers.
 //!
 //! An attempt that fails with a `fallbackOn` condition before anything
 //! reached the client moves the request to the next instance, up to
@@ -31,7 +31,7 @@ use super::facts::{CallRecord, Facts};
 use super::outgoing::{self, Outgoing};
 use super::request::{ChatCall, check_model};
 use super::select;
-use super::wire::{self, Decoder, Wire, emit::Emitter};
+use super::wire::{self, Decoder, Wire, emit::Emitter, messages};
 use crate::http::client::fetch::{self, FetchError, StreamOptions, Streaming, TimedBody};
 use crate::metrics::ai as m;
 use crate::plugins::{TokenMeter, TokenUsage};
@@ -85,6 +85,12 @@ impl AiRoute {
             }
             return self.chat(call).await;
         }
+        if path.ends_with("/messages") {
+            if *call.method != Method::POST {
+                return Ok(messages_error(&AiError::Method("POST")));
+            }
+            return Ok(self.messages(call).await);
+        }
         if path.ends_with("/models") {
             if !matches!(*call.method, Method::GET | Method::HEAD) {
                 return Err(AiError::Method("GET"));
@@ -122,6 +128,37 @@ impl AiRoute {
             .collect();
         let body = serde_json::json!({"object": "list", "data": data});
         json_response(StatusCode::OK, Bytes::from(body.to_string()))
+    }
+
+    /// `POST .../messages`: the Anthropic Messages front door, through
+    /// the same pipeline as chat completions, its answer and errors in
+    /// Anthropic's shape.
+    async fn messages(&self, mut call: Call<'_>) -> Response<AiBody> {
+        let result = match messages::request(&call.body) {
+            Ok(body) => {
+                call.body = body;
+                self.chat(call).await
+            }
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(resp) => {
+                let (parts, body) = resp.into_parts();
+                let body = match body {
+                    AiBody::Full(Some(b)) => AiBody::full(messages::whole(&b)),
+                    AiBody::Stream(mut relay) => {
+                        relay.reframe();
+                        AiBody::Stream(relay)
+                    }
+                    other => other,
+                };
+                Response::from_parts(parts, body)
+            }
+            Err(e) => {
+                debug!(route = %self.route, error = %e, "AI request not answered");
+                messages_error(&e)
+            }
+        }
     }
 
     /// The model label of metrics: bounded by configuration.
@@ -377,6 +414,15 @@ impl AiRoute {
             ),
         }
     }
+}
+
+/// An error in Anthropic's shape, with the headers OpenAI's would carry.
+fn messages_error(e: &AiError) -> Response<AiBody> {
+    let mut resp = json_response(e.status(), messages::error_body(e.status(), &e.to_string()));
+    if let Some((name, value)) = e.headers() {
+        resp.headers_mut().insert(name, value);
+    }
+    resp
 }
 
 /// The client's answer, accounted for.

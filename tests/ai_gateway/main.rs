@@ -9,6 +9,7 @@ mod common;
 mod fakes;
 mod fallback;
 mod limits;
+mod messages;
 mod translation;
 
 use std::time::{Duration, Instant};

@@ -6,12 +6,16 @@
 //! - [`anthropic`]: Anthropic Messages;
 //! - [`gemini`]: Google Gemini;
 //! - [`chat`]: the typed request the translators read;
-//! - [`emit`]: the OpenAI chunks every streamed answer is written as.
+//! - [`emit`]: the OpenAI chunks every streamed answer is written as;
+//! - [`messages`] and [`messages_stream`]: the Anthropic Messages front
+//!   door, which clients of Anthropic's API call.
 
 pub mod anthropic;
 pub mod chat;
 pub mod emit;
 pub mod gemini;
+pub mod messages;
+pub mod messages_stream;
 pub mod openai;
 
 use bytes::Bytes;
