@@ -8,12 +8,13 @@
 //!    connections. Prints p50 and p99 of each and the p99 the gateway
 //!    adds, and, for scale, the same stream through an ordinary proxied
 //!    route (a Service backend, no `aiProxy`).
-//! 2. 1,000 concurrent streams through one worker: each answer is 20
-//!    events 100 ms apart. Prints the process's resident memory before
-//!    and while the streams run (the clients and the provider live in
-//!    this process too, so the growth is an upper bound of the
-//!    gateway's), the streams that got every event, and the longest gap
-//!    any client saw between two events (a stall would show here).
+//! 2. 1,000 concurrent streams through the gateway binary with one
+//!    worker, in a process of its own so that its memory is its own
+//!    (the clients and the provider stay in this process): each answer
+//!    is 20 events 100 ms apart. Prints the gateway's resident memory
+//!    before and while the streams run, the streams that got every
+//!    event, and the longest gap any client saw between two events (a
+//!    stall would show here).
 //!
 //! Run with `cargo bench --bench ai` (or with `--profile dev` for a quick
 //! upper bound).
@@ -167,8 +168,60 @@ fn percentile(v: &mut [Duration], p: f64) -> Duration {
     v[((v.len() as f64 * p).ceil() as usize).clamp(1, v.len()) - 1]
 }
 
-fn rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
+/// The gateway binary, killed when dropped.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// Starts the gateway binary, one worker, on the manifests in `dir`, and
+/// waits until it is ready.
+async fn spawn_gateway(dir: &std::path::Path) -> (Child, SocketAddr) {
+    let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_sluicegate"))
+        .args(["standalone", "--workers", "1", "--config"])
+        .arg(dir)
+        .args(["--http-addr", &http.to_string()])
+        .args(["--admin-addr", &admin.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("the gateway binary starts");
+    let child = Child(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if TcpStream::connect(admin).await.is_ok() {
+            let mut tx = connect(admin).await;
+            let ready = Request::get("/readyz")
+                .header("host", "admin")
+                .body(Full::new(Bytes::new()))
+                .expect("request");
+            if let Ok(r) = tx.send_request(ready).await
+                && r.status() == 200
+            {
+                return (child, http);
+            }
+        }
+        assert!(Instant::now() < deadline, "the gateway binary is not ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Resident memory of process `pid`, in MB.
+fn rss_mb(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
@@ -277,8 +330,12 @@ async fn main() {
         );
     }
 
-    // 2. Concurrent streams through one worker.
-    let before = rss_mb();
+    sa.shutdown().await;
+
+    // 2. Concurrent streams through one worker of the gateway binary.
+    let (child, gw) = spawn_gateway(&dir).await;
+    let pid = child.0.id();
+    let before = rss_mb(pid);
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..STREAMS {
         tasks.spawn(async move {
@@ -296,7 +353,7 @@ async fn main() {
         let mut peak = 0.0f64;
         for _ in 0..40 {
             tokio::time::sleep(Duration::from_millis(100)).await;
-            peak = peak.max(rss_mb());
+            peak = peak.max(rss_mb(pid));
         }
         peak
     });
@@ -311,9 +368,9 @@ async fn main() {
     }
     peak = peak.max(sampler.await.unwrap_or(0.0));
     println!(
-        "streams: {STREAMS} concurrent, {EVENTS} events {GAP:?} apart; complete {complete}; longest gap between events {worst:?}; rss before {before:.1} MB, peak {peak:.1} MB, growth {:.1} MB",
+        "streams: {STREAMS} concurrent, {EVENTS} events {GAP:?} apart; complete {complete}; longest gap between events {worst:?}; gateway rss before {before:.1} MB, peak {peak:.1} MB, growth {:.1} MB",
         peak - before
     );
-    sa.shutdown().await;
+    drop(child);
     let _ = std::fs::remove_dir_all(&dir);
 }
