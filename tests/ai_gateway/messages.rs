@@ -23,22 +23,15 @@ fn weather(stream: bool) -> Value {
     })
 }
 
-/// A route `NAME.test` with one `provider` instance forcing `model`.
+/// A route `NAME.test` with one `provider` instance forcing `model`,
+/// answering with text and the weather tool call.
 async fn single(name: &str, api: Api, provider: &str, model: &str) -> (TestGateway, Fake) {
-    let f = Fake::start(api, "k-123").await;
+    let (gw, f) = crate::translation::single(name, api, provider, model).await;
     f.always(Act::Answer {
         text: "Hello from the fake",
         tool: Some(WEATHER),
     });
-    let m = secret("key", "k-123")
-        + &ai_route(
-            name,
-            &format!(
-                "{{aiProxy: {{instances: [{}]}}}}",
-                instance("only", provider, &f, "key", &format!(", model: {model}"))
-            ),
-        );
-    (TestGateway::start(&m).await, f)
+    (gw, f)
 }
 
 /// `(event name, data)` of an Anthropic event stream.

@@ -25,7 +25,7 @@ fn tool_request(stream: bool) -> Value {
 
 /// A gateway whose route `NAME.test` has one instance of `provider`
 /// forcing `model`, in front of a fake of `api`.
-async fn single(name: &str, api: Api, provider: &str, model: &str) -> (TestGateway, Fake) {
+pub async fn single(name: &str, api: Api, provider: &str, model: &str) -> (TestGateway, Fake) {
     let f = Fake::start(api, "k-123").await;
     let m = secret("key", "k-123")
         + &ai_route(
