@@ -137,10 +137,56 @@ pub struct LimitCountPlugin {
     clock: Arc<dyn Clock>,
 }
 
-#[derive(Debug)]
-enum Window {
+/// A counting window, fixed or sliding: `limitCount`'s requests and
+/// `aiRateLimit`'s tokens are counted alike.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Window {
     Fixed(FixedWindow),
     Sliding(SlidingWindow),
+}
+
+impl Window {
+    /// The window of `kind` allowing `limit` per `length`; `field` and
+    /// `limit_name` name the settings in the error.
+    pub(super) fn new(
+        kind: WindowType,
+        limit: u64,
+        length: Duration,
+        field: &str,
+        limit_name: &str,
+    ) -> Result<Window, ConfigError> {
+        let window = u64::try_from(length.as_nanos()).unwrap_or(u64::MAX);
+        if window == 0 || limit == 0 {
+            return Err(ConfigError::new(
+                field,
+                format!("{limit_name} and timeWindow must be greater than zero"),
+            ));
+        }
+        Ok(match kind {
+            WindowType::Fixed => Window::Fixed(FixedWindow { limit, window }),
+            WindowType::Sliding => Window::Sliding(SlidingWindow { limit, window }),
+        })
+    }
+
+    pub(super) fn limit_and_length(&self) -> (u64, u64) {
+        match self {
+            Window::Fixed(w) => (w.limit, w.window),
+            Window::Sliding(w) => (w.limit, w.window),
+        }
+    }
+
+    pub(super) fn is_sliding(&self) -> bool {
+        matches!(self, Window::Sliding(_))
+    }
+
+    /// How long a key's idle counters are kept: two windows, at least
+    /// [`IDLE`].
+    pub(super) fn idle(&self) -> Nanos {
+        self.limit_and_length()
+            .1
+            .saturating_mul(2)
+            .max(algorithms::to_nanos(IDLE))
+    }
 }
 
 impl LimitCountPlugin {
@@ -150,24 +196,8 @@ impl LimitCountPlugin {
         env: &BuildEnv<'_>,
     ) -> Result<Arc<dyn Plugin>, ConfigError> {
         let field = "limitCount";
-        let window_ns = u64::try_from(c.time_window.0.as_nanos()).unwrap_or(u64::MAX);
-        if window_ns == 0 || c.count == 0 {
-            return Err(ConfigError::new(
-                field,
-                "count and timeWindow must be greater than zero",
-            ));
-        }
-        let window = match c.window_type {
-            WindowType::Fixed => Window::Fixed(FixedWindow {
-                limit: c.count,
-                window: window_ns,
-            }),
-            WindowType::Sliding => Window::Sliding(SlidingWindow {
-                limit: c.count,
-                window: window_ns,
-            }),
-        };
-        let idle = window_ns.saturating_mul(2).max(algorithms::to_nanos(IDLE));
+        let window = Window::new(c.window_type, c.count, c.time_window.0, field, "count")?;
+        let idle = window.idle();
         let owner = match &c.group {
             Some(g) => Owner(format!("group:{}/{g}", env.namespace).into()),
             None => owner.clone(),
@@ -199,11 +229,8 @@ impl Plugin for LimitCountPlugin {
         let mut buf = Vec::new();
         let key = self.key.bytes(ctx, &mut buf);
         if let Some(redis) = &self.redis {
-            let (limit, window) = match &self.window {
-                Window::Fixed(w) => (w.limit, w.window),
-                Window::Sliding(w) => (w.limit, w.window),
-            };
-            let sliding = matches!(self.window, Window::Sliding(_));
+            let (limit, window) = self.window.limit_and_length();
+            let sliding = self.window.is_sliding();
             let call = redis.count(&self.scope, key, limit, window, sliding);
             return Outcome::Wait(Box::pin(async move {
                 let d = call.await?;

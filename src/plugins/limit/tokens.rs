@@ -16,13 +16,12 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
-use super::algorithms::{
-    self, Clock, Decision, FixedWindow, SlidingWindow, SystemClock, WindowState,
-};
+use super::Window;
+use super::algorithms::{self, Clock, Decision, SystemClock, WindowState};
 use super::key::KeySource;
 use super::redis::RedisLimiter;
 use super::store::{self, KeyedStore};
-use crate::api::{AiRateLimit, AiTokenType, LimitPolicy, WindowType};
+use crate::api::{AiRateLimit, AiTokenType, LimitPolicy};
 use crate::plugins::{
     BuildEnv, ConfigError, Outcome, Owner, Plugin, Rejection, RequestCtx, TokenMeter, TokenUsage,
 };
@@ -55,21 +54,6 @@ struct Budget {
     tokens: AiTokenType,
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Window {
-    Fixed(FixedWindow),
-    Sliding(SlidingWindow),
-}
-
-impl Window {
-    fn limit_and_length(&self) -> (u64, u64) {
-        match self {
-            Window::Fixed(w) => (w.limit, w.window),
-            Window::Sliding(w) => (w.limit, w.window),
-        }
-    }
-}
-
 impl AiRateLimitPlugin {
     pub fn build(
         c: &AiRateLimit,
@@ -77,23 +61,7 @@ impl AiRateLimitPlugin {
         env: &BuildEnv<'_>,
     ) -> Result<Arc<dyn Plugin>, ConfigError> {
         let field = "aiRateLimit";
-        let window_ns = u64::try_from(c.time_window.0.as_nanos()).unwrap_or(u64::MAX);
-        if window_ns == 0 || c.limit == 0 {
-            return Err(ConfigError::new(
-                field,
-                "limit and timeWindow must be greater than zero",
-            ));
-        }
-        let window = match c.window_type {
-            WindowType::Fixed => Window::Fixed(FixedWindow {
-                limit: c.limit,
-                window: window_ns,
-            }),
-            WindowType::Sliding => Window::Sliding(SlidingWindow {
-                limit: c.limit,
-                window: window_ns,
-            }),
-        };
+        let window = Window::new(c.window_type, c.limit, c.time_window.0, field, "limit")?;
         let code = c.common.rejected_code.unwrap_or(429);
         let status = StatusCode::from_u16(code)
             .ok()
@@ -109,9 +77,7 @@ impl AiRateLimitPlugin {
             LimitPolicy::Redis => Some(RedisLimiter::for_settings(&c.common, field, env)?),
         };
         let fp = crate::plugins::fingerprint(c);
-        let idle = window_ns
-            .saturating_mul(2)
-            .max(algorithms::to_nanos(std::time::Duration::from_secs(120)));
+        let idle = window.idle();
         Ok(Arc::new(AiRateLimitPlugin {
             key: KeySource::new(&c.key, field)?,
             budget: Arc::new(Budget {
@@ -200,7 +166,7 @@ impl Plugin for AiRateLimitPlugin {
         let b = &self.budget;
         if let Some(redis) = &b.redis {
             let (limit, window) = b.window.limit_and_length();
-            let sliding = matches!(b.window, Window::Sliding(_));
+            let sliding = b.window.is_sliding();
             let call = redis.budget(&b.scope, &key, limit, window, sliding);
             // Handed over before waiting: a refusal drops it unused.
             ctx.token_meters.push(self.meter(key));
@@ -262,7 +228,7 @@ impl TokenMeter for Meter {
                 let b = &me.budget;
                 if let Some(redis) = &b.redis {
                     let (_, window) = b.window.limit_and_length();
-                    let sliding = matches!(b.window, Window::Sliding(_));
+                    let sliding = b.window.is_sliding();
                     redis.charge(&b.scope, &me.key, cost, window, sliding).await;
                 }
             });
