@@ -531,7 +531,11 @@ pub struct GatewayArgs {
     #[arg(long, env = "SLUICEGATE_HTTP3_MAX_STREAMS", default_value_t = 128)]
     pub http3_max_streams: u32,
     /// QUIC connections each worker serves at once.
-    #[arg(long, env = "SLUICEGATE_HTTP3_MAX_CONNECTIONS", default_value_t = 10000)]
+    #[arg(
+        long,
+        env = "SLUICEGATE_HTTP3_MAX_CONNECTIONS",
+        default_value_t = 10000
+    )]
     pub http3_max_connections: usize,
     /// What `%2F` and `%5C` in request paths mean, for routing and
     /// forwarding alike: `keep` (part of a segment), `reject` (400) or

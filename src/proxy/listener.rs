@@ -224,7 +224,10 @@ impl ProxyServer {
             let (serve_tx, mut commands) = mpsc::unbounded_channel::<Serve>();
             senders.push(serve_tx);
             let tls_listener = tls_listeners.get_mut(i).and_then(Option::take);
-            let udp = udp_sockets.get_mut(i).and_then(Option::take).zip(quic.clone());
+            let udp = udp_sockets
+                .get_mut(i)
+                .and_then(Option::take)
+                .zip(quic.clone());
             let alt_svc = alt_svc.clone();
             let acceptor = acceptor.clone();
             let (tx, rx) = oneshot::channel();

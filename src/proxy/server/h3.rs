@@ -186,21 +186,21 @@ fn spawn_request<H: Handler>(
 async fn request<H: Handler>(resolver: Resolver, server: &Server<H>, client: &ClientInfo) {
     let settings = &server.settings;
     let peer = client.peer_ip;
-    let (req, stream) = match timeout(settings.header_read_timeout, resolver.resolve_request()).await
-    {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => {
-            debug!(%peer, error = %e, "HTTP/3 request refused");
-            if let Some(status) = refusal(&e) {
-                server.handler.refused(status);
+    let (req, stream) =
+        match timeout(settings.header_read_timeout, resolver.resolve_request()).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                debug!(%peer, error = %e, "HTTP/3 request refused");
+                if let Some(status) = refusal(&e) {
+                    server.handler.refused(status);
+                }
+                return;
             }
-            return;
-        }
-        Err(_) => {
-            debug!(%peer, "HTTP/3 request head not complete within the header read timeout");
-            return;
-        }
-    };
+            Err(_) => {
+                debug!(%peer, "HTTP/3 request head not complete within the header read timeout");
+                return;
+            }
+        };
     let (mut send, recv) = stream.split();
     let Ok(declared) = content_length(req.headers()) else {
         server.handler.refused(StatusCode::BAD_REQUEST);
