@@ -654,3 +654,42 @@ async fn shutdown_sends_goaway_and_drains_requests_in_flight() {
     .await;
     assert!(!matches!(attempt, Ok(Ok(_))));
 }
+
+/// The value of the first line of `text` that starts with `prefix`.
+fn metric(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn new_connections_are_validated_by_retry_and_counted() {
+    let backend = Capture::start().await;
+    let manifests = service("app", &[backend.addr]) + &limited_route("count", "", None);
+    let gw = TestGateway::start_with(&manifests, h3_on()).await;
+    let mut client = H3::open(gw.https(), "count.test").await;
+    assert_eq!(client.get("count.test", "/").await.status, StatusCode::OK);
+
+    let metrics = admin_get(&gw, "/metrics").await;
+    let text = String::from_utf8_lossy(&metrics.body).into_owned();
+    // The client's first Initial got a Retry; its second, with the
+    // token, was accepted.
+    assert!(
+        metric(&text, "sluicegate_quic_incoming_total{result=\"retry\"}") >= 1.0,
+        "{text}"
+    );
+    assert!(
+        metric(&text, "sluicegate_quic_incoming_total{result=\"accepted\"}") >= 1.0,
+        "{text}"
+    );
+    assert!(
+        metric(
+            &text,
+            "sluicegate_connections_total{listener=\"https\",protocol=\"h3\"}"
+        ) >= 1.0,
+        "{text}"
+    );
+    gw.shutdown().await;
+}
