@@ -693,3 +693,35 @@ async fn new_connections_are_validated_by_retry_and_counted() {
     );
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn connection_specific_fields_and_bad_lengths_get_400() {
+    let backend = Capture::start().await;
+    let manifests = service("app", &[backend.addr]) + &limited_route("conn", "", None);
+    let gw = TestGateway::start_with(&manifests, h3_on()).await;
+    let mut client = H3::open(gw.https(), "conn.test").await;
+    for (name, value) in [
+        ("transfer-encoding", "chunked"),
+        ("connection", "upgrade"),
+        ("upgrade", "websocket"),
+        ("te", "gzip"),
+        ("content-length", "3, 4"),
+        ("content-length", "-1"),
+    ] {
+        let req = Request::post("https://conn.test/")
+            .header(name, value)
+            .body(())
+            .unwrap();
+        let r = client.request(req, b"").await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{name}: {value}");
+    }
+    assert_eq!(backend.count(), 0);
+    // `te: trailers` is allowed, and the request goes through.
+    let req = Request::get("https://conn.test/")
+        .header("te", "trailers")
+        .body(())
+        .unwrap();
+    assert_eq!(client.request(req, b"").await.status, StatusCode::OK);
+    assert_eq!(backend.count(), 1);
+    gw.shutdown().await;
+}
