@@ -725,3 +725,82 @@ async fn connection_specific_fields_and_bad_lengths_get_400() {
     assert_eq!(backend.count(), 1);
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn hosts_that_ask_for_client_certificates_are_not_offered_http3() {
+    let backend = Capture::start().await;
+    let ca = tls::Ca::new("clients");
+    let server = ca.issue(&["mtls.test"], "mtls.test");
+    let client_cert = ca.issue(&["client"], "client");
+    let indent = |t: &str| t.lines().map(|l| format!("    {l}\n")).collect::<String>();
+    let manifests = service("app", &[backend.addr])
+        + &format!(
+            "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: server-tls, namespace: default}}\ntype: kubernetes.io/tls\nstringData:\n  tls.crt: |\n{}  tls.key: |\n{}",
+            indent(&server.pem),
+            indent(&server.key)
+        )
+        + &format!(
+            "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: client-ca, namespace: default}}\ntype: Opaque\nstringData:\n  ca.crt: |\n{}",
+            indent(&ca.pem)
+        )
+        + &apiroute(
+            "mtls",
+            r#"  hosts: ["mtls.test"]
+  tls: {secretName: server-tls, clientAuth: {caSecretRef: {name: client-ca}}}
+  routes: [{name: all, backends: [{serviceName: app, servicePort: 80}]}]
+"#,
+        );
+    let gw = TestGateway::start_with(&manifests, h3_on()).await;
+    // Over TCP with a client certificate: served, and no Alt-Svc.
+    let config = tls::client_config_for(&ca, Some(&client_cert), &[b"http/1.1"]);
+    let stream = tls::connect_with(&config, gw.https(), Some("mtls.test")).await;
+    let (mut send, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let resp = send
+        .send_request(
+            Request::get("/")
+                .header("host", "mtls.test")
+                .body(http_body_util::Empty::<Bytes>::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers().get("alt-svc"), None);
+    // Over HTTP/3, which asks for no certificate: 421, and the backend
+    // sees nothing.
+    let mut client = H3::open(gw.https(), "mtls.test").await;
+    let r = client.get("mtls.test", "/").await;
+    assert_eq!(r.status, StatusCode::MISDIRECTED_REQUEST);
+    assert_eq!(backend.count(), 1);
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_connection_without_requests_is_closed() {
+    let mut cfg = h3_on();
+    cfg.proxy.header_read_timeout = Duration::from_millis(300);
+    cfg.proxy.keepalive_timeout = Duration::from_millis(800);
+    let backend = Capture::start().await;
+    let manifests = service("app", &[backend.addr]) + &limited_route("idle", "", None);
+    let gw = TestGateway::start_with(&manifests, cfg).await;
+    // Never a request: closed after the header read timeout.
+    let silent = H3::open(gw.https(), "idle.test").await;
+    let closed = tokio::time::timeout(Duration::from_secs(5), silent.quic.closed()).await;
+    assert!(
+        matches!(closed, Ok(quinn::ConnectionError::ApplicationClosed(ref c)) if c.error_code.into_inner() == 0x100),
+        "{closed:?}"
+    );
+    // One request, then quiet: closed after the keep-alive timeout.
+    let mut used = H3::open(gw.https(), "idle.test").await;
+    assert_eq!(used.get("idle.test", "/").await.status, StatusCode::OK);
+    let closed = tokio::time::timeout(Duration::from_secs(5), used.quic.closed()).await;
+    assert!(
+        matches!(closed, Ok(quinn::ConnectionError::ApplicationClosed(ref c)) if c.error_code.into_inner() == 0x100),
+        "{closed:?}"
+    );
+    gw.shutdown().await;
+}

@@ -23,10 +23,12 @@
 //!   new ones past it are refused;
 //! - request streams per connection (`--http3-max-streams`): QUIC stream
 //!   credit, so a client cannot open more;
-//! - idle time: QUIC's idle timeout is the keep-alive timeout, and the
-//!   endpoint sends PINGs at the HTTP/2 keep-alive interval while requests
-//!   run, so a slow upstream does not make a live connection look dead;
-//!   closing connections without requests is HTTP/3's ([`h3`]).
+//! - idle time: closing connections without requests, with GOAWAY, is
+//!   HTTP/3's, after the keep-alive timeout ([`h3`]); QUIC's idle timeout,
+//!   the keep-alive timeout plus the HTTP/2 PING timeout, only catches
+//!   peers that are gone; the endpoint sends PINGs at the HTTP/2
+//!   keep-alive interval, so a slow upstream does not make a live
+//!   connection look dead.
 //!
 //! On shutdown an endpoint stops accepting, its connections send GOAWAY
 //! and drain within the shutdown grace period, then it closes.
@@ -71,7 +73,7 @@ impl Quic {
         transport
             .max_concurrent_bidi_streams(VarInt::from_u32(h3.max_streams))
             .max_concurrent_uni_streams(VarInt::from_u32(UNI_STREAMS))
-            .max_idle_timeout(IdleTimeout::try_from(settings.keepalive_timeout).ok())
+            .max_idle_timeout(IdleTimeout::try_from(idle_timeout(settings)).ok())
             .keep_alive_interval(Some(settings.http2.keepalive_interval));
         let mut server = ServerConfig::with_crypto(crypto);
         server
@@ -83,6 +85,18 @@ impl Quic {
             server,
         })
     }
+}
+
+/// QUIC's idle timeout: a connection that has sent nothing for this long
+/// is gone. It is longer than the keep-alive timeout by the HTTP/2 PING
+/// timeout, so that a quiet connection is closed by HTTP/3 first, with
+/// GOAWAY, and a dead one is noticed within about the same time as over
+/// HTTP/2.
+fn idle_timeout(settings: &ProxySettings) -> Duration {
+    settings
+        .keepalive_timeout
+        .max(settings.header_read_timeout)
+        .saturating_add(settings.http2.keepalive_timeout)
 }
 
 /// Binds UDP `addr` once per worker (the port is the HTTPS listener's,
