@@ -159,15 +159,20 @@ pub async fn serve(
             if let Err(e) = incoming.retry() {
                 e.into_incoming().ignore();
             }
+            counted("retry");
             continue;
         }
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             debug!(peer = %incoming.remote_address(), "QUIC connections at their limit; refused");
             incoming.refuse();
+            counted("refused");
             continue;
         };
         let connecting = match incoming.accept() {
-            Ok(c) => c,
+            Ok(c) => {
+                counted("accepted");
+                c
+            }
             Err(e) => {
                 debug!(error = %e, "QUIC connection not accepted");
                 continue;
@@ -206,4 +211,13 @@ pub async fn serve(
     }
     endpoint.close(VarInt::from_u32(H3_NO_ERROR), b"");
     let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+}
+
+/// Counts a new QUIC connection by what became of it.
+fn counted(result: &'static str) {
+    metrics::counter!(
+        crate::metrics::QUIC_INCOMING,
+        crate::metrics::labels(&[("result", result)])
+    )
+    .increment(1);
 }

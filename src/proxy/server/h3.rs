@@ -202,7 +202,14 @@ async fn request<H: Handler>(resolver: Resolver, server: &Server<H>, client: &Cl
             }
         };
     let (mut send, recv) = stream.split();
-    let Ok(declared) = content_length(req.headers()) else {
+    let declared = content_length(req.headers()).and_then(|d| {
+        if has_connection_fields(req.headers()) {
+            Err(())
+        } else {
+            Ok(d)
+        }
+    });
+    let Ok(declared) = declared else {
         server.handler.refused(StatusCode::BAD_REQUEST);
         let mut resp = Response::new(());
         *resp.status_mut() = StatusCode::BAD_REQUEST;
@@ -311,18 +318,35 @@ fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ()> {
     Ok(length)
 }
 
-/// Removes the fields HTTP/3 forbids (RFC 9114 §4.2): the connection's
-/// own, which QUIC replaces.
-fn strip_connection_fields(headers: &mut HeaderMap) {
-    static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-    static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
-    for name in [
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// The fields HTTP/3 forbids (RFC 9114 §4.2): the connection's own, which
+/// QUIC replaces.
+fn connection_fields() -> [&'static HeaderName; 5] {
+    [
         &header::CONNECTION,
         &header::TRANSFER_ENCODING,
         &header::UPGRADE,
         &KEEP_ALIVE,
         &PROXY_CONNECTION,
-    ] {
+    ]
+}
+
+/// Whether a request carries a connection-specific field, or `te` with
+/// anything but `trailers`: a malformed request (RFC 9114 §4.2), which an
+/// HTTP/1.1 upstream could read as framing or an upgrade.
+fn has_connection_fields(headers: &HeaderMap) -> bool {
+    connection_fields().iter().any(|n| headers.contains_key(*n))
+        || headers
+            .get_all(header::TE)
+            .iter()
+            .any(|v| !v.as_bytes().eq_ignore_ascii_case(b"trailers"))
+}
+
+/// Removes the connection-specific fields from a response.
+fn strip_connection_fields(headers: &mut HeaderMap) {
+    for name in connection_fields() {
         headers.remove(name);
     }
 }
@@ -350,5 +374,23 @@ mod tests {
         assert_eq!(lengths(&["-1"]), Err(()));
         assert_eq!(lengths(&[""]), Err(()));
         assert_eq!(lengths(&["99999999999999999999999"]), Err(()));
+    }
+
+    #[test]
+    fn connection_specific_fields_are_malformed() {
+        let with = |name: &'static str, value: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(name, value.parse().unwrap());
+            has_connection_fields(&h)
+        };
+        assert!(!has_connection_fields(&HeaderMap::new()));
+        assert!(with("connection", "close"));
+        assert!(with("transfer-encoding", "chunked"));
+        assert!(with("upgrade", "websocket"));
+        assert!(with("keep-alive", "timeout=5"));
+        assert!(with("proxy-connection", "keep-alive"));
+        assert!(with("te", "gzip"));
+        assert!(!with("te", "trailers"));
+        assert!(!with("x-other", "1"));
     }
 }
