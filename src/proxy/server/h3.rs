@@ -78,14 +78,23 @@ pub async fn serve<H: Handler>(
     let settings = server.settings.clone();
     let peer = client.peer_ip;
     let _counted = Counted::open(true, "h3");
-    let built = h3::server::builder()
-        .max_field_section_size(u64::from(settings.http2.max_header_list_size))
-        .build::<_, Bytes>(h3_quinn::Connection::new(quic.clone()))
-        .await;
+    // Starting opens the server's control and QPACK streams, which waits
+    // for the client's stream credit: bounded like a request head.
+    let built = timeout(
+        settings.header_read_timeout,
+        h3::server::builder()
+            .max_field_section_size(u64::from(settings.http2.max_header_list_size))
+            .build::<_, Bytes>(h3_quinn::Connection::new(quic.clone())),
+    )
+    .await;
     let mut conn = match built {
-        Ok(c) => c,
-        Err(e) => {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
             debug!(%peer, error = %e, "HTTP/3 connection could not start");
+            return;
+        }
+        Err(_) => {
+            debug!(%peer, "HTTP/3 connection not started within the header read timeout");
             return;
         }
     };
@@ -128,7 +137,8 @@ pub async fn serve<H: Handler>(
                 if a.open > 0 {
                     tick.as_mut().reset(now + limit);
                 } else if now >= a.since + limit {
-                    goodbye(&mut conn, &server, &client, &activity).await;
+                    // No request runs, so only GOAWAY's sending can wait.
+                    let _ = timeout(GOODBYE, goodbye(&mut conn, &server, &client, &activity)).await;
                     let _ = timeout(GOODBYE, quic.closed()).await;
                     return;
                 } else {
@@ -137,7 +147,9 @@ pub async fn serve<H: Handler>(
             }
         }
     }
-    // The client ended the connection: requests still running end with it.
+    // The client ended the connection, or said GOAWAY and its requests
+    // are done: give their last bytes time to be delivered.
+    let _ = timeout(GOODBYE, quic.closed()).await;
 }
 
 /// Sends GOAWAY and lets the requests already accepted finish; streams
