@@ -203,6 +203,10 @@ impl ProxyServer {
                 let sockets = quic::bind_all(addr, workers)?;
                 Some((Arc::new(q), sockets, addr))
             }
+            (None, _, Some(_)) => {
+                warn!("HTTP/3 is on but the HTTPS listener is off: no QUIC endpoint");
+                None
+            }
             _ => None,
         };
         // Responses over TCP name the port clients reach, as redirects do.
