@@ -345,3 +345,60 @@ async fn a_connection_without_requests_is_closed() {
     );
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn streams_the_client_resets_count_until_their_requests_end() {
+    // The "rapid reset" pattern: open, reset, open again. A reset stream
+    // must not free its slot while its request still holds an upstream.
+    let arrived = Arc::new(AtomicUsize::new(0));
+    let release = Arc::new(Notify::new());
+    let backend = {
+        let arrived = arrived.clone();
+        let release = release.clone();
+        Backend::start(move |_req| {
+            let arrived = arrived.clone();
+            let release = release.clone();
+            async move {
+                let waiting = release.notified();
+                arrived.fetch_add(1, Ordering::SeqCst);
+                waiting.await;
+                Response::new(full("done"))
+            }
+        })
+        .await
+    };
+    let manifests = service("app", &[backend.addr]) + &limited_route("reset", "", None);
+    let cfg = config(Some(Http3Settings {
+        max_streams: 2,
+        ..Http3Settings::default()
+    }));
+    let gw = TestGateway::start_with(&manifests, cfg).await;
+    let mut client = H3::open(gw.https(), "reset.test").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let mut opened = 0;
+    for i in 0..10 {
+        let req = Request::get(format!("https://reset.test/{i}"))
+            .body(())
+            .unwrap();
+        let Ok(Ok(mut stream)) =
+            tokio::time::timeout(Duration::from_millis(300), client.send.send_request(req)).await
+        else {
+            break;
+        };
+        opened += 1;
+        let _ = stream.finish().await;
+        while arrived.load(Ordering::SeqCst) < opened {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "request {i} never arrived"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        stream.stop_stream(h3::error::Code::H3_REQUEST_CANCELLED);
+        stream.stop_sending(h3::error::Code::H3_REQUEST_CANCELLED);
+    }
+    assert_eq!(opened, 2, "reset streams gave their slots back early");
+    assert_eq!(arrived.load(Ordering::SeqCst), 2);
+    release.notify_waiters();
+    gw.shutdown().await;
+}
