@@ -121,6 +121,47 @@ async fn a_host_header_that_contradicts_the_authority_is_refused() {
 }
 
 #[tokio::test]
+async fn a_header_section_over_the_limit_gets_431() {
+    let backend = Capture::start().await;
+    let manifests = service("app", &[backend.addr]) + &limited_route("big", "", None);
+    let mut cfg = h3_on();
+    cfg.proxy.http2.max_header_list_size = 1024;
+    let gw = TestGateway::start_with(&manifests, cfg).await;
+    let endpoint = client_endpoint();
+    let quic = endpoint
+        .connect(gw.https(), "big.test")
+        .unwrap()
+        .await
+        .unwrap();
+    let mut control = quic.open_uni().await.unwrap();
+    control.write_all(&[0x00, 0x04, 0x00]).await.unwrap();
+    // Hand-encoded: the h3 client would not send a section the server's
+    // SETTINGS say is too large.
+    let filler = "x".repeat(2000);
+    let (mut tx, mut rx) = quic.open_bi().await.unwrap();
+    tx.write_all(&headers_frame(&[
+        (":method", "GET"),
+        (":scheme", "https"),
+        (":authority", "big.test"),
+        (":path", "/"),
+        ("x-filler", &filler),
+    ]))
+    .await
+    .unwrap();
+    tx.finish().unwrap();
+    let answer = rx.read_to_end(64 * 1024).await.unwrap_or_default();
+    // The answer's HEADERS carry `:status` as a literal value: "431",
+    // Huffman-coded (RFC 7541 Appendix B: 011010 011001 00001, padded
+    // with ones) behind its length byte.
+    assert!(
+        answer.windows(4).any(|w| w == [0x83, 0x69, 0x90, 0xff]),
+        "{answer:?}"
+    );
+    assert_eq!(backend.count(), 0);
+    gw.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_client_cannot_open_more_streams_than_allowed() {
     let arrived = Arc::new(AtomicUsize::new(0));
     let release = Arc::new(Notify::new());
