@@ -867,6 +867,7 @@ def defaults_expectations(r: sc.Rendered) -> list[str]:
     errs += expect("startupProbe" in c, "a startup probe")
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
     errs += expect(ports == {"http": 8080, "https": 8443, "admin": 9180}, f"container ports {ports}")
+    errs += expect("SLUICEGATE_HTTP3" not in env, "HTTP/3 off by default")
     svc = next(s for s in r.of_kind("Service") if s.name == r.one("Deployment").name).obj["spec"]
     errs += expect(svc["type"] == "LoadBalancer", "Service type LoadBalancer")
     errs += expect(
@@ -1036,6 +1037,26 @@ def gateway_api_expectations(r: sc.Rendered) -> list[str]:
     return errs
 
 
+def http3_expectations(r: sc.Rendered) -> list[str]:
+    """HTTP/3: the binary is told, and the HTTPS port is open over UDP on
+    the container and the Service, with the fixed node port of its TCP twin."""
+    errs = expect(env_of(r).get("SLUICEGATE_HTTP3") == "true", "--http3 passed")
+    c = r.one("Deployment").obj["spec"]["template"]["spec"]["containers"][0]
+    ports = {(p["name"], p["containerPort"], p["protocol"]) for p in c["ports"]}
+    errs += expect(
+        {("https", 8443, "TCP"), ("http3", 8443, "UDP")} <= ports, f"HTTPS over TCP and UDP, got {ports}"
+    )
+    svc = next(s for s in r.of_kind("Service") if s.name == r.one("Deployment").name).obj["spec"]
+    by_name = {p["name"]: p for p in svc["ports"]}
+    h3 = by_name.get("http3", {})
+    errs += expect(
+        (h3.get("port"), h3.get("targetPort"), h3.get("protocol"), h3.get("nodePort")) == (443, "http3", "UDP", 30443),
+        f"Service port http3 443/UDP, got {h3}",
+    )
+    errs += expect(by_name.get("https", {}).get("protocol") == "TCP", "https stays TCP")
+    return errs
+
+
 GATEWAY_API_CRDS = sc.CHART / "gateway-api" / "standard-install.yaml"
 
 
@@ -1163,6 +1184,11 @@ def scenarios() -> list[Scenario]:
             minimal_expectations,
         ),
         ("gatewayAPI disabled", {"gatewayAPI": {"enabled": False}}, gateway_api_off_expectations),
+        (
+            "http3 enabled, fixed HTTPS node port",
+            {"http3": {"enabled": True}, "service": {"ports": {"https": {"nodePort": 30443}}}},
+            http3_expectations,
+        ),
         (
             "gatewayAPI with a GatewayClass and listener ports",
             {

@@ -136,6 +136,10 @@ fn describe() {
         m::TLS_HANDSHAKES,
         "TLS handshakes, by result and whether a session was resumed."
     );
+    metrics::describe_counter!(
+        m::QUIC_INCOMING,
+        "New QUIC (HTTP/3) connections, by result: retry, accepted, refused."
+    );
     metrics::describe_gauge!(
         m::TLS_HANDSHAKES_PENDING,
         "TLS handshakes in progress, all workers together."

@@ -16,7 +16,7 @@ use crate::controller::{ControllerConfig, Publish};
 use crate::gateway::{GatewayConfig, LogTarget, TelemetryConfig};
 use crate::http::client::PoolConfig;
 use crate::plugins::limit::redis::RedisTarget;
-use crate::proxy::{Http2Settings, ProxySettings, TlsSettings};
+use crate::proxy::{Http2Settings, Http3Settings, ProxySettings, TlsSettings};
 use crate::routing::EncodedSlashes;
 use crate::source::dns::DnsSettings;
 use crate::source::kube::WatchScope;
@@ -523,6 +523,20 @@ pub struct GatewayArgs {
         default_value = "20s"
     )]
     pub http2_keepalive_timeout: Duration,
+    /// Serve HTTP/3 (QUIC) on the HTTPS port over UDP, and advertise it
+    /// with `Alt-Svc` on HTTPS responses.
+    #[arg(long, env = "SLUICEGATE_HTTP3")]
+    pub http3: bool,
+    /// Request streams an HTTP/3 client may have open at once.
+    #[arg(long, env = "SLUICEGATE_HTTP3_MAX_STREAMS", default_value_t = 128)]
+    pub http3_max_streams: u32,
+    /// QUIC connections each worker serves at once.
+    #[arg(
+        long,
+        env = "SLUICEGATE_HTTP3_MAX_CONNECTIONS",
+        default_value_t = 10000
+    )]
+    pub http3_max_connections: usize,
     /// What `%2F` and `%5C` in request paths mean, for routing and
     /// forwarding alike: `keep` (part of a segment), `reject` (400) or
     /// `decode` (separators).
@@ -682,6 +696,10 @@ impl GatewayArgs {
                     handshake_threads: self.tls_handshake_threads.unwrap_or(workers),
                     ticket_key_rotation: self.tls_ticket_key_rotation.0,
                 },
+                http3: self.http3.then_some(Http3Settings {
+                    max_streams: self.http3_max_streams.max(1),
+                    max_connections: self.http3_max_connections.max(1),
+                }),
             },
             translate: TranslateOptions {
                 ingress_class: self.ingress_class.clone(),

@@ -75,6 +75,32 @@ fn flags_parse_into_config() {
 }
 
 #[test]
+fn http3_is_off_unless_asked_for() {
+    let parse = |extra: &[&str]| {
+        let mut args = vec!["sluicegate", "standalone", "--config", "d"];
+        args.extend_from_slice(extra);
+        let Command::Standalone { gateway, .. } = Cli::parse_from(args).command else {
+            panic!("expected standalone");
+        };
+        gateway.config().proxy.http3
+    };
+    assert!(parse(&[]).is_none());
+    let on = parse(&["--http3"]).expect("on");
+    assert_eq!((on.max_streams, on.max_connections), (128, 10_000));
+    let on = parse(&[
+        "--http3",
+        "--http3-max-streams",
+        "8",
+        "--http3-max-connections",
+        "0",
+    ])
+    .expect("on");
+    // Zero would refuse everything: at least one.
+    assert_eq!((on.max_streams, on.max_connections), (8, 1));
+    assert!(parse(&["--http3-max-streams", "8"]).is_none());
+}
+
+#[test]
 fn admin_token_and_explain_flags() {
     let cli = Cli::parse_from([
         "sluicegate",

@@ -122,6 +122,10 @@ pub const CONNECTIONS_TOTAL: &str = "sluicegate_connections_total";
 /// Counter: TLS handshakes, by `result` (`ok`, `failed`, `timeout`,
 /// `evicted`: dropped for a newer one at the pending limit) and `resumed`.
 pub const TLS_HANDSHAKES: &str = "sluicegate_tls_handshakes_total";
+/// Counter: new QUIC connections (HTTP/3), by `result`: `retry` (sent a
+/// Retry to validate the client's address), `accepted`, `refused` (at the
+/// connection limit).
+pub const QUIC_INCOMING: &str = "sluicegate_quic_incoming_total";
 /// Gauge: TLS handshakes in progress, all workers together.
 pub const TLS_HANDSHAKES_PENDING: &str = "sluicegate_tls_handshakes_pending";
 /// Gauge: when a certificate stops being valid, in Unix seconds, by

@@ -8,9 +8,10 @@
 //! Every connection goes to the own HTTP/1.1 server, which hands one that
 //! opens with the HTTP/2 preface (h2c) to the HTTP/2 server; a TLS
 //! connection goes to the HTTP/2 server when ALPN chose `h2`, else to the
-//! same HTTP/1.1 server as plain ones. On shutdown the listeners close,
-//! idle connections are closed and busy ones finish their request within
-//! the grace period.
+//! same HTTP/1.1 server as plain ones. With HTTP/3 on, each worker also
+//! serves a QUIC endpoint on the HTTPS port ([`quic`]). On shutdown the
+//! listeners close, idle connections are closed and busy ones finish their
+//! request within the grace period.
 //!
 //! Ports that Gateway listeners ask for are opened and closed while the
 //! proxy runs ([`Ports::set`]): each is bound once per worker, as the
@@ -33,6 +34,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 
 use super::forward::{Shared, Worker};
+use super::quic::{self, Quic};
 use super::server::{ClientInfo, Server, h1, h2};
 use super::tls;
 use crate::http::client::{Clients, Pool};
@@ -195,6 +197,30 @@ impl ProxyServer {
             )),
             None => None,
         };
+        let h3 = match (&acceptor, https_addr, &shared.settings.http3) {
+            (Some(handshaker), Some(addr), Some(h3)) => {
+                let q = Quic::new(handshaker, &shared.settings, h3).map_err(io::Error::other)?;
+                let sockets = quic::bind_all(addr, workers)?;
+                Some((Arc::new(q), sockets, addr))
+            }
+            (None, _, Some(_)) => {
+                warn!("HTTP/3 is on but the HTTPS listener is off: no QUIC endpoint");
+                None
+            }
+            _ => None,
+        };
+        // Responses over TCP name the port clients reach, as redirects do.
+        let alt_svc = h3.as_ref().and_then(|_| {
+            let port = shared.settings.https_redirect_port;
+            http::HeaderValue::try_from(format!("h3=\":{port}\"; ma=86400")).ok()
+        });
+        let (quic, mut udp_sockets): (_, Vec<Option<std::net::UdpSocket>>) = match h3 {
+            Some((q, sockets, addr)) => {
+                info!(%addr, workers, "http/3 (QUIC) listening");
+                (Some(q), sockets.into_iter().map(Some).collect())
+            }
+            None => (None, (0..workers).map(|_| None).collect()),
+        };
         let (shutdown, _) = watch::channel(false);
         let mut done = Vec::with_capacity(workers);
         let mut senders = Vec::with_capacity(workers);
@@ -202,6 +228,11 @@ impl ProxyServer {
             let (serve_tx, mut commands) = mpsc::unbounded_channel::<Serve>();
             senders.push(serve_tx);
             let tls_listener = tls_listeners.get_mut(i).and_then(Option::take);
+            let udp = udp_sockets
+                .get_mut(i)
+                .and_then(Option::take)
+                .zip(quic.clone());
+            let alt_svc = alt_svc.clone();
             let acceptor = acceptor.clone();
             let (tx, rx) = oneshot::channel();
             done.push(rx);
@@ -229,9 +260,12 @@ impl ProxyServer {
                         let secure = tls_listener.map(TcpListener::from_std).transpose();
                         match (plain, secure) {
                             (Ok(plain), Ok(secure)) => {
-                                serving.push(Box::pin(serve(plain, None, worker.clone(), stop.clone())));
+                                serving.push(Box::pin(serve(plain, None, None, worker.clone(), stop.clone())));
+                                if let Some((socket, quic)) = udp {
+                                    serving.push(Box::pin(quic::serve(socket, quic, worker.clone(), stop.clone())));
+                                }
                                 if let Some((l, a)) = secure.zip(acceptor) {
-                                    serving.push(Box::pin(serve(l, Some(a), worker.clone(), stop)));
+                                    serving.push(Box::pin(serve(l, Some(a), alt_svc, worker.clone(), stop)));
                                 }
                             }
                             (Err(e), _) | (_, Err(e)) => {
@@ -244,7 +278,7 @@ impl ProxyServer {
                             tokio::select! {
                                 command = commands.recv(), if open => match command {
                                     Some(s) => match TcpListener::from_std(s.listener) {
-                                        Ok(l) => serving.push(Box::pin(serve(l, s.tls, worker.clone(), s.stop))),
+                                        Ok(l) => serving.push(Box::pin(serve(l, s.tls, None, worker.clone(), s.stop))),
                                         Err(e) => warn!(error = %e, "worker could not register a gateway listener"),
                                     },
                                     None => open = false,
@@ -325,9 +359,12 @@ fn bind_all(
     Ok((addr, listeners))
 }
 
+/// Serves a TCP listener; `alt_svc` is the `Alt-Svc` its responses
+/// carry (the HTTPS listener's, when HTTP/3 is on).
 async fn serve(
     listener: TcpListener,
     tls: Option<Arc<tls::Handshaker>>,
+    alt_svc: Option<http::HeaderValue>,
     worker: Worker,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -384,6 +421,7 @@ async fn serve(
                 // and timeout are the handshaker's.
                 let handshakes = handshakes.clone();
                 let mut client = ClientInfo::new(peer, local, true);
+                client.alt_svc = alt_svc.clone();
                 let server = server.clone();
                 let stop = conns_rx.clone();
                 tokio::spawn(async move {

@@ -15,7 +15,8 @@
 //!   plugins, attempts and retries; `forward::Worker::handle` is its map);
 //! - `body`: the response and request body wrappers, one file each;
 //! - `server`: the downstream side, the own HTTP/1.1 engine on every
-//!   listener and hyper's HTTP/2 under the proxy's timeouts;
+//!   listener, hyper's HTTP/2 and h3's HTTP/3 under the proxy's timeouts;
+//! - `quic`: the QUIC endpoint HTTP/3 runs on (`--http3`);
 //! - `error` and `settings`: the one error type with its one mapping to a
 //!   status, and the settings every layer reads.
 //!
@@ -26,6 +27,7 @@ mod error;
 mod forward;
 mod health;
 mod listener;
+mod quic;
 mod server;
 mod settings;
 mod tls;
@@ -35,5 +37,5 @@ pub use error::ProxyError;
 pub use forward::Shared;
 pub use health::HealthChecks;
 pub use listener::{Ports, ProxyServer};
-pub use settings::{Http2Settings, ProxySettings, TlsSettings};
+pub use settings::{Http2Settings, Http3Settings, ProxySettings, TlsSettings};
 pub use tls::{TlsSetupError, self_signed};

@@ -42,6 +42,28 @@ pub struct ProxySettings {
     pub pool: PoolConfig,
     /// TLS handshakes and session resumption.
     pub tls: TlsSettings,
+    /// HTTP/3 on the HTTPS port; `None` when off.
+    pub http3: Option<Http3Settings>,
+}
+
+/// HTTP/3 (QUIC) limits. Idle time, request heads and header lists follow
+/// the HTTP/1.1 and HTTP/2 settings: one set of rules for every protocol.
+#[derive(Clone, Copy, Debug)]
+pub struct Http3Settings {
+    /// Request streams a client may have open at once on a connection.
+    pub max_streams: u32,
+    /// QUIC connections each worker serves at once; new ones past it are
+    /// refused.
+    pub max_connections: usize,
+}
+
+impl Default for Http3Settings {
+    fn default() -> Self {
+        Http3Settings {
+            max_streams: 128,
+            max_connections: 10_000,
+        }
+    }
 }
 
 /// TLS handshakes and session resumption.
@@ -116,6 +138,7 @@ impl Default for ProxySettings {
             hsts: None,
             pool: PoolConfig::default(),
             tls: TlsSettings::default(),
+            http3: None,
         }
     }
 }

@@ -15,7 +15,8 @@
 //!    with retries ([`attempts`]), or, on a route with `aiProxy`, the
 //!    route's AI gateway ([`ai`]);
 //! 7. the response phase of the plugins, then the headers the gateway
-//!    adds (HSTS), and the metrics.
+//!    adds (HSTS; `Alt-Svc` on every response of the HTTPS listener when
+//!    HTTP/3 is on), and the metrics.
 //!
 //! Every failure is a [`ProxyError`], answered through one mapping.
 
@@ -131,9 +132,19 @@ impl Worker {
     ) -> Response<ResponseBody> {
         let start = Instant::now();
         let mut exchange = Exchange::start(&self.shared.telemetry, &req, client, start);
-        let served = self
+        let mut served = self
             .serve(req, client, start, exchange.as_deref_mut())
             .await;
+        // HTTP/3 is advertised to clients of the HTTPS listener, except on
+        // hosts that ask for client certificates, which QUIC does not.
+        if let Some(alt_svc) = &client.alt_svc
+            && client.client_auth.is_none()
+        {
+            served
+                .resp
+                .headers_mut()
+                .insert(header::ALT_SVC, alt_svc.clone());
+        }
         let now = Instant::now();
         let status = served.resp.status().as_u16();
         let (metrics, name) = match &served.route {

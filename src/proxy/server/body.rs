@@ -11,6 +11,7 @@ use tokio_rustls::server::TlsStream;
 
 pub use super::body_error::ClientBodyError;
 use super::h1_body::H1Body;
+use super::h3_body::H3Body;
 use crate::http::wire::retain_trailers_in;
 
 /// The reading side of a TLS connection.
@@ -25,6 +26,8 @@ pub enum ClientBody {
     Tls(H1Body<TlsRead>),
     /// Read by hyper (HTTP/2).
     Hyper(hyper::body::Incoming),
+    /// Read from an HTTP/3 request stream.
+    H3(Box<H3Body>),
     /// No body: a request the gateway makes itself (the proxy cache's
     /// background refresh).
     Empty,
@@ -47,6 +50,7 @@ impl Body for ClientBody {
                 let frame = ready!(Pin::new(b).poll_frame(cx));
                 Poll::Ready(frame.map(|f| Ok(retain_trailers_in(f?))))
             }
+            ClientBody::H3(b) => Pin::new(b.as_mut()).poll_frame(cx),
             ClientBody::Empty => Poll::Ready(None),
         }
     }
@@ -56,6 +60,7 @@ impl Body for ClientBody {
             ClientBody::H1(b) => b.is_end_stream(),
             ClientBody::Tls(b) => b.is_end_stream(),
             ClientBody::Hyper(b) => b.is_end_stream(),
+            ClientBody::H3(b) => b.is_end_stream(),
             ClientBody::Empty => true,
         }
     }
@@ -65,6 +70,7 @@ impl Body for ClientBody {
             ClientBody::H1(b) => b.size_hint(),
             ClientBody::Tls(b) => b.size_hint(),
             ClientBody::Hyper(b) => b.size_hint(),
+            ClientBody::H3(b) => b.size_hint(),
             ClientBody::Empty => SizeHint::with_exact(0),
         }
     }

@@ -18,6 +18,8 @@ pub enum ClientBodyError {
     Framing(#[from] WireError),
     #[error(transparent)]
     Hyper(#[from] hyper::Error),
+    #[error("reading the HTTP/3 request stream failed: {0}")]
+    H3(String),
 }
 
 impl ClientBodyError {

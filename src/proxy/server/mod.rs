@@ -4,7 +4,8 @@
 //! and TLS alike ([`h1`], generic over the byte stream), so that both
 //! follow the same parser, framing rules, limits and timeouts. HTTP/2 (h2c
 //! after the preface, h2 by ALPN) is served by hyper under the proxy's own
-//! supervision of heads, idle time and stalled sends ([`h2`]).
+//! supervision of heads, idle time and stalled sends ([`h2`]). HTTP/3 is
+//! h3's framing over QUIC under the same timeouts ([`h3`]).
 //!
 //! The server knows nothing of routes: it hands each request to a
 //! [`Handler`] and writes back what it returns.
@@ -16,6 +17,8 @@ mod h1_body;
 mod h1_write;
 pub mod h2;
 mod h2_watch;
+pub mod h3;
+mod h3_body;
 mod stall;
 mod upgrade;
 
@@ -109,6 +112,10 @@ pub struct ClientInfo {
     pub client_auth: Option<u64>,
     /// The verified client certificate's subject.
     pub client_subject: Option<HeaderValue>,
+    /// The `Alt-Svc` value advertising HTTP/3 on this connection's
+    /// responses: set on the HTTPS listener's TCP connections when HTTP/3
+    /// is on.
+    pub alt_svc: Option<HeaderValue>,
 }
 
 impl ClientInfo {
@@ -124,6 +131,7 @@ impl ClientInfo {
             tls,
             client_auth: None,
             client_subject: None,
+            alt_svc: None,
         }
     }
 

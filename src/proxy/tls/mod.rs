@@ -18,10 +18,14 @@
 //! on the handshake threads ([`offload`]), and the handshake's remaining
 //! I/O is done on the event loop again by tokio-rustls. Each worker bounds
 //! the handshakes it has in progress ([`pending`]) and each has a timeout.
+//!
+//! The QUIC endpoint of HTTP/3 shares the resolver and the ticket keys
+//! ([`quic`]); quinn runs its handshakes.
 
 mod accept;
 mod offload;
 mod pending;
+mod quic;
 mod tickets;
 
 use std::fmt;
@@ -65,6 +69,8 @@ pub enum TlsSetupError {
     Threads(#[from] io::Error),
     #[error("the system's random source failed (session ticket keys)")]
     Random,
+    #[error("QUIC: {0}")]
+    Quic(#[from] quinn::crypto::rustls::NoInitialCipherSuite),
 }
 
 /// Picks the certificate for each handshake from the live table.
