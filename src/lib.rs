@@ -20,6 +20,7 @@ pub mod http;
 pub mod metrics;
 pub mod plugins;
 pub mod proxy;
+pub mod publish;
 pub mod routing;
 pub mod source;
 pub mod status;

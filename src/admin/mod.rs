@@ -39,9 +39,9 @@ pub use auth::AdminToken;
 use crate::cache::Stores;
 use crate::cache::purge::valid_tag;
 
-use crate::gateway::Publisher;
 use crate::metrics as m;
 use crate::proxy::ResponseBody;
+use crate::publish::Publisher;
 use crate::routing::{EncodedSlashes, EndpointSet, EndpointState, clock_ns};
 
 /// Every path the admin port serves.

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use http::StatusCode;
 
-use crate::gateway::Publisher;
 use crate::metrics as m;
+use crate::publish::Publisher;
 use crate::source::health::KindHealth;
 
 /// The status and body of `/readyz`.

@@ -12,8 +12,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
-use crate::gateway::Publisher;
 use crate::metrics::live;
+use crate::publish::Publisher;
 use crate::routing::{PathSpec, RouteSpec, ValueMatcher, ValueSpec};
 use crate::translate::{Diagnostic, Reason, Severity};
 

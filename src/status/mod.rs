@@ -39,7 +39,7 @@ use crate::api::gateway_api::{
     CONTROLLER_NAME, Gateway, GatewayClass, GatewayStatusAddress, GrpcRoute, HttpRoute, RouteStatus,
 };
 use crate::api::{ApiRoute, PluginConfig};
-use crate::gateway::ConfigView;
+use crate::publish::ConfigView;
 use crate::translate::{
     ClassFilter, ClusterState, Diagnostic, Kind, ObjectKey, ObjectRef, Severity, TranslateOptions,
 };
