@@ -13,6 +13,7 @@ mod plugins;
 mod plugins_ai;
 mod plugins_cache;
 mod plugins_http;
+mod plugins_limit;
 mod schema;
 mod upstream;
 
@@ -20,9 +21,7 @@ pub use apiroute::*;
 pub use common::{ByteSize, ByteSizeError, Duration, DurationError, LocalObjectRef, PortRef};
 pub use pluginconfig::*;
 pub use plugins::{
-    AuthCommon, BasicAuth, ClaimHeader, ConsumerSelector, JwtAlgorithm, JwtAuth, KeyAuth, KeyType,
-    LimitCommon, LimitConn, LimitCount, LimitPolicy, LimitReq, Plugins, RateLimitKey,
-    RedisSettings, WindowType,
+    AuthCommon, BasicAuth, ClaimHeader, ConsumerSelector, JwtAlgorithm, JwtAuth, KeyAuth, Plugins,
 };
 pub use plugins_ai::{
     AiFallbackCondition, AiHealth, AiInstance, AiMessage, AiPromptDecorator, AiPromptGuard,
@@ -34,6 +33,10 @@ pub use plugins_http::{
     Brotli, Cors, ForwardAuth, Gzip, HeaderEdits, HeaderLimits, IpRestriction, Mocking,
     ProxyRewrite, RedirectTo, RegexReplace, RequestBodyLimit, RequestId, ResponseRewrite,
     UaRestriction,
+};
+pub use plugins_limit::{
+    KeyType, LimitCommon, LimitConn, LimitCount, LimitPolicy, LimitReq, RateLimitKey,
+    RedisSettings, WindowType,
 };
 
 pub use upstream::{

@@ -7,7 +7,7 @@ use kube::KubeSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{ByteSize, Duration};
-use super::plugins::{LimitCommon, RateLimitKey, WindowType};
+use super::plugins_limit::{LimitCommon, RateLimitKey, WindowType};
 
 /// Answer OpenAI-style chat requests from LLM providers, with fallback
 /// between instances, keys from Secrets and token accounting. A route
