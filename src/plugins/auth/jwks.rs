@@ -40,7 +40,7 @@ use serde_json::Value;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use super::jwt::Key;
+use super::jwt_key::Key;
 use super::trust::{LazyTarget, Trust};
 use crate::api::{JwtAlgorithm, JwtAuth};
 use crate::http::client::fetch::{self, Options, Request, Target};

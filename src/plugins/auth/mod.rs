@@ -16,6 +16,7 @@
 pub mod forward;
 pub mod jwks;
 pub mod jwt;
+pub mod jwt_key;
 pub mod trust;
 
 use std::collections::BTreeMap;
