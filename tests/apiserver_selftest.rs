@@ -2,7 +2,7 @@
 //! `kube::Client` and kube-runtime's watcher, so that other tests can trust
 //! it to behave like a cluster.
 
-mod apiserver;
+use crate::apiserver;
 
 use std::collections::BTreeSet;
 use std::time::Duration;

@@ -4,7 +4,7 @@
 //! malformed and forged credentials answered with 401, rotation without a
 //! restart, and snippet annotations refused.
 
-mod common;
+use crate::common;
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};

@@ -1,8 +1,8 @@
 //! The `sluicegate` binary as users run it: flags from the environment,
 //! readiness, SIGTERM draining, the demo.
 
-mod apiserver;
-mod common;
+use crate::apiserver;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

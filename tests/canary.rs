@@ -3,7 +3,7 @@
 //! `always` / `never`, header value, cookie, and their precedence) and an
 //! ApiRoute that routes by cookie.
 
-mod common;
+use crate::common;
 
 use common::*;
 use http::StatusCode;

@@ -3,7 +3,7 @@
 //! optional per host, the verified subject passed upstream, and the ways a
 //! client could try to get around it.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

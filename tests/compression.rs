@@ -4,7 +4,7 @@
 //! response is compressed as it comes (each pause flushed, so the client
 //! can read what arrived), and trailers follow a compressed body.
 
-mod common;
+use crate::common;
 
 use std::convert::Infallible;
 use std::io::{Read, Write};

@@ -3,8 +3,8 @@
 //! the way kube-rs uses it (list, watch, bookmarks, 410 Gone, server-side
 //! apply, Leases, Events).
 
-mod apiserver;
-mod common;
+use crate::apiserver;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -4,8 +4,8 @@
 //! apply patches: per parent of each route, with the entries of other
 //! controllers left alone.
 
-mod apiserver;
-mod common;
+use crate::apiserver;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -3,8 +3,8 @@
 //! and opens tickets with its keys, so a session made with one replica
 //! resumes on another. Against the API-server double.
 
-mod apiserver;
-mod common;
+use crate::apiserver;
+use crate::common;
 
 use std::time::Duration;
 

@@ -4,7 +4,7 @@
 //! table), and ExternalName Services and host backends through the real
 //! proxy.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};

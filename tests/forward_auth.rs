@@ -6,7 +6,7 @@
 //! `https://` service verified with the CA of a Secret, and a service name
 //! resolved by the gateway's DNS resolver, following its TTL.
 
-mod common;
+use crate::common;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

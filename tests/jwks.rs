@@ -4,7 +4,7 @@
 //! set gives 401s (never a 5xx) until it is fixed, and an `https://` key
 //! set is verified with the CA of a Secret.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

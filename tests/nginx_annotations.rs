@@ -2,7 +2,7 @@
 //! with capture groups, `app-root`, `x-forwarded-prefix`, and basic
 //! authentication from an htpasswd `auth-secret`.
 
-mod common;
+use crate::common;
 
 use base64::Engine;
 use common::*;

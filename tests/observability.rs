@@ -3,7 +3,7 @@
 //! (HTTP and gRPC) with the `traceparent` the upstream got; the metric
 //! names; and a series count that does not grow with paths or clients.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::convert::Infallible;

@@ -1,6 +1,7 @@
 //! Failure answers: each failure class gets its status and a short body.
 
-mod common;
+use crate::common;
+use crate::on_both_listeners;
 
 use std::time::Duration;
 

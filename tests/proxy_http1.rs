@@ -5,7 +5,8 @@
 //! read and keep-alive timeouts. Every case runs on the plain and on the
 //! TLS listener: one HTTP/1.1 engine serves both.
 
-mod common;
+use crate::common;
+use crate::on_both_listeners;
 
 use std::time::{Duration, Instant};
 

@@ -1,6 +1,6 @@
 //! Requests routed through the real proxy to real loopback backends.
 
-mod common;
+use crate::common;
 
 use common::*;
 use http::StatusCode;

@@ -1,7 +1,8 @@
 //! Bodies stream through the proxy in both directions without being
 //! buffered, and WebSocket upgrades are spliced end to end.
 
-mod common;
+use crate::common;
+use crate::on_both_listeners;
 
 use std::convert::Infallible;
 

@@ -2,7 +2,7 @@
 //! a real fleet does: closing idle connections, odd framing, broken
 //! responses.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! plugins, counters that survive unrelated changes, the ingress-nginx
 //! annotations, and invalid settings.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

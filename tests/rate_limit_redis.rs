@@ -3,7 +3,7 @@
 //! when Redis stops, each route follows its `allowDegradation`; when it
 //! returns, limiting resumes.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};

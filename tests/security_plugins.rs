@@ -4,7 +4,7 @@
 //! limits (bodies without a length counted as they stream), `User-Agent`
 //! rules, and invalid settings keeping only their own route out.
 
-mod common;
+use crate::common;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! Standalone mode: live edits, broken files, hot swaps under load, the
 //! admin server and graceful shutdown.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -1,7 +1,7 @@
 //! TLS termination through the real proxy: certificates generated here,
 //! served from Secrets in a standalone directory, chosen by SNI.
 
-mod common;
+use crate::common;
 
 use common::tls::{cert, connect, presented};
 

@@ -2,7 +2,7 @@
 //! gateways sharing ticket keys, the handshake timeout, the bound on
 //! pending handshakes and ClientHello size, and many certificates.
 
-mod common;
+use crate::common;
 
 use common::tls::{cert, client_config, client_config_versions, connect, connect_with, presented};
 

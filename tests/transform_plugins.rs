@@ -5,7 +5,7 @@
 //! call the backend, and invalid settings reported without taking other
 //! routes down.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

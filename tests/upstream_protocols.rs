@@ -3,7 +3,7 @@
 //! `appProtocol`; gRPC trailers; CA verification, SNI and client
 //! certificates towards the backend.
 
-mod common;
+use crate::common;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

@@ -3,7 +3,7 @@
 //! back. Endpoints of one Service share a port on distinct loopback
 //! addresses (127.0.0.x), as pods of a Service do.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::convert::Infallible;

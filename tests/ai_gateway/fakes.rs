@@ -51,8 +51,6 @@ pub enum Act {
     DieBeforeToken,
     /// Streams `n` words, then closes the connection without ending.
     DieAfter(usize),
-    /// Streams `words` words `gap` apart.
-    Slow { words: usize, gap: Duration },
     /// Streams `words` words, each event after the first only once the
     /// test releases it ([`Fake::release`]).
     Gated { words: usize },
@@ -193,11 +191,6 @@ impl Fake {
             Api::Gemini => "/v1beta",
             Api::Azure => "",
         }
-    }
-
-    /// The base URL by a name the fake's certificate holds.
-    pub fn tls_endpoint(&self, name: &str) -> String {
-        format!("https://{name}:{}{}", self.addr.port(), self.base())
     }
 
     /// Queues what the next requests get, in order.
@@ -674,10 +667,6 @@ fn streamed(st: Arc<State>, model: String, prompt: u64, usage: bool, act: Act) -
             Duration::from_millis(20),
             Some(n),
         ),
-        Act::Slow { words: n, gap } => {
-            let text: &'static str = Box::leak(vec!["tok"; n].join(" ").into_boxed_str());
-            (text, None, gap, None)
-        }
         Act::Fail(_) | Act::Hang => unreachable!(),
     };
     let mut all = events(st.api, &model, prompt, usage, text, tool);

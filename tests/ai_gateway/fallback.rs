@@ -4,7 +4,7 @@
 use serde_json::json;
 
 use super::*;
-use crate::fakes::Act;
+use crate::ai_gateway::fakes::Act;
 
 /// A gateway whose route `NAME.test` has an OpenAI `primary` (priority
 /// 10) and an Anthropic `backup` (priority 0), with `extra` settings.

@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 
 use super::*;
-use crate::fakes::Act;
+use crate::ai_gateway::fakes::Act;
 
 const WEATHER: (&str, &str) = ("get_weather", r#"{"city":"Paris"}"#);
 
@@ -26,7 +26,7 @@ fn weather(stream: bool) -> Value {
 /// A route `NAME.test` with one `provider` instance forcing `model`,
 /// answering with text and the weather tool call.
 async fn single(name: &str, api: Api, provider: &str, model: &str) -> (TestGateway, Fake) {
-    let (gw, f) = crate::translation::single(name, api, provider, model).await;
+    let (gw, f) = crate::ai_gateway::translation::single(name, api, provider, model).await;
     f.always(Act::Answer {
         text: "Hello from the fake",
         tool: Some(WEATHER),

@@ -4,7 +4,7 @@
 use serde_json::{Value, json};
 
 use super::*;
-use crate::fakes::Act;
+use crate::ai_gateway::fakes::Act;
 
 const WEATHER: (&str, &str) = ("get_weather", r#"{"city":"Paris"}"#);
 

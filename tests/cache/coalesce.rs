@@ -10,9 +10,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
+use crate::cache::{Env, Store, cached_route, status_of};
 use crate::common::wire::Raw;
 use crate::common::*;
-use crate::{Env, Store, cached_route, status_of};
 
 /// A backend that answers the first request of each connection in
 /// steps: the head only after `head` is notified, then a first chunk,
@@ -100,7 +100,7 @@ async fn waiters_stream_the_leaders_body_as_it_arrives() {
 
     let mut leader = Raw::open(gw.http()).await;
     leader.send(get).await;
-    crate::eventually("the leader's request upstream", async || {
+    crate::cache::eventually("the leader's request upstream", async || {
         app.requests.load(Ordering::SeqCst) == 1
     })
     .await;
@@ -172,7 +172,7 @@ async fn waiters_give_up_after_the_lock_timeout() {
     let gw = env.gateway(&m).await;
     let addr = gw.http();
     let first = tokio::spawn(async move { get(addr, "c.test", "/").await });
-    crate::eventually("first request upstream", async || {
+    crate::cache::eventually("first request upstream", async || {
         count.load(Ordering::SeqCst) == 1
     })
     .await;
@@ -200,7 +200,7 @@ async fn waiters_with_other_varying_values_ask_the_upstream() {
     let gzip = tokio::spawn(async move {
         request(addr, "GET", "c.test", "/v", &[("accept-encoding", "gzip")]).await
     });
-    crate::eventually("first request upstream", async || {
+    crate::cache::eventually("first request upstream", async || {
         count.load(Ordering::SeqCst) == 1
     })
     .await;

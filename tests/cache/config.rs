@@ -4,9 +4,9 @@
 
 use http::StatusCode;
 
+use crate::cache::{Env, Store, cached_route, fetch, response, status_of, until_hit};
 use crate::common::wire::Capture;
 use crate::common::*;
-use crate::{Env, Store, cached_route, fetch, response, status_of, until_hit};
 
 #[tokio::test]
 async fn bad_settings_name_their_field_and_spare_other_routes() {

@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::cache::semantics::stored;
+use crate::cache::{Env, Store, cached_route, fetch, response, status_of, until_hit};
 use crate::common::wire::{Capture, Raw};
 use crate::common::*;
-use crate::semantics::stored;
-use crate::{Env, Store, cached_route, fetch, response, status_of, until_hit};
 
 /// The entry files under `dir` (two-hex-digit subdirectories).
 fn files(dir: &Path) -> Vec<PathBuf> {
@@ -57,7 +57,7 @@ async fn entries_survive_a_restart() {
     // The restarted gateway indexed the file (it counts in /routes).
     let routes: serde_json::Value =
         serde_json::from_slice(&admin_get(&again, "/routes").await.body).unwrap();
-    crate::eventually("the startup scan", async || {
+    crate::cache::eventually("the startup scan", async || {
         let routes: serde_json::Value =
             serde_json::from_slice(&admin_get(&again, "/routes").await.body).unwrap();
         routes["cache"]["disk"]["entries"] == 1
@@ -178,7 +178,7 @@ async fn large_bodies_stream_from_disk_and_are_checked() {
         c.buf.len() - head_end < body.len(),
         "the body was cut short"
     );
-    crate::eventually("the damaged file removed", async || files(&dir).is_empty()).await;
+    crate::cache::eventually("the damaged file removed", async || files(&dir).is_empty()).await;
     let r = fetch(&gw, "c.test", "/big", &[]).await;
     assert_eq!(status_of(&r), "sluicegate; fwd=miss; stored");
     assert_eq!(r.text(), body);
@@ -208,7 +208,7 @@ async fn the_size_bound_evicts_the_least_recently_used() {
     for n in 0..4 {
         fetch(&gw, "c.test", &format!("/{n}"), &[]).await;
         stored(&gw).await;
-        crate::eventually("the file written", async || files(&dir).len() == n + 1).await;
+        crate::cache::eventually("the file written", async || files(&dir).len() == n + 1).await;
     }
     let one = size(&files(&dir)) / 4;
     assert!(
@@ -219,7 +219,7 @@ async fn the_size_bound_evicts_the_least_recently_used() {
     until_hit(&gw, "c.test", "/0", &[]).await;
     fetch(&gw, "c.test", "/4", &[]).await;
     stored(&gw).await;
-    crate::eventually("eviction down to 90% of the bound", async || {
+    crate::cache::eventually("eviction down to 90% of the bound", async || {
         let f = files(&dir);
         size(&f) <= bound / 10 * 9 && f.len() == 4
     })

@@ -4,10 +4,10 @@
 
 use http::StatusCode;
 
+use crate::cache::semantics::stored;
+use crate::cache::{Env, Store, cached_route, fetch, lines, response, status_of, until_hit};
 use crate::common::wire::Capture;
 use crate::common::*;
-use crate::semantics::stored;
-use crate::{Env, Store, cached_route, fetch, lines, response, status_of, until_hit};
 
 fn consumer(name: &str, consumer: &str, key: &str) -> String {
     format!(
@@ -265,7 +265,7 @@ async fn stale_while_revalidate_refreshes_in_the_background() {
         "{}",
         status_of(&r)
     );
-    crate::eventually("the background refresh", async || app.count() == 2).await;
+    crate::cache::eventually("the background refresh", async || app.count() == 2).await;
     assert_eq!(app.requests()[1].headers("if-none-match"), ["\"v1\""]);
     stored(&gw).await;
     assert_eq!(fetch(&gw, "c.test", "/", &[]).await.text(), "v2");

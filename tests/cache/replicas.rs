@@ -5,9 +5,9 @@
 
 use std::time::Duration;
 
+use crate::cache::{Env, Store, cached_route, fetch, response, status_of, until_hit};
 use crate::common::wire::Capture;
 use crate::common::*;
-use crate::{Env, Store, cached_route, fetch, response, status_of, until_hit};
 
 async fn shared_entries(store: Store) {
     let env = Env::new(store).await;
@@ -40,7 +40,7 @@ async fn shared_entries(store: Store) {
     // A purge on the first replica: the second one's clients miss.
     let r = request(one.admin(), "POST", "admin", "/cache/purge?tag=shared", &[]).await;
     assert_eq!(r.status, http::StatusCode::OK, "{}", r.text());
-    crate::eventually("the purge on the other replica", async || {
+    crate::cache::eventually("the purge on the other replica", async || {
         status_of(&fetch(&two, "c.test", "/s", &[]).await).contains("fwd=miss")
     })
     .await;
@@ -86,7 +86,7 @@ async fn tag_purge_reaches_another_replicas_memory() {
     let one = env.gateway(&m).await;
     let two = env.gateway(&m).await;
     // Both subscribed to purges.
-    crate::eventually("both replicas subscribed", async || {
+    crate::cache::eventually("both replicas subscribed", async || {
         redis
             .raw("PUBSUB NUMSUB sluicegate:cache:purge")
             .await
@@ -101,7 +101,7 @@ async fn tag_purge_reaches_another_replicas_memory() {
     let r = request(one.admin(), "POST", "admin", "/cache/purge?tag=news", &[]).await;
     let report: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
     assert_eq!(report["published"], true, "{report}");
-    crate::eventually("the purge heard by the second replica", async || {
+    crate::cache::eventually("the purge heard by the second replica", async || {
         status_of(&fetch(&two, "c.test", "/n", &[]).await).contains("fwd=miss")
     })
     .await;
@@ -122,7 +122,7 @@ async fn uri_purge_reaches_another_replicas_memory() {
     let m = service("app", &[app.addr]) + &cached_route("c", Store::Memory, "allowPurge: true", "");
     let one = env.gateway(&m).await;
     let two = env.gateway(&m).await;
-    crate::eventually("both replicas subscribed", async || {
+    crate::cache::eventually("both replicas subscribed", async || {
         redis
             .raw("PUBSUB NUMSUB sluicegate:cache:purge")
             .await
@@ -135,7 +135,7 @@ async fn uri_purge_reaches_another_replicas_memory() {
     }
     let r = request(one.http(), "PURGE", "c.test", "/u", &[]).await;
     assert_eq!(r.status, http::StatusCode::OK);
-    crate::eventually("the purge heard by the second replica", async || {
+    crate::cache::eventually("the purge heard by the second replica", async || {
         status_of(&fetch(&two, "c.test", "/u", &[]).await).contains("fwd=miss")
     })
     .await;

@@ -6,15 +6,15 @@ use std::time::Duration;
 
 use http::StatusCode;
 
+use crate::cache::{Env, Store, cached_route, fetch, lines, response, status_of, until_hit};
 use crate::common::wire::Capture;
 use crate::common::*;
-use crate::{Env, Store, cached_route, fetch, lines, response, status_of, until_hit};
 
 /// Waits until no store of this gateway is pending (a flight stays open
 /// until its response is stored).
 pub async fn stored(gw: &TestGateway) {
     let stores = gw.sa.as_ref().unwrap().gateway().cache().clone();
-    crate::eventually("store done", async || stores.flights.is_empty()).await;
+    crate::cache::eventually("store done", async || stores.flights.is_empty()).await;
 }
 
 async fn hit_after_miss(store: Store) {

@@ -7,7 +7,7 @@ use serde_json::Value;
 use sluicegate::admin::PATHS;
 
 use crate::common::*;
-use crate::{Fixture, SECRETS, TOKEN, explain_query};
+use crate::dashboard::{Fixture, SECRETS, TOKEN, explain_query};
 
 #[tokio::test]
 async fn no_secret_value_appears_on_any_admin_path() {

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crate::chromium::Browser;
 use crate::common::*;
-use crate::{Fixture, SECRETS, TOKEN};
+use crate::dashboard::chromium::Browser;
+use crate::dashboard::{Fixture, SECRETS, TOKEN};
 
 /// Where screenshots go: `SLUICEGATE_SCREENSHOTS=docs/images` writes the
 /// README's; otherwise none are written.

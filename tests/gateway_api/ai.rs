@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use sluicegate::translate::Kind;
 
 use crate::common::{Backend, full, send};
-use crate::infra::{INFRA, Infra};
+use crate::gateway_api::infra::{INFRA, Infra};
 
 /// What the fake provider received: path, `authorization`, JSON body.
 type Seen = Arc<Mutex<Vec<(String, String, Value)>>>;

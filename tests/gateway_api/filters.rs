@@ -11,7 +11,7 @@ use http::Response;
 use sluicegate::translate::Kind;
 
 use crate::common::{Backend, full};
-use crate::infra::{INFRA, Infra, expect_backend, service};
+use crate::gateway_api::infra::{INFRA, Infra, expect_backend, service};
 
 fn route(name: &str, rules: &str) -> String {
     format!(

@@ -12,7 +12,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use sluicegate::translate::Kind;
 
-use crate::infra::{Echo, INFRA, Infra, echo, free_port, service_port};
+use crate::gateway_api::infra::{Echo, INFRA, Infra, echo, free_port, service_port};
 
 const SERVICE: &str = "gateway_api_conformance.echo_basic.grpcecho.GrpcEcho";
 

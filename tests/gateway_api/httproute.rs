@@ -3,7 +3,7 @@
 
 use sluicegate::translate::Kind;
 
-use crate::infra::{APP, INFRA, Infra, WEB, expect_backend};
+use crate::gateway_api::infra::{APP, INFRA, Infra, WEB, expect_backend};
 
 fn route(name: &str, ns: &str, body: &str) -> String {
     format!(
@@ -206,8 +206,8 @@ async fn http_route_hostname_intersection() {
             "  - {{name: {name}, port: PORT, protocol: HTTP, hostname: \"{host}\", allowedRoutes: {{namespaces: {{from: Same}}}}}}\n"
         )
     };
-    let port = crate::infra::free_port();
-    let all_port = crate::infra::free_port();
+    let port = crate::gateway_api::infra::free_port();
+    let all_port = crate::gateway_api::infra::free_port();
     let mut m = format!(
         "---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: httproute-hostname-intersection, namespace: {INFRA}}}\nspec:\n  gatewayClassName: sluicegate\n  listeners:\n{}{}{}",
         listener("listener-1", "very.specific.com"),
@@ -215,7 +215,7 @@ async fn http_route_hostname_intersection() {
         listener("listener-3", "*.anotherwildcard.io"),
     )
     .replace("PORT", &port.to_string());
-    m += &crate::infra::gateway(
+    m += &crate::gateway_api::infra::gateway(
         "httproute-hostname-intersection-all",
         all_port,
         "{from: Same}",
@@ -344,7 +344,7 @@ async fn http_route_hostname_intersection() {
 
 #[tokio::test]
 async fn http_route_listener_hostname_matching() {
-    let port = crate::infra::free_port();
+    let port = crate::gateway_api::infra::free_port();
     let l = |name: &str, host: &str| {
         format!(
             "  - {{name: {name}, port: {port}, protocol: HTTP, hostname: \"{host}\", allowedRoutes: {{namespaces: {{from: Same}}}}}}\n"
@@ -413,7 +413,7 @@ async fn http_route_weight() {
     let mut counts = std::collections::BTreeMap::new();
     for _ in 0..100 {
         let r = infra.get(infra.same, "x", "/").await;
-        let echo = crate::infra::Echo::parse(&r).expect("an echo");
+        let echo = crate::gateway_api::infra::Echo::parse(&r).expect("an echo");
         *counts.entry(echo.backend).or_insert(0) += 1;
     }
     // Smooth weighted round robin: exactly 70/30 over 100 requests.
@@ -576,7 +576,7 @@ async fn http_route_invalid_parent_refs() {
         INFRA,
         "  parentRefs: [{name: same-namespace, port: 81}]\n  hostnames: [port.example]\n  rules:\n  - backendRefs: [{name: infra-backend-v1, port: 8080}]\n",
     );
-    let kinds_port = crate::infra::free_port();
+    let kinds_port = crate::gateway_api::infra::free_port();
     m += &format!(
         "---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: tlsroutes-only, namespace: {INFRA}}}\nspec:\n  gatewayClassName: sluicegate\n  listeners:\n  - name: http\n    port: {kinds_port}\n    protocol: HTTP\n    allowedRoutes:\n      namespaces: {{from: Same}}\n      kinds: [{{kind: TLSRoute}}]\n"
     );
@@ -660,8 +660,8 @@ async fn h2c_get(port: u16, host: &str) -> crate::common::Reply {
 /// speaks.
 #[tokio::test]
 async fn http_route_backend_protocol_h2c() {
-    let backend = crate::infra::echo("infra-backend-v1").await;
-    let mut m = crate::infra::service_port(
+    let backend = crate::gateway_api::infra::echo("infra-backend-v1").await;
+    let mut m = crate::gateway_api::infra::service_port(
         INFRA,
         "infra-backend-v1-h2c",
         8081,
@@ -714,7 +714,7 @@ async fn http_route_backend_protocol_websocket() {
             });
         }
     });
-    let mut m = crate::infra::service_port(
+    let mut m = crate::gateway_api::infra::service_port(
         INFRA,
         "infra-backend-v1-ws",
         8080,
@@ -751,7 +751,7 @@ async fn http_route_backend_protocol_websocket() {
 /// slices' port, whose number differs from the Service's.
 #[tokio::test]
 async fn http_route_service_types() {
-    let backend = crate::infra::echo("infra-backend-v1").await;
+    let backend = crate::gateway_api::infra::echo("infra-backend-v1").await;
     let (ip, port) = (backend.addr.ip(), backend.addr.port());
     let mut m = route(
         "service-types",

@@ -10,7 +10,7 @@ use sluicegate::translate::Kind;
 
 use crate::common::tls::{cert, connect, presented};
 use crate::common::{Conn, service_with};
-use crate::infra::{INFRA, Infra, expect_backend, free_port};
+use crate::gateway_api::infra::{INFRA, Infra, expect_backend, free_port};
 
 fn doc(kind: &str, name: &str, ns: &str, spec: &str) -> String {
     format!(
@@ -366,7 +366,7 @@ async fn https_listeners_serve_their_own_certificates() {
         headers: http::HeaderMap::new(),
         body,
     };
-    let echo = crate::infra::Echo::parse(&reply).unwrap();
+    let echo = crate::gateway_api::infra::Echo::parse(&reply).unwrap();
     assert_eq!(echo.header("x-forwarded-proto"), Some("https"));
     assert_eq!(
         infra.listener_condition("secure", "c", "ResolvedRefs"),
@@ -395,7 +395,7 @@ async fn https_listeners_serve_their_own_certificates() {
 /// HTTPS listener there, or two protocols on one port, are conflicts.
 #[tokio::test]
 async fn listeners_on_the_proxys_own_port_share_it() {
-    let cfg = crate::infra::config();
+    let cfg = crate::gateway_api::infra::config();
     let own = cfg.http_addr.port();
     let clash = free_port();
     let mut m = doc(
@@ -420,7 +420,7 @@ async fn listeners_on_the_proxys_own_port_share_it() {
         INFRA,
         "  parentRefs: [{name: shared, sectionName: http}]\n  rules:\n  - backendRefs: [{name: infra-backend-v2, port: 8080}]\n",
     );
-    let web = crate::infra::echo("ingress-backend").await;
+    let web = crate::gateway_api::infra::echo("ingress-backend").await;
     m += &service_with("ingress-backend", &[web.addr], None);
     m += "---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: web, namespace: default}\nspec:\n  ingressClassName: sluicegate\n  rules:\n  - host: ingress.example.com\n    http:\n      paths: [{path: /, pathType: Prefix, backend: {service: {name: ingress-backend, port: {number: 80}}}}]\n";
     let infra = Infra::start_with(&m, cfg).await;
@@ -456,7 +456,7 @@ async fn a_port_that_cannot_be_opened_is_reported() {
     // Held without SO_REUSEPORT: the proxy cannot bind it.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
-    let m = crate::infra::gateway("busy", port, "{from: Same}");
+    let m = crate::gateway_api::infra::gateway("busy", port, "{from: Same}");
     let infra = Infra::start(&m).await;
     let publisher = infra.gw.sa.as_ref().unwrap().gateway().publisher().clone();
     let mut errors = publisher.port_errors();

@@ -1,7 +1,7 @@
 //! Matching and precedence cases of the conformance suite: methods, query
 //! parameters and the order of path matches.
 
-use crate::infra::{INFRA, Infra, expect_backend};
+use crate::gateway_api::infra::{INFRA, Infra, expect_backend};
 
 fn route(name: &str, rules: &str) -> String {
     format!(

@@ -3,8 +3,7 @@
 //! Anthropic and Gemini. Each test asserts what the provider received
 //! (path, key, translated body) and what the client got back.
 
-#[path = "../common/mod.rs"]
-mod common;
+use crate::common;
 
 mod fakes;
 mod fallback;
@@ -190,23 +189,6 @@ impl Stream {
             headers: parts.headers,
             body,
             text: String::new(),
-        }
-    }
-
-    /// Reads until the text holds `n` whole events (or the body ends).
-    pub async fn read_events(&mut self, n: usize) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.text.matches("\n\n").count() < n {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match tokio::time::timeout(left, self.body.frame()).await {
-                Ok(Some(Ok(f))) => {
-                    if let Ok(d) = f.into_data() {
-                        self.text.push_str(&String::from_utf8_lossy(&d));
-                    }
-                }
-                Ok(_) => return,
-                Err(_) => panic!("no event in time; so far: {}", self.text),
-            }
         }
     }
 

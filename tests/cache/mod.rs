@@ -4,8 +4,7 @@
 //! asserts what the backend received (how many requests, which
 //! validators) besides what the client got.
 
-#[path = "../common/mod.rs"]
-mod common;
+use crate::common;
 
 mod coalesce;
 mod config;
@@ -48,7 +47,6 @@ impl Store {
 
 /// The servers and directories a storage needs, kept for a case.
 pub struct Env {
-    pub store: Store,
     pub redis: Option<RedisServer>,
     pub memcached: Option<MemcachedServer>,
     pub disk: Option<TempDir>,
@@ -57,7 +55,6 @@ pub struct Env {
 impl Env {
     pub async fn new(store: Store) -> Env {
         Env {
-            store,
             redis: match store {
                 Store::Redis | Store::Tiered => Some(RedisServer::start().await),
                 _ => None,
@@ -207,7 +204,7 @@ macro_rules! on_every_storage {
             $(
                 #[tokio::test]
                 async fn $name() {
-                    super::$name($crate::Store::$store).await
+                    super::$name($crate::cache::Store::$store).await
                 }
             )*
         }

@@ -3,8 +3,7 @@
 //! case asserts what the backend received, not only what the client was
 //! told, and names the rule it follows; docs/security.md has them all.
 
-#[path = "../common/mod.rs"]
-mod common;
+use crate::common;
 
 mod framing;
 mod h2;

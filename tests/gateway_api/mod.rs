@@ -9,8 +9,6 @@
 #![allow(clippy::type_complexity)]
 
 mod ai;
-#[path = "../common/mod.rs"]
-mod common;
 mod filters;
 mod grpcroute;
 mod httproute;

@@ -4,8 +4,7 @@
 //! client makes are in [`requests`]; the rules and bounds the HTTP/3 side
 //! enforces in [`limits`].
 
-#[path = "../common/mod.rs"]
-mod common;
+use crate::common;
 
 mod limits;
 mod requests;

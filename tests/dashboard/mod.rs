@@ -5,8 +5,7 @@
 //! page itself in headless Chromium (skipped, with the reason printed,
 //! where there is no Chromium).
 
-#[path = "../common/mod.rs"]
-mod common;
+use crate::common;
 
 mod api;
 mod browser;
