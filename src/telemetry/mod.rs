@@ -3,6 +3,7 @@
 //! (a writer thread, an export task) and bounded (full queues drop, and
 //! count what they drop).
 
+pub mod access_format;
 pub mod access_log;
 pub mod trace;
 

@@ -157,37 +157,6 @@ impl Exchange {
             r.metrics.response_size(response_bytes, end);
         }
         let ai = self.ai.as_ref().map(|f| f.snapshot());
-        if let Some(log) = &self.telemetry.access_log {
-            let upstream = self.attempts.last();
-            let calls = ai.as_ref().map_or(0, |r| r.calls.len() as u32);
-            log.log(Line {
-                time: Some(self.wall),
-                client: Some(self.client),
-                method: Some(self.method.clone()),
-                host: self.host.clone(),
-                path: Some(self.path.clone()),
-                protocol: self.protocol,
-                status: self.status,
-                request_bytes,
-                response_bytes,
-                route: self.route.as_ref().map(|r| r.name.clone()),
-                upstream: upstream.map(|a| a.endpoint),
-                attempts: self.attempts.len() as u32 + calls,
-                duration: end - self.start,
-                upstream_duration: upstream.map(|a| a.end - a.start),
-                consumer: self.consumer.clone(),
-                request_id: self.request_id.clone(),
-                trace_id: self.trace.as_ref().map(|t| t.trace_id),
-                answered_by: self.answered_by,
-                user_agent: self.user_agent.clone(),
-                ai_instance: ai.as_ref().and_then(|r| r.instance.clone()),
-                tokens: ai
-                    .as_ref()
-                    .and_then(|r| r.usage)
-                    .map(|u| (u.prompt, u.completion)),
-                ttft: ai.as_ref().and_then(|r| r.ttft),
-            });
-        }
         if let (Some(tracer), Some(ctx)) = (&self.telemetry.tracer, &self.trace)
             && ctx.sampled
         {
@@ -262,6 +231,41 @@ impl Exchange {
             }
             tracer.finish(ctx, &server, &children);
         }
+        // The line takes the request's values over: the writer thread
+        // releases them, not the worker.
+        let Some(log) = self.telemetry.access_log.as_ref() else {
+            return;
+        };
+        let upstream = self.attempts.last();
+        let calls = ai.as_ref().map_or(0, |r| r.calls.len() as u32);
+        let line = Line {
+            time: Some(self.wall),
+            client: Some(self.client),
+            method: Some(self.method),
+            host: self.host,
+            path: Some(self.path),
+            protocol: self.protocol,
+            status: self.status,
+            request_bytes,
+            response_bytes,
+            route: self.route.as_ref().map(|r| r.name.clone()),
+            upstream: upstream.map(|a| a.endpoint),
+            attempts: self.attempts.len() as u32 + calls,
+            duration: end - self.start,
+            upstream_duration: upstream.map(|a| a.end - a.start),
+            consumer: self.consumer,
+            request_id: self.request_id,
+            trace_id: self.trace.as_ref().map(|t| t.trace_id),
+            answered_by: self.answered_by,
+            user_agent: self.user_agent,
+            ai_instance: ai.as_ref().and_then(|r| r.instance.clone()),
+            tokens: ai
+                .as_ref()
+                .and_then(|r| r.usage)
+                .map(|u| (u.prompt, u.completion)),
+            ttft: ai.as_ref().and_then(|r| r.ttft),
+        };
+        log.log(line);
     }
 
     /// The response as it leaves: its size is known now, or when its body

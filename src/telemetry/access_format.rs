@@ -1,0 +1,402 @@
+//! Formatting access log lines: JSON objects or logfmt pairs.
+//!
+//! The writer thread formats every line the proxy serves, and with the
+//! process pinned to one core its time is the proxy's time, so the common
+//! values are written without `fmt` machinery or temporary strings:
+//! numbers through `itoa`, IPv4 addresses octet by octet, trace ids from
+//! a table, and the time from the second's text kept between lines (only
+//! the milliseconds change within a second). Nothing here allocates once
+//! the output buffer has grown to a line's size.
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, SystemTime};
+
+use super::access_log::{Field, Format, Line};
+
+/// Formats lines with one format and field list, remembering the text of
+/// the last second it wrote.
+#[derive(Debug)]
+pub struct LineFormatter {
+    format: Format,
+    fields: Vec<Field>,
+    /// Seconds since the epoch of `second_text`, and its
+    /// `YYYY-MM-DDTHH:MM:SS` text.
+    second: Option<(u64, String)>,
+}
+
+/// A field's value, or `None` when the line has none.
+enum Value<'a> {
+    Text(&'a [u8]),
+    Number(u64),
+    Millis(Duration),
+    Time(SystemTime),
+    Ip(IpAddr),
+    Socket(SocketAddr),
+    Hex(&'a [u8; 16]),
+}
+
+impl LineFormatter {
+    /// `fields` in the order lines show them; every field when empty.
+    pub fn new(format: Format, fields: &[Field]) -> LineFormatter {
+        LineFormatter {
+            format,
+            fields: if fields.is_empty() {
+                Field::ALL.to_vec()
+            } else {
+                fields.to_vec()
+            },
+            second: None,
+        }
+    }
+
+    /// Appends `line`, without its line break, to `out`.
+    pub fn write(&mut self, out: &mut Vec<u8>, line: &Line) {
+        let json = self.format == Format::Json;
+        if json {
+            out.push(b'{');
+        }
+        let mut first = true;
+        for i in 0..self.fields.len() {
+            let f = self.fields[i];
+            let Some(v) = value(line, f) else { continue };
+            if !first {
+                out.push(if json { b',' } else { b' ' });
+            }
+            first = false;
+            if json {
+                out.push(b'"');
+                out.extend_from_slice(f.name().as_bytes());
+                out.extend_from_slice(b"\":");
+            } else {
+                out.extend_from_slice(f.name().as_bytes());
+                out.push(b'=');
+            }
+            match v {
+                Value::Number(n) => number(out, n),
+                Value::Millis(d) => millis(out, d),
+                Value::Text(t) if json => json_string(out, t),
+                Value::Text(t) => logfmt_value(out, t),
+                // Neither a time, an address nor hex needs quoting in
+                // logfmt; JSON wants them as strings.
+                v => {
+                    if json {
+                        out.push(b'"');
+                    }
+                    match v {
+                        Value::Time(t) => self.time(out, t),
+                        Value::Ip(ip) => ip_addr(out, ip),
+                        Value::Socket(s) => socket_addr(out, s),
+                        Value::Hex(h) => hex(out, h),
+                        Value::Text(_) | Value::Number(_) | Value::Millis(_) => {}
+                    }
+                    if json {
+                        out.push(b'"');
+                    }
+                }
+            }
+        }
+        if json {
+            out.push(b'}');
+        }
+    }
+
+    /// RFC 3339 in UTC with milliseconds.
+    fn time(&mut self, out: &mut Vec<u8>, t: SystemTime) {
+        let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+        let secs = d.as_secs();
+        let text = match &mut self.second {
+            Some((s, text)) if *s == secs => text,
+            slot => &mut slot.insert((secs, second_text(secs))).1,
+        };
+        out.extend_from_slice(text.as_bytes());
+        let ms = d.subsec_millis();
+        out.extend_from_slice(&[
+            b'.',
+            b'0' + (ms / 100) as u8,
+            b'0' + (ms / 10 % 10) as u8,
+            b'0' + (ms % 10) as u8,
+            b'Z',
+        ]);
+    }
+}
+
+fn value(line: &Line, f: Field) -> Option<Value<'_>> {
+    Some(match f {
+        Field::Time => Value::Time(line.time?),
+        Field::Client => Value::Ip(line.client?),
+        Field::Method => Value::Text(line.method.as_ref()?.as_str().as_bytes()),
+        Field::Host => Value::Text(line.host.as_ref()?.as_bytes()),
+        Field::Path => Value::Text(line.path.as_deref()?.as_bytes()),
+        Field::Protocol => Value::Text(line.protocol.as_bytes()),
+        Field::Status => Value::Number(u64::from(line.status)),
+        Field::RequestBytes => Value::Number(line.request_bytes),
+        Field::ResponseBytes => Value::Number(line.response_bytes),
+        Field::Route => Value::Text(line.route.as_deref()?.as_bytes()),
+        Field::Upstream => Value::Socket(line.upstream?),
+        Field::Attempts => Value::Number(u64::from(line.attempts)),
+        Field::Duration => Value::Millis(line.duration),
+        Field::UpstreamDuration => Value::Millis(line.upstream_duration?),
+        Field::Consumer => Value::Text(line.consumer.as_deref()?.as_bytes()),
+        Field::RequestId => Value::Text(line.request_id.as_ref()?.as_bytes()),
+        Field::TraceId => Value::Hex(line.trace_id.as_ref()?),
+        Field::AnsweredBy => Value::Text(line.answered_by?.as_bytes()),
+        Field::UserAgent => Value::Text(line.user_agent.as_ref()?.as_bytes()),
+        Field::AiInstance => Value::Text(line.ai_instance.as_deref()?.as_bytes()),
+        Field::PromptTokens => Value::Number(line.tokens?.0),
+        Field::CompletionTokens => Value::Number(line.tokens?.1),
+        Field::TimeToFirstToken => Value::Millis(line.ttft?),
+    })
+}
+
+fn number(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+}
+
+/// Milliseconds with three decimals, from integer microseconds.
+fn millis(out: &mut Vec<u8>, d: Duration) {
+    let us = d.as_micros();
+    out.extend_from_slice(itoa::Buffer::new().format(us / 1000).as_bytes());
+    let frac = (us % 1000) as u16;
+    out.extend_from_slice(&[
+        b'.',
+        b'0' + (frac / 100) as u8,
+        b'0' + (frac / 10 % 10) as u8,
+        b'0' + (frac % 10) as u8,
+    ]);
+}
+
+fn ipv4(out: &mut Vec<u8>, ip: Ipv4Addr) {
+    let mut buf = itoa::Buffer::new();
+    for (i, octet) in ip.octets().into_iter().enumerate() {
+        if i > 0 {
+            out.push(b'.');
+        }
+        out.extend_from_slice(buf.format(octet).as_bytes());
+    }
+}
+
+fn ip_addr(out: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => ipv4(out, v4),
+        IpAddr::V6(v6) => display(out, v6),
+    }
+}
+
+fn socket_addr(out: &mut Vec<u8>, s: SocketAddr) {
+    match s {
+        SocketAddr::V4(v4) => {
+            ipv4(out, *v4.ip());
+            out.push(b':');
+            number(out, u64::from(v4.port()));
+        }
+        SocketAddr::V6(v6) => display(out, v6),
+    }
+}
+
+/// The rarer values (IPv6) through their `Display`.
+fn display(out: &mut Vec<u8>, v: impl std::fmt::Display) {
+    let mut s = String::new();
+    let _ = write!(s, "{v}");
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn hex(out: &mut Vec<u8>, bytes: &[u8; 16]) {
+    for &b in bytes {
+        hex_byte(out, b);
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SS` of seconds since the epoch, in UTC.
+fn second_text(secs: u64) -> String {
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil(days as i64);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Year, month, day of a day count since 1970-01-01 (the proleptic
+/// Gregorian calendar; Howard Hinnant's algorithm).
+fn civil(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+/// A JSON string; bytes that are not UTF-8 (header values may carry
+/// obs-text) are written as U+FFFD.
+fn json_string(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.push(b'"');
+    // Most values are printable ASCII with nothing to escape.
+    if bytes
+        .iter()
+        .all(|&b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+    {
+        out.extend_from_slice(bytes);
+        out.push(b'"');
+        return;
+    }
+    let mut utf8 = [0u8; 4];
+    for c in String::from_utf8_lossy(bytes).chars() {
+        match c {
+            '"' => out.extend_from_slice(b"\\\""),
+            '\\' => out.extend_from_slice(b"\\\\"),
+            '\n' => out.extend_from_slice(b"\\n"),
+            '\r' => out.extend_from_slice(b"\\r"),
+            '\t' => out.extend_from_slice(b"\\t"),
+            c if (c as u32) < 0x20 => {
+                let n = c as u8;
+                out.extend_from_slice(b"\\u00");
+                hex_byte(out, n);
+            }
+            c => out.extend_from_slice(c.encode_utf8(&mut utf8).as_bytes()),
+        }
+    }
+    out.push(b'"');
+}
+
+fn hex_byte(out: &mut Vec<u8>, b: u8) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    out.push(DIGITS[usize::from(b >> 4)]);
+    out.push(DIGITS[usize::from(b & 0xf)]);
+}
+
+/// A value, quoted (as a JSON string) when it has spaces, quotes, `=` or
+/// anything outside printable ASCII.
+fn logfmt_value(out: &mut Vec<u8>, bytes: &[u8]) {
+    let plain = !bytes.is_empty()
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_graphic() && !matches!(b, b'"' | b'=' | b'\\'));
+    if plain {
+        out.extend_from_slice(bytes);
+    } else {
+        json_string(out, bytes);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use http::{HeaderValue, Method};
+
+    use super::*;
+
+    fn line() -> Line {
+        Line {
+            time: Some(SystemTime::UNIX_EPOCH + Duration::from_millis(1_733_456_789_123)),
+            client: Some("10.0.0.9".parse().unwrap()),
+            method: Some(Method::POST),
+            host: Some(HeaderValue::from_static("shop.test")),
+            path: Some(Arc::from("/a b/\"q\"\u{1}")),
+            protocol: "HTTP/1.1",
+            status: 201,
+            request_bytes: 12,
+            response_bytes: 3,
+            route: Some("default/shop/api".into()),
+            upstream: Some("10.1.0.4:8080".parse().unwrap()),
+            attempts: 2,
+            duration: Duration::from_micros(1500),
+            upstream_duration: Some(Duration::from_micros(1_200_007)),
+            consumer: None,
+            request_id: Some(HeaderValue::from_static("r-1")),
+            trace_id: Some([0xab; 16]),
+            answered_by: None,
+            user_agent: Some(HeaderValue::from_bytes(b"curl/8 \xff").unwrap()),
+            ai_instance: None,
+            tokens: None,
+            ttft: None,
+        }
+    }
+
+    fn text(f: &mut LineFormatter, line: &Line) -> String {
+        let mut out = Vec::new();
+        f.write(&mut out, line);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn json_lines_have_the_fields_that_have_values() {
+        let out = text(&mut LineFormatter::new(Format::Json, &[]), &line());
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["time"], "2024-12-06T03:46:29.123Z");
+        assert_eq!(v["client"], "10.0.0.9");
+        assert_eq!(v["path"], "/a b/\"q\"\u{1}");
+        assert_eq!(v["status"], 201);
+        assert_eq!(v["attempts"], 2);
+        assert_eq!(v["duration_ms"], 1.5);
+        assert_eq!(v["upstream_ms"], 1200.007);
+        assert_eq!(v["upstream"], "10.1.0.4:8080");
+        assert_eq!(v["trace_id"], "ab".repeat(16));
+        assert_eq!(v["user_agent"], "curl/8 \u{fffd}");
+        assert!(v.get("consumer").is_none(), "{out}");
+    }
+
+    #[test]
+    fn text_lines_quote_what_needs_it_and_keep_field_order() {
+        let mut l = line();
+        l.path = Some(Arc::from("/a b/\"q\""));
+        let fields = [
+            Field::Status,
+            Field::Path,
+            Field::Host,
+            Field::Duration,
+            Field::Client,
+        ];
+        let out = text(&mut LineFormatter::new(Format::Text, &fields), &l);
+        assert_eq!(
+            out,
+            "status=201 path=\"/a b/\\\"q\\\"\" host=shop.test duration_ms=1.500 client=10.0.0.9"
+        );
+    }
+
+    #[test]
+    fn the_time_follows_each_line_across_seconds() {
+        let mut f = LineFormatter::new(Format::Text, &[Field::Time]);
+        let mut l = line();
+        let base = SystemTime::UNIX_EPOCH + Duration::from_secs(1_733_456_789);
+        for (ms, want) in [
+            (5, "time=2024-12-06T03:46:29.005Z"),
+            (999, "time=2024-12-06T03:46:29.999Z"),
+            (1_000, "time=2024-12-06T03:46:30.000Z"),
+            (86_400_000, "time=2024-12-07T03:46:29.000Z"),
+        ] {
+            l.time = Some(base + Duration::from_millis(ms));
+            assert_eq!(text(&mut f, &l), want);
+        }
+    }
+
+    #[test]
+    fn ipv6_addresses_are_written_as_their_display() {
+        let mut l = line();
+        l.client = Some("2001:db8::1".parse().unwrap());
+        l.upstream = Some("[fd00::4]:8443".parse().unwrap());
+        let out = text(
+            &mut LineFormatter::new(Format::Json, &[Field::Client, Field::Upstream]),
+            &l,
+        );
+        assert_eq!(
+            out,
+            r#"{"client":"2001:db8::1","upstream":"[fd00::4]:8443"}"#
+        );
+    }
+
+    #[test]
+    fn dates_are_civil() {
+        assert_eq!(civil(0), (1970, 1, 1));
+        assert_eq!(civil(11_016), (2000, 2, 29));
+        assert_eq!(civil(20_428), (2025, 12, 6));
+    }
+}
