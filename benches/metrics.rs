@@ -1,7 +1,8 @@
 //! `/metrics` at scale: the exposition of 1,000 routes that all served
 //! traffic (every per-route series: statuses, latency, sizes, upstream
-//! attempts and time, one plugin's cost and decisions) and 3,000
-//! endpoints' gauges.
+//! attempts and time, one plugin's cost and decisions) and the gauges of
+//! 1,000 upstreams of three endpoints each, 3,000 endpoints (per upstream,
+//! and with full detail per endpoint too, as the admin port sets them).
 //!
 //! Group `metrics/render/1000_routes_3000_endpoints`: one render of the
 //! whole exposition, as a scrape does. Its size is printed once as
@@ -16,7 +17,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use sluicegate::metrics::{ENDPOINT_HEALTHY, ENDPOINT_IN_FLIGHT, PluginMetrics, RouteMetrics};
+use sluicegate::metrics::{
+    ENDPOINT_HEALTHY, ENDPOINT_IN_FLIGHT, PluginMetrics, RouteMetrics, UPSTREAM_ENDPOINTS,
+    UPSTREAM_IN_FLIGHT,
+};
 
 const ROUTES: usize = 1000;
 const ENDPOINTS: usize = 3000;
@@ -45,16 +49,26 @@ fn setup() -> &'static metrics_exporter_prometheus::PrometheusHandle {
         std::mem::forget(route);
         std::mem::forget(plugin);
     }
-    for e in 0..ENDPOINTS {
-        let labels = [
-            ("upstream", format!("team-{:03}/svc-{}:80", e % 50, e / 3)),
-            (
-                "endpoint",
-                format!("10.{}.{}.{}:8080", e / 65536, e / 256 % 256, e % 256),
-            ),
-        ];
-        metrics::gauge!(ENDPOINT_IN_FLIGHT, &labels).set(1.0);
-        metrics::gauge!(ENDPOINT_HEALTHY, &labels).set(1.0);
+    let upstream = |e: usize| format!("team-{:03}/svc-{}:80", e / 3 % 50, e / 3);
+    for u in 0..ENDPOINTS / 3 {
+        for (state, n) in [("available", 3.0), ("unavailable", 0.0)] {
+            let labels = [("upstream", upstream(u * 3)), ("state", state.to_owned())];
+            metrics::gauge!(UPSTREAM_ENDPOINTS, &labels).set(n);
+        }
+        metrics::gauge!(UPSTREAM_IN_FLIGHT, &[("upstream", upstream(u * 3))]).set(3.0);
+    }
+    if sluicegate::metrics::full_detail() {
+        for e in 0..ENDPOINTS {
+            let labels = [
+                ("upstream", upstream(e)),
+                (
+                    "endpoint",
+                    format!("10.{}.{}.{}:8080", e / 65536, e / 256 % 256, e % 256),
+                ),
+            ];
+            metrics::gauge!(ENDPOINT_IN_FLIGHT, &labels).set(1.0);
+            metrics::gauge!(ENDPOINT_HEALTHY, &labels).set(1.0);
+        }
     }
     handle
 }

@@ -457,32 +457,44 @@ async fn passive_ejection_and_recovery() {
 async fn active_checks_take_endpoints_out_and_back_and_fail_open() {
     let p = pods(37, 2).await;
     let extra = "    healthCheck:\n      active: {path: /healthz, interval: 100ms, timeout: 500ms, healthyThreshold: 2, unhealthyThreshold: 2}\n";
-    let gw = start(&p, extra).await;
+    // A Service name of its own: the metrics below are the process's,
+    // which other tests' gateways share.
+    let eps: Vec<Ep> = p.iter().map(ready).collect();
+    let yaml = manifests(p[0].addr.port(), &eps, extra)
+        .replace("name: app", "name: checked")
+        .replace("service-name: app", "service-name: checked")
+        .replace("serviceName: app", "serviceName: checked");
+    let gw = TestGateway::start(&yaml).await;
     p[0].behaviour.unhealthy.store(true, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(600)).await;
     let t = tally(&gw, 20, &[]).await;
     assert_eq!(t.get(&p[1].name).copied(), Some(20), "{t:?}");
     let routes = common::admin_get(&gw, "/routes").await.text();
     assert!(routes.contains("\"failingActiveChecks\": true"), "{routes}");
+    // The upstream's endpoints are counted by state; per-endpoint series
+    // are only for `--metrics-detail full`.
     let metrics = common::admin_get(&gw, "/metrics").await.text();
-    let line = |addr: SocketAddr| {
+    let value = |state: &str| {
         metrics
             .lines()
             .find(|l| {
-                l.starts_with("sluicegate_endpoint_healthy{")
-                    && l.contains(&format!("endpoint=\"{addr}\""))
+                l.starts_with("sluicegate_upstream_endpoints{")
+                    && l.contains("upstream=\"default/checked:80\"")
+                    && l.contains(&format!("state=\"{state}\""))
             })
+            .and_then(|l| l.rsplit(' ').next())
             .map(str::to_owned)
     };
+    assert_eq!(value("available").as_deref(), Some("1"), "{metrics}");
+    assert_eq!(value("unavailable").as_deref(), Some("1"), "{metrics}");
     assert!(
-        line(p[0].addr).is_some_and(|l| l.ends_with(" 0")),
+        metrics.contains("sluicegate_upstream_in_flight{upstream=\"default/checked:80\"}"),
         "{metrics}"
     );
     assert!(
-        line(p[1].addr).is_some_and(|l| l.ends_with(" 1")),
+        !metrics.contains("sluicegate_endpoint_healthy{"),
         "{metrics}"
     );
-    assert!(metrics.contains("sluicegate_endpoint_in_flight{"));
     // Every endpoint failing: serve from all rather than from none.
     p[1].behaviour.unhealthy.store(true, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(600)).await;

@@ -63,12 +63,20 @@ fn describe() {
         "Endpoints ejected after consecutive failures."
     );
     metrics::describe_gauge!(
+        m::UPSTREAM_ENDPOINTS,
+        "Endpoints of an upstream, by upstream and state (available, unavailable)."
+    );
+    metrics::describe_gauge!(
+        m::UPSTREAM_IN_FLIGHT,
+        "Requests in flight to an upstream's endpoints, by upstream."
+    );
+    metrics::describe_gauge!(
         m::ENDPOINT_IN_FLIGHT,
-        "Requests in flight per endpoint, by upstream and endpoint."
+        "Requests in flight per endpoint, by upstream and endpoint (--metrics-detail full)."
     );
     metrics::describe_gauge!(
         m::ENDPOINT_HEALTHY,
-        "1 while an endpoint takes traffic, 0 while ejected or failing active checks."
+        "1 while an endpoint takes traffic, 0 while ejected or failing active checks (--metrics-detail full)."
     );
     metrics::describe_counter!(
         m::WATCH_ERRORS,

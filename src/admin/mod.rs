@@ -424,24 +424,42 @@ pub(crate) fn endpoint_states(set: &EndpointSet) -> serde_json::Value {
     )
 }
 
-/// Sets the per-endpoint gauges from the live state, just before a
-/// scrape reads them. Endpoints that left stop being set, and their
-/// series expire with the exporter's idle timeout.
+/// Sets the endpoint gauges from the live state, just before a scrape
+/// reads them: per upstream, and with `--metrics-detail full` also per
+/// endpoint. Pod addresses change with every rollout, so per-endpoint
+/// series churn (a new series for each new pod) and outnumber the
+/// routes; the per-upstream counts are what dashboards and alerts need.
+/// Endpoints and upstreams that left stop being set, and their series
+/// expire with the exporter's idle timeout.
 fn endpoint_gauges(publisher: &Publisher) {
     let now = clock_ns(Instant::now());
+    let per_endpoint = m::full_detail();
     for up in publisher.registry().all() {
         let set = up.endpoints();
+        let upstream = up.key().to_string();
+        let (mut available, mut unavailable, mut in_flight) = (0u32, 0u32, 0u64);
         for e in set.ready().iter().chain(set.terminating()) {
-            let labels = [
-                ("upstream", up.key().to_string()),
-                ("endpoint", e.addr().to_string()),
-            ];
-            ::metrics::gauge!(m::ENDPOINT_IN_FLIGHT, &labels).set(f64::from(e.in_flight()));
-            ::metrics::gauge!(m::ENDPOINT_HEALTHY, &labels).set(if e.is_available(now) {
-                1.0
+            let ok = e.is_available(now);
+            if ok {
+                available += 1;
             } else {
-                0.0
-            });
+                unavailable += 1;
+            }
+            in_flight += u64::from(e.in_flight());
+            if per_endpoint {
+                let labels = [
+                    ("upstream", upstream.clone()),
+                    ("endpoint", e.addr().to_string()),
+                ];
+                ::metrics::gauge!(m::ENDPOINT_IN_FLIGHT, &labels).set(f64::from(e.in_flight()));
+                ::metrics::gauge!(m::ENDPOINT_HEALTHY, &labels).set(f64::from(u8::from(ok)));
+            }
         }
+        for (state, n) in [("available", available), ("unavailable", unavailable)] {
+            let labels = [("upstream", upstream.clone()), ("state", state.to_owned())];
+            ::metrics::gauge!(m::UPSTREAM_ENDPOINTS, &labels).set(f64::from(n));
+        }
+        let labels = [("upstream", upstream)];
+        ::metrics::gauge!(m::UPSTREAM_IN_FLIGHT, &labels).set(in_flight as f64);
     }
 }

@@ -584,8 +584,9 @@ pub struct GatewayArgs {
     )]
     pub metrics_disabled_labels: Vec<String>,
     /// Per-route detail of the histograms: `basic` (latency per route;
-    /// sizes, upstream latency and plugin time overall or per plugin) or
-    /// `full` (all of them per route).
+    /// sizes, upstream latency and plugin time overall or per plugin;
+    /// endpoints counted per upstream) or `full` (all of them per route,
+    /// and gauges per endpoint).
     #[arg(long, env = "SLUICEGATE_METRICS_DETAIL", default_value = "basic")]
     pub metrics_detail: crate::metrics::Detail,
     /// On SIGTERM, how long in-flight requests may still run.

@@ -52,10 +52,18 @@ pub const STATUS_WRITES: &str = "sluicegate_status_writes_total";
 pub const UPSTREAM_RETRIES: &str = "sluicegate_upstream_retries_total";
 /// Counter: endpoints ejected by passive health checks.
 pub const UPSTREAM_EJECTIONS: &str = "sluicegate_upstream_ejections_total";
-/// Gauge: requests in flight per endpoint, by `upstream` and `endpoint`.
+/// Gauge: endpoints of an upstream, by `upstream` and `state`:
+/// `available` (takes traffic) or `unavailable` (ejected, or failing
+/// active checks).
+pub const UPSTREAM_ENDPOINTS: &str = "sluicegate_upstream_endpoints";
+/// Gauge: requests in flight to an upstream's endpoints, by `upstream`.
+pub const UPSTREAM_IN_FLIGHT: &str = "sluicegate_upstream_in_flight";
+/// Gauge: requests in flight per endpoint, by `upstream` and `endpoint`
+/// (`--metrics-detail full` only).
 pub const ENDPOINT_IN_FLIGHT: &str = "sluicegate_endpoint_in_flight";
 /// Gauge: 1 while an endpoint takes traffic, 0 while ejected or failing
-/// active checks, by `upstream` and `endpoint`.
+/// active checks, by `upstream` and `endpoint` (`--metrics-detail full`
+/// only).
 pub const ENDPOINT_HEALTHY: &str = "sluicegate_endpoint_healthy";
 /// Gauge: 1 while this replica holds the leader Lease.
 pub const LEADER: &str = "sluicegate_leader";
@@ -152,10 +160,12 @@ pub enum Detail {
     /// Sizes, upstream latency and plugin time are histograms by plugin
     /// (or overall), not by route: a few series instead of dozens per
     /// route, so that thousands of routes stay a small exposition.
+    /// Endpoints are counted per upstream.
     #[default]
     Basic,
     /// Also per route: request and response sizes, upstream latency, and
-    /// each plugin's time.
+    /// each plugin's time; and per endpoint: health and requests in
+    /// flight.
     Full,
 }
 
