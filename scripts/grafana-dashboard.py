@@ -282,9 +282,11 @@ LAYOUT: list[tuple[dict, int, int]] = [
     (
         timeseries(
             "Upstream attempts by status",
-            "Attempts on endpoints per second by status class (error: no response), retries and ejections.",
+            "Attempts on endpoints per second by status class (error: no response), retries and ejections. "
+            "Attempts are over all routes (the route filter does not apply; --metrics-detail full adds "
+            "a route label).",
             "ops",
-            q(f"sum by (status) (rate(sluicegate_upstream_attempts_total{{{ROUTE}}}{RATE}))", "{{status}}"),
+            q(f"sum by (status) (rate(sluicegate_upstream_attempts_total{{{JOB}}}{RATE}))", "{{status}}"),
             q(f"sum(rate(sluicegate_upstream_retries_total{{{ROUTE}}}{RATE}))", "retries"),
             q(f"sum(rate(sluicegate_upstream_ejections_total{{{JOB}}}{RATE}))", "ejections"),
         ),

@@ -449,6 +449,8 @@ async fn metric_names_are_stable_and_series_do_not_grow_with_paths_or_clients() 
         "sluicegate_response_size_bytes",
         "sluicegate_upstream_duration_seconds",
         "sluicegate_upstream_attempts_total",
+        "sluicegate_upstream_endpoints",
+        "sluicegate_upstream_in_flight",
         "sluicegate_plugin_duration_seconds",
         "sluicegate_plugin_decisions_total",
         "sluicegate_plugin_rejections_total",

@@ -117,11 +117,11 @@ fn describe() {
     metrics::describe_histogram!(
         m::UPSTREAM_DURATION,
         metrics::Unit::Seconds,
-        "Time from sending an attempt to an endpoint to its response head, by route."
+        "Time from sending an attempt to an endpoint to its response head (by route with --metrics-detail full)."
     );
     metrics::describe_counter!(
         m::UPSTREAM_ATTEMPTS,
-        "Attempts on endpoints, by route and status class (error: no response)."
+        "Attempts on endpoints, by status class (error: no response), and by route with --metrics-detail full."
     );
     metrics::describe_histogram!(
         m::PLUGIN_DURATION,

@@ -93,7 +93,7 @@ impl RouteMetrics {
     /// Records one response.
     pub fn record(&self, status: u16, elapsed: Duration, now: Instant) {
         self.with(now, |h| {
-            self.count(&h.requests, REQUESTS_TOTAL, Some(status));
+            self.count(&h.requests, REQUESTS_TOTAL, Some(status), true);
             h.duration.record(elapsed.as_secs_f64());
         });
     }
@@ -112,18 +112,24 @@ impl RouteMetrics {
     /// none when it failed without one, and the time to its head.
     pub fn attempt(&self, status: Option<u16>, elapsed: Duration, now: Instant) {
         self.with(now, |h| {
-            self.count(&h.attempts, UPSTREAM_ATTEMPTS, status);
+            // Like the upstream time, by route only with full detail.
+            self.count(&h.attempts, UPSTREAM_ATTEMPTS, status, full_detail());
             if status.is_some() {
                 h.upstream.record(elapsed.as_secs_f64());
             }
         });
     }
 
-    fn count(&self, counters: &ByClass, name: &'static str, status: Option<u16>) {
+    fn count(&self, counters: &ByClass, name: &'static str, status: Option<u16>, by_route: bool) {
         let (i, class) = class_index(status);
         counters[i]
             .get_or_init(|| {
-                metrics::counter!(name, labels(&[("route", &self.route), ("status", class)]))
+                let pairs: &[(&str, &str)] = if by_route {
+                    &[("route", &self.route), ("status", class)]
+                } else {
+                    &[("status", class)]
+                };
+                metrics::counter!(name, labels(pairs))
             })
             .increment(1);
     }
