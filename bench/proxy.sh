@@ -22,7 +22,9 @@
 #                             tracing; with the access log (JSON, to a
 #                             file); with the access log and tracing at
 #                             1% to a local OTLP/HTTP receiver. Metrics
-#                             and per-plugin timing are always on.
+#                             and per-plugin timing are always on. Best
+#                             with ROUNDS=15 DURATION=3s WARMUP=1s: the
+#                             median of per-round ratios is printed.
 #   bench/proxy.sh all        compare, then churn, then tls
 #
 # Layout (2-core default): the proxy under test runs alone on PROXY_CPU;
@@ -1082,6 +1084,15 @@ observe() {
     done
     awk -v p="$(med plain 2)" -v l="$(med logged 2)" -v t="$(med traced 2)" 'BEGIN {
         printf "ratio to plain: access log %.3f, access log + tracing at 1%% %.3f\n", l / p, t / p }'
+    # The machine's speed drifts between rounds more than the access log
+    # costs; each round runs the three back to back, so the ratio within a
+    # round is steadier than the ratio of medians. Use many short rounds
+    # (ROUNDS=15 DURATION=3s) for this one.
+    local ratios
+    ratios=$(awk '$1 == "plain" { p = $2 } $1 == "logged" { l = $2 / p }
+        $1 == "traced" { print l, $2 / p }' "$TMP/results")
+    printf 'median of per-round ratios: access log %.3f, access log + tracing at 1%% %.3f\n' \
+        "$(cut -d' ' -f1 <<<"$ratios" | median)" "$(cut -d' ' -f2 <<<"$ratios" | median)"
     echo "access log lines written: $(wc -l <"$TMP/access.log")"
     echo "per-round results (name req/s p50_us p99_us non2xx sockerr cpu% user_us/req sys_us/req load_cpu% wrk_cpu%" \
         "tls_full tls_resumed other_cpu% steal%):"
