@@ -49,18 +49,23 @@ struct Answer {
     headers: bool,
 }
 
+/// The status refused requests get: `rejectedCode`, 429 by default.
+fn rejected_status(common: &LimitCommon, field: &str) -> Result<StatusCode, ConfigError> {
+    let code = common.rejected_code.unwrap_or(429);
+    StatusCode::from_u16(code)
+        .ok()
+        .filter(|s| (200..600).contains(&s.as_u16()))
+        .ok_or_else(|| {
+            ConfigError::new(
+                format!("{field}.rejectedCode"),
+                format!("{code} is not a status between 200 and 599"),
+            )
+        })
+}
+
 impl Answer {
     fn new(common: &LimitCommon, field: &str) -> Result<Answer, ConfigError> {
-        let code = common.rejected_code.unwrap_or(429);
-        let status = StatusCode::from_u16(code)
-            .ok()
-            .filter(|s| (200..600).contains(&s.as_u16()))
-            .ok_or_else(|| {
-                ConfigError::new(
-                    format!("{field}.rejectedCode"),
-                    format!("{code} is not a status between 200 and 599"),
-                )
-            })?;
+        let status = rejected_status(common, field)?;
         let body = common
             .rejected_message
             .clone()

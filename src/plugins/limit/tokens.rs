@@ -62,16 +62,7 @@ impl AiRateLimitPlugin {
     ) -> Result<Arc<dyn Plugin>, ConfigError> {
         let field = "aiRateLimit";
         let window = Window::new(c.window_type, c.limit, c.time_window.0, field, "limit")?;
-        let code = c.common.rejected_code.unwrap_or(429);
-        let status = StatusCode::from_u16(code)
-            .ok()
-            .filter(|s| (200..600).contains(&s.as_u16()))
-            .ok_or_else(|| {
-                ConfigError::new(
-                    format!("{field}.rejectedCode"),
-                    format!("{code} is not a status between 200 and 599"),
-                )
-            })?;
+        let status = super::rejected_status(&c.common, field)?;
         let redis = match c.common.policy {
             LimitPolicy::Local => None,
             LimitPolicy::Redis => Some(RedisLimiter::for_settings(&c.common, field, env)?),
@@ -270,7 +261,7 @@ mod tests {
         }
     }
 
-    fn plugin(yaml: &str) -> Arc<dyn Plugin> {
+    fn build(yaml: &str) -> Result<Arc<dyn Plugin>, ConfigError> {
         let c: AiRateLimit = serde_json::from_str(yaml).unwrap();
         let secret = |_: &str, _: &str| None;
         let consumers = |_: &std::collections::BTreeMap<String, String>| Vec::new();
@@ -281,7 +272,11 @@ mod tests {
             consumers: &consumers,
         };
         let owner = Owner(format!("test-{}", crate::plugins::fingerprint(&yaml)).into());
-        AiRateLimitPlugin::build(&c, &owner, &env).unwrap()
+        AiRateLimitPlugin::build(&c, &owner, &env)
+    }
+
+    fn plugin(yaml: &str) -> Arc<dyn Plugin> {
+        build(yaml).unwrap()
     }
 
     /// Runs the request phase; the meter of an admitted request.
@@ -318,6 +313,22 @@ mod tests {
         assert!(r.headers.contains_key(http::header::RETRY_AFTER));
         let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
         assert_eq!(body["error"]["code"], "rate_limit_exceeded");
+    }
+
+    #[test]
+    fn the_rejected_code_is_the_limit_plugins_and_checked_alike() {
+        let p = plugin(r#"{"limit": 1, "timeWindow": "1h", "rejectedCode": 503}"#);
+        let (_, meter) = admit(&*p).unwrap();
+        meter.charge(TokenUsage {
+            prompt: 1,
+            completion: 1,
+        });
+        assert_eq!(
+            admit(&*p).unwrap_err().status,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        let e = build(r#"{"limit": 1, "timeWindow": "1h", "rejectedCode": 700}"#).unwrap_err();
+        assert_eq!(e.field, "aiRateLimit.rejectedCode", "{e:?}");
     }
 
     #[test]
