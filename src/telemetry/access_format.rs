@@ -211,10 +211,7 @@ fn display(out: &mut Vec<u8>, v: impl std::fmt::Display) {
 
 fn hex(out: &mut Vec<u8>, bytes: &[u8; 16]) {
     let mut text = [0u8; 32];
-    for (pair, &b) in text.chunks_exact_mut(2).zip(bytes) {
-        pair[0] = HEX[usize::from(b >> 4)];
-        pair[1] = HEX[usize::from(b & 0xf)];
-    }
+    super::trace::hex_into(&mut text, bytes);
     out.extend_from_slice(&text);
 }
 
@@ -279,11 +276,10 @@ fn json_string(out: &mut Vec<u8>, bytes: &[u8]) {
     out.push(b'"');
 }
 
-const HEX: &[u8; 16] = b"0123456789abcdef";
-
 fn hex_byte(out: &mut Vec<u8>, b: u8) {
-    out.push(HEX[usize::from(b >> 4)]);
-    out.push(HEX[usize::from(b & 0xf)]);
+    let mut text = [0u8; 2];
+    super::trace::hex_into(&mut text, &[b]);
+    out.extend_from_slice(&text);
 }
 
 /// A value, quoted (as a JSON string) when it has spaces, quotes, `=` or

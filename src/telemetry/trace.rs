@@ -82,22 +82,28 @@ pub fn parse_traceparent(v: &[u8]) -> Option<([u8; 16], [u8; 8], bool)> {
     Some((trace, parent, flags & 1 == 1))
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Lower-case hex of `bytes` into `out`, which is twice as long.
+pub(super) fn hex_into(out: &mut [u8], bytes: &[u8]) {
     const H: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(H[usize::from(b >> 4)] as char);
-        s.push(H[usize::from(b & 0xf)] as char);
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = H[usize::from(b >> 4)];
+        pair[1] = H[usize::from(b & 0xf)];
     }
-    s
 }
 
 /// The `traceparent` a next hop gets: this trace, `parent` as its caller.
+/// Every proxied request gets one, sampled or not, so it is written in
+/// place rather than formatted.
 pub fn traceparent(trace: &[u8; 16], parent: &[u8; 8], sampled: bool) -> HeaderValue {
-    let flags = if sampled { "01" } else { "00" };
-    let text = format!("00-{}-{}-{flags}", hex(trace), hex(parent));
+    const EMPTY: &[u8; 55] = b"00-00000000000000000000000000000000-0000000000000000-00";
+    let mut text = *EMPTY;
+    hex_into(&mut text[3..35], trace);
+    hex_into(&mut text[36..52], parent);
+    if sampled {
+        text[54] = b'1';
+    }
     // Hex digits and dashes only.
-    HeaderValue::try_from(text).unwrap_or(HeaderValue::from_static(
+    HeaderValue::from_bytes(&text).unwrap_or(HeaderValue::from_static(
         "00-00000000000000000000000000000000-0000000000000000-00",
     ))
 }
@@ -429,6 +435,12 @@ async fn export(exporter: opentelemetry_otlp::SpanExporter, mut rx: mpsc::Receiv
 mod tests {
     use super::*;
 
+    fn hex(bytes: &[u8]) -> String {
+        let mut out = vec![0; bytes.len() * 2];
+        hex_into(&mut out, bytes);
+        String::from_utf8(out).unwrap()
+    }
+
     #[test]
     fn traceparents_parse_strictly() {
         let ok = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
@@ -465,5 +477,7 @@ mod tests {
         assert_eq!(v, "00-07070707070707070707070707070707-0909090909090909-01");
         let (t, p, s) = parse_traceparent(v.as_bytes()).unwrap();
         assert_eq!((t, p, s), ([7; 16], [9; 8], true));
+        let v = traceparent(&[0xab; 16], &[0x1f; 8], false);
+        assert_eq!(v, "00-abababababababababababababababab-1f1f1f1f1f1f1f1f-00");
     }
 }
