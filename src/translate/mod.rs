@@ -65,6 +65,7 @@ pub use gateway::{
     ClassState, Cond, GatewayApiStatus, GatewayState, ListenerState, ParentState, RouteState,
     names as condition_names,
 };
+pub use protocol::Unverified;
 pub use state::{ClusterState, ObjectKey, Store};
 pub use ticket_keys::parse as parse_ticket_keys;
 pub use tls::certified_key;

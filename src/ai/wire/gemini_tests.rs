@@ -1,11 +1,12 @@
-//! Translation to and from Gemini `generateContent`.
+//! Tests of the translation to and from Gemini `generateContent` (the
+//! `#[cfg(test)]` module of gemini.rs): unwrap is the assertion here.
 
 use serde_json::{Value, json};
 
 use super::*;
 
 fn req(v: Value) -> ChatRequest {
-    ChatRequest::from_value(v.as_object().unwrap()).unwrap()
+    ChatRequest::from_value(v.as_object().unwrap()).unwrap() // ok: test code
 }
 
 #[test]
@@ -29,12 +30,12 @@ fn requests_translate_roles_tools_and_settings() {
         "temperature": 0.2, "top_p": 0.8, "max_tokens": 300, "stop": "END", "seed": 3,
         "response_format": {"type": "json_schema", "json_schema": {"name": "a", "schema": {"type": "object"}}}
     }));
-    let b = request_body(&r).unwrap();
+    let b = request_body(&r).unwrap(); // ok: test code
     assert_eq!(
         b["systemInstruction"],
         json!({"parts": [{"text": "Be terse."}]})
     );
-    let c = b["contents"].as_array().unwrap();
+    let c = b["contents"].as_array().unwrap(); // ok: test code
     assert_eq!(c.len(), 3);
     assert_eq!(
         c[0],
@@ -89,7 +90,7 @@ fn whole_answers_translate_back() {
         "modelVersion": "gemini-2.5-flash",
         "responseId": "resp-1"
     });
-    let (v, u) = complete(body.to_string().as_bytes()).unwrap();
+    let (v, u) = complete(body.to_string().as_bytes()).unwrap(); // ok: test code
     assert_eq!(
         u,
         Some(TokenUsage {
@@ -105,7 +106,7 @@ fn whole_answers_translate_back() {
     let call = &c["message"]["tool_calls"][0];
     assert_eq!(call["function"]["name"], "lookup");
     assert_eq!(call["function"]["arguments"], "{\"q\":\"dog\"}");
-    assert!(call["id"].as_str().unwrap().starts_with("call_"));
+    assert!(call["id"].as_str().unwrap().starts_with("call_")); // ok: test code
     let blocked = json!({"promptFeedback": {"blockReason": "SAFETY"}, "usageMetadata": {"promptTokenCount": 3}});
     let (v, _) = complete(blocked.to_string().as_bytes()).unwrap();
     assert_eq!(v["choices"][0]["finish_reason"], "content_filter");
