@@ -383,7 +383,9 @@ impl Worker {
             }
         }
         let first_span = exchange.as_deref_mut().and_then(|ex| {
-            if let Some(id) = parts.headers.get(&observe::X_REQUEST_ID) {
+            if ex.keep
+                && let Some(id) = parts.headers.get(&observe::X_REQUEST_ID)
+            {
                 ex.request_id = Some(id.clone());
             }
             ex.propagate(&mut parts.headers)
@@ -401,7 +403,10 @@ impl Worker {
             use http_body::Body as _;
             mirror::start(self, route, &head, body.is_end_stream(), deadlines).await;
         }
-        let record = exchange.map(|ex| (&mut ex.attempts, first_span));
+        // Attempts are recorded for a log line or spans only.
+        let record = exchange
+            .filter(|ex| ex.keep)
+            .map(|ex| (&mut ex.attempts, first_span));
         attempts::send(
             self,
             route,

@@ -49,9 +49,13 @@ pub(super) struct Exchange {
     start: Instant,
     wall: SystemTime,
     pub trace: Option<trace::Context>,
+    /// Whether anything is written at the end: the gateway logs, or the
+    /// trace is sampled. Otherwise the exchange only carries the trace
+    /// context to the upstream, and the request's facts are not copied.
+    pub keep: bool,
     method: Method,
     host: Option<HeaderValue>,
-    path: Arc<str>,
+    path: Option<Arc<str>>,
     client: IpAddr,
     protocol: &'static str,
     user_agent: Option<HeaderValue>,
@@ -89,22 +93,34 @@ impl Exchange {
             return None;
         }
         let headers = req.headers();
+        let trace = telemetry.tracer.as_ref().map(|t| t.context(headers));
+        let keep = telemetry.access_log.is_some() || trace.as_ref().is_some_and(|t| t.sampled);
         Some(Box::new(Exchange {
             telemetry: telemetry.clone(),
             start,
-            wall: SystemTime::now(),
-            trace: telemetry.tracer.as_ref().map(|t| t.context(headers)),
+            wall: if keep {
+                SystemTime::now()
+            } else {
+                SystemTime::UNIX_EPOCH
+            },
+            trace,
+            keep,
             method: req.method().clone(),
-            host: req
-                .uri()
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-                .or_else(|| headers.get(header::HOST).cloned()),
-            path: req.uri().path().into(),
+            host: keep
+                .then(|| {
+                    req.uri()
+                        .authority()
+                        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+                        .or_else(|| headers.get(header::HOST).cloned())
+                })
+                .flatten(),
+            path: keep.then(|| req.uri().path().into()),
             client: client.peer_ip,
             protocol: protocol(req.version()),
-            user_agent: headers.get(header::USER_AGENT).cloned(),
-            request_id: headers.get(&X_REQUEST_ID).cloned(),
+            user_agent: keep
+                .then(|| headers.get(header::USER_AGENT).cloned())
+                .flatten(),
+            request_id: keep.then(|| headers.get(&X_REQUEST_ID).cloned()).flatten(),
             route: None,
             consumer: None,
             answered_by: None,
@@ -172,7 +188,7 @@ impl Exchange {
                 end: self.wall(end),
                 attributes: trace::server_attributes(
                     self.method.as_str(),
-                    &self.path,
+                    self.path.as_deref().unwrap_or(""),
                     route,
                     self.status,
                     host,
@@ -243,7 +259,7 @@ impl Exchange {
             client: Some(self.client),
             method: Some(self.method),
             host: self.host,
-            path: Some(self.path),
+            path: self.path,
             protocol: self.protocol,
             status: self.status,
             request_bytes,
