@@ -45,6 +45,7 @@ fn bench(c: &mut Criterion) {
                 200,
                 Duration::from_micros(300 + (i % 700) as u64),
                 None,
+                Instant::now(),
             );
         })
     });
@@ -56,6 +57,7 @@ fn bench(c: &mut Criterion) {
                 200,
                 Duration::from_micros(300 + (i % 700) as u64),
                 Some(&consumers[i % consumers.len()]),
+                Instant::now(),
             );
         })
     });
@@ -67,6 +69,7 @@ fn bench(c: &mut Criterion) {
                 "keyAuth",
                 Duration::from_nanos(800 + (i % 400) as u64),
                 (i % 16 == 0).then_some(401),
+                Instant::now(),
             );
         })
     });
@@ -89,6 +92,7 @@ fn bench(c: &mut Criterion) {
                     200,
                     Duration::from_micros(300),
                     None,
+                    Instant::now(),
                 );
             })
         });
@@ -113,10 +117,12 @@ fn bench(c: &mut Criterion) {
             for _ in 0..iters {
                 // Refill, since a snapshot forgets routes idle for a whole
                 // window and the benchmark may run longer than that.
+                let now = Instant::now();
                 for (k, r) in many.iter().enumerate() {
-                    live::record_request(r, 200, Duration::from_micros(100 + k as u64), Some("c"));
-                    live::record_plugin(r, "keyAuth", Duration::from_micros(2), None);
-                    live::record_plugin(r, "limitCount", Duration::from_micros(1), None);
+                    let took = Duration::from_micros(100 + k as u64);
+                    live::record_request(r, 200, took, Some("c"), now);
+                    live::record_plugin(r, "keyAuth", Duration::from_micros(2), None, now);
+                    live::record_plugin(r, "limitCount", Duration::from_micros(1), None, now);
                 }
                 let start = Instant::now();
                 black_box(live::snapshot());

@@ -51,14 +51,29 @@ pub const MAX_ROUTES: usize = 4096;
 /// Records one answered request of `route` (the route name; `unmatched`
 /// for requests no route took), with the consumer an authentication
 /// plugin identified, if any.
-pub fn record_request(route: &str, status: u16, duration: Duration, consumer: Option<&str>) {
-    global().record_request(now_sec(), route, status, duration, consumer);
+/// `now` is the caller's clock reading at the request's end: the proxy
+/// has one already, and reading the clock again is a measurable part of a
+/// request's cost.
+pub fn record_request(
+    route: &str,
+    status: u16,
+    duration: Duration,
+    consumer: Option<&str>,
+    now: Instant,
+) {
+    global().record_request(sec_at(now), route, status, duration, consumer);
 }
 
 /// Records one run of `plugin` on a request of `route`: how long it took
 /// and, when it answered the request itself, with which status.
-pub fn record_plugin(route: &str, plugin: &'static str, duration: Duration, answered: Option<u16>) {
-    global().record_plugin(now_sec(), route, plugin, duration, answered);
+pub fn record_plugin(
+    route: &str,
+    plugin: &'static str,
+    duration: Duration,
+    answered: Option<u16>,
+    now: Instant,
+) {
+    global().record_plugin(sec_at(now), route, plugin, duration, answered);
 }
 
 /// The traffic of the last one to two panes (5 to 10 seconds).
@@ -84,8 +99,9 @@ fn now() -> (u64, f64) {
     (d.as_secs(), f64::from(d.subsec_nanos()) / 1e9)
 }
 
-fn now_sec() -> u64 {
-    epoch().elapsed().as_secs()
+/// Whole seconds from the collector's epoch to `at`.
+fn sec_at(at: Instant) -> u64 {
+    at.saturating_duration_since(epoch()).as_secs()
 }
 
 #[derive(Default)]

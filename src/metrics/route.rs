@@ -194,7 +194,7 @@ impl PluginMetrics {
     /// dashboard's live view, which shows each plugin per route whatever
     /// the `--metrics-detail`.
     pub fn record(&self, elapsed: Duration, answered: Option<u16>, now: Instant) {
-        super::live::record_plugin(&self.route, self.plugin, elapsed, answered);
+        super::live::record_plugin(&self.route, self.plugin, elapsed, answered, now);
         self.record_series(elapsed, answered, now);
     }
 

@@ -93,8 +93,9 @@ impl Handler for Worker {
     }
 
     fn refused(&self, status: StatusCode) {
-        unmatched().record(status.as_u16(), Duration::ZERO, Instant::now());
-        live::record_request(UNMATCHED, status.as_u16(), Duration::ZERO, None);
+        let now = Instant::now();
+        unmatched().record(status.as_u16(), Duration::ZERO, now);
+        live::record_request(UNMATCHED, status.as_u16(), Duration::ZERO, None, now);
     }
 }
 
@@ -152,7 +153,7 @@ impl Worker {
             None => (unmatched(), UNMATCHED),
         };
         metrics.record(status, now - start, now);
-        live::record_request(name, status, now - start, served.consumer.as_deref());
+        live::record_request(name, status, now - start, served.consumer.as_deref(), now);
         if let Some(mut ex) = exchange {
             ex.route = served.route;
             if let Some((exact, probe)) = served.body {
