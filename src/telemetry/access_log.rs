@@ -2,9 +2,9 @@
 //!
 //! A worker hands each finished request's facts ([`Line`], mostly
 //! reference-counted values, no formatting) to a bounded queue and goes on;
-//! the writer thread, woken by a timer rather than by each line, formats
-//! them (JSON or logfmt text, [`super::access_format`]) in batches and
-//! writes each batch at once. When the writer falls behind (a flood, a slow disk)
+//! the writer thread, woken by a timer or by every [`WAKE_EVERY`]th line
+//! rather than by each line, formats them (JSON or logfmt text,
+//! [`super::access_format`]) in batches and writes each batch at once. When the writer falls behind (a flood, a slow disk)
 //! lines are dropped and counted (`sluicegate_access_log_dropped_total`)
 //! rather than slowing requests or growing memory. Sampling keeps a share of successful requests; errors
 //! (status 400 and above) are always logged.
@@ -13,6 +13,7 @@ use std::io::{self, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError};
 use std::time::{Duration, SystemTime};
 
@@ -21,15 +22,22 @@ use http::{HeaderValue, Method};
 use super::access_format::LineFormatter;
 use crate::metrics::ACCESS_LOG_DROPPED;
 
-/// Lines queued for the writer at most.
-const QUEUE: usize = 16 * 1024;
+/// Lines queued for the writer at most. The queue is a ring of lines
+/// (about 400 bytes each) that the worker writes into and the writer reads
+/// from: small enough to stay in a core's cache. A ring of 16k lines
+/// (7 MB) made every send a cache miss, which cost a worker more than the
+/// rest of the access log together.
+const QUEUE: usize = 2048;
 
-/// How long the writer sleeps once the queue is empty. The writer polls
-/// instead of blocking on the queue so that a worker's send never has to
-/// wake it: a wake-up per request (a futex call and a context switch,
-/// often on the worker's own core) cost more than formatting the line.
-/// The queue holds a tick's worth of lines at several hundred thousand
-/// requests per second.
+/// Every this many lines sent, the sender wakes the writer, so the queue
+/// is drained long before it is full whatever the request rate. One
+/// wake-up (a futex call) per batch rather than per line: a wake-up per
+/// request, often on the worker's own core, cost more than formatting the
+/// line.
+const WAKE_EVERY: usize = QUEUE / 8;
+
+/// How long the writer sleeps once the queue is empty, when no sender
+/// wakes it first: the delay of a line at low rates.
 const TICK: Duration = Duration::from_millis(20);
 
 /// How lines are written.
@@ -207,6 +215,11 @@ pub struct Line {
 #[derive(Debug)]
 pub struct AccessLog {
     tx: SyncSender<Line>,
+    /// Lines sent and not yet taken by the writer. The writer may take a
+    /// line before its sender counts it, so the count may wrap below zero
+    /// for a moment: it is only compared for equality.
+    queued: Arc<AtomicUsize>,
+    writer: std::thread::Thread,
     /// Requests under 400 are logged when a random 32-bit value is below.
     keep_below: u64,
 }
@@ -216,10 +229,19 @@ impl AccessLog {
     pub fn start(settings: Settings, out: Box<dyn Write + Send>) -> io::Result<AccessLog> {
         let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
         let keep_below = (settings.sample.clamp(0.0, 1.0) * f64::from(u32::MAX)) as u64 + 1;
-        std::thread::Builder::new()
+        let queued = Arc::new(AtomicUsize::new(0));
+        let taken = queued.clone();
+        let writer = std::thread::Builder::new()
             .name("sluicegate-access-log".into())
-            .spawn(move || write_lines(rx, settings, out))?;
-        Ok(AccessLog { tx, keep_below })
+            .spawn(move || write_lines(rx, &taken, settings, out))?
+            .thread()
+            .clone();
+        Ok(AccessLog {
+            tx,
+            queued,
+            writer,
+            keep_below,
+        })
     }
 
     /// Logs `line` if sampling keeps it; never waits.
@@ -231,7 +253,11 @@ impl AccessLog {
             return;
         }
         match self.tx.try_send(line) {
-            Ok(()) => {}
+            Ok(()) => {
+                if self.queued.fetch_add(1, Ordering::Relaxed).wrapping_add(1) == WAKE_EVERY {
+                    self.writer.unpark();
+                }
+            }
             Err(TrySendError::Full(_)) => metrics::counter!(ACCESS_LOG_DROPPED).increment(1),
             Err(TrySendError::Disconnected(_)) => {}
         }
@@ -260,12 +286,18 @@ fn sample() -> u64 {
     })
 }
 
-fn write_lines(rx: Receiver<Line>, settings: Settings, mut out: Box<dyn Write + Send>) {
+fn write_lines(
+    rx: Receiver<Line>,
+    queued: &AtomicUsize,
+    settings: Settings,
+    mut out: Box<dyn Write + Send>,
+) {
     let mut formatter = LineFormatter::new(settings.format, &settings.fields);
     // Lines gather here and go out in writes of about this size.
     const WRITE: usize = 64 * 1024;
     let mut batch = Vec::with_capacity(WRITE + 4096);
     loop {
+        let mut taken = 0;
         loop {
             let line = match rx.try_recv() {
                 Ok(line) => line,
@@ -275,6 +307,7 @@ fn write_lines(rx: Receiver<Line>, settings: Settings, mut out: Box<dyn Write + 
                     return;
                 }
             };
+            taken += 1;
             formatter.write(&mut batch, &line);
             batch.push(b'\n');
             // The line's values are released here, on the writer's time.
@@ -288,13 +321,14 @@ fn write_lines(rx: Receiver<Line>, settings: Settings, mut out: Box<dyn Write + 
         }
         // The queue ran dry: what was written goes out now, then the
         // writer naps until the next batch.
+        queued.fetch_sub(taken, Ordering::Relaxed);
         if !batch.is_empty() {
             if out.write_all(&batch).and_then(|()| out.flush()).is_err() {
                 return;
             }
             batch.clear();
         }
-        std::thread::sleep(TICK);
+        std::thread::park_timeout(TICK);
     }
 }
 
