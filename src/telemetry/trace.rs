@@ -95,17 +95,22 @@ pub(super) fn hex_into(out: &mut [u8], bytes: &[u8]) {
 /// Every proxied request gets one, sampled or not, so it is written in
 /// place rather than formatted.
 pub fn traceparent(trace: &[u8; 16], parent: &[u8; 8], sampled: bool) -> HeaderValue {
-    const EMPTY: &[u8; 55] = b"00-00000000000000000000000000000000-0000000000000000-00";
-    let mut text = *EMPTY;
+    // Hex digits and dashes only.
+    HeaderValue::from_bytes(&traceparent_text(trace, parent, sampled)).unwrap_or(
+        HeaderValue::from_static("00-00000000000000000000000000000000-0000000000000000-00"),
+    )
+}
+
+/// The text of a `traceparent`, on the stack: the proxy writes it straight
+/// into the upstream's request head.
+pub fn traceparent_text(trace: &[u8; 16], parent: &[u8; 8], sampled: bool) -> [u8; 55] {
+    let mut text = *b"00-00000000000000000000000000000000-0000000000000000-00";
     hex_into(&mut text[3..35], trace);
     hex_into(&mut text[36..52], parent);
     if sampled {
         text[54] = b'1';
     }
-    // Hex digits and dashes only.
-    HeaderValue::from_bytes(&text).unwrap_or(HeaderValue::from_static(
-        "00-00000000000000000000000000000000-0000000000000000-00",
-    ))
+    text
 }
 
 /// Random bits from a per-thread xorshift generator seeded from the

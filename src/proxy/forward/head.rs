@@ -9,6 +9,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use crate::http::client::Head;
 use crate::http::wire::{RequestFraming, put, put_length};
 use crate::proxy::server::ClientInfo;
+use crate::telemetry::trace::{TRACEPARENT, TRACESTATE};
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -80,23 +81,50 @@ pub struct ForwardHead<'a> {
     pub upgrade: bool,
     /// Extend the client's forwarding headers instead of replacing them.
     pub trust_forwarded: bool,
+    /// The trace context the upstream gets, when the gateway traces.
+    pub trace: Option<&'a TraceHeaders>,
+}
+
+/// The W3C trace context headers of a request the gateway traces. They
+/// are written while the head is, not put in the client's header map:
+/// every proxied request gets one when tracing is on, sampled or not.
+#[derive(Debug)]
+pub struct TraceHeaders {
+    /// `traceparent`, naming the gateway's span as the caller; it replaces
+    /// the client's.
+    pub traceparent: [u8; 55],
+    /// Whether the client's `tracestate` goes along: only when the trace
+    /// is the client's own (its `traceparent` was valid).
+    pub keep_state: bool,
 }
 
 /// Where the headers of a request head go: HTTP/1.1 text for the proxy's
 /// own client, or a header map for hyper's.
 trait Sink {
     fn put(&mut self, name: &HeaderName, value: &HeaderValue);
+    /// A value the proxy made, known to be valid field text.
+    fn put_bytes(&mut self, name: &HeaderName, value: &[u8]);
 }
 
 impl Sink for Vec<u8> {
     fn put(&mut self, name: &HeaderName, value: &HeaderValue) {
         put(self, name.as_str(), value.as_bytes());
     }
+
+    fn put_bytes(&mut self, name: &HeaderName, value: &[u8]) {
+        put(self, name.as_str(), value);
+    }
 }
 
 impl Sink for HeaderMap {
     fn put(&mut self, name: &HeaderName, value: &HeaderValue) {
         self.append(name.clone(), value.clone());
+    }
+
+    fn put_bytes(&mut self, name: &HeaderName, value: &[u8]) {
+        if let Ok(v) = HeaderValue::from_bytes(value) {
+            self.append(name.clone(), v);
+        }
     }
 }
 
@@ -181,8 +209,16 @@ impl ForwardHead<'_> {
         if host && let Some(h) = self.host {
             out.put(&header::HOST, h);
         }
+        if let Some(t) = self.trace {
+            out.put_bytes(&TRACEPARENT, &t.traceparent);
+        }
         for (name, value) in self.headers {
             if is_replaced(name) {
+                continue;
+            }
+            if let Some(t) = self.trace
+                && (*name == TRACEPARENT || (*name == TRACESTATE && !t.keep_state))
+            {
                 continue;
             }
             if *name == header::UPGRADE && !self.upgrade {
@@ -277,6 +313,7 @@ mod tests {
             client: &client,
             upgrade,
             trust_forwarded: trust,
+            trace: None,
         };
         let mut out = Vec::new();
         head.encode(&mut out, framing);
@@ -332,6 +369,7 @@ mod tests {
             client: &client,
             upgrade: false,
             trust_forwarded: false,
+            trace: None,
         };
         let map = head.header_map(true);
         assert!(!map.contains_key("host"), "{map:?}");
@@ -398,5 +436,55 @@ mod tests {
             text.ends_with("transfer-encoding: chunked\r\n\r\n"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn the_gateways_trace_context_replaces_the_clients() {
+        let h = map(&[
+            (
+                "traceparent",
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            ),
+            ("tracestate", "vendor=1"),
+            ("x-a", "1"),
+        ]);
+        let client = client();
+        let ours = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        for keep_state in [true, false] {
+            let trace = TraceHeaders {
+                traceparent: *ours,
+                keep_state,
+            };
+            let head = ForwardHead {
+                method: &Method::GET,
+                target: "/",
+                headers: &h,
+                host: None,
+                client: &client,
+                upgrade: false,
+                trust_forwarded: false,
+                trace: Some(&trace),
+            };
+            let mut out = Vec::new();
+            head.encode(&mut out, RequestFraming::None);
+            let text = String::from_utf8(out).unwrap();
+            assert_eq!(text.matches("traceparent: ").count(), 1, "{text}");
+            assert!(
+                text.contains(
+                    "traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n"
+                ),
+                "{text}"
+            );
+            assert_eq!(
+                text.contains("tracestate: vendor=1\r\n"),
+                keep_state,
+                "{text}"
+            );
+            assert!(text.contains("x-a: 1\r\n"), "{text}");
+            let map = head.header_map(true);
+            assert_eq!(map.get_all("traceparent").iter().count(), 1);
+            assert_eq!(map["traceparent"].as_bytes(), ours);
+            assert_eq!(map.contains_key("tracestate"), keep_state);
+        }
     }
 }

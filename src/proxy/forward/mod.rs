@@ -383,14 +383,15 @@ impl Worker {
                 target = Cow::Owned(plugins::without_query_params(&target, &c.remove_query));
             }
         }
-        let first_span = exchange.as_deref_mut().and_then(|ex| {
+        let propagation = exchange.as_deref_mut().and_then(|ex| {
             if ex.keep
                 && let Some(id) = parts.headers.get(&observe::X_REQUEST_ID)
             {
                 ex.request_id = Some(id.clone());
             }
-            ex.propagate(&mut parts.headers)
+            ex.propagation()
         });
+        let (first_span, trace) = propagation.unzip();
         let head = ForwardHead {
             method: &parts.method,
             target: &target,
@@ -399,6 +400,7 @@ impl Worker {
             client,
             upgrade: websocket,
             trust_forwarded: settings.trust_forwarded,
+            trace: trace.as_ref(),
         };
         if !route.mirrors.is_empty() {
             use http_body::Body as _;

@@ -10,10 +10,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use http::{HeaderMap, HeaderValue, Method, Request, Response, header};
+use http::{HeaderValue, Method, Request, Response, header};
 use http_body::Body as _;
 use opentelemetry::trace::SpanKind;
 
+use super::head::TraceHeaders;
 use crate::proxy::body::{FaultProbe, Observed, OnEnd, ResponseBody};
 use crate::proxy::server::{ClientBody, ClientInfo};
 use crate::routing::Route;
@@ -133,24 +134,16 @@ impl Exchange {
         }))
     }
 
-    /// The `traceparent` (and `tracestate`) the upstream gets: this
-    /// trace, with the first attempt's span as its caller.
-    pub fn propagate(&self, headers: &mut HeaderMap) -> Option<[u8; 8]> {
+    /// What the upstream is told of the trace, and the span id it names
+    /// as its caller: the first attempt's.
+    pub fn propagation(&self) -> Option<([u8; 8], TraceHeaders)> {
         let ctx = self.trace.as_ref()?;
         let span = trace::span_id();
-        headers.insert(
-            trace::TRACEPARENT.clone(),
-            trace::traceparent(&ctx.trace_id, &span, ctx.sampled),
-        );
-        match &ctx.state {
-            Some(s) => {
-                headers.insert(trace::TRACESTATE.clone(), s.clone());
-            }
-            None => {
-                headers.remove(&trace::TRACESTATE);
-            }
-        }
-        Some(span)
+        let headers = TraceHeaders {
+            traceparent: trace::traceparent_text(&ctx.trace_id, &span, ctx.sampled),
+            keep_state: ctx.state.is_some(),
+        };
+        Some((span, headers))
     }
 
     /// Notes the request body, to learn its size at the end.
