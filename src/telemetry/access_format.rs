@@ -1,8 +1,8 @@
 //! Formatting access log lines: JSON objects or logfmt pairs.
 //!
-//! The writer thread formats every line the proxy serves, and with the
-//! process pinned to one core its time is the proxy's time, so the common
-//! values are written without `fmt` machinery or temporary strings:
+//! Each worker formats the lines of the requests it serves, so formatting
+//! time is request time, and the common values are written without `fmt`
+//! machinery or temporary strings:
 //! numbers through `itoa`, IPv4 addresses octet by octet, trace ids from
 //! a table, and the time from the second's text kept between lines (only
 //! the milliseconds change within a second). Nothing here allocates once

@@ -1,20 +1,31 @@
 //! The access log: one line per request, written by a thread of its own.
 //!
-//! A worker hands each finished request's facts ([`Line`], mostly
-//! reference-counted values, no formatting) to a bounded queue and goes on;
-//! the writer thread, woken by a timer or by every [`WAKE_EVERY`]th line
-//! rather than by each line, formats them (JSON or logfmt text,
-//! [`super::access_format`]) in batches and writes each batch at once. When the writer falls behind (a flood, a slow disk)
-//! lines are dropped and counted (`sluicegate_access_log_dropped_total`)
-//! rather than slowing requests or growing memory. Sampling keeps a share of successful requests; errors
+//! A worker formats each finished request's line (JSON or logfmt text,
+//! [`super::access_format`]) into a text buffer of its own and goes on; the
+//! writer thread takes the buffers whole, swapping each for an empty one,
+//! and writes them: every [`TICK`], or as soon as a buffer holds
+//! [`WRITE`] bytes. A worker never waits for the disk and never wakes the
+//! writer per line.
+//!
+//! Why workers format their own lines: handing the request's values to the
+//! writer instead (a queue of structs of about 400 bytes, formatted on the
+//! writer's side) wrote every line into queue memory last touched
+//! thousands of requests earlier, long out of the core's cache; that
+//! handover cost a worker more than formatting the line does, and the
+//! values' reference counts then changed on two threads. A buffer swapped
+//! back and forth is small and reused at once, so it stays in cache.
+//!
+//! When the writer falls behind (a flood, a slow disk) a worker's buffer
+//! stops at [`LIMIT`] and further lines are dropped and counted
+//! (`sluicegate_access_log_dropped_total`) rather than slowing requests or
+//! growing memory. Sampling keeps a share of successful requests; errors
 //! (status 400 and above) are always logged.
 
 use std::io::{self, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use http::{HeaderValue, Method};
@@ -22,22 +33,15 @@ use http::{HeaderValue, Method};
 use super::access_format::LineFormatter;
 use crate::metrics::ACCESS_LOG_DROPPED;
 
-/// Lines queued for the writer at most. The queue is a ring of lines
-/// (about 400 bytes each) that the worker writes into and the writer reads
-/// from: small enough to stay in a core's cache. A ring of 16k lines
-/// (7 MB) made every send a cache miss, which cost a worker more than the
-/// rest of the access log together.
-const QUEUE: usize = 2048;
+/// A buffer this full is handed to the writer at once, rather than at the
+/// next tick.
+const WRITE: usize = 32 * 1024;
 
-/// Every this many lines sent, the sender wakes the writer, so the queue
-/// is drained long before it is full whatever the request rate. One
-/// wake-up (a futex call) per batch rather than per line: a wake-up per
-/// request, often on the worker's own core, cost more than formatting the
-/// line.
-const WAKE_EVERY: usize = QUEUE / 8;
+/// A buffer this full takes no more lines until the writer has taken it.
+const LIMIT: usize = 1024 * 1024;
 
-/// How long the writer sleeps once the queue is empty, when no sender
-/// wakes it first: the delay of a line at low rates.
+/// How long the writer sleeps when no buffer filled up first: the delay of
+/// a line at low rates.
 const TICK: Duration = Duration::from_millis(20);
 
 /// How lines are written.
@@ -211,14 +215,29 @@ pub struct Line {
     pub ttft: Option<Duration>,
 }
 
-/// The running access log; stops its writer when the last handle goes.
+/// The text one thread formatted and the writer has not taken yet.
+#[derive(Debug)]
+struct Shard {
+    formatter: LineFormatter,
+    text: Vec<u8>,
+}
+
+/// What the workers and the writer share.
+#[derive(Debug)]
+struct Shared {
+    /// One per thread that logs, as far as there are enough: a thread
+    /// takes the one of its index (see [`thread_index`]), so workers do not
+    /// share a lock.
+    shards: Box<[Mutex<Shard>]>,
+    closed: AtomicBool,
+    dropped: AtomicU64,
+}
+
+/// The running access log; stops its writer, once it wrote what is left,
+/// when dropped.
 #[derive(Debug)]
 pub struct AccessLog {
-    tx: SyncSender<Line>,
-    /// Lines sent and not yet taken by the writer. The writer may take a
-    /// line before its sender counts it, so the count may wrap below zero
-    /// for a moment: it is only compared for equality.
-    queued: Arc<AtomicUsize>,
+    shared: Arc<Shared>,
     writer: std::thread::Thread,
     /// Requests under 400 are logged when a random 32-bit value is below.
     keep_below: u64,
@@ -227,24 +246,35 @@ pub struct AccessLog {
 impl AccessLog {
     /// Starts the writer thread, writing to `out`.
     pub fn start(settings: Settings, out: Box<dyn Write + Send>) -> io::Result<AccessLog> {
-        let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
         let keep_below = (settings.sample.clamp(0.0, 1.0) * f64::from(u32::MAX)) as u64 + 1;
-        let queued = Arc::new(AtomicUsize::new(0));
-        let taken = queued.clone();
+        let threads = std::thread::available_parallelism().map_or(4, usize::from);
+        let shards = (0..(threads * 2).clamp(2, 64))
+            .map(|_| {
+                Mutex::new(Shard {
+                    formatter: LineFormatter::new(settings.format, &settings.fields),
+                    text: Vec::new(),
+                })
+            })
+            .collect();
+        let shared = Arc::new(Shared {
+            shards,
+            closed: AtomicBool::new(false),
+            dropped: AtomicU64::new(0),
+        });
+        let theirs = shared.clone();
         let writer = std::thread::Builder::new()
             .name("sluicegate-access-log".into())
-            .spawn(move || write_lines(rx, &taken, settings, out))?
+            .spawn(move || write_lines(&theirs, out))?
             .thread()
             .clone();
         Ok(AccessLog {
-            tx,
-            queued,
+            shared,
             writer,
             keep_below,
         })
     }
 
-    /// Logs `line` if sampling keeps it; never waits.
+    /// Logs `line` if sampling keeps it; never waits for the writer.
     pub fn log(&self, line: Line) {
         if line.status < 400
             && self.keep_below <= u64::from(u32::MAX)
@@ -252,16 +282,47 @@ impl AccessLog {
         {
             return;
         }
-        match self.tx.try_send(line) {
-            Ok(()) => {
-                if self.queued.fetch_add(1, Ordering::Relaxed).wrapping_add(1) == WAKE_EVERY {
-                    self.writer.unpark();
-                }
-            }
-            Err(TrySendError::Full(_)) => metrics::counter!(ACCESS_LOG_DROPPED).increment(1),
-            Err(TrySendError::Disconnected(_)) => {}
+        let shards = &self.shared.shards;
+        let Ok(mut shard) = shards[thread_index() % shards.len()].lock() else {
+            return;
+        };
+        let before = shard.text.len();
+        if before >= LIMIT {
+            drop(shard);
+            self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!(ACCESS_LOG_DROPPED).increment(1);
+            return;
+        }
+        let Shard { formatter, text } = &mut *shard;
+        formatter.write(text, &line);
+        text.push(b'\n');
+        let filled = before < WRITE && text.len() >= WRITE;
+        drop(shard);
+        if filled {
+            self.writer.unpark();
         }
     }
+
+    /// Lines dropped because the writer fell behind.
+    pub fn dropped(&self) -> u64 {
+        self.shared.dropped.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for AccessLog {
+    fn drop(&mut self) {
+        self.shared.closed.store(true, Ordering::Release);
+        self.writer.unpark();
+    }
+}
+
+/// This thread's index among those that log, given on first use.
+fn thread_index() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static INDEX: usize = NEXT.fetch_add(1, Ordering::Relaxed);
+    }
+    INDEX.with(|i| *i)
 }
 
 /// A random 32-bit value, from a per-thread xorshift generator.
@@ -286,47 +347,34 @@ fn sample() -> u64 {
     })
 }
 
-fn write_lines(
-    rx: Receiver<Line>,
-    queued: &AtomicUsize,
-    settings: Settings,
-    mut out: Box<dyn Write + Send>,
-) {
-    let mut formatter = LineFormatter::new(settings.format, &settings.fields);
-    // Lines gather here and go out in writes of about this size.
-    const WRITE: usize = 64 * 1024;
-    let mut batch = Vec::with_capacity(WRITE + 4096);
+/// Takes every buffer that has text, swapping in the empty one it wrote
+/// last, and writes it; then sleeps until a tick passes or a buffer
+/// fills. Ends once the log is closed and what was left is written, or
+/// when `out` fails.
+fn write_lines(shared: &Shared, mut out: Box<dyn Write + Send>) {
+    let mut spare: Vec<u8> = Vec::with_capacity(WRITE * 2);
     loop {
-        let mut taken = 0;
-        loop {
-            let line = match rx.try_recv() {
-                Ok(line) => line,
-                Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Disconnected) => {
-                    let _ = out.write_all(&batch).and_then(|()| out.flush());
-                    return;
+        let closing = shared.closed.load(Ordering::Acquire);
+        let mut wrote = false;
+        for shard in &shared.shards {
+            {
+                let Ok(mut s) = shard.lock() else { continue };
+                if s.text.is_empty() {
+                    continue;
                 }
-            };
-            taken += 1;
-            formatter.write(&mut batch, &line);
-            batch.push(b'\n');
-            // The line's values are released here, on the writer's time.
-            drop(line);
-            if batch.len() >= WRITE {
-                if out.write_all(&batch).is_err() {
-                    return;
-                }
-                batch.clear();
+                std::mem::swap(&mut s.text, &mut spare);
             }
-        }
-        // The queue ran dry: what was written goes out now, then the
-        // writer naps until the next batch.
-        queued.fetch_sub(taken, Ordering::Relaxed);
-        if !batch.is_empty() {
-            if out.write_all(&batch).and_then(|()| out.flush()).is_err() {
+            if out.write_all(&spare).is_err() {
                 return;
             }
-            batch.clear();
+            spare.clear();
+            wrote = true;
+        }
+        if wrote && out.flush().is_err() {
+            return;
+        }
+        if closing {
+            return;
         }
         std::thread::park_timeout(TICK);
     }
@@ -341,5 +389,118 @@ mod tests {
         assert_eq!("route".parse(), Ok(Field::Route));
         assert!("nope".parse::<Field>().unwrap_err().contains("request_id"));
         assert_eq!("TEXT".parse(), Ok(Format::Text));
+    }
+
+    /// A sink that keeps what it is given, and blocks while `gate` is
+    /// held.
+    #[derive(Clone, Default)]
+    struct Sink {
+        gate: Arc<Mutex<()>>,
+        got: Arc<Mutex<Vec<u8>>>,
+    }
+
+    impl Write for Sink {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            let _open = self.gate.lock().unwrap();
+            self.got.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn line(status: u16, path: &str) -> Line {
+        Line {
+            time: None,
+            client: None,
+            method: Some(Method::GET),
+            host: None,
+            path: Some(path.into()),
+            protocol: "HTTP/1.1",
+            status,
+            request_bytes: 0,
+            response_bytes: 2,
+            route: Some("r".into()),
+            upstream: None,
+            attempts: 1,
+            duration: Duration::from_micros(1500),
+            upstream_duration: None,
+            consumer: None,
+            request_id: None,
+            trace_id: None,
+            answered_by: None,
+            user_agent: None,
+            ai_instance: None,
+            tokens: None,
+            ttft: None,
+        }
+    }
+
+    fn written(sink: &Sink, want: usize) -> Vec<serde_json::Value> {
+        for _ in 0..500 {
+            let text = sink.got.lock().unwrap().clone();
+            let lines: Vec<_> = text
+                .split(|b| *b == b'\n')
+                .filter(|l| !l.is_empty())
+                .map(|l| serde_json::from_slice(l).expect("each line is whole JSON"))
+                .collect();
+            if lines.len() >= want {
+                return lines;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("fewer than {want} lines written");
+    }
+
+    #[test]
+    fn lines_of_several_threads_arrive_whole() {
+        let sink = Sink::default();
+        let log = Arc::new(AccessLog::start(Settings::default(), Box::new(sink.clone())).unwrap());
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let log = log.clone();
+                std::thread::spawn(move || {
+                    for i in 0..2000 {
+                        log.log(line(200, &format!("/t{t}/{i}")));
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let lines = written(&sink, 8000);
+        assert_eq!(lines.len(), 8000);
+        assert_eq!(log.dropped(), 0);
+        for t in 0..4 {
+            let mine = lines
+                .iter()
+                .filter(|l| l["path"].as_str().unwrap().starts_with(&format!("/t{t}/")))
+                .count();
+            assert_eq!(mine, 2000);
+        }
+    }
+
+    #[test]
+    fn a_stuck_writer_costs_lines_not_memory() {
+        let sink = Sink::default();
+        let gate = sink.gate.lock().unwrap();
+        let log = AccessLog::start(Settings::default(), Box::new(sink.clone())).unwrap();
+        // About 200 bytes a line: 20,000 lines are four times a buffer's
+        // limit, whatever the writer took before it got stuck.
+        let sent = 20_000;
+        for i in 0..sent {
+            log.log(line(500, &format!("/p/{i}")));
+        }
+        let dropped = log.dropped();
+        assert!(dropped > 0, "nothing dropped");
+        drop(gate);
+        drop(log);
+        let lines = written(&sink, sent - dropped as usize);
+        assert_eq!(lines.len() as u64 + dropped, sent as u64);
+        // What was kept is the oldest: each buffer keeps its first lines.
+        assert_eq!(lines[0]["path"], "/p/0");
     }
 }

@@ -240,8 +240,7 @@ impl Exchange {
             }
             tracer.finish(ctx, &server, &children);
         }
-        // The line takes the request's values over: the writer thread
-        // releases them, not the worker.
+        // The line takes the request's values over rather than copies.
         let Some(log) = self.telemetry.access_log.as_ref() else {
             return;
         };
