@@ -186,7 +186,7 @@ impl Default for Settings {
 }
 
 /// What the log says about one request.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Line {
     pub time: Option<SystemTime>,
     pub client: Option<IpAddr>,
