@@ -1081,7 +1081,11 @@ observe() {
     local r
     for r in $(seq 1 "$ROUNDS"); do
         log "round $r/$ROUNDS"
-        for name in plain logged traced both; do
+        # The order turns each round, so that no configuration is always
+        # the one that runs first (after the logs are emptied) or last.
+        local names=(plain logged traced both) k
+        for k in 0 1 2 3; do
+            name=${names[(r + k) % 4]}
             run_wrk "$name" "http://127.0.0.1:${port[$name]}$REQ_PATH" "${pid[$name]}"
         done
         lines=$((lines + $(wc -l <"$LOGS/access.log")))
@@ -1102,10 +1106,10 @@ observe() {
     # measure; CPU per request (user + system) is the proxy's own cost even
     # in rounds where the load core, not the proxy's, was the limit.
     local ratios
-    ratios=$(awk '$1 == "plain" { p = $2; pc = $8 + $9 }
-        $1 == "logged" { l = $2 / p; lc = ($8 + $9) / pc }
-        $1 == "traced" { t = $2 / p; tc = ($8 + $9) / pc }
-        $1 == "both" { print l, t, $2 / p, lc, tc, ($8 + $9) / pc }' "$TMP/results")
+    ratios=$(awk '{ rps[$1] = $2; cpu[$1] = $8 + $9; n++ }
+        n % 4 == 0 { p = rps["plain"]; pc = cpu["plain"]
+            print rps["logged"] / p, rps["traced"] / p, rps["both"] / p,
+                cpu["logged"] / pc, cpu["traced"] / pc, cpu["both"] / pc }' "$TMP/results")
     local col
     col() { cut -d' ' -f"$1" <<<"$ratios" | median; }
     printf 'median of per-round ratios to plain, requests/s: access log %.3f, tracing at 1%% %.3f, both %.3f\n' \
