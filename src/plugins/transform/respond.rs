@@ -315,16 +315,44 @@ impl RequestIdPlugin {
     }
 
     fn generate(&self) -> Option<HeaderValue> {
-        let mut bytes = [0u8; 16];
-        if self.rng.fill(&mut bytes).is_err() {
+        let bytes = random_id(&self.rng).unwrap_or_else(|| {
             static WARNED: AtomicBool = AtomicBool::new(false);
             if !WARNED.swap(true, Ordering::Relaxed) {
                 tracing::warn!("system random source failed; request ids fall back to a counter");
             }
-            bytes = fallback_id();
-        }
+            fallback_id()
+        });
         HeaderValue::from_bytes(&hex(&bytes)).ok()
     }
+}
+
+/// Sixteen random bytes for an id, from a per-thread pool the system's
+/// random source fills a page at a time. A `getrandom` call per request
+/// cost more than the rest of the plugin; the pool keeps the system
+/// source's own bytes and calls it once per 256 ids. (rand's thread
+/// generator would serve too, but it panics when the system's source fails
+/// as it is first seeded.) `None` when the source fails.
+fn random_id(rng: &SystemRandom) -> Option<[u8; 16]> {
+    const POOL_BYTES: usize = 4096;
+    thread_local! {
+        static POOL: std::cell::RefCell<([u8; POOL_BYTES], usize)> =
+            const { std::cell::RefCell::new(([0; POOL_BYTES], POOL_BYTES)) };
+    }
+    POOL.with(|pool| {
+        let mut pool = pool.try_borrow_mut().ok()?;
+        let (bytes, used) = &mut *pool;
+        if *used + 16 > POOL_BYTES {
+            rng.fill(bytes).ok()?;
+            *used = 0;
+        }
+        let taken = &mut bytes[*used..*used + 16];
+        let mut id = [0u8; 16];
+        id.copy_from_slice(taken);
+        // Bytes handed out are not kept.
+        taken.fill(0);
+        *used += 16;
+        Some(id)
+    })
 }
 
 impl Plugin for RequestIdPlugin {
@@ -512,8 +540,11 @@ mod tests {
             in_response: true,
             rng: SystemRandom::new(),
         };
-        let ids: Vec<HeaderValue> = (0..4).filter_map(|_| p.generate()).collect();
-        assert_eq!(ids.len(), 4);
+        // Past several refills of the thread's pool.
+        let ids: Vec<HeaderValue> = (0..1000).filter_map(|_| p.generate()).collect();
+        assert_eq!(ids.len(), 1000);
+        let distinct: std::collections::HashSet<&HeaderValue> = ids.iter().collect();
+        assert_eq!(distinct.len(), 1000);
         for id in &ids {
             assert_eq!(id.len(), 32);
             assert!(
