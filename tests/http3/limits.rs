@@ -69,6 +69,21 @@ fn headers_frame(fields: &[(&str, &str)]) -> Vec<u8> {
     frame
 }
 
+/// A QUIC connection that speaks HTTP/3 by hand: the client's control
+/// stream is open (its type, then an empty SETTINGS), and requests are
+/// written as raw frames. The endpoint and the control stream must live
+/// as long as the connection.
+async fn raw_h3(
+    addr: std::net::SocketAddr,
+    sni: &str,
+) -> (quinn::Endpoint, quinn::Connection, quinn::SendStream) {
+    let endpoint = client_endpoint();
+    let quic = endpoint.connect(addr, sni).unwrap().await.unwrap();
+    let mut control = quic.open_uni().await.unwrap();
+    control.write_all(&[0x00, 0x04, 0x00]).await.unwrap();
+    (endpoint, quic, control)
+}
+
 #[tokio::test]
 async fn a_host_header_that_contradicts_the_authority_is_refused() {
     let backend = Capture::start().await;
@@ -76,15 +91,7 @@ async fn a_host_header_that_contradicts_the_authority_is_refused() {
         + &limited_route("good", "", None)
         + &limited_route("evil", "", None);
     let gw = TestGateway::start_with(&manifests, h3_on()).await;
-    let endpoint = client_endpoint();
-    let quic = endpoint
-        .connect(gw.https(), "good.test")
-        .unwrap()
-        .await
-        .unwrap();
-    // The client's control stream: its type, then an empty SETTINGS.
-    let mut control = quic.open_uni().await.unwrap();
-    control.write_all(&[0x00, 0x04, 0x00]).await.unwrap();
+    let (_endpoint, quic, _control) = raw_h3(gw.https(), "good.test").await;
 
     let send = async |fields: &[(&str, &str)]| {
         let (mut tx, mut rx) = quic.open_bi().await.unwrap();
@@ -127,14 +134,7 @@ async fn a_header_section_over_the_limit_gets_431() {
     let mut cfg = h3_on();
     cfg.proxy.http2.max_header_list_size = 1024;
     let gw = TestGateway::start_with(&manifests, cfg).await;
-    let endpoint = client_endpoint();
-    let quic = endpoint
-        .connect(gw.https(), "big.test")
-        .unwrap()
-        .await
-        .unwrap();
-    let mut control = quic.open_uni().await.unwrap();
-    control.write_all(&[0x00, 0x04, 0x00]).await.unwrap();
+    let (_endpoint, quic, _control) = raw_h3(gw.https(), "big.test").await;
     // Hand-encoded: the h3 client would not send a section the server's
     // SETTINGS say is too large.
     let filler = "x".repeat(2000);
