@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 use super::*;
 
 fn req(v: Value) -> ChatRequest {
-    ChatRequest::from_value(v.as_object().unwrap()).unwrap()
+    ChatRequest::from_value(v.as_object().unwrap()).unwrap() // ok: test code
 }
 
 #[test]
@@ -30,7 +30,7 @@ fn requests_translate_roles_tools_and_limits() {
         "top_p": 0.9,
         "user": "u-42"
     }));
-    let b = request_body(&r, "claude-sonnet-4-5", true, 1024).unwrap();
+    let b = request_body(&r, "claude-sonnet-4-5", true, 1024).unwrap(); // ok: test code
     assert_eq!(b["model"], "claude-sonnet-4-5");
     assert_eq!(b["max_tokens"], 1024);
     assert_eq!(b["system"], "Be terse.\n\nUse metric units.");
@@ -46,7 +46,7 @@ fn requests_translate_roles_tools_and_limits() {
     assert_eq!(b["tools"][0]["name"], "weather");
     assert_eq!(b["tools"][0]["description"], "Current weather");
     assert_eq!(b["tools"][0]["input_schema"]["required"], json!(["city"]));
-    let m = b["messages"].as_array().unwrap();
+    let m = b["messages"].as_array().unwrap(); // ok: test code
     // The tool result and the next user turn merge into one user message.
     assert_eq!(m.len(), 3);
     assert_eq!(
@@ -82,7 +82,7 @@ fn requests_translate_images_formats_and_named_tools() {
         "tool_choice": {"type": "function", "function": {"name": "f"}},
         "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}}
     }));
-    let b = request_body(&r, "claude", false, 4096).unwrap();
+    let b = request_body(&r, "claude", false, 4096).unwrap(); // ok: test code
     assert_eq!(b["max_tokens"], 77);
     assert!(b.get("stream").is_none());
     assert_eq!(b["tool_choice"], json!({"type": "tool", "name": "f"}));
@@ -99,7 +99,7 @@ fn requests_translate_images_formats_and_named_tools() {
         content[2],
         json!({"type": "image", "source": {"type": "url", "url": "https://example.com/a.png"}})
     );
-    let system = b["system"].as_str().unwrap();
+    let system = b["system"].as_str().unwrap(); // ok: test code
     assert!(
         system.contains("JSON schema: {\"type\":\"object\"}"),
         "{system}"
