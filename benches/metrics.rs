@@ -25,12 +25,12 @@ use sluicegate::metrics::{
 const ROUTES: usize = 1000;
 const ENDPOINTS: usize = 3000;
 
-fn setup() -> &'static metrics_exporter_prometheus::PrometheusHandle {
+fn setup() {
     // `SLUICEGATE_METRICS_DETAIL=full` measures the per-route histograms.
     if std::env::var("SLUICEGATE_METRICS_DETAIL").as_deref() == Ok("full") {
         sluicegate::metrics::set_detail(sluicegate::metrics::Detail::Full);
     }
-    let handle = sluicegate::admin::metrics::handle();
+    sluicegate::admin::metrics::handle();
     let now = Instant::now();
     for i in 0..ROUTES {
         let name: Arc<str> = format!("apiroute/team-{:03}/api-{i}/main", i % 50).into();
@@ -70,12 +70,11 @@ fn setup() -> &'static metrics_exporter_prometheus::PrometheusHandle {
             metrics::gauge!(ENDPOINT_HEALTHY, &labels).set(1.0);
         }
     }
-    handle
 }
 
 fn render(c: &mut Criterion) {
-    let handle = setup();
-    let text = handle.render();
+    setup();
+    let text = sluicegate::admin::metrics::render();
     eprintln!(
         "size: {ROUTES} routes, {ENDPOINTS} endpoints: {} KB, {} lines",
         text.len() / 1024,
@@ -110,7 +109,7 @@ fn render(c: &mut Criterion) {
         zipped.len() / 1024
     );
     c.bench_function("metrics/render/1000_routes_3000_endpoints", |b| {
-        b.iter(|| black_box(handle.render().len()))
+        b.iter(|| black_box(sluicegate::admin::metrics::render().len()))
     });
     c.bench_function("metrics/render_gzip/1000_routes_3000_endpoints", |b| {
         b.iter(|| {

@@ -36,7 +36,9 @@ NEEDS_FULL = "--metrics-detail full"
 ROUTE_LABEL = re.compile(r"\broute\b")
 
 CONST = re.compile(r'const\s+([A-Z0-9_]+)\s*:\s*&str\s*=\s*"(sluicegate_[a-z0-9_]+)"')
-HISTOGRAM_USE = re.compile(r"(?:describe_histogram|histogram)!\(\s*(?:[a-z_]+::)*([A-Z0-9_]+)\b")
+HISTOGRAM_USE = re.compile(
+    r"(?:(?:describe_histogram|histogram)!\(|Family::(?:seconds|bytes)\()\s*(?:[a-z_]+::)*([A-Z0-9_]+)\b"
+)
 METRIC = re.compile(r"\b(sluicegate_[a-z0-9_]+)\b")
 # Words in PromQL that are not metric names: functions, keywords.
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")

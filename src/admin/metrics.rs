@@ -12,12 +12,9 @@ use crate::metrics as m;
 pub fn handle() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
+        // The per-request histograms are not the exporter's (see
+        // `metrics::render_histograms`).
         let buckets = [
-            (m::REQUEST_DURATION, m::LATENCY_BUCKETS),
-            (m::UPSTREAM_DURATION, m::LATENCY_BUCKETS),
-            (m::PLUGIN_DURATION, m::PLUGIN_BUCKETS),
-            (m::REQUEST_SIZE, m::SIZE_BUCKETS),
-            (m::RESPONSE_SIZE, m::SIZE_BUCKETS),
             (m::ai::AI_TIME_TO_FIRST_TOKEN, m::ai::TTFT_BUCKETS),
             (m::ai::AI_REQUEST_DURATION, m::ai::AI_DURATION_BUCKETS),
         ];
@@ -42,11 +39,6 @@ fn describe() {
     metrics::describe_counter!(
         m::REQUESTS_TOTAL,
         "Requests answered, by route and status class."
-    );
-    metrics::describe_histogram!(
-        m::REQUEST_DURATION,
-        metrics::Unit::Seconds,
-        "Time from request head received to response head sent, by route."
     );
     metrics::describe_counter!(m::TABLE_UPDATES, "Route tables published.");
     metrics::describe_gauge!(m::TABLE_ROUTES, "Routes in the live table.");
@@ -104,29 +96,9 @@ fn describe() {
         m::DNS_LOOKUPS,
         "DNS lookups of the names of upstreams outside the cluster, by result."
     );
-    metrics::describe_histogram!(
-        m::REQUEST_SIZE,
-        metrics::Unit::Bytes,
-        "Request body bytes, by route."
-    );
-    metrics::describe_histogram!(
-        m::RESPONSE_SIZE,
-        metrics::Unit::Bytes,
-        "Response body bytes, by route."
-    );
-    metrics::describe_histogram!(
-        m::UPSTREAM_DURATION,
-        metrics::Unit::Seconds,
-        "Time from sending an attempt to an endpoint to its response head (by route with --metrics-detail full)."
-    );
     metrics::describe_counter!(
         m::UPSTREAM_ATTEMPTS,
         "Attempts on endpoints, by status class (error: no response), and by route with --metrics-detail full."
-    );
-    metrics::describe_histogram!(
-        m::PLUGIN_DURATION,
-        metrics::Unit::Seconds,
-        "Time a plugin took over a request, services it called included, by route and plugin."
     );
     metrics::describe_counter!(
         m::PLUGIN_DECISIONS,
@@ -209,6 +181,14 @@ fn describe() {
     m::build_info();
 }
 
+/// The whole exposition: the exporter's series, then the per-request
+/// histograms.
+pub fn render() -> String {
+    let mut text = handle().render();
+    m::render_histograms(&mut text);
+    text
+}
+
 /// The exposition as a scrape asked for it: gzip-compressed when its
 /// `Accept-Encoding` takes gzip (Prometheus always asks), else plain
 /// text. Thousands of routes make megabytes of text that compress about
@@ -217,7 +197,7 @@ fn describe() {
 /// Returns the body and whether it is compressed.
 pub fn exposition(request: &http::HeaderMap) -> (Vec<u8>, bool) {
     use crate::plugins::transform::compress::{Coding, weight};
-    let text = handle().render();
+    let text = render();
     if weight(request, Coding::Gzip) == 0 {
         return (text.into_bytes(), false);
     }

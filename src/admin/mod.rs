@@ -96,6 +96,7 @@ impl AdminServer {
             loop {
                 tick.tick().await;
                 prom.run_upkeep();
+                crate::metrics::expire_histograms();
             }
         });
         let ctx = Arc::new(Ctx {

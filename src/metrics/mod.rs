@@ -9,12 +9,15 @@
 
 pub mod ai;
 mod cache;
+mod histogram;
 pub mod live;
 mod route;
 
 use std::collections::HashSet;
-use std::sync::OnceLock;
-use std::time::Duration;
+use std::sync::{LazyLock, OnceLock};
+use std::time::{Duration, Instant};
+
+use histogram::Family;
 
 pub use cache::{CacheMetrics, CacheResult};
 pub use route::{PluginMetrics, RouteMetrics};
@@ -154,6 +157,68 @@ pub const CONFIG_OBJECTS_WITH_DIAGNOSTICS: &str = "sluicegate_config_objects_wit
 pub const BUILD_INFO: &str = "sluicegate_build_info";
 /// Counter: access log lines dropped because the writer fell behind.
 pub const ACCESS_LOG_DROPPED: &str = "sluicegate_access_log_dropped_total";
+
+static REQUEST_DURATION_FAMILY: LazyLock<Family> = LazyLock::new(|| {
+    Family::seconds(
+        REQUEST_DURATION,
+        "Time from request head received to response head sent, by route.",
+        LATENCY_BUCKETS,
+    )
+});
+static UPSTREAM_DURATION_FAMILY: LazyLock<Family> = LazyLock::new(|| {
+    Family::seconds(
+        UPSTREAM_DURATION,
+        "Time from sending an attempt to an endpoint to its response head (by route with --metrics-detail full).",
+        LATENCY_BUCKETS,
+    )
+});
+static PLUGIN_DURATION_FAMILY: LazyLock<Family> = LazyLock::new(|| {
+    Family::seconds(
+        PLUGIN_DURATION,
+        "Time a plugin took over a request, services it called included, by route and plugin.",
+        PLUGIN_BUCKETS,
+    )
+});
+static REQUEST_SIZE_FAMILY: LazyLock<Family> =
+    LazyLock::new(|| Family::bytes(REQUEST_SIZE, "Request body bytes, by route.", SIZE_BUCKETS));
+static RESPONSE_SIZE_FAMILY: LazyLock<Family> = LazyLock::new(|| {
+    Family::bytes(
+        RESPONSE_SIZE,
+        "Response body bytes, by route.",
+        SIZE_BUCKETS,
+    )
+});
+
+/// The per-request histograms, which are kept here rather than by the
+/// Prometheus exporter (see `histogram.rs`).
+fn families() -> [&'static Family; 5] {
+    [
+        &PLUGIN_DURATION_FAMILY,
+        &REQUEST_DURATION_FAMILY,
+        &REQUEST_SIZE_FAMILY,
+        &RESPONSE_SIZE_FAMILY,
+        &UPSTREAM_DURATION_FAMILY,
+    ]
+}
+
+/// Appends the per-request histograms to an exposition, after removing
+/// their idle series.
+pub fn render_histograms(out: &mut String) {
+    let now = Instant::now();
+    for f in families() {
+        f.expire(now);
+        f.render(out);
+    }
+}
+
+/// Removes the idle series of the per-request histograms (the admin
+/// port's upkeep calls this between scrapes, as it does the exporter's).
+pub fn expire_histograms() {
+    let now = Instant::now();
+    for f in families() {
+        f.expire(now);
+    }
+}
 
 /// How much per-route detail the histograms carry.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -11,11 +11,13 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
-use metrics::{Counter, Histogram};
+use metrics::Counter;
 
+use super::histogram::Histogram;
 use super::{
-    PLUGIN_DECISIONS, PLUGIN_DURATION, REFRESH, REQUEST_DURATION, REQUEST_SIZE, REQUESTS_TOTAL,
-    RESPONSE_SIZE, UPSTREAM_ATTEMPTS, UPSTREAM_DURATION, class, full_detail, labels,
+    PLUGIN_DECISIONS, PLUGIN_DURATION_FAMILY, REFRESH, REQUEST_DURATION_FAMILY,
+    REQUEST_SIZE_FAMILY, REQUESTS_TOTAL, RESPONSE_SIZE_FAMILY, UPSTREAM_ATTEMPTS,
+    UPSTREAM_DURATION_FAMILY, class, full_detail, labels,
 };
 
 fn epoch() -> Instant {
@@ -94,18 +96,18 @@ impl RouteMetrics {
     pub fn record(&self, status: u16, elapsed: Duration, now: Instant) {
         self.with(now, |h| {
             self.count(&h.requests, REQUESTS_TOTAL, Some(status), true);
-            h.duration.record(elapsed.as_secs_f64());
+            h.duration.record_duration(elapsed);
         });
     }
 
     /// Records the size of a request body, once it is known.
     pub fn request_size(&self, bytes: u64, now: Instant) {
-        self.with(now, |h| h.request_size.record(bytes as f64));
+        self.with(now, |h| h.request_size.record(bytes));
     }
 
     /// Records the size of a response body, once it was sent.
     pub fn response_size(&self, bytes: u64, now: Instant) {
-        self.with(now, |h| h.response_size.record(bytes as f64));
+        self.with(now, |h| h.response_size.record(bytes));
     }
 
     /// Records one attempt on an endpoint: the status of its answer, or
@@ -115,7 +117,7 @@ impl RouteMetrics {
             // Like the upstream time, by route only with full detail.
             self.count(&h.attempts, UPSTREAM_ATTEMPTS, status, full_detail());
             if status.is_some() {
-                h.upstream.record(elapsed.as_secs_f64());
+                h.upstream.record_duration(elapsed);
             }
         });
     }
@@ -146,10 +148,10 @@ impl RouteMetrics {
         };
         self.handles.store(Some(Arc::new(Handles {
             requests: Default::default(),
-            duration: metrics::histogram!(REQUEST_DURATION, route.clone()),
-            request_size: metrics::histogram!(REQUEST_SIZE, detail.clone()),
-            response_size: metrics::histogram!(RESPONSE_SIZE, detail.clone()),
-            upstream: metrics::histogram!(UPSTREAM_DURATION, detail),
+            duration: REQUEST_DURATION_FAMILY.series(route),
+            request_size: REQUEST_SIZE_FAMILY.series(detail.clone()),
+            response_size: RESPONSE_SIZE_FAMILY.series(detail.clone()),
+            upstream: UPSTREAM_DURATION_FAMILY.series(detail),
             attempts: Default::default(),
             registered_at: now_s,
         })));
@@ -212,14 +214,14 @@ impl PluginMetrics {
                 labels(&[("plugin", self.plugin)])
             };
             self.handles.store(Some(Arc::new(PluginHandles {
-                duration: metrics::histogram!(PLUGIN_DURATION, time_labels),
+                duration: PLUGIN_DURATION_FAMILY.series(time_labels),
                 decisions: Default::default(),
                 registered_at: now_s,
             })));
             return self.record_series(elapsed, answered, now);
         }
         let Some(h) = guard.as_deref() else { return };
-        h.duration.record(elapsed.as_secs_f64());
+        h.duration.record_duration(elapsed);
         let (i, decision, class) = match answered {
             None => (0, "continue", ""),
             Some(s) => (1 + class_index(Some(s)).0, "answered", class(s)),
