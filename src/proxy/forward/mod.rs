@@ -268,9 +268,13 @@ impl Worker {
                 consumer: consumer.clone(),
                 meters,
             };
-            Ok(ai::serve(ai_route, req, handover, exchange, &mut body).await)
+            // Boxed, as is the cache's path: their futures are several
+            // times the size of the plain path's, and an unboxed branch
+            // makes every request's future (and every connection's
+            // task) that large, and copies it on each call.
+            Ok(Box::pin(ai::serve(ai_route, req, handover, exchange, &mut body)).await)
         } else if route.cache.is_some() {
-            cache::serve(
+            Box::pin(cache::serve(
                 self,
                 &matched,
                 req,
@@ -280,7 +284,7 @@ impl Worker {
                 consumer.as_deref(),
                 exchange,
                 &mut body,
-            )
+            ))
             .await
         } else {
             self.forward(

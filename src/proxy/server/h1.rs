@@ -159,7 +159,7 @@ pub async fn serve<S, H>(
             {
                 let stream = Prefixed::new(r.buf, stream);
                 drop(counted);
-                super::h2::serve(stream, &server, client, stop).await;
+                Box::pin(super::h2::serve(stream, &server, client, stop)).await;
             }
             return;
         };
@@ -213,7 +213,9 @@ pub async fn serve<S, H>(
         let resp = match want_continue {
             None => handler.handle(req, &client).await,
             Some(asked) => {
-                let mut handling = pin!(handler.handle(req, &client));
+                // Boxed: a second copy of the handler's future in this
+                // task would double every connection's size.
+                let mut handling = Box::pin(handler.handle(req, &client));
                 tokio::select! {
                     biased;
                     resp = &mut handling => resp,
