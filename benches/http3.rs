@@ -10,6 +10,10 @@
 //! the gateway. Rounds alternate between the protocols; the medians are
 //! compared.
 //!
+//! The process uses mimalloc, the `sluicegate` binary's allocator, so
+//! that the allocation-heavy parts (quinn's per-datagram buffers, hyper's
+//! frames) cost what they cost in the gateway.
+//!
 //! Run with `cargo bench --bench http3`.
 
 use std::convert::Infallible;
@@ -31,6 +35,9 @@ use sluicegate::proxy::Http3Settings;
 use sluicegate::translate::Unverified;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsConnector;
+
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const CONNECTIONS: usize = 4;
 /// Requests in flight per connection.
