@@ -75,6 +75,10 @@
 #                              fixed ports (default: free ports found from
 #                              PORT_BASE=18080 upwards)
 #   SLUICEGATE_BIN             use this binary instead of building one
+#   SLUICEGATE_BASE_BIN        compare mode: also measure this second
+#                              binary (named "baseline") in every round,
+#                              so that two builds are compared in one run;
+#                              the medians of per-round ratios are printed
 #   CARGO_TARGET_DIR           where `cargo build --release` puts it
 #   NGINX_FORWARDED=0          1: nginx also sets X-Forwarded-For/-Proto/-Host/
 #                              -Port and X-Real-IP, as Sluicegate always does
@@ -225,6 +229,12 @@ choose SG_PORT
 choose SG_ADMIN_PORT
 choose NGINX_TLS_PORT
 choose SG_TLS_PORT
+if [[ -n ${SLUICEGATE_BASE_BIN:-} ]]; then
+    [[ -x $SLUICEGATE_BASE_BIN ]] || die "SLUICEGATE_BASE_BIN=$SLUICEGATE_BASE_BIN is not executable"
+    choose BASE_PORT
+    choose BASE_ADMIN_PORT
+    choose BASE_TLS_PORT
+fi
 
 # ---------------------------------------------------------------- build
 
@@ -643,6 +653,17 @@ compare() {
     start_nginx_proxy
     mkdir -p "$TMP/sg-config"
     write_manifest "$TMP/sg-config/bench.yaml" 0
+    local base_pid=""
+    if [[ -n ${SLUICEGATE_BASE_BIN:-} ]]; then
+        # The same options and configuration, another binary and ports.
+        taskset -c "$PROXY_CPU" "$SLUICEGATE_BASE_BIN" standalone --config "$TMP/sg-config" \
+            --http-addr "127.0.0.1:$BASE_PORT" --admin-addr "127.0.0.1:$BASE_ADMIN_PORT" \
+            --https-addr "127.0.0.1:$BASE_TLS_PORT" "${SG_OPTS[@]}" \
+            --workers 1 --log-level "${SG_LOG_LEVEL:-warn}" >"$TMP/baseline.log" 2>&1 &
+        base_pid=$!
+        PIDS+=("$base_pid")
+        wait_http "http://127.0.0.1:$BASE_ADMIN_PORT/readyz" "baseline sluicegate" "$base_pid"
+    fi
     start_sluicegate "$TMP/sg-config" 1
     local sg_start_rss
     sg_start_rss=$(rss_kb "$SG_PID")
@@ -661,6 +682,9 @@ compare() {
         # shellcheck disable=SC2086 # one pid per word
         run_wrk nginx "http://127.0.0.1:$NGINX_PORT$REQ_PATH" $NGINX_WORKERS
         run_wrk sluicegate "http://127.0.0.1:$SG_PORT$REQ_PATH" "$SG_PID"
+        if [[ -n $base_pid ]]; then
+            run_wrk baseline "http://127.0.0.1:$BASE_PORT$REQ_PATH" "$base_pid"
+        fi
     done
     local sg_after_rss
     sg_after_rss=$(rss_kb "$SG_PID")
@@ -670,7 +694,7 @@ compare() {
     printf '%-12s %10s %8s %8s %7s %7s %5s %13s %12s %6s %5s %7s %7s\n' proxy req/s p50_us p99_us non2xx sockerr \
         cpu% user_us/req sys_us/req load% wrk% other% steal%
     local name rps p50 p99 n2 se
-    for name in direct nginx sluicegate; do
+    for name in direct nginx sluicegate baseline; do
         grep -q "^$name " "$TMP/results" || continue
         rps=$(med "$name" 2) p50=$(med "$name" 3) p99=$(med "$name" 4)
         n2=$(awk -v n="$name" '$1 == n {s += $5} END {print s}' "$TMP/results")
@@ -687,12 +711,25 @@ compare() {
         -v n50="$med_nginx_p50" -v s99="$med_sluicegate_p99" -v n99="$med_nginx_p99" 'BEGIN {
         printf "ratio sluicegate/nginx: throughput %.2f, p50 latency %.2f, p99 latency %.2f\n",
             s / n, s50 / n50, s99 / n99 }'
+    # Ratios within a round cancel most of the machine's drift between
+    # rounds; their medians are the figures to compare.
+    local pair a b rr cr
+    for pair in sluicegate:nginx baseline:nginx sluicegate:baseline; do
+        a=${pair%%:*} b=${pair##*:}
+        grep -q "^$a " "$TMP/results" && grep -q "^$b " "$TMP/results" || continue
+        rr=$(awk -v a="$a" -v b="$b" '$1 == a {x[++i] = $2} $1 == b {y[++j] = $2}
+            END {for (k = 1; k <= i && k <= j; k++) print x[k] / y[k]}' "$TMP/results" | median)
+        cr=$(awk -v a="$a" -v b="$b" '$1 == a {x[++i] = $8 + $9} $1 == b {y[++j] = $8 + $9}
+            END {for (k = 1; k <= i && k <= j; k++) if (y[k] > 0) print x[k] / y[k]}' "$TMP/results" | median)
+        printf 'median of per-round ratios %s/%s: throughput %.3f, CPU per request %.3f\n' "$a" "$b" "$rr" "$cr"
+    done
     echo "sluicegate RSS: ${sg_start_rss} kB after startup (bench config), ${sg_after_rss} kB after the runs"
     echo "per-round results (name req/s p50_us p99_us non2xx sockerr cpu% user_us/req sys_us/req load_cpu% wrk_cpu%" \
         "tls_full tls_resumed other_cpu% steal%):"
     sed 's/^/  /' "$TMP/results"
 
     stop "$SG_PID"
+    if [[ -n $base_pid ]]; then stop "$base_pid"; fi
     stop "$NGINX_PID"
     idle_rss
     stop "$BACKEND_PID"
