@@ -62,10 +62,15 @@ async fn echo() -> Backend {
             (None, Some(_)) => "chunked".to_owned(),
             (None, None) => "none".to_owned(),
         };
+        let big = req
+            .headers()
+            .get("x-big")
+            .map_or(0, |v| v.as_bytes().iter().filter(|&&b| b == b'b').count());
         let body = req.into_body().collect().await.unwrap().to_bytes();
         let text = format!("{method} {path} {}", String::from_utf8_lossy(&body));
         Response::builder()
             .header("x-len", body.len())
+            .header("x-big", big)
             .header("x-framing", framing)
             .body(full(text))
             .unwrap()
@@ -97,6 +102,7 @@ on_both_listeners!(
     responses_are_framed_by_the_proxy,
     unreadable_requests_are_refused_and_the_connection_closed,
     slow_and_idle_clients_are_cut_after_their_timeouts,
+    a_connection_idle_past_its_buffer_release_reads_whole_requests,
 );
 
 fn get(path: &str) -> String {
@@ -397,5 +403,33 @@ async fn slow_and_idle_clients_are_cut_after_their_timeouts(l: Listener) {
         took >= idle - early && took < idle * 3,
         "closed after {took:?}"
     );
+    gw.shutdown().await;
+}
+
+/// A kept-alive connection that waits more than a second gives its read
+/// buffer back; the next request, larger than the first read and sent in
+/// pieces, must still arrive whole.
+async fn a_connection_idle_past_its_buffer_release_reads_whole_requests(l: Listener) {
+    let (gw, _b) = gateway().await;
+    let mut c = Raw::to(&gw, l).await;
+    c.send(&get("/first")).await;
+    assert_eq!(c.response(false).await.text(), "GET /first ");
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let big = "b".repeat(10_000);
+    let request = format!(
+        "POST /second HTTP/1.1\r\nHost: {HOST}\r\nX-Big: {big}\r\nContent-Length: 5\r\n\r\nhello"
+    );
+    let (head, rest) = request.split_at(100);
+    c.send(head).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    c.send(rest).await;
+    let r = c.response(false).await;
+    assert_eq!((r.status, r.text().as_str()), (200, "POST /second hello"));
+    assert_eq!(r.header("x-big"), Some("10000"));
+    // And again after another idle second, a request that fits the first
+    // read.
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    c.send(&get("/third")).await;
+    assert_eq!(c.response(false).await.text(), "GET /third ");
     gw.shutdown().await;
 }

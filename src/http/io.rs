@@ -20,6 +20,10 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 /// Bytes read per system call, at most.
 pub const READ_CHUNK: usize = 16 * 1024;
 
+/// Bytes read on the stack by a connection that has no buffer yet (most
+/// request heads fit).
+const FIRST_READ: usize = 4096;
+
 /// The reading side of a connection.
 pub trait Source: Send + Unpin + 'static {
     /// Reads more bytes into `buf`; `Ok(0)` means the peer closed.
@@ -48,7 +52,27 @@ impl Source for OwnedReadHalf {
     fn poll_fill(&mut self, buf: &mut BytesMut, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         loop {
             ready!(self.as_ref().poll_read_ready(cx))?;
-            // Only now: an idle connection holds no buffer.
+            if buf.capacity() == 0 {
+                // A new socket is reported readable before anything came
+                // (the event loop guesses), so without a buffer the read
+                // goes to the stack first: a connection gets its buffer
+                // when bytes arrive, not when it is accepted.
+                let mut first = [0u8; FIRST_READ];
+                match self.try_read(&mut first) {
+                    Ok(n) => {
+                        if n > 0 {
+                            reserve(buf);
+                            buf.extend_from_slice(&first[..n]);
+                            if n < FIRST_READ {
+                                clear_read_readiness(self);
+                            }
+                        }
+                        return Poll::Ready(Ok(n));
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    Err(e) => return Poll::Ready(Err(e)),
+                }
+            }
             reserve(buf);
             let spare = buf.capacity() - buf.len();
             match self.try_read_buf(buf) {
@@ -67,6 +91,18 @@ impl Source for OwnedReadHalf {
 
 impl<T: AsyncRead + Send + 'static> Source for tokio::io::ReadHalf<T> {
     fn poll_fill(&mut self, buf: &mut BytesMut, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if buf.capacity() == 0 {
+            // As above: no buffer until bytes come.
+            let mut first = [0u8; FIRST_READ];
+            let mut read = ReadBuf::new(&mut first);
+            ready!(Pin::new(&mut *self).poll_read(cx, &mut read))?;
+            let n = read.filled().len();
+            if n > 0 {
+                reserve(buf);
+                buf.extend_from_slice(read.filled());
+            }
+            return Poll::Ready(Ok(n));
+        }
         reserve(buf);
         tokio_util::io::poll_read_buf(Pin::new(self), cx, buf)
     }
@@ -126,8 +162,14 @@ pub struct Prefixed<T> {
 }
 
 impl<T> Prefixed<T> {
+    /// The bytes are copied out of `prefix`: it is a connection's read
+    /// buffer, mostly spare capacity, and the stream (an HTTP/2 or
+    /// upgraded connection) may live for hours.
     pub fn new(prefix: BytesMut, inner: T) -> Self {
-        Prefixed { prefix, inner }
+        Prefixed {
+            prefix: BytesMut::from(&prefix[..]),
+            inner,
+        }
     }
 }
 

@@ -26,6 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::Duration;
 
+use bytes::BytesMut;
 use http::{Method, Request, StatusCode};
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
@@ -48,6 +49,11 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// request body still being read elsewhere to hand the stream back before
 /// it gives up on keep-alive.
 const BODY_HANDBACK: Duration = Duration::from_secs(1);
+
+/// How long a kept-alive connection waits with nothing to read before its
+/// read buffer is released (it gets one again when bytes come): idle
+/// connections then hold no buffer, while a busy one keeps its own.
+const IDLE_RELEASE: Duration = Duration::from_secs(1);
 
 /// How waiting for more of a request head ended.
 enum Filled {
@@ -89,6 +95,9 @@ pub async fn serve<S, H>(
         // request has the header read timeout from the accept.
         let mut waited = first;
         let mut started = first || !r.buf.is_empty();
+        // While idle: when to release the buffer, and the keep-alive
+        // deadline that follows.
+        let mut release: Option<Instant> = None;
         let head = loop {
             if first && !r.buf.is_empty() {
                 let n = r.buf.len().min(H2_PREFACE.len());
@@ -114,14 +123,18 @@ pub async fn serve<S, H>(
             }
             if !started && !r.buf.is_empty() {
                 started = true;
+                release = None;
                 timer.set(Instant::now() + settings.header_read_timeout);
             } else if !waited {
-                let limit = if started {
-                    settings.header_read_timeout
+                let now = Instant::now();
+                if started {
+                    timer.set(now + settings.header_read_timeout);
+                } else if r.buf.capacity() > 0 && IDLE_RELEASE < settings.keepalive_timeout {
+                    release = Some(now + settings.keepalive_timeout);
+                    timer.set(now + IDLE_RELEASE);
                 } else {
-                    settings.keepalive_timeout
-                };
-                timer.set(Instant::now() + limit);
+                    timer.set(now + settings.keepalive_timeout);
+                }
             }
             waited = true;
             let filled = std::future::poll_fn(|cx| {
@@ -144,6 +157,11 @@ pub async fn serve<S, H>(
                 Filled::Data => {}
                 Filled::Closed | Filled::Stopping => return,
                 Filled::TimedOut => {
+                    if let Some(deadline) = release.take() {
+                        r.buf = BytesMut::new();
+                        timer.set(deadline);
+                        continue;
+                    }
                     debug!(peer = %client.peer_ip, started, "no whole request head in time");
                     return;
                 }
@@ -211,7 +229,9 @@ pub async fn serve<S, H>(
         });
 
         let resp = match want_continue {
-            None => handler.handle(req, &client).await,
+            // Boxed, so that a connection's task is small while it waits
+            // between requests: the handler's future is most of its size.
+            None => Box::pin(handler.handle(req, &client)).await,
             Some(asked) => {
                 // Boxed: a second copy of the handler's future in this
                 // task would double every connection's size.
