@@ -4,6 +4,7 @@
 //! endpoint's passive health and, for Peak EWMA, its latency estimate.
 
 use std::net::SocketAddr;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -33,11 +34,17 @@ enum Body {
 /// Runs an exchange until the response head is in. A request body that
 /// passes its limit first ends it with `413`: dropping the exchange closes
 /// its connection, so the upstream never gets the rest of the body.
-async fn bounded(
-    exchange: impl Future<Output = Result<Response<UpstreamBody>, client::Error>>,
+///
+/// The exchange is pinned by the caller: taken by value and pinned here,
+/// it would be held twice in this future's state (as the argument and as
+/// the pinned local), and every request's future would carry both.
+async fn bounded<F>(
+    exchange: Pin<&mut F>,
     over_limit: &mut OverLimit,
-) -> Result<Response<UpstreamBody>, ProxyError> {
-    let exchange = std::pin::pin!(exchange);
+) -> Result<Response<UpstreamBody>, ProxyError>
+where
+    F: Future<Output = Result<Response<UpstreamBody>, client::Error>>,
+{
     tokio::select! {
         biased;
         limit = over_limit => Err(ProxyError::BodyTooLarge { limit }),
@@ -124,7 +131,7 @@ pub(super) async fn send(
         let result = match (&backend.protocol, &mut body) {
             (None, Body::Prepared(out)) => {
                 bounded(
-                    client::send(&worker.pool, &endpoint, out, deadlines),
+                    pin!(client::send(&worker.pool, &endpoint, out, deadlines)),
                     &mut over_limit,
                 )
                 .await
@@ -132,17 +139,18 @@ pub(super) async fn send(
             // hyper's client future is four times the size of the
             // HTTP/1.1 one: boxed, it does not enlarge the common path.
             (Some(proto), Body::Raw(raw)) => {
-                Box::pin(bounded(
-                    client::send_with_protocol(
+                bounded(
+                    Box::pin(client::send_with_protocol(
                         &worker.clients,
                         proto.client(),
                         endpoint.addr(),
                         head,
                         raw,
                         deadlines,
-                    ),
+                    ))
+                    .as_mut(),
                     &mut over_limit,
-                ))
+                )
                 .await
             }
             // The body went into an HTTP/1.1 attempt and cannot be handed
