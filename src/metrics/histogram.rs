@@ -48,11 +48,16 @@ struct Tracked {
     seen_at: Instant,
 }
 
-/// The counts of one label set: one per bucket, the last for values
-/// above every bound, and the sum of all values.
+/// Buckets a family may have, the one above every bound included.
+const MAX_BUCKETS: usize = 16;
+
+/// The counts of one label set: the sum of all values, then one count per
+/// bucket, the last used one for values above every bound. Inline, so
+/// that a record touches one allocation, and its first cache line holds
+/// the sum and the low buckets where most values fall.
 struct Series {
-    buckets: Box<[AtomicU64]>,
     sum: AtomicU64,
+    buckets: [AtomicU64; MAX_BUCKETS],
 }
 
 impl Series {
@@ -102,7 +107,9 @@ impl Family {
     }
 
     fn new(name: &'static str, help: &'static str, bounds: &'static [f64], per_unit: f64) -> Self {
-        // Bounds are constants of this crate: finite, ascending, >= 0.
+        // Bounds are constants of this crate: finite, ascending, >= 0, and
+        // fewer than MAX_BUCKETS (a longer list is cut there).
+        let bounds = &bounds[..bounds.len().min(MAX_BUCKETS - 1)];
         let units = bounds
             .iter()
             .map(|b| (b * per_unit).round() as u64)
@@ -123,8 +130,8 @@ impl Family {
         let mut map = self.series.lock().unwrap_or_else(PoisonError::into_inner);
         let tracked = map.entry(labels).or_insert_with(|| Tracked {
             series: Arc::new(Series {
-                buckets: (0..=self.units.len()).map(|_| AtomicU64::new(0)).collect(),
                 sum: AtomicU64::new(0),
+                buckets: Default::default(),
             }),
             seen: 0,
             seen_at: Instant::now(),
@@ -173,7 +180,7 @@ impl Family {
                 labels.push_str("\",");
             }
             let mut cumulative = 0u64;
-            for (i, bucket) in series.buckets.iter().enumerate() {
+            for (i, bucket) in series.buckets[..=self.bounds.len()].iter().enumerate() {
                 cumulative += bucket.load(Relaxed);
                 let _ = match self.bounds.get(i) {
                     Some(b) => writeln!(
