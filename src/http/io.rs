@@ -219,3 +219,45 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Prefixed<T> {
         Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpListener;
+
+    async fn pair() -> (OwnedReadHalf, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap(); // ok: test code
+        let client = TcpStream::connect(listener.local_addr().unwrap()) // ok: test code
+            .await
+            .unwrap(); // ok: test code
+        let (server, _) = listener.accept().await.unwrap(); // ok: test code
+        (server.into_split().0, client)
+    }
+
+    fn poll_once(src: &mut OwnedReadHalf, buf: &mut BytesMut) -> Poll<io::Result<usize>> {
+        let waker = std::task::Waker::noop();
+        src.poll_fill(buf, &mut Context::from_waker(waker))
+    }
+
+    #[tokio::test]
+    async fn a_connection_gets_its_buffer_with_its_first_bytes() {
+        let (mut src, mut client) = pair().await;
+        let mut buf = BytesMut::new();
+        // A new socket looks readable; nothing came, so no buffer.
+        assert!(poll_once(&mut src, &mut buf).is_pending());
+        assert_eq!(buf.capacity(), 0);
+
+        // Bytes larger than the first read arrive whole over two fills.
+        let sent = vec![b'x'; FIRST_READ + 100];
+        client.write_all(&sent).await.unwrap(); // ok: test code
+        let mut got = 0;
+        while got < sent.len() {
+            got += std::future::poll_fn(|cx| src.poll_fill(&mut buf, cx))
+                .await
+                .unwrap(); // ok: test code
+        }
+        assert_eq!(&buf[..], &sent[..]);
+        assert!(buf.capacity() >= READ_CHUNK);
+    }
+}

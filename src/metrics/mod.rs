@@ -2,9 +2,10 @@
 //! records into.
 //!
 //! Labels are bounded by configuration: route and plugin names, Secret
-//! names, status classes, listeners; never paths or client addresses. The
-//! Prometheus exporter drops series that stay idle for [`IDLE_TIMEOUT`], so
-//! deleted routes disappear from `/metrics`. Operators who need fewer
+//! names, status classes, listeners; never paths or client addresses.
+//! Series that stay idle for [`IDLE_TIMEOUT`] are dropped (by the
+//! Prometheus exporter, and by `histogram.rs` for the per-request
+//! histograms it keeps), so deleted routes disappear from `/metrics`. Operators who need fewer
 //! series drop whole labels with `--metrics-disabled-labels` ([`labels`]).
 
 pub mod ai;

@@ -135,7 +135,7 @@ fn whole_answers_translate_back() {
         "stop_reason": "tool_use", "stop_sequence": null,
         "usage": {"input_tokens": 20, "cache_read_input_tokens": 5, "output_tokens": 11}
     });
-    let (v, u) = complete(body.to_string().as_bytes()).unwrap();
+    let (v, u) = complete(body.to_string().as_bytes()).unwrap(); // ok: test code (this file is the tests module of anthropic.rs)
     assert_eq!(
         u,
         Some(TokenUsage {
@@ -152,7 +152,7 @@ fn whole_answers_translate_back() {
     assert_eq!(call["id"], "toolu_9");
     assert_eq!(call["function"]["name"], "weather");
     let args: Value =
-        serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+        serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap(); // ok: test code (this file is the tests module of anthropic.rs)
     assert_eq!(args, json!({"city": "Oslo"}));
     assert_eq!(v["usage"]["total_tokens"], 36);
 }
@@ -162,16 +162,16 @@ fn stream(events: &[Value], include_usage: bool) -> (Vec<Value>, Emitter, bool) 
     let mut em = Emitter::new("claude", include_usage);
     let mut d = Events::new();
     for e in events {
-        d.event(&e.to_string(), &mut em).unwrap();
+        d.event(&e.to_string(), &mut em).unwrap(); // ok: test code (this file is the tests module of anthropic.rs)
     }
     let clean = d.end(&mut em);
     let out = em.take().unwrap_or_default();
     let chunks = std::str::from_utf8(&out)
-        .unwrap()
+        .unwrap() // ok: test code (this file is the tests module of anthropic.rs)
         .split("\n\n")
         .filter(|s| !s.is_empty())
         .map(|s| {
-            let d = s.strip_prefix("data: ").unwrap();
+            let d = s.strip_prefix("data: ").unwrap(); // ok: test code (this file is the tests module of anthropic.rs)
             serde_json::from_str(d).unwrap_or(Value::String(d.into()))
         })
         .collect();
@@ -216,7 +216,7 @@ fn streams_translate_event_by_event() {
         .map(|c| {
             c["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"]
                 .as_str()
-                .unwrap()
+                .unwrap() // ok: test code (this file is the tests module of anthropic.rs)
                 .to_owned()
         })
         .collect();
@@ -251,7 +251,7 @@ fn error_bodies_are_read() {
     let b = br#"{"type":"error","error":{"type":"rate_limit_error","message":"Number of request tokens has exceeded your per-minute rate limit"}}"#;
     assert!(
         error_message(b)
-            .unwrap()
+            .unwrap() // ok: test code (this file is the tests module of anthropic.rs)
             .starts_with("Number of request tokens")
     );
 }
