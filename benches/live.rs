@@ -68,7 +68,7 @@ fn bench(c: &mut Criterion) {
                 black_box(&names[i % names.len()]),
                 "keyAuth",
                 Duration::from_nanos(800 + (i % 400) as u64),
-                (i % 16 == 0).then_some(401),
+                i.is_multiple_of(16).then_some(401),
                 Instant::now(),
             );
         })

@@ -240,7 +240,7 @@ fn text(value: &Tlv<'_>) -> Option<String> {
         0x0c | 0x13 | 0x16 => std::str::from_utf8(value.body).ok().map(str::to_owned),
         0x14 => Some(value.body.iter().map(|&b| char::from(b)).collect()),
         // BMPString: UTF-16 big endian.
-        0x1e if value.body.len() % 2 == 0 => {
+        0x1e if value.body.len().is_multiple_of(2) => {
             let units = value
                 .body
                 .chunks_exact(2)

@@ -97,10 +97,10 @@ impl Walk {
         };
         let ty = obj.get("type").and_then(Value::as_str).unwrap_or("");
         let int_or_string = obj.get("x-kubernetes-int-or-string") == Some(&Value::Bool(true));
-        if let Some(format) = obj.get("format").and_then(Value::as_str) {
-            if !known_format(ty, format) {
-                self.finding(path, &format!("format {format:?} is unknown to Kubernetes"));
-            }
+        if let Some(format) = obj.get("format").and_then(Value::as_str)
+            && !known_format(ty, format)
+        {
+            self.finding(path, &format!("format {format:?} is unknown to Kubernetes"));
         }
         if obj.contains_key("x-kubernetes-preserve-unknown-fields") {
             self.finding(

@@ -69,10 +69,10 @@ pub fn for_kubernetes(v: &mut Value) {
                 map.remove("additionalProperties");
             }
             let ty = map.get("type").and_then(Value::as_str).unwrap_or("");
-            if let Some(format) = map.get("format").and_then(Value::as_str) {
-                if !known_format(ty, format) {
-                    map.remove("format");
-                }
+            if let Some(format) = map.get("format").and_then(Value::as_str)
+                && !known_format(ty, format)
+            {
+                map.remove("format");
             }
             map.values_mut().for_each(for_kubernetes);
         }

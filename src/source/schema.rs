@@ -122,64 +122,62 @@ fn check(s: &Schemas, schema: &Value, value: &Value, path: &mut String, out: &mu
             message,
         })
     };
-    if let Some(allowed) = schema.get("enum").and_then(Value::as_array) {
-        if !value.is_null() && !allowed.contains(value) {
-            let list: Vec<String> = allowed.iter().map(Value::to_string).collect();
-            report(format!("{value} is not one of {}", list.join(", ")));
-        }
+    if let Some(allowed) = schema.get("enum").and_then(Value::as_array)
+        && !value.is_null()
+        && !allowed.contains(value)
+    {
+        let list: Vec<String> = allowed.iter().map(Value::to_string).collect();
+        report(format!("{value} is not one of {}", list.join(", ")));
     }
     match value {
         Value::String(text) => {
             let chars = text.chars().count();
-            if let Some(max) = schema.get("maxLength").and_then(Value::as_u64) {
-                if chars as u64 > max {
-                    report(format!(
-                        "must be at most {max} characters long (is {chars})"
-                    ));
-                }
+            if let Some(max) = schema.get("maxLength").and_then(Value::as_u64)
+                && chars as u64 > max
+            {
+                report(format!(
+                    "must be at most {max} characters long (is {chars})"
+                ));
             }
-            if let Some(min) = schema.get("minLength").and_then(Value::as_u64) {
-                if (chars as u64) < min {
-                    report(format!("must be at least {min} characters long"));
-                }
+            if let Some(min) = schema.get("minLength").and_then(Value::as_u64)
+                && (chars as u64) < min
+            {
+                report(format!("must be at least {min} characters long"));
             }
-            if let Some(p) = schema.get("pattern").and_then(Value::as_str) {
-                if let Some(re) = s.patterns.get(p) {
-                    if !re.is_match(text) {
-                        report(format!("{text:?} does not match {p}"));
-                    }
-                }
+            if let Some(p) = schema.get("pattern").and_then(Value::as_str)
+                && let Some(re) = s.patterns.get(p)
+                && !re.is_match(text)
+            {
+                report(format!("{text:?} does not match {p}"));
             }
         }
         Value::Number(n) => {
             if let (Some(v), Some(max)) =
                 (n.as_f64(), schema.get("maximum").and_then(Value::as_f64))
+                && v > max
             {
-                if v > max {
-                    report(format!("must be at most {max} (is {n})"));
-                }
+                report(format!("must be at most {max} (is {n})"));
             }
             if let (Some(v), Some(min)) =
                 (n.as_f64(), schema.get("minimum").and_then(Value::as_f64))
+                && v < min
             {
-                if v < min {
-                    report(format!("must be at least {min} (is {n})"));
-                }
+                report(format!("must be at least {min} (is {n})"));
             }
         }
         Value::Array(items) => {
-            if let Some(max) = schema.get("maxItems").and_then(Value::as_u64) {
-                if items.len() as u64 > max {
-                    report(format!(
-                        "must have at most {max} items (has {})",
-                        items.len()
-                    ));
-                }
+            if let Some(max) = schema.get("maxItems").and_then(Value::as_u64)
+                && items.len() as u64 > max
+            {
+                report(format!(
+                    "must have at most {max} items (has {})",
+                    items.len()
+                ));
             }
-            if let Some(min) = schema.get("minItems").and_then(Value::as_u64) {
-                if (items.len() as u64) < min {
-                    report(format!("must have at least {min} item(s)"));
-                }
+            if let Some(min) = schema.get("minItems").and_then(Value::as_u64)
+                && (items.len() as u64) < min
+            {
+                report(format!("must have at least {min} item(s)"));
             }
             match schema.get("x-kubernetes-list-type").and_then(Value::as_str) {
                 Some("set") => {
@@ -228,13 +226,13 @@ fn check(s: &Schemas, schema: &Value, value: &Value, path: &mut String, out: &mu
             }
         }
         Value::Object(map) => {
-            if let Some(max) = schema.get("maxProperties").and_then(Value::as_u64) {
-                if map.len() as u64 > max {
-                    report(format!(
-                        "must have at most {max} entries (has {})",
-                        map.len()
-                    ));
-                }
+            if let Some(max) = schema.get("maxProperties").and_then(Value::as_u64)
+                && map.len() as u64 > max
+            {
+                report(format!(
+                    "must have at most {max} entries (has {})",
+                    map.len()
+                ));
             }
             let props = schema.get("properties").and_then(Value::as_object);
             let extra = schema.get("additionalProperties").filter(|v| v.is_object());

@@ -546,7 +546,7 @@ fn encode_continue(rv: u64, key: &Key) -> String {
 
 fn decode_continue(token: &str) -> Result<(u64, Key), ApiError> {
     let invalid = || ApiError::bad_request("continue key is not valid");
-    if token.len() % 2 != 0 || !token.is_ascii() {
+    if !token.len().is_multiple_of(2) || !token.is_ascii() {
         return Err(invalid());
     }
     let bytes = (0..token.len())
