@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod ai;
 pub mod api;
+pub mod boxed;
 pub mod cache;
 pub mod cgroup;
 pub mod check;

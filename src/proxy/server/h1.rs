@@ -231,11 +231,11 @@ pub async fn serve<S, H>(
         let resp = match want_continue {
             // Boxed, so that a connection's task is small while it waits
             // between requests: the handler's future is most of its size.
-            None => Box::pin(handler.handle(req, &client)).await,
+            None => crate::boxed::pinned(|| handler.handle(req, &client)).await,
             Some(asked) => {
                 // Boxed: a second copy of the handler's future in this
                 // task would double every connection's size.
-                let mut handling = Box::pin(handler.handle(req, &client));
+                let mut handling = crate::boxed::pinned(|| handler.handle(req, &client));
                 tokio::select! {
                     biased;
                     resp = &mut handling => resp,

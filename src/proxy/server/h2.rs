@@ -84,7 +84,12 @@ pub async fn serve<T, H>(
             let streams = streams.clone();
             async move {
                 let open = streams.open();
-                let resp = handler.handle(req.map(ClientBody::Hyper), &client).await;
+                // Built on the heap: hyper spawns a task per stream, and
+                // the handler's future would otherwise be most of it,
+                // copied as it is spawned.
+                let resp =
+                    crate::boxed::pinned(|| handler.handle(req.map(ClientBody::Hyper), &client))
+                        .await;
                 let timeout = resp
                     .extensions()
                     .get::<SendTimeout>()

@@ -231,7 +231,9 @@ async fn request<H: Handler>(resolver: Resolver, server: &Server<H>, client: &Cl
         return;
     };
     let req = req.map(|()| ClientBody::H3(Box::new(H3Body::new(recv, declared))));
-    let resp = server.handler.handle(req, client).await;
+    // Built on the heap: the handler's future is most of this task's
+    // size, and a task's future is copied as it is spawned.
+    let resp = crate::boxed::pinned(|| server.handler.handle(req, client)).await;
     let send_timeout = resp
         .extensions()
         .get::<SendTimeout>()
