@@ -10,7 +10,7 @@
 //! The server is generic over the byte stream ([`Duplex`]): plain TCP and
 //! TLS run the same code with the same rules. A connection that opens
 //! with the HTTP/2 preface (h2c with prior knowledge) is handed to the
-//! HTTP/2 server with the bytes already read.
+//! HTTP/2 server, in a task of its own, with the bytes already read.
 //!
 //! Timeouts:
 //! - a request head must arrive whole within the header read timeout,
@@ -177,7 +177,10 @@ pub async fn serve<S, H>(
             {
                 let stream = Prefixed::new(r.buf, stream);
                 drop(counted);
-                Box::pin(super::h2::serve(stream, &server, client, stop)).await;
+                // A task of its own, and this one ends: an HTTP/2
+                // connection then holds only the HTTP/2 server's state,
+                // not this one's as well while it lasts.
+                tokio::spawn(async move { super::h2::serve(stream, &server, client, stop).await });
             }
             return;
         };
