@@ -429,11 +429,16 @@ async fn serve(
                         return;
                     };
                     client.set_client_certificate(accepted.client_auth, accepted.subject);
+                    // The connection is served by a task of its own, and
+                    // this one ends: the handshake's state (most of this
+                    // task's size) is not held for the connection's life.
                     let h2 = accepted.stream.get_ref().1.alpn_protocol() == Some(b"h2");
                     if h2 {
-                        h2::serve(accepted.stream, &server, client, stop).await;
+                        tokio::spawn(async move {
+                            h2::serve(accepted.stream, &server, client, stop).await;
+                        });
                     } else {
-                        h1::serve(accepted.stream, server, client, stop).await;
+                        tokio::spawn(h1::serve(accepted.stream, server, client, stop));
                     }
                 });
             }
