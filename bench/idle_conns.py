@@ -6,12 +6,16 @@ Opens COUNT connections of each KIND to HOST:PORT and leaves them idle:
   h1-fresh   connected, nothing sent (the header read timeout applies)
   h1-kept    one request answered, then idle (the keep-alive timeout)
   h2-fresh   the HTTP/2 preface and SETTINGS, then idle
+  tls-h1-kept, tls-h2-fresh
+             the same over TLS to TLS_PORT (ALPN http/1.1 or h2; the
+             certificate is not verified)
 Then reads the proxy's RSS from /proc/PID/status (before, with all of them
 open), and waits up to WAIT seconds for the proxy to close them, counting
 how many it closed.
 
-Usage: idle_conns.py --pid PID --port PORT [--host 127.0.0.1]
-                     [--count 10000] [--kinds h1-fresh,h1-kept,h2-fresh]
+Usage: idle_conns.py --pid PID --port PORT [--tls-port TLS_PORT]
+                     [--host 127.0.0.1] [--count 10000]
+                     [--kinds h1-fresh,h1-kept,h2-fresh]
                      [--request-host bench.local] [--wait 120]
 Prints one JSON object. Needs a file-descriptor limit above COUNT.
 """
@@ -20,6 +24,7 @@ import argparse
 import asyncio
 import json
 import resource
+import ssl
 import time
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -34,8 +39,29 @@ def rss_kb(pid):
     return 0
 
 
-async def open_one(host, port, kind, request_host):
-    reader, writer = await asyncio.open_connection(host, port)
+TLS_CONTEXTS = {}
+
+
+def tls_context(alpn):
+    # One per protocol: building a context loads the system's CA store.
+    if alpn not in TLS_CONTEXTS:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        ctx.set_alpn_protocols([alpn])
+        TLS_CONTEXTS[alpn] = ctx
+    return TLS_CONTEXTS[alpn]
+
+
+async def open_one(host, port, kind, request_host, tls_port=None):
+    if kind.startswith("tls-"):
+        kind = kind[len("tls-"):]
+        alpn = "h2" if kind.startswith("h2") else "http/1.1"
+        reader, writer = await asyncio.open_connection(
+            host, tls_port, ssl=tls_context(alpn), server_hostname=request_host
+        )
+    else:
+        reader, writer = await asyncio.open_connection(host, port)
     if kind == "h1-kept":
         writer.write(
             f"GET / HTTP/1.1\r\nHost: {request_host}\r\n\r\n".encode()
@@ -75,6 +101,7 @@ async def main():
     p = argparse.ArgumentParser()
     p.add_argument("--pid", type=int, required=True)
     p.add_argument("--port", type=int, required=True)
+    p.add_argument("--tls-port", type=int)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--count", type=int, default=10000)
     p.add_argument("--kinds", default="h1-fresh,h1-kept,h2-fresh")
@@ -82,6 +109,8 @@ async def main():
     p.add_argument("--wait", type=float, default=120)
     p.add_argument("--batch", type=int, default=200)
     a = p.parse_args()
+    if "tls-" in a.kinds and a.tls_port is None:
+        p.error("the tls- kinds need --tls-port")
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = a.count + 1000
@@ -96,7 +125,10 @@ async def main():
         for i in range(0, a.count, a.batch):
             n = min(a.batch, a.count - i)
             conns += await asyncio.gather(
-                *(open_one(a.host, a.port, kind, a.request_host) for _ in range(n))
+                *(
+                    open_one(a.host, a.port, kind, a.request_host, a.tls_port)
+                    for _ in range(n)
+                )
             )
         opened = time.monotonic() - start
         await asyncio.sleep(1)
