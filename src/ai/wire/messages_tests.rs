@@ -4,7 +4,7 @@ use super::super::messages_stream::Reframer;
 use super::*;
 
 fn convert(v: Value) -> Value {
-    serde_json::from_slice(&request(v.to_string().as_bytes()).unwrap()).unwrap()
+    serde_json::from_slice(&request(v.to_string().as_bytes()).unwrap()).unwrap() // ok: test code (a #[cfg(test)] module of messages.rs)
 }
 
 fn refused(v: Value) -> String {
@@ -133,7 +133,7 @@ fn whole_answers_become_messages() {
             "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{\"a\":1}"}}]}}],
         "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}
     });
-    let got: Value = serde_json::from_slice(&whole(openai.to_string().as_bytes())).unwrap();
+    let got: Value = serde_json::from_slice(&whole(openai.to_string().as_bytes())).unwrap(); // ok: test code (a #[cfg(test)] module of messages.rs)
     assert_eq!(
         got,
         json!({
@@ -146,7 +146,7 @@ fn whole_answers_become_messages() {
     assert_eq!(stop_reason("length"), "max_tokens");
     assert_eq!(stop_reason("stop"), "end_turn");
     let e: Value =
-        serde_json::from_slice(&error_body(StatusCode::TOO_MANY_REQUESTS, "slow")).unwrap();
+        serde_json::from_slice(&error_body(StatusCode::TOO_MANY_REQUESTS, "slow")).unwrap(); // ok: test code (a #[cfg(test)] module of messages.rs)
     assert_eq!(
         e,
         json!({"type": "error", "error": {"type": "rate_limit_error", "message": "slow"}})
@@ -156,11 +156,11 @@ fn whole_answers_become_messages() {
 /// `(event name, data)` of a re-framed stream.
 fn events(out: &[u8]) -> Vec<(String, Value)> {
     std::str::from_utf8(out)
-        .unwrap()
+        .unwrap() // ok: test code (a #[cfg(test)] module of messages.rs)
         .split("\n\n")
         .filter(|e| !e.is_empty())
         .map(|e| {
-            let (name, data) = e.split_once('\n').unwrap();
+            let (name, data) = e.split_once('\n').unwrap(); // ok: test code (a #[cfg(test)] module of messages.rs)
             (
                 name.strip_prefix("event: ").unwrap().to_owned(),
                 serde_json::from_str(data.strip_prefix("data: ").unwrap()).unwrap(),

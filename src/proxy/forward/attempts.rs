@@ -140,14 +140,16 @@ pub(super) async fn send(
             // HTTP/1.1 one: boxed, it does not enlarge the common path.
             (Some(proto), Body::Raw(raw)) => {
                 bounded(
-                    Box::pin(client::send_with_protocol(
-                        &worker.clients,
-                        proto.client(),
-                        endpoint.addr(),
-                        head,
-                        raw,
-                        deadlines,
-                    ))
+                    crate::boxed::pinned(|| {
+                        client::send_with_protocol(
+                            &worker.clients,
+                            proto.client(),
+                            endpoint.addr(),
+                            head,
+                            raw,
+                            deadlines,
+                        )
+                    })
                     .as_mut(),
                     &mut over_limit,
                 )

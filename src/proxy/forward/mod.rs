@@ -271,20 +271,26 @@ impl Worker {
             // Boxed, as is the cache's path: their futures are several
             // times the size of the plain path's, and an unboxed branch
             // makes every request's future (and every connection's
-            // task) that large, and copies it on each call.
-            Ok(Box::pin(ai::serve(ai_route, req, handover, exchange, &mut body)).await)
+            // task) that large. Built in the box (`boxed::pinned`), not
+            // copied into it.
+            Ok(
+                crate::boxed::pinned(|| ai::serve(ai_route, req, handover, exchange, &mut body))
+                    .await,
+            )
         } else if route.cache.is_some() {
-            Box::pin(cache::serve(
-                self,
-                &matched,
-                req,
-                client,
-                start,
-                upstream_changes,
-                consumer.as_deref(),
-                exchange,
-                &mut body,
-            ))
+            crate::boxed::pinned(|| {
+                cache::serve(
+                    self,
+                    &matched,
+                    req,
+                    client,
+                    start,
+                    upstream_changes,
+                    consumer.as_deref(),
+                    exchange,
+                    &mut body,
+                )
+            })
             .await
         } else {
             self.forward(
