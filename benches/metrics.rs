@@ -41,8 +41,7 @@ fn setup() {
             route.attempt(Some(status), Duration::from_millis(2), now);
         }
         route.attempt(None, Duration::from_millis(2), now);
-        route.request_size(512, now);
-        route.response_size(4096, now);
+        route.sizes(512, 4096, now);
         plugin.record(Duration::from_micros(3), None, now);
         plugin.record(Duration::from_micros(3), Some(429), now);
         // Kept alive for the process: the handles are the series.

@@ -100,14 +100,13 @@ impl RouteMetrics {
         });
     }
 
-    /// Records the size of a request body, once it is known.
-    pub fn request_size(&self, bytes: u64, now: Instant) {
-        self.with(now, |h| h.request_size.record(bytes));
-    }
-
-    /// Records the size of a response body, once it was sent.
-    pub fn response_size(&self, bytes: u64, now: Instant) {
-        self.with(now, |h| h.response_size.record(bytes));
+    /// Records the sizes of a request's body and of its response's, once
+    /// the response was sent: both at once, with one load of the handles.
+    pub fn sizes(&self, request_bytes: u64, response_bytes: u64, now: Instant) {
+        self.with(now, |h| {
+            h.request_size.record(request_bytes);
+            h.response_size.record(response_bytes);
+        });
     }
 
     /// Records one attempt on an endpoint: the status of its answer, or

@@ -6,6 +6,7 @@
 pub mod access_format;
 pub mod access_log;
 pub mod trace;
+pub mod wall;
 
 /// The access log and the tracer of one gateway; each optional.
 #[derive(Debug, Default)]

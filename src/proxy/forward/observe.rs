@@ -100,7 +100,7 @@ impl Exchange {
             telemetry: telemetry.clone(),
             start,
             wall: if keep {
-                SystemTime::now()
+                crate::telemetry::wall::at(start)
             } else {
                 SystemTime::UNIX_EPOCH
             },
@@ -162,8 +162,7 @@ impl Exchange {
             .or_else(|| self.probe.as_ref().map(FaultProbe::received))
             .unwrap_or(0);
         if let Some(r) = &self.route {
-            r.metrics.request_size(request_bytes, end);
-            r.metrics.response_size(response_bytes, end);
+            r.metrics.sizes(request_bytes, response_bytes, end);
         }
         let ai = self.ai.as_ref().map(|f| f.snapshot());
         if let (Some(tracer), Some(ctx)) = (&self.telemetry.tracer, &self.trace)
@@ -323,8 +322,7 @@ impl Sizes {
             .request_bytes
             .or_else(|| self.probe.as_ref().map(FaultProbe::received))
             .unwrap_or(0);
-        self.route.metrics.request_size(request_bytes, now);
-        self.route.metrics.response_size(response_bytes, now);
+        self.route.metrics.sizes(request_bytes, response_bytes, now);
     }
 }
 
