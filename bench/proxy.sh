@@ -25,7 +25,9 @@
 #                             per-plugin timing are always on. Best with
 #                             ROUNDS=15 DURATION=3s WARMUP=1s: the median
 #                             of per-round ratios is printed, for
-#                             requests/s and for CPU per request.
+#                             requests/s and for CPU per request. Each
+#                             round starts four fresh processes
+#                             (RESTART=0: the same four throughout).
 #   bench/proxy.sh all        compare, then churn, then tls
 #
 # Layout (2-core default): the proxy under test runs alone on PROXY_CPU;
@@ -57,6 +59,8 @@
 #   CONNECTIONS=64 THREADS=1   wrk connections and threads
 #   DURATION=10s WARMUP=3s     measured run / discarded warm-up run
 #   ROUNDS=3                   alternating nginx/Sluicegate rounds
+#   RESTART=1                  fresh proxy processes each round (compare,
+#                              observe); 0 keeps the first ones
 #   BASELINE=1                 also measure wrk straight against the backend
 #   TLS_TESTS="keepalive:ecdsa full:ecdsa resumed:ecdsa full:rsa flood:ecdsa flood:rsa"
 #                              TLS runs, TEST:CERT; TEST is keepalive
@@ -654,7 +658,8 @@ compare() {
     mkdir -p "$TMP/sg-config"
     write_manifest "$TMP/sg-config/bench.yaml" 0
     local base_pid=""
-    if [[ -n ${SLUICEGATE_BASE_BIN:-} ]]; then
+    start_baseline() {
+        [[ -n ${SLUICEGATE_BASE_BIN:-} ]] || return 0
         # The same options and configuration, another binary and ports.
         taskset -c "$PROXY_CPU" "$SLUICEGATE_BASE_BIN" standalone --config "$TMP/sg-config" \
             --http-addr "127.0.0.1:$BASE_PORT" --admin-addr "127.0.0.1:$BASE_ADMIN_PORT" \
@@ -663,7 +668,8 @@ compare() {
         base_pid=$!
         PIDS+=("$base_pid")
         wait_http "http://127.0.0.1:$BASE_ADMIN_PORT/readyz" "baseline sluicegate" "$base_pid"
-    fi
+    }
+    start_baseline
     start_sluicegate "$TMP/sg-config" 1
     local sg_start_rss
     sg_start_rss=$(rss_kb "$SG_PID")
@@ -679,6 +685,20 @@ compare() {
     local r
     for r in $(seq 1 "$ROUNDS"); do
         log "round $r/$ROUNDS"
+        # Fresh processes each round (RESTART=0: the same ones throughout):
+        # a process's speed depends on where its code and data landed, and
+        # one process kept for a whole run biases every round alike (see
+        # the observe mode).
+        if ((r > 1)) && [[ ${RESTART:-1} == 1 ]]; then
+            stop "$NGINX_PID"
+            start_nginx_proxy
+            stop "$SG_PID"
+            start_sluicegate "$TMP/sg-config" 1
+            if [[ -n $base_pid ]]; then
+                stop "$base_pid"
+                start_baseline
+            fi
+        fi
         # shellcheck disable=SC2086 # one pid per word
         run_wrk nginx "http://127.0.0.1:$NGINX_PORT$REQ_PATH" $NGINX_WORKERS
         run_wrk sluicegate "http://127.0.0.1:$SG_PORT$REQ_PATH" "$SG_PID"
@@ -723,7 +743,7 @@ compare() {
             END {for (k = 1; k <= i && k <= j; k++) if (y[k] > 0) print x[k] / y[k]}' "$TMP/results" | median)
         printf 'median of per-round ratios %s/%s: throughput %.3f, CPU per request %.3f\n' "$a" "$b" "$rr" "$cr"
     done
-    echo "sluicegate RSS: ${sg_start_rss} kB after startup (bench config), ${sg_after_rss} kB after the runs"
+    echo "sluicegate RSS: ${sg_start_rss} kB after startup (bench config), ${sg_after_rss} kB after the last round"
     echo "per-round results (name req/s p50_us p99_us non2xx sockerr cpu% user_us/req sys_us/req load_cpu% wrk_cpu%" \
         "tls_full tls_resumed other_cpu% steal%):"
     sed 's/^/  /' "$TMP/results"
@@ -1088,7 +1108,7 @@ observe() {
     start_otlp_sink
     mkdir -p "$TMP/sg-config"
     write_plugin_manifest "$TMP/sg-config/bench.yaml"
-    local -A pid port
+    local -A pid port admin tls
     local name n=0
     # shellcheck disable=SC2034 # read by name through `choose`
     for name in plain logged traced both; do
@@ -1100,29 +1120,45 @@ observe() {
             choose SG_ADMIN_PORT
             choose SG_TLS_PORT
         fi
-        case $name in
-        plain) SG_OPTS=() ;;
-        logged) SG_OPTS=(--access-log "$LOGS/access.log") ;;
-        traced) SG_OPTS=(--otlp-endpoint "http://127.0.0.1:$OTLP_PORT/v1/traces"
-            --otlp-protocol http/protobuf --trace-sample-ratio 0.01) ;;
-        both) SG_OPTS=(--access-log "$LOGS/access-both.log"
-            --otlp-endpoint "http://127.0.0.1:$OTLP_PORT/v1/traces" --otlp-protocol http/protobuf
-            --trace-sample-ratio 0.01) ;;
-        esac
-        start_sluicegate "$TMP/sg-config" 1 "$TMP/sluicegate-$name.log"
-        pid[$name]=$SG_PID port[$name]=$SG_PORT
-        curl -fsS -o /dev/null -H "Host: $HOST_HEADER" "http://127.0.0.1:$SG_PORT$REQ_PATH" ||
-            die "sluicegate ($name) does not route $REQ_PATH (log: $TMP/sluicegate-$name.log)"
+        port[$name]=$SG_PORT admin[$name]=$SG_ADMIN_PORT tls[$name]=$SG_TLS_PORT
     done
-    SG_OPTS=()
+    # Each round runs four fresh processes (RESTART=0: the same four for
+    # every round). A process's speed depends on where its code and data
+    # landed (address randomisation, page placement): four identical
+    # binaries, each kept for a whole run, measured 0.92-1.07x one another
+    # on this benchmark. Fresh processes each round turn that into noise
+    # that the median of the rounds cancels.
+    observe_start() {
+        for name in plain logged traced both; do
+            SG_PORT=${port[$name]} SG_ADMIN_PORT=${admin[$name]} SG_TLS_PORT=${tls[$name]}
+            case $name in
+            plain) SG_OPTS=() ;;
+            logged) SG_OPTS=(--access-log "$LOGS/access.log") ;;
+            traced) SG_OPTS=(--otlp-endpoint "http://127.0.0.1:$OTLP_PORT/v1/traces"
+                --otlp-protocol http/protobuf --trace-sample-ratio 0.01) ;;
+            both) SG_OPTS=(--access-log "$LOGS/access-both.log"
+                --otlp-endpoint "http://127.0.0.1:$OTLP_PORT/v1/traces" --otlp-protocol http/protobuf
+                --trace-sample-ratio 0.01) ;;
+            esac
+            start_sluicegate "$TMP/sg-config" 1 "$TMP/sluicegate-$name.log"
+            pid[$name]=$SG_PID
+            curl -fsS -o /dev/null -H "Host: $HOST_HEADER" "http://127.0.0.1:${port[$name]}$REQ_PATH" ||
+                die "sluicegate ($name) does not route $REQ_PATH (log: $TMP/sluicegate-$name.log)"
+        done
+        SG_OPTS=()
+    }
+    observe_start
     local r
     for r in $(seq 1 "$ROUNDS"); do
         log "round $r/$ROUNDS"
-        # The order turns each round, so that no configuration is always
-        # the one that runs first (after the logs are emptied) or last.
-        local names=(plain logged traced both) k
-        for k in 0 1 2 3; do
-            name=${names[(r + k) % 4]}
+        if ((r > 1)) && [[ ${RESTART:-1} == 1 ]]; then
+            for name in plain logged traced both; do stop "${pid[$name]}"; done
+            observe_start
+        fi
+        # A new random order each round, so that no configuration is
+        # always the one that runs first (after the logs are emptied), last,
+        # or after the same other one.
+        for name in $(shuf -e plain logged traced both); do
             run_wrk "$name" "http://127.0.0.1:${port[$name]}$REQ_PATH" "${pid[$name]}"
         done
         lines=$((lines + $(wc -l <"$LOGS/access.log")))
