@@ -13,6 +13,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, SystemTime};
 
 use super::access_log::{Field, Format, Line};
+use super::line_window::LineWindow;
 
 /// Formats lines with one format and field list, remembering the text of
 /// the last second it wrote.
@@ -28,6 +29,8 @@ pub struct LineFormatter {
     /// Whether lines are the default ones, JSON with every field, which
     /// [`LineFormatter::write_default_json`] writes.
     default_json: bool,
+    /// Where the default line is put together.
+    window: LineWindow,
 }
 
 /// A field's value, or `None` when the line has none.
@@ -38,7 +41,7 @@ enum Value<'a> {
     Time(SystemTime),
     Ip(IpAddr),
     Socket(SocketAddr),
-    Hex(&'a [u8; 16]),
+    Hex([u8; 16]),
 }
 
 impl LineFormatter {
@@ -64,13 +67,13 @@ impl LineFormatter {
             keys,
             second: None,
             default_json,
+            window: LineWindow::default(),
         }
     }
 
     /// Appends `line`, without its line break, to `out`.
     pub fn write(&mut self, out: &mut Vec<u8>, line: &Line) {
-        if self.default_json {
-            self.write_default_json(out, line);
+        if self.default_json && self.write_default_json(out, line) {
             return;
         }
         let json = self.format == Format::Json;
@@ -104,7 +107,7 @@ impl LineFormatter {
                         Value::Time(t) => self.time(out, t),
                         Value::Ip(ip) => ip_addr(out, ip),
                         Value::Socket(s) => socket_addr(out, s),
-                        Value::Hex(h) => hex(out, h),
+                        Value::Hex(h) => hex(out, &h),
                         Value::Text(_) | Value::Number(_) | Value::Millis(_) => {}
                     }
                     if json {
@@ -119,145 +122,165 @@ impl LineFormatter {
     }
 
     /// The default line, JSON with every field in [`Field::ALL`]'s order,
-    /// written field by field with each key a constant.
+    /// written into the formatter's [`LineWindow`] and appended in one
+    /// copy; `false` when a value needs escaping or the line does not fit
+    /// the window, for the generic writer to do.
     ///
-    /// Why a second writer: the generic one above dispatches twice per
-    /// field (which value, then how to write it) and copies each key
-    /// through a call; under load, with its code out of the core's caches
-    /// between requests, that was about half a line's cost. Constant keys
-    /// are stored inline. Each field is written with a leading comma, and
-    /// the first one's comma becomes the opening brace. A test checks that
+    /// Why a second writer: the generic one dispatches twice per field
+    /// (which value, then how to write it) and copies each key and value
+    /// through a library call; under load, with its code out of the
+    /// core's caches between requests, that was most of a line's cost.
+    /// Here the keys are constants, written with the quote that opens
+    /// their value. Each field is written with a leading comma, and the
+    /// first one's comma becomes the opening brace. A test checks that
     /// both writers give the same text.
-    fn write_default_json(&mut self, out: &mut Vec<u8>, line: &Line) {
-        out.reserve(512);
-        let start = out.len();
+    fn write_default_json(&mut self, out: &mut Vec<u8>, line: &Line) -> bool {
+        let LineFormatter { window, second, .. } = self;
+        let w = window;
+        w.clear();
         if let Some(t) = line.time {
-            out.extend_from_slice(b",\"time\":\"");
-            self.time(out, t);
-            out.push(b'"');
+            w.put_const(b",\"time\":\"");
+            let (text, ms) = time_parts(second, t);
+            w.put(text);
+            w.put_const(&ms);
+            w.byte(b'"');
         }
-        if let Some(ip) = line.client {
-            out.extend_from_slice(b",\"client\":\"");
-            ip_addr(out, ip);
-            out.push(b'"');
+        match line.client {
+            Some(IpAddr::V4(ip)) => {
+                w.put_const(b",\"client\":\"");
+                w.ipv4(ip);
+                w.byte(b'"');
+            }
+            Some(IpAddr::V6(_)) => w.spoil(),
+            None => {}
         }
-        let method = line.method.as_ref().map(|m| m.as_str().as_bytes());
-        text_field(out, b",\"method\":", method);
-        text_field(out, b",\"host\":", line.host.as_ref().map(|h| h.as_bytes()));
-        text_field(out, b",\"path\":", line.path.as_deref().map(str::as_bytes));
-        text_field(out, b",\"protocol\":", Some(line.protocol.as_bytes()));
-        number_field(out, b",\"status\":", Some(u64::from(line.status)));
-        number_field(out, b",\"request_bytes\":", Some(line.request_bytes));
-        number_field(out, b",\"response_bytes\":", Some(line.response_bytes));
-        text_field(
-            out,
-            b",\"route\":",
-            line.route.as_deref().map(str::as_bytes),
-        );
+        text(w, b",\"method\":\"", line.method.map(str::as_bytes));
+        text(w, b",\"host\":\"", line.host);
+        text(w, b",\"path\":\"", line.path.map(str::as_bytes));
+        text(w, b",\"protocol\":\"", Some(line.protocol.as_bytes()));
+        w.put_const(b",\"status\":");
+        w.number(u64::from(line.status));
+        w.put_const(b",\"request_bytes\":");
+        w.number(line.request_bytes);
+        w.put_const(b",\"response_bytes\":");
+        w.number(line.response_bytes);
+        text(w, b",\"route\":\"", line.route.map(str::as_bytes));
         if let Some(u) = line.upstream {
-            out.extend_from_slice(b",\"upstream\":\"");
-            socket_addr(out, u);
-            out.push(b'"');
+            w.put_const(b",\"upstream\":\"");
+            w.socket(u);
+            w.byte(b'"');
         }
-        number_field(out, b",\"attempts\":", Some(u64::from(line.attempts)));
-        millis_field(out, b",\"duration_ms\":", Some(line.duration));
-        millis_field(out, b",\"upstream_ms\":", line.upstream_duration);
-        let consumer = line.consumer.as_deref().map(str::as_bytes);
-        text_field(out, b",\"consumer\":", consumer);
-        let request_id = line.request_id.as_ref().map(|v| v.as_bytes());
-        text_field(out, b",\"request_id\":", request_id);
+        w.put_const(b",\"attempts\":");
+        w.number(u64::from(line.attempts));
+        w.put_const(b",\"duration_ms\":");
+        w.millis(line.duration);
+        if let Some(d) = line.upstream_duration {
+            w.put_const(b",\"upstream_ms\":");
+            w.millis(d);
+        }
+        text(w, b",\"consumer\":\"", line.consumer.map(str::as_bytes));
+        text(w, b",\"request_id\":\"", line.request_id);
         if let Some(t) = &line.trace_id {
-            out.extend_from_slice(b",\"trace_id\":\"");
-            hex(out, t);
-            out.push(b'"');
+            w.put_const(b",\"trace_id\":\"");
+            w.hex(t);
+            w.byte(b'"');
         }
         let answered_by = line.answered_by.map(str::as_bytes);
-        text_field(out, b",\"answered_by\":", answered_by);
-        let user_agent = line.user_agent.as_ref().map(|v| v.as_bytes());
-        text_field(out, b",\"user_agent\":", user_agent);
-        let ai_instance = line.ai_instance.as_deref().map(str::as_bytes);
-        text_field(out, b",\"ai_instance\":", ai_instance);
-        number_field(out, b",\"prompt_tokens\":", line.tokens.map(|t| t.0));
-        number_field(out, b",\"completion_tokens\":", line.tokens.map(|t| t.1));
-        millis_field(out, b",\"ttft_ms\":", line.ttft);
-        // The protocol is always written, so there is a first comma.
-        if let Some(first) = out.get_mut(start) {
-            *first = b'{';
+        text(w, b",\"answered_by\":\"", answered_by);
+        text(w, b",\"user_agent\":\"", line.user_agent);
+        let ai_instance = line.ai_instance.map(str::as_bytes);
+        text(w, b",\"ai_instance\":\"", ai_instance);
+        if let Some((prompt, completion)) = line.tokens {
+            w.put_const(b",\"prompt_tokens\":");
+            w.number(prompt);
+            w.put_const(b",\"completion_tokens\":");
+            w.number(completion);
         }
-        out.push(b'}');
+        if let Some(d) = line.ttft {
+            w.put_const(b",\"ttft_ms\":");
+            w.millis(d);
+        }
+        w.byte(b'}');
+        // The protocol is always written, so there is a first comma.
+        w.open(b'{');
+        match w.text() {
+            Some(text) => {
+                out.extend_from_slice(text);
+                true
+            }
+            None => false,
+        }
     }
 
     /// RFC 3339 in UTC with milliseconds.
     fn time(&mut self, out: &mut Vec<u8>, t: SystemTime) {
-        let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-        let secs = d.as_secs();
-        let text = match &mut self.second {
-            Some((s, text)) if *s == secs => text,
-            slot => &mut slot.insert((secs, second_text(secs))).1,
-        };
-        out.extend_from_slice(text.as_bytes());
-        let ms = d.subsec_millis();
-        out.extend_from_slice(&[
-            b'.',
-            b'0' + (ms / 100) as u8,
-            b'0' + (ms / 10 % 10) as u8,
-            b'0' + (ms % 10) as u8,
-            b'Z',
-        ]);
+        let (text, ms) = time_parts(&mut self.second, t);
+        out.extend_from_slice(text);
+        out.extend_from_slice(&ms);
     }
 }
 
-fn value(line: &Line, f: Field) -> Option<Value<'_>> {
+/// The text of `t`'s second, kept in `second` between calls (only the
+/// milliseconds change within a second), and its milliseconds' `.mmmZ`.
+fn time_parts(second: &mut Option<(u64, String)>, t: SystemTime) -> (&[u8], [u8; 5]) {
+    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    if second.as_ref().is_none_or(|(s, _)| *s != secs) {
+        *second = Some((secs, second_text(secs)));
+    }
+    let text = second.as_ref().map_or(&[][..], |(_, t)| t.as_bytes());
+    let ms = d.subsec_millis();
+    let millis = [
+        b'.',
+        b'0' + (ms / 100) as u8,
+        b'0' + (ms / 10 % 10) as u8,
+        b'0' + (ms % 10) as u8,
+        b'Z',
+    ];
+    (text, millis)
+}
+
+fn value<'a>(line: &Line<'a>, f: Field) -> Option<Value<'a>> {
     Some(match f {
         Field::Time => Value::Time(line.time?),
         Field::Client => Value::Ip(line.client?),
-        Field::Method => Value::Text(line.method.as_ref()?.as_str().as_bytes()),
-        Field::Host => Value::Text(line.host.as_ref()?.as_bytes()),
-        Field::Path => Value::Text(line.path.as_deref()?.as_bytes()),
+        Field::Method => Value::Text(line.method?.as_bytes()),
+        Field::Host => Value::Text(line.host?),
+        Field::Path => Value::Text(line.path?.as_bytes()),
         Field::Protocol => Value::Text(line.protocol.as_bytes()),
         Field::Status => Value::Number(u64::from(line.status)),
         Field::RequestBytes => Value::Number(line.request_bytes),
         Field::ResponseBytes => Value::Number(line.response_bytes),
-        Field::Route => Value::Text(line.route.as_deref()?.as_bytes()),
+        Field::Route => Value::Text(line.route?.as_bytes()),
         Field::Upstream => Value::Socket(line.upstream?),
         Field::Attempts => Value::Number(u64::from(line.attempts)),
         Field::Duration => Value::Millis(line.duration),
         Field::UpstreamDuration => Value::Millis(line.upstream_duration?),
-        Field::Consumer => Value::Text(line.consumer.as_deref()?.as_bytes()),
-        Field::RequestId => Value::Text(line.request_id.as_ref()?.as_bytes()),
-        Field::TraceId => Value::Hex(line.trace_id.as_ref()?),
+        Field::Consumer => Value::Text(line.consumer?.as_bytes()),
+        Field::RequestId => Value::Text(line.request_id?),
+        Field::TraceId => Value::Hex(line.trace_id?),
         Field::AnsweredBy => Value::Text(line.answered_by?.as_bytes()),
-        Field::UserAgent => Value::Text(line.user_agent.as_ref()?.as_bytes()),
-        Field::AiInstance => Value::Text(line.ai_instance.as_deref()?.as_bytes()),
+        Field::UserAgent => Value::Text(line.user_agent?),
+        Field::AiInstance => Value::Text(line.ai_instance?.as_bytes()),
         Field::PromptTokens => Value::Number(line.tokens?.0),
         Field::CompletionTokens => Value::Number(line.tokens?.1),
         Field::TimeToFirstToken => Value::Millis(line.ttft?),
     })
 }
 
-/// A key of the default line and its string value, when it has one.
-/// Inlined, so that the constant key is stored inline.
+/// A key of the default line (with the quote that opens the value) and
+/// its string value, when it has one; a value that needs escaping
+/// spoils the window.
 #[inline(always)]
-fn text_field(out: &mut Vec<u8>, key: &[u8], value: Option<&[u8]>) {
+fn text(w: &mut LineWindow, key: &[u8], value: Option<&[u8]>) {
     if let Some(v) = value {
-        out.extend_from_slice(key);
-        json_string(out, v);
-    }
-}
-
-#[inline(always)]
-fn number_field(out: &mut Vec<u8>, key: &[u8], value: Option<u64>) {
-    if let Some(n) = value {
-        out.extend_from_slice(key);
-        number(out, n);
-    }
-}
-
-#[inline(always)]
-fn millis_field(out: &mut Vec<u8>, key: &[u8], value: Option<Duration>) {
-    if let Some(d) = value {
-        out.extend_from_slice(key);
-        millis(out, d);
+        if needs_escape(v) {
+            w.spoil();
+            return;
+        }
+        w.put_const(key);
+        w.put(v);
+        w.byte(b'"');
     }
 }
 
@@ -395,7 +418,10 @@ fn json_string(out: &mut Vec<u8>, bytes: &[u8]) {
 /// byte-by-byte check only starts at 32 bytes, and the byte loop was a
 /// third of a line's cost. So this tests eight bytes at a time with word
 /// arithmetic (the classic "has a zero byte" and "has a byte less than n"
-/// tests), the last word padded with spaces.
+/// tests). The last word is read from the value itself, overlapping the
+/// one before (a byte tested twice is still tested once right); copying
+/// the tail into a padded word first made the processor wait for those
+/// byte stores before it could load the word, half of this check's time.
 fn needs_escape(bytes: &[u8]) -> bool {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
@@ -412,19 +438,35 @@ fn needs_escape(bytes: &[u8]) -> bool {
             | zero_byte(w ^ (ONES * u64::from(b'"')))
             | zero_byte(w ^ (ONES * u64::from(b'\\')))
     }
-    let mut chunks = bytes.chunks_exact(8);
-    let mut any = 0;
-    for chunk in &mut chunks {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        any |= flagged(u64::from_le_bytes(word));
+    fn word(b: &[u8]) -> u64 {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&b[..8]);
+        u64::from_le_bytes(w)
     }
-    let mut last = [b' '; 8];
-    for (to, from) in last.iter_mut().zip(chunks.remainder()) {
-        *to = *from;
+    fn half(b: &[u8]) -> u64 {
+        let mut w = [0u8; 4];
+        w.copy_from_slice(&b[..4]);
+        u64::from(u32::from_le_bytes(w))
     }
-    any |= flagged(u64::from_le_bytes(last));
-    any != 0
+    let n = bytes.len();
+    if n >= 8 {
+        let mut any = 0;
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            any |= flagged(word(chunk));
+        }
+        if !chunks.remainder().is_empty() {
+            any |= flagged(word(&bytes[n - 8..]));
+        }
+        any != 0
+    } else if n >= 4 {
+        // Two overlapping halves make one word of the value's own bytes.
+        flagged(half(bytes) | half(&bytes[n - 4..]) << 32) != 0
+    } else {
+        bytes
+            .iter()
+            .any(|&b| !(0x20..0x7f).contains(&b) || b == b'"' || b == b'\\')
+    }
 }
 
 fn hex_byte(out: &mut Vec<u8>, b: u8) {
@@ -449,33 +491,29 @@ fn logfmt_value(out: &mut Vec<u8>, bytes: &[u8]) {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
-    use http::{HeaderValue, Method};
-
     use super::*;
 
-    fn line() -> Line {
+    fn line() -> Line<'static> {
         Line {
             time: Some(SystemTime::UNIX_EPOCH + Duration::from_millis(1_733_456_789_123)),
             client: Some("10.0.0.9".parse().unwrap()),
-            method: Some(Method::POST),
-            host: Some(HeaderValue::from_static("shop.test")),
-            path: Some(Arc::from("/a b/\"q\"\u{1}")),
+            method: Some("POST"),
+            host: Some(b"shop.test"),
+            path: Some("/a b/\"q\"\u{1}"),
             protocol: "HTTP/1.1",
             status: 201,
             request_bytes: 12,
             response_bytes: 3,
-            route: Some("default/shop/api".into()),
+            route: Some("default/shop/api"),
             upstream: Some("10.1.0.4:8080".parse().unwrap()),
             attempts: 2,
             duration: Duration::from_micros(1500),
             upstream_duration: Some(Duration::from_micros(1_200_007)),
             consumer: None,
-            request_id: Some(HeaderValue::from_static("r-1")),
+            request_id: Some(b"r-1"),
             trace_id: Some([0xab; 16]),
             answered_by: None,
-            user_agent: Some(HeaderValue::from_bytes(b"curl/8 \xff").unwrap()),
+            user_agent: Some(b"curl/8 \xff"),
             ai_instance: None,
             tokens: None,
             ttft: None,
@@ -508,7 +546,7 @@ mod tests {
     #[test]
     fn text_lines_quote_what_needs_it_and_keep_field_order() {
         let mut l = line();
-        l.path = Some(Arc::from("/a b/\"q\""));
+        l.path = Some("/a b/\"q\"");
         let fields = [
             Field::Status,
             Field::Path,
@@ -562,9 +600,9 @@ mod tests {
         assert!(default.default_json);
         let full = line();
         let mut ai = line();
-        ai.consumer = Some("team-a".into());
+        ai.consumer = Some("team-a");
         ai.answered_by = Some("keyAuth");
-        ai.ai_instance = Some("openai-1".into());
+        ai.ai_instance = Some("openai-1");
         ai.tokens = Some((12, 345));
         ai.ttft = Some(Duration::from_micros(87_654));
         ai.client = Some("2001:db8::1".parse().unwrap());
@@ -574,11 +612,36 @@ mod tests {
             status: 400,
             ..Line::default()
         };
-        for l in [&full, &ai, &empty] {
+        // Nothing to escape, IPv4 only: written in the window.
+        let mut clean = line();
+        clean.path = Some("/api/v1/orders/1234567?x=1");
+        clean.user_agent = Some(b"Mozilla/5.0 (X11; Linux x86_64)");
+        clean.consumer = Some("team-a");
+        clean.answered_by = Some("keyAuth");
+        clean.ai_instance = Some("openai-1");
+        clean.tokens = Some((0, u64::MAX));
+        clean.ttft = Some(Duration::ZERO);
+        clean.upstream = Some("[fd00::4]:8443".parse().unwrap());
+        let mut bare = clean;
+        bare.client = Some("1.2.3.4".parse().unwrap());
+        bare.upstream = Some("255.255.255.255:65535".parse().unwrap());
+        // A value longer than the window: written by the generic writer.
+        let long_path = format!("/{}", "p".repeat(super::super::line_window::SIZE));
+        let mut long = clean;
+        long.path = Some(&long_path);
+        for l in [&full, &ai, &empty, &clean, &bare, &long] {
             let want = text(&mut generic, l);
             assert_eq!(text(&mut default, l), want);
             serde_json::from_str::<serde_json::Value>(&want).unwrap();
         }
+        // Which lines the window writes, and which it leaves.
+        let mut out = Vec::new();
+        assert!(default.write_default_json(&mut out, &clean));
+        assert!(default.write_default_json(&mut out, &bare));
+        assert!(default.write_default_json(&mut out, &empty));
+        assert!(!default.write_default_json(&mut out, &full), "escapes");
+        assert!(!default.write_default_json(&mut out, &ai), "IPv6 client");
+        assert!(!default.write_default_json(&mut out, &long), "too long");
         // Appended after what the buffer holds, as lines are.
         let mut out = b"before\n".to_vec();
         default.write(&mut out, &empty);

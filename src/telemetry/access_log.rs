@@ -28,8 +28,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use http::{HeaderValue, Method};
-
 use super::access_format::LineFormatter;
 use crate::metrics::ACCESS_LOG_DROPPED;
 
@@ -187,30 +185,32 @@ impl Default for Settings {
     }
 }
 
-/// What the log says about one request.
-#[derive(Clone, Debug, Default)]
-pub struct Line {
+/// What the log says about one request, borrowed from the request's own
+/// values: a line is formatted while they are alive, so nothing is
+/// copied, counted or freed for it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Line<'a> {
     pub time: Option<SystemTime>,
     pub client: Option<IpAddr>,
-    pub method: Option<Method>,
-    pub host: Option<HeaderValue>,
-    pub path: Option<Arc<str>>,
+    pub method: Option<&'a str>,
+    pub host: Option<&'a [u8]>,
+    pub path: Option<&'a str>,
     pub protocol: &'static str,
     pub status: u16,
     pub request_bytes: u64,
     pub response_bytes: u64,
-    pub route: Option<Arc<str>>,
+    pub route: Option<&'a str>,
     pub upstream: Option<SocketAddr>,
     pub attempts: u32,
     pub duration: Duration,
     pub upstream_duration: Option<Duration>,
-    pub consumer: Option<Arc<str>>,
-    pub request_id: Option<HeaderValue>,
+    pub consumer: Option<&'a str>,
+    pub request_id: Option<&'a [u8]>,
     pub trace_id: Option<[u8; 16]>,
     pub answered_by: Option<&'static str>,
-    pub user_agent: Option<HeaderValue>,
+    pub user_agent: Option<&'a [u8]>,
     /// The AI provider instance that answered.
-    pub ai_instance: Option<Arc<str>>,
+    pub ai_instance: Option<&'a str>,
     /// Tokens of an AI answer: prompt and completion.
     pub tokens: Option<(u64, u64)>,
     /// An AI stream's time to first token.
@@ -277,7 +277,7 @@ impl AccessLog {
     }
 
     /// Logs `line` if sampling keeps it; never waits for the writer.
-    pub fn log(&self, line: Line) {
+    pub fn log(&self, line: &Line<'_>) {
         if line.status < 400
             && self.keep_below <= u64::from(u32::MAX)
             && sample() >= self.keep_below
@@ -296,7 +296,7 @@ impl AccessLog {
             return;
         }
         let Shard { formatter, text } = &mut *shard;
-        formatter.write(text, &line);
+        formatter.write(text, line);
         text.push(b'\n');
         let filled = before < WRITE && text.len() >= WRITE;
         drop(shard);
@@ -413,18 +413,18 @@ mod tests {
         }
     }
 
-    fn line(status: u16, path: &str) -> Line {
+    fn line(status: u16, path: &str) -> Line<'_> {
         Line {
             time: None,
             client: None,
-            method: Some(Method::GET),
+            method: Some("GET"),
             host: None,
-            path: Some(path.into()),
+            path: Some(path),
             protocol: "HTTP/1.1",
             status,
             request_bytes: 0,
             response_bytes: 2,
-            route: Some("r".into()),
+            route: Some("r"),
             upstream: None,
             attempts: 1,
             duration: Duration::from_micros(1500),
@@ -465,7 +465,7 @@ mod tests {
                 let log = log.clone();
                 std::thread::spawn(move || {
                     for i in 0..2000 {
-                        log.log(line(200, &format!("/t{t}/{i}")));
+                        log.log(&line(200, &format!("/t{t}/{i}")));
                     }
                 })
             })
@@ -494,7 +494,7 @@ mod tests {
         // limit, whatever the writer took before it got stuck.
         let sent = 20_000;
         for i in 0..sent {
-            log.log(line(500, &format!("/p/{i}")));
+            log.log(&line(500, &format!("/p/{i}")));
         }
         let dropped = log.dropped();
         assert!(dropped > 0, "nothing dropped");

@@ -5,6 +5,7 @@
 
 pub mod access_format;
 pub mod access_log;
+pub mod line_window;
 pub mod trace;
 pub mod wall;
 

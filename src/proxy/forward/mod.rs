@@ -133,9 +133,7 @@ impl Worker {
     ) -> Response<ResponseBody> {
         let start = Instant::now();
         let mut exchange = Exchange::start(&self.shared.telemetry, &req, client, start);
-        let mut served = self
-            .serve(req, client, start, exchange.as_deref_mut())
-            .await;
+        let mut served = self.serve(req, client, start, exchange.as_mut()).await;
         // HTTP/3 is advertised to clients of the HTTPS listener, except on
         // hosts that ask for client certificates, which QUIC does not.
         if let Some(alt_svc) = &client.alt_svc
