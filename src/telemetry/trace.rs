@@ -12,9 +12,16 @@
 //! gateway's runtime exports them in batches with `opentelemetry-otlp`
 //! (gRPC or HTTP/protobuf). A full queue drops spans, never slows a
 //! request.
+//!
+//! The queue is a locked list rather than a channel: a channel woke the
+//! export task, on another thread, for nearly every sampled request (a
+//! system call and two context switches on the worker's core). Workers
+//! append, and wake the task only when a batch is full; otherwise it
+//! takes what is there every [`LINGER`].
 
 use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -23,7 +30,7 @@ use opentelemetry::trace::{
 };
 use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 
 pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 pub static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
@@ -181,12 +188,22 @@ const BATCH: usize = 512;
 /// How long spans wait for a batch to fill.
 const LINGER: Duration = Duration::from_millis(500);
 
+/// Finished spans waiting for the export task.
+#[derive(Debug, Default)]
+struct Queue {
+    spans: Mutex<Vec<SpanData>>,
+    /// Told when the spans reach a batch.
+    full: Notify,
+}
+
 /// Makes trace decisions and queues finished spans.
 #[derive(Debug)]
 pub struct Tracer {
     /// New traces are sampled when a random 32-bit value is below.
     keep_below: u64,
-    tx: mpsc::Sender<SpanData>,
+    /// The export task holds it weakly, and ends once the tracer is gone
+    /// and what was queued is exported.
+    queue: Arc<Queue>,
     scope: InstrumentationScope,
 }
 
@@ -215,11 +232,11 @@ impl Tracer {
             .with_service_name(settings.service_name.clone())
             .build();
         exporter.set_resource(&resource);
-        let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(export(exporter, rx));
+        let queue = Arc::new(Queue::default());
+        tokio::spawn(export(exporter, Arc::downgrade(&queue)));
         Ok(Tracer {
             keep_below: (settings.ratio.clamp(0.0, 1.0) * f64::from(u32::MAX)) as u64 + 1,
-            tx,
+            queue,
             scope: InstrumentationScope::builder("sluicegate")
                 .with_version(env!("CARGO_PKG_VERSION"))
                 .build(),
@@ -275,7 +292,14 @@ impl Tracer {
             false,
             state.clone(),
         );
-        let mut spans = Vec::with_capacity(1 + children.len());
+        // A full queue drops the spans: export must never slow requests.
+        let Ok(mut spans) = self.queue.spans.lock() else {
+            return;
+        };
+        let before = spans.len();
+        if before + 1 + children.len() > QUEUE {
+            return;
+        }
         spans.push(SpanData {
             span_context: server,
             parent_span_id: ctx.parent.map_or(SpanId::INVALID, SpanId::from_bytes),
@@ -322,9 +346,10 @@ impl Tracer {
                 instrumentation_scope: self.scope.clone(),
             });
         }
-        for s in spans {
-            // A full queue drops the span: export must never slow requests.
-            let _ = self.tx.try_send(s);
+        let full = before < BATCH && spans.len() >= BATCH;
+        drop(spans);
+        if full {
+            self.queue.full.notify_one();
         }
     }
 }
@@ -415,23 +440,27 @@ pub fn ai_call_attributes(
     a
 }
 
-async fn export(exporter: opentelemetry_otlp::SpanExporter, mut rx: mpsc::Receiver<SpanData>) {
+/// Exports what the workers queued: when a batch is full, or every
+/// [`LINGER`]; ends once the tracer is gone and its spans are exported.
+async fn export(exporter: opentelemetry_otlp::SpanExporter, queue: Weak<Queue>) {
     use opentelemetry_sdk::trace::SpanExporter as _;
-    let mut batch = Vec::with_capacity(BATCH);
-    loop {
-        let Some(first) = rx.recv().await else { return };
-        batch.push(first);
-        let deadline = tokio::time::Instant::now() + LINGER;
-        while batch.len() < BATCH {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(s)) => batch.push(s),
-                Ok(None) | Err(_) => break,
-            }
+    while let Some(q) = queue.upgrade() {
+        tokio::select! {
+            () = q.full.notified() => {}
+            () = tokio::time::sleep(LINGER) => {}
         }
-        let spans = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
-        let n = spans.len();
-        if let Err(e) = exporter.export(spans).await {
-            tracing::warn!(error = %e, spans = n, "OTLP export failed; spans dropped");
+        let mut spans = match q.spans.lock() {
+            Ok(mut s) => std::mem::take(&mut *s),
+            Err(_) => return,
+        };
+        drop(q);
+        while !spans.is_empty() {
+            let rest = spans.split_off(spans.len().min(BATCH));
+            let batch = std::mem::replace(&mut spans, rest);
+            let n = batch.len();
+            if let Err(e) = exporter.export(batch).await {
+                tracing::warn!(error = %e, spans = n, "OTLP export failed; spans dropped");
+            }
         }
     }
 }
@@ -439,6 +468,43 @@ async fn export(exporter: opentelemetry_otlp::SpanExporter, mut rx: mpsc::Receiv
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The queue holds at most [`QUEUE`] spans, and a full batch wakes the
+    /// export task at once rather than after [`LINGER`].
+    #[tokio::test]
+    async fn the_queue_is_bounded_and_a_full_batch_is_taken_at_once() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap(); // ok: test code
+        let endpoint = format!("http://{}/v1/traces", closed.local_addr().unwrap()); // ok: test code
+        drop(closed);
+        let tracer = Tracer::start(&Settings {
+            endpoint,
+            protocol: Protocol::HttpProtobuf,
+            ratio: 1.0,
+            service_name: "test".into(),
+        })
+        .unwrap(); // ok: test code
+        let ctx = tracer.context(&HeaderMap::new());
+        assert!(ctx.sampled);
+        let now = SystemTime::now();
+        let span = ServerSpan {
+            name: "GET".into(),
+            start: now,
+            end: now,
+            attributes: Vec::new(),
+            error: false,
+        };
+        for _ in 0..QUEUE + 100 {
+            tracer.finish(&ctx, &span, &[]);
+        }
+        let queued = || tracer.queue.spans.lock().unwrap().len(); // ok: test code
+        assert_eq!(queued(), QUEUE);
+        // Taken long before the linger has passed.
+        let started = std::time::Instant::now();
+        while queued() > 0 {
+            assert!(started.elapsed() < LINGER / 2, "still queued");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
 
     fn hex(bytes: &[u8]) -> String {
         let mut out = vec![0; bytes.len() * 2];
