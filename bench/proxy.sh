@@ -61,6 +61,10 @@
 #   ROUNDS=3                   alternating nginx/Sluicegate rounds
 #   RESTART=1                  fresh proxy processes each round (compare,
 #                              observe); 0 keeps the first ones
+#   ACCESS_LOG_SINK=file       observe: the access log goes to a file in
+#                              memory (/dev/shm), or with "stdout" to a pipe
+#                              read by a process on LOAD_CPU, the way a
+#                              container's output goes to its runtime
 #   BASELINE=1                 also measure wrk straight against the backend
 #   TLS_TESTS="keepalive:ecdsa full:ecdsa resumed:ecdsa full:rsa flood:ecdsa flood:rsa"
 #                              TLS runs, TEST:CERT; TEST is keepalive
@@ -112,6 +116,14 @@ THREADS=${THREADS:-1}
 DURATION=${DURATION:-10s}
 WARMUP=${WARMUP:-3s}
 ROUNDS=${ROUNDS:-3}
+ACCESS_LOG_SINK=${ACCESS_LOG_SINK:-file}
+case $ACCESS_LOG_SINK in
+file | stdout) ;;
+*)
+    echo "ACCESS_LOG_SINK must be file or stdout" >&2
+    exit 2
+    ;;
+esac
 BASELINE=${BASELINE:-1}
 CHURN_DURATION=${CHURN_DURATION:-10s}
 CHURN_RATE=${CHURN_RATE:-10}
@@ -609,10 +621,20 @@ SG_OPTS=()
 # Secret is named), rather than on the default 0.0.0.0:8443.
 start_sluicegate() {
     local dir=$1 workers=$2 logf=${3:-$TMP/sluicegate.log} level=${4:-${SG_LOG_LEVEL:-warn}}
-    taskset -c "$PROXY_CPU" "$SG" standalone --config "$dir" \
-        --http-addr "127.0.0.1:$SG_PORT" --admin-addr "127.0.0.1:$SG_ADMIN_PORT" \
-        --https-addr "127.0.0.1:$SG_TLS_PORT" "${SG_OPTS[@]}" \
-        --workers "$workers" --log-level "$level" >"$logf" 2>&1 &
+    # SG_STDOUT_PIPE=1: standard output goes to a reader on LOAD_CPU that
+    # drops it, as a container's goes to its runtime; errors to LOG.
+    if [[ ${SG_STDOUT_PIPE:-0} == 1 ]]; then
+        taskset -c "$PROXY_CPU" "$SG" standalone --config "$dir" \
+            --http-addr "127.0.0.1:$SG_PORT" --admin-addr "127.0.0.1:$SG_ADMIN_PORT" \
+            --https-addr "127.0.0.1:$SG_TLS_PORT" "${SG_OPTS[@]}" \
+            --workers "$workers" --log-level "$level" \
+            > >(taskset -c "$LOAD_CPU" cat >/dev/null) 2>"$logf" &
+    else
+        taskset -c "$PROXY_CPU" "$SG" standalone --config "$dir" \
+            --http-addr "127.0.0.1:$SG_PORT" --admin-addr "127.0.0.1:$SG_ADMIN_PORT" \
+            --https-addr "127.0.0.1:$SG_TLS_PORT" "${SG_OPTS[@]}" \
+            --workers "$workers" --log-level "$level" >"$logf" 2>&1 &
+    fi
     SG_PID=$!
     PIDS+=("$SG_PID")
     wait_http "http://127.0.0.1:$SG_ADMIN_PORT/readyz" "sluicegate" "$SG_PID"
@@ -1131,16 +1153,25 @@ observe() {
     observe_start() {
         for name in plain logged traced both; do
             SG_PORT=${port[$name]} SG_ADMIN_PORT=${admin[$name]} SG_TLS_PORT=${tls[$name]}
+            local sink_logged="$LOGS/access.log" sink_both="$LOGS/access-both.log"
+            if [[ $ACCESS_LOG_SINK == stdout ]]; then
+                sink_logged=stdout sink_both=stdout
+            fi
+            SG_STDOUT_PIPE=0
             case $name in
             plain) SG_OPTS=() ;;
-            logged) SG_OPTS=(--access-log "$LOGS/access.log") ;;
+            logged) SG_OPTS=(--access-log "$sink_logged") ;;
             traced) SG_OPTS=(--otlp-endpoint "http://127.0.0.1:$OTLP_PORT/v1/traces"
                 --otlp-protocol http/protobuf --trace-sample-ratio 0.01) ;;
-            both) SG_OPTS=(--access-log "$LOGS/access-both.log"
+            both) SG_OPTS=(--access-log "$sink_both"
                 --otlp-endpoint "http://127.0.0.1:$OTLP_PORT/v1/traces" --otlp-protocol http/protobuf
                 --trace-sample-ratio 0.01) ;;
             esac
+            if [[ $ACCESS_LOG_SINK == stdout && ($name == logged || $name == both) ]]; then
+                SG_STDOUT_PIPE=1
+            fi
             start_sluicegate "$TMP/sg-config" 1 "$TMP/sluicegate-$name.log"
+            SG_STDOUT_PIPE=0
             pid[$name]=$SG_PID
             curl -fsS -o /dev/null -H "Host: $HOST_HEADER" "http://127.0.0.1:${port[$name]}$REQ_PATH" ||
                 die "sluicegate ($name) does not route $REQ_PATH (log: $TMP/sluicegate-$name.log)"
@@ -1161,7 +1192,9 @@ observe() {
         for name in $(shuf -e plain logged traced both); do
             run_wrk "$name" "http://127.0.0.1:${port[$name]}$REQ_PATH" "${pid[$name]}"
         done
-        lines=$((lines + $(wc -l <"$LOGS/access.log")))
+        if [[ $ACCESS_LOG_SINK == file ]]; then
+            lines=$((lines + $(wc -l <"$LOGS/access.log")))
+        fi
         : >"$LOGS/access.log"
         : >"$LOGS/access-both.log"
     done
@@ -1189,7 +1222,11 @@ observe() {
         "$(col 1)" "$(col 2)" "$(col 3)"
     printf 'median of per-round ratios to plain, CPU per request: access log %.3f, tracing at 1%% %.3f, both %.3f\n' \
         "$(col 4)" "$(col 5)" "$(col 6)"
-    echo "access log lines written (access log configuration): $lines"
+    if [[ $ACCESS_LOG_SINK == file ]]; then
+        echo "access log lines written (access log configuration): $lines"
+    else
+        echo "access log to standard output, read by a process on CPU $LOAD_CPU"
+    fi
     echo "per-round results (name req/s p50_us p99_us non2xx sockerr cpu% user_us/req sys_us/req load_cpu% wrk_cpu%" \
         "tls_full tls_resumed other_cpu% steal%):"
     sed 's/^/  /' "$TMP/results"
