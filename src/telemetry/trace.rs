@@ -21,7 +21,8 @@
 
 use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -192,8 +193,11 @@ const LINGER: Duration = Duration::from_millis(500);
 #[derive(Debug, Default)]
 struct Queue {
     spans: Mutex<Vec<SpanData>>,
-    /// Told when the spans reach a batch.
+    /// Told when the spans reach a batch, and when the tracer is gone.
     full: Notify,
+    /// Set when the tracer is dropped: the task exports what is left and
+    /// ends.
+    closed: AtomicBool,
 }
 
 /// Makes trace decisions and queues finished spans.
@@ -201,7 +205,7 @@ struct Queue {
 pub struct Tracer {
     /// New traces are sampled when a random 32-bit value is below.
     keep_below: u64,
-    /// The export task holds it weakly, and ends once the tracer is gone
+    /// Shared with the export task, which ends once the tracer is gone
     /// and what was queued is exported.
     queue: Arc<Queue>,
     scope: InstrumentationScope,
@@ -233,7 +237,7 @@ impl Tracer {
             .build();
         exporter.set_resource(&resource);
         let queue = Arc::new(Queue::default());
-        tokio::spawn(export(exporter, Arc::downgrade(&queue)));
+        tokio::spawn(export(exporter, queue.clone()));
         Ok(Tracer {
             keep_below: (settings.ratio.clamp(0.0, 1.0) * f64::from(u32::MAX)) as u64 + 1,
             queue,
@@ -440,20 +444,29 @@ pub fn ai_call_attributes(
     a
 }
 
+impl Drop for Tracer {
+    fn drop(&mut self) {
+        self.queue.closed.store(true, Ordering::Release);
+        self.queue.full.notify_one();
+    }
+}
+
 /// Exports what the workers queued: when a batch is full, or every
 /// [`LINGER`]; ends once the tracer is gone and its spans are exported.
-async fn export(exporter: opentelemetry_otlp::SpanExporter, queue: Weak<Queue>) {
+async fn export(exporter: opentelemetry_otlp::SpanExporter, queue: Arc<Queue>) {
     use opentelemetry_sdk::trace::SpanExporter as _;
-    while let Some(q) = queue.upgrade() {
+    loop {
         tokio::select! {
-            () = q.full.notified() => {}
+            () = queue.full.notified() => {}
             () = tokio::time::sleep(LINGER) => {}
         }
-        let mut spans = match q.spans.lock() {
+        // Read before taking the spans: a tracer gone by now queues none
+        // after them.
+        let closed = queue.closed.load(Ordering::Acquire);
+        let mut spans = match queue.spans.lock() {
             Ok(mut s) => std::mem::take(&mut *s),
             Err(_) => return,
         };
-        drop(q);
         while !spans.is_empty() {
             let rest = spans.split_off(spans.len().min(BATCH));
             let batch = std::mem::replace(&mut spans, rest);
@@ -461,6 +474,9 @@ async fn export(exporter: opentelemetry_otlp::SpanExporter, queue: Weak<Queue>) 
             if let Err(e) = exporter.export(batch).await {
                 tracing::warn!(error = %e, spans = n, "OTLP export failed; spans dropped");
             }
+        }
+        if closed {
+            return;
         }
     }
 }
@@ -502,6 +518,40 @@ mod tests {
         let started = std::time::Instant::now();
         while queued() > 0 {
             assert!(started.elapsed() < LINGER / 2, "still queued");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// A dropped tracer's export task takes what is left and ends.
+    #[tokio::test]
+    async fn the_export_task_ends_with_its_tracer() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap(); // ok: test code
+        let endpoint = format!("http://{}/v1/traces", closed.local_addr().unwrap()); // ok: test code
+        drop(closed);
+        let tracer = Tracer::start(&Settings {
+            endpoint,
+            protocol: Protocol::HttpProtobuf,
+            ratio: 1.0,
+            service_name: "test".into(),
+        })
+        .unwrap(); // ok: test code
+        let ctx = tracer.context(&HeaderMap::new());
+        let now = SystemTime::now();
+        let span = ServerSpan {
+            name: "GET".into(),
+            start: now,
+            end: now,
+            attributes: Vec::new(),
+            error: false,
+        };
+        tracer.finish(&ctx, &span, &[]);
+        let queue = Arc::downgrade(&tracer.queue);
+        drop(tracer);
+        let started = std::time::Instant::now();
+        while let Some(q) = queue.upgrade() {
+            // One failed export (the exporter retries) at most.
+            assert!(started.elapsed() < Duration::from_secs(10), "still running");
+            drop(q);
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
