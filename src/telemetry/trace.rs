@@ -485,30 +485,39 @@ async fn export(exporter: opentelemetry_otlp::SpanExporter, queue: Arc<Queue>) {
 mod tests {
     use super::*;
 
-    /// The queue holds at most [`QUEUE`] spans, and a full batch wakes the
-    /// export task at once rather than after [`LINGER`].
-    #[tokio::test]
-    async fn the_queue_is_bounded_and_a_full_batch_is_taken_at_once() {
+    /// A tracer sampling everything, exporting to a closed port.
+    fn unreachable_tracer() -> Tracer {
         let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap(); // ok: test code
         let endpoint = format!("http://{}/v1/traces", closed.local_addr().unwrap()); // ok: test code
         drop(closed);
-        let tracer = Tracer::start(&Settings {
+        Tracer::start(&Settings {
             endpoint,
             protocol: Protocol::HttpProtobuf,
             ratio: 1.0,
             service_name: "test".into(),
         })
-        .unwrap(); // ok: test code
-        let ctx = tracer.context(&HeaderMap::new());
-        assert!(ctx.sampled);
+        .unwrap() // ok: test code
+    }
+
+    fn server_span() -> ServerSpan {
         let now = SystemTime::now();
-        let span = ServerSpan {
+        ServerSpan {
             name: "GET".into(),
             start: now,
             end: now,
             attributes: Vec::new(),
             error: false,
-        };
+        }
+    }
+
+    /// The queue holds at most [`QUEUE`] spans, and a full batch wakes the
+    /// export task at once rather than after [`LINGER`].
+    #[tokio::test]
+    async fn the_queue_is_bounded_and_a_full_batch_is_taken_at_once() {
+        let tracer = unreachable_tracer();
+        let ctx = tracer.context(&HeaderMap::new());
+        assert!(ctx.sampled);
+        let span = server_span();
         for _ in 0..QUEUE + 100 {
             tracer.finish(&ctx, &span, &[]);
         }
@@ -525,25 +534,9 @@ mod tests {
     /// A dropped tracer's export task takes what is left and ends.
     #[tokio::test]
     async fn the_export_task_ends_with_its_tracer() {
-        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap(); // ok: test code
-        let endpoint = format!("http://{}/v1/traces", closed.local_addr().unwrap()); // ok: test code
-        drop(closed);
-        let tracer = Tracer::start(&Settings {
-            endpoint,
-            protocol: Protocol::HttpProtobuf,
-            ratio: 1.0,
-            service_name: "test".into(),
-        })
-        .unwrap(); // ok: test code
+        let tracer = unreachable_tracer();
         let ctx = tracer.context(&HeaderMap::new());
-        let now = SystemTime::now();
-        let span = ServerSpan {
-            name: "GET".into(),
-            start: now,
-            end: now,
-            attributes: Vec::new(),
-            error: false,
-        };
+        let span = server_span();
         tracer.finish(&ctx, &span, &[]);
         let queue = Arc::downgrade(&tracer.queue);
         drop(tracer);
