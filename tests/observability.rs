@@ -375,12 +375,21 @@ async fn traces_are_exported_over_otlp_grpc() {
     traces_reach(true).await;
 }
 
-#[tokio::test]
-async fn unsampled_traces_are_propagated_but_not_exported() {
+/// Unsampled requests carry their trace upstream and export nothing;
+/// with an access log, their lines still name the trace.
+async fn unsampled_traces(logged: bool) {
     let (otlp, got) = receiver(false).await;
     let app = Capture::start().await;
     let (slow, _task) = silent().await;
+    let dir = TempDir::new();
+    let log = dir.path().join("access.log");
     let mut config = test_config(1);
+    if logged {
+        config.telemetry.access_log = Some((
+            LogTarget::File(log.clone()),
+            access_log::Settings::default(),
+        ));
+    }
     config.telemetry.tracing = Some(trace::Settings {
         endpoint: format!("http://{otlp}/v1/traces"),
         protocol: trace::Protocol::HttpProtobuf,
@@ -407,9 +416,26 @@ async fn unsampled_traces_are_propagated_but_not_exported() {
     assert!(!s0 && !s1);
     assert_ne!(hex(&t0), "0af7651916cd43dd8448eb211c80319c");
     assert_eq!(hex(&t1), "0af7651916cd43dd8448eb211c80319c");
+    if logged {
+        let lines = lines(&log, 2).await;
+        assert_eq!(lines[0]["path"], "/new");
+        assert_eq!(lines[0]["trace_id"], hex(&t0));
+        assert_eq!(lines[1]["path"], "/declined");
+        assert_eq!(lines[1]["trace_id"], "0af7651916cd43dd8448eb211c80319c");
+    }
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert!(got.lock().unwrap().spans.is_empty());
     gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn unsampled_traces_are_propagated_but_not_exported() {
+    unsampled_traces(false).await;
+}
+
+#[tokio::test]
+async fn unsampled_traces_are_propagated_and_logged_with_their_trace_id() {
+    unsampled_traces(true).await;
 }
 
 /// The metric families `/metrics` shows once every kind of event happened.

@@ -48,7 +48,7 @@ use crate::metrics::{RouteMetrics, live};
 use crate::routing::{Route, RouteTable};
 use crate::telemetry::Telemetry;
 use head::ForwardHead;
-use observe::Exchange;
+use observe::Notes;
 use plugins::UpstreamChanges;
 use request::Matched;
 
@@ -132,8 +132,12 @@ impl Worker {
         client: &ClientInfo,
     ) -> Response<ResponseBody> {
         let start = Instant::now();
-        let mut exchange = Exchange::start(&self.shared.telemetry, &req, client, start);
-        let mut served = self.serve(req, client, start, exchange.as_mut()).await;
+        let (mut exchange, trace) = observe::start(&self.shared.telemetry, &req, client, start);
+        let notes = Notes {
+            exchange: exchange.as_mut(),
+            trace: trace.as_ref(),
+        };
+        let mut served = self.serve(req, client, start, notes).await;
         // HTTP/3 is advertised to clients of the HTTPS listener, except on
         // hosts that ask for client certificates, which QUIC does not.
         if let Some(alt_svc) = &client.alt_svc
@@ -153,6 +157,7 @@ impl Worker {
         metrics.record(status, now - start, now);
         live::record_request(name, status, now - start, served.consumer.as_deref(), now);
         if let Some(mut ex) = exchange {
+            ex.trace = trace;
             ex.route = served.route;
             if let Some((exact, probe)) = served.body {
                 ex.request_body(exact, probe);
@@ -175,7 +180,7 @@ impl Worker {
         req: Request<ClientBody>,
         client: &ClientInfo,
         start: Instant,
-        mut exchange: Option<&mut Exchange>,
+        mut notes: Notes<'_>,
     ) -> Served {
         let settings = &self.shared.settings;
         let matched = match request::route(&self.shared.table, settings, &req, client.local_port) {
@@ -223,11 +228,11 @@ impl Worker {
             }
             let path = matched.path(&req);
             let host = matched.host.as_deref().unwrap_or("");
-            let waits = exchange.as_deref_mut().map(|e| &mut e.waits);
+            let waits = notes.exchange.as_deref_mut().map(|e| &mut e.waits);
             match plugins::run_plugins(&route, path, host, &req, client, waits).await {
                 Ok(done) => effects = Some(done),
                 Err(answered) => {
-                    if let Some(ex) = exchange {
+                    if let Some(ex) = notes.exchange {
                         ex.answered_by = Some(answered.plugin);
                         ex.consumer = answered.consumer.clone();
                     }
@@ -246,7 +251,7 @@ impl Worker {
             }
         }
         let consumer = effects.as_ref().and_then(|e| e.consumer.clone());
-        if let Some(ex) = exchange.as_deref_mut() {
+        if let Some(ex) = notes.exchange.as_deref_mut() {
             ex.consumer = consumer.clone();
         }
         let (upstream_changes, response_changes, meters) = match effects {
@@ -271,10 +276,10 @@ impl Worker {
             // makes every request's future (and every connection's
             // task) that large. Built in the box (`boxed::pinned`), not
             // copied into it.
-            Ok(
-                crate::boxed::pinned(|| ai::serve(ai_route, req, handover, exchange, &mut body))
-                    .await,
-            )
+            Ok(crate::boxed::pinned(|| {
+                ai::serve(ai_route, req, handover, notes.exchange, &mut body)
+            })
+            .await)
         } else if route.cache.is_some() {
             crate::boxed::pinned(|| {
                 cache::serve(
@@ -285,7 +290,7 @@ impl Worker {
                     start,
                     upstream_changes,
                     consumer.as_deref(),
-                    exchange,
+                    notes,
                     &mut body,
                 )
             })
@@ -297,7 +302,7 @@ impl Worker {
                 client,
                 start,
                 upstream_changes,
-                exchange,
+                notes,
                 &mut body,
             )
             .await
@@ -348,7 +353,7 @@ impl Worker {
         client: &ClientInfo,
         started: Instant,
         changes: Option<UpstreamChanges>,
-        mut exchange: Option<&mut Exchange>,
+        mut notes: Notes<'_>,
         body_facts: &mut Option<(Option<u64>, Option<FaultProbe>)>,
     ) -> Result<Response<ResponseBody>, ProxyError> {
         let route = &matched.route;
@@ -391,15 +396,12 @@ impl Worker {
                 target = Cow::Owned(plugins::without_query_params(&target, &c.remove_query));
             }
         }
-        let propagation = exchange.as_deref_mut().and_then(|ex| {
-            if ex.keep
-                && let Some(id) = parts.headers.get(&observe::X_REQUEST_ID)
-            {
-                ex.request_id = Some(id.clone());
-            }
-            ex.propagation()
-        });
-        let (first_span, trace) = propagation.unzip();
+        if let Some(ex) = notes.exchange.as_deref_mut()
+            && let Some(id) = parts.headers.get(&observe::X_REQUEST_ID)
+        {
+            ex.request_id = Some(id.clone());
+        }
+        let (first_span, trace) = notes.trace.map(observe::propagation).unzip();
         let head = ForwardHead {
             method: &parts.method,
             target: &target,
@@ -415,9 +417,7 @@ impl Worker {
             mirror::start(self, route, &head, body.is_end_stream(), deadlines).await;
         }
         // Attempts are recorded for a log line or spans only.
-        let record = exchange
-            .filter(|ex| ex.keep)
-            .map(|ex| (&mut ex.attempts, first_span));
+        let record = notes.exchange.map(|ex| (&mut ex.attempts, first_span));
         attempts::send(
             self,
             route,

@@ -44,17 +44,60 @@ pub(super) struct WaitRecord {
     pub answered: Option<u16>,
 }
 
-/// The facts of one request, collected while a gateway logs or traces.
+/// What the pipeline notes about a request on its way: its exchange, when
+/// something is written at its end (the gateway logs, or the trace is
+/// sampled), and its trace context, carried to the upstream whenever the
+/// gateway traces.
+///
+/// They are apart because at a 1% trace ratio most requests of a gateway
+/// that does not log only carry their context: an exchange (about 500
+/// bytes, moved a few times and with a reference to count) for each of
+/// them was most of what tracing cost them.
+///
+/// A request nobody observes (a background refresh) notes nothing.
+#[derive(Default)]
+pub(super) struct Notes<'a> {
+    pub exchange: Option<&'a mut Exchange>,
+    pub trace: Option<&'a trace::Context>,
+}
+
+/// Starts observing a request: its trace context when the gateway traces,
+/// and its exchange when something will be written at its end.
+pub(super) fn start(
+    telemetry: &Arc<Telemetry>,
+    req: &Request<ClientBody>,
+    client: &ClientInfo,
+    start: Instant,
+) -> (Option<Exchange>, Option<trace::Context>) {
+    if !telemetry.enabled() {
+        return (None, None);
+    }
+    let trace = telemetry.tracer.as_ref().map(|t| t.context(req.headers()));
+    let keep = telemetry.access_log.is_some() || trace.as_ref().is_some_and(|t| t.sampled);
+    let exchange = keep.then(|| Exchange::start(telemetry, req, client, start));
+    (exchange, trace)
+}
+
+/// What the upstream is told of the trace, and the span id it names as
+/// its caller: the first attempt's.
+pub(super) fn propagation(ctx: &trace::Context) -> ([u8; 8], TraceHeaders) {
+    let span = trace::span_id();
+    let headers = TraceHeaders {
+        traceparent: trace::traceparent_text(&ctx.trace_id, &span, ctx.sampled),
+        keep_state: ctx.state.is_some(),
+    };
+    (span, headers)
+}
+
+/// The facts of one request that is logged or whose trace is sampled.
 #[derive(Debug)]
 pub(super) struct Exchange {
     telemetry: Arc<Telemetry>,
     start: Instant,
     wall: SystemTime,
+    /// The trace context, put in when the request ends (the pipeline
+    /// reads it from [`Notes`]).
     pub trace: Option<trace::Context>,
-    /// Whether anything is written at the end: the gateway logs, or the
-    /// trace is sampled. Otherwise the exchange only carries the trace
-    /// context to the upstream, and the request's facts are not copied.
-    pub keep: bool,
     method: Method,
     host: Option<HeaderValue>,
     /// The request's path (and query): a counted share of its head.
@@ -85,50 +128,32 @@ fn protocol(v: http::Version) -> &'static str {
 }
 
 impl Exchange {
-    /// Starts collecting, when the gateway logs or traces. The exchange
-    /// lives in the request's own future, not a heap slot of its own: at
-    /// a 1% trace ratio most requests only carry their trace context
-    /// upstream, and an allocation and its release per request were a
-    /// good share of what tracing cost them. It is boxed only when a
-    /// response body of unknown length takes it along to its end.
-    pub fn start(
+    /// Starts collecting. The exchange lives in the request's own future,
+    /// not a heap slot of its own; it is boxed only when a response body
+    /// of unknown length takes it along to its end.
+    fn start(
         telemetry: &Arc<Telemetry>,
         req: &Request<ClientBody>,
         client: &ClientInfo,
         start: Instant,
-    ) -> Option<Exchange> {
-        if !telemetry.enabled() {
-            return None;
-        }
+    ) -> Exchange {
         let headers = req.headers();
-        let trace = telemetry.tracer.as_ref().map(|t| t.context(headers));
-        let keep = telemetry.access_log.is_some() || trace.as_ref().is_some_and(|t| t.sampled);
-        Some(Exchange {
+        Exchange {
             telemetry: telemetry.clone(),
             start,
-            wall: if keep {
-                crate::telemetry::wall::at(start)
-            } else {
-                SystemTime::UNIX_EPOCH
-            },
-            trace,
-            keep,
+            wall: crate::telemetry::wall::at(start),
+            trace: None,
             method: req.method().clone(),
-            host: keep
-                .then(|| {
-                    req.uri()
-                        .authority()
-                        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-                        .or_else(|| headers.get(header::HOST).cloned())
-                })
-                .flatten(),
-            path: keep.then(|| req.uri().path_and_query().cloned()).flatten(),
+            host: req
+                .uri()
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+                .or_else(|| headers.get(header::HOST).cloned()),
+            path: req.uri().path_and_query().cloned(),
             client: client.peer_ip,
             protocol: protocol(req.version()),
-            user_agent: keep
-                .then(|| headers.get(header::USER_AGENT).cloned())
-                .flatten(),
-            request_id: keep.then(|| headers.get(&X_REQUEST_ID).cloned()).flatten(),
+            user_agent: headers.get(header::USER_AGENT).cloned(),
+            request_id: headers.get(&X_REQUEST_ID).cloned(),
             route: None,
             consumer: None,
             answered_by: None,
@@ -138,19 +163,7 @@ impl Exchange {
             status: 0,
             request_bytes: None,
             probe: None,
-        })
-    }
-
-    /// What the upstream is told of the trace, and the span id it names
-    /// as its caller: the first attempt's.
-    pub fn propagation(&self) -> Option<([u8; 8], TraceHeaders)> {
-        let ctx = self.trace.as_ref()?;
-        let span = trace::span_id();
-        let headers = TraceHeaders {
-            traceparent: trace::traceparent_text(&ctx.trace_id, &span, ctx.sampled),
-            keep_state: ctx.state.is_some(),
-        };
-        Some((span, headers))
+        }
     }
 
     /// Notes the request body, to learn its size at the end.

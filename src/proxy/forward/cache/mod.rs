@@ -31,7 +31,7 @@ use std::time::{Instant, SystemTime};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
 
 use super::Worker;
-use super::observe::Exchange;
+use super::observe::Notes;
 use super::plugins::UpstreamChanges;
 use super::request::Matched;
 use crate::cache::entry::{Entry, VaryIndex};
@@ -166,13 +166,13 @@ pub(super) async fn serve(
     started: Instant,
     changes: Option<UpstreamChanges>,
     consumer: Option<&str>,
-    exchange: Option<&mut Exchange>,
+    notes: Notes<'_>,
     body_facts: &mut BodyFacts,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let route = matched.route.clone();
     let Some(cache) = &route.cache else {
         return worker
-            .forward(matched, req, client, started, changes, exchange, body_facts)
+            .forward(matched, req, client, started, changes, notes, body_facts)
             .await;
     };
     let rule = &*cache.rule;
@@ -204,7 +204,7 @@ pub(super) async fn serve(
         ctx.record(CacheResult::Bypass);
         let invalidate = !is_safe(&method);
         let mut resp = worker
-            .forward(matched, req, client, started, changes, exchange, body_facts)
+            .forward(matched, req, client, started, changes, notes, body_facts)
             .await?;
         if invalidate && (resp.status().is_success() || resp.status().is_redirection()) {
             purge(&ctx, consumer, &text).await;
@@ -221,7 +221,7 @@ pub(super) async fn serve(
             index: None,
         };
         return fetch(
-            worker, &ctx, matched, req, client, started, changes, plan, exchange, body_facts,
+            worker, &ctx, matched, req, client, started, changes, plan, notes, body_facts,
         )
         .await;
     }
@@ -329,7 +329,7 @@ pub(super) async fn serve(
             index,
         };
         return fetch(
-            worker, &ctx, matched, req, client, started, changes, plan, exchange, body_facts,
+            worker, &ctx, matched, req, client, started, changes, plan, notes, body_facts,
         )
         .await;
     }
@@ -402,7 +402,7 @@ pub(super) async fn fetch(
     started: Instant,
     mut changes: Option<UpstreamChanges>,
     plan: Plan,
-    exchange: Option<&mut Exchange>,
+    notes: Notes<'_>,
     body_facts: &mut BodyFacts,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let Plan {
@@ -422,7 +422,7 @@ pub(super) async fn fetch(
         );
     }
     let result = worker
-        .forward(matched, req, client, started, changes, exchange, body_facts)
+        .forward(matched, req, client, started, changes, notes, body_facts)
         .await;
     let now = SystemTime::now();
     let resp = match result {

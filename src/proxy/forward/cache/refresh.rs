@@ -14,6 +14,7 @@ use crate::cache::entry::VaryIndex;
 use crate::cache::status::Fwd;
 use crate::proxy::body::ResponseBody;
 use crate::proxy::forward::Worker;
+use crate::proxy::forward::observe::Notes;
 use crate::proxy::forward::plugins::UpstreamChanges;
 use crate::proxy::forward::request::Matched;
 use crate::proxy::server::{ClientBody, ClientInfo};
@@ -62,7 +63,7 @@ pub(super) fn spawn(
             Instant::now(),
             changes,
             plan,
-            None,
+            Notes::default(),
             &mut None,
         )
         .await
