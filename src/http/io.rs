@@ -8,7 +8,7 @@
 //! stream splits without a lock; a TLS stream shares one session between
 //! its halves and splits with tokio's lock.
 
-use std::io;
+use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
@@ -127,7 +127,63 @@ impl Duplex for TcpStream {
     }
 }
 
-impl Duplex for tokio_rustls::server::TlsStream<TcpStream> {
+/// The TCP stream under a TLS session of the HTTPS listener.
+///
+/// rustls hands its records to the socket as a list of buffers
+/// (`write_vectored`), and tokio's stream turns every such call into a
+/// `writev`. An HTTP/1.1 response is usually one record, and the kernel
+/// sends one buffer for less with `send` than with a `writev` of one (no
+/// vector to import, no file-position path): a single buffer goes out
+/// with `send`, several still with one `writev`.
+#[derive(Debug)]
+pub struct TlsSocket(pub TcpStream);
+
+impl AsyncRead for TlsSocket {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TlsSocket {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let mut filled = bufs.iter().filter(|b| !b.is_empty());
+        match (filled.next(), filled.next()) {
+            (None, _) => Poll::Ready(Ok(0)),
+            (Some(one), None) => Pin::new(&mut self.0).poll_write(cx, one),
+            _ => Pin::new(&mut self.0).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+impl Duplex for tokio_rustls::server::TlsStream<TlsSocket> {
     type Read = tokio::io::ReadHalf<Self>;
     type Write = tokio::io::WriteHalf<Self>;
 

@@ -16,7 +16,7 @@ use http::header::HeaderMap;
 use http::{Method, Uri, Version};
 
 use super::WireError;
-use super::fields::{Span, TransferCoding, content_length, header_map};
+use super::fields::{Span, Spans, TransferCoding, content_length, header_map};
 use super::limits::{MAX_HEAD, MAX_REQUEST_HEADERS, MAX_TARGET};
 
 /// How a request body is delimited, on the way in and on the way out.
@@ -195,10 +195,9 @@ pub fn parse_request_head(buf: &mut BytesMut) -> Result<Option<RequestHead>, Wir
 
     let base = buf.as_ptr();
     let at = (path.as_ptr() as usize - base as usize, path.len());
-    let mut spans = [Span::default(); MAX_REQUEST_HEADERS];
-    let n = req.headers.len();
-    for (slot, h) in spans.iter_mut().zip(req.headers.iter()) {
-        *slot = Span::of(base, h);
+    let mut spans = Spans::new();
+    for h in req.headers.iter() {
+        spans.push(Span::of(base, h));
     }
     let head = buf.split_to(len).freeze();
     let raw = head.slice(at.0..at.0 + at.1);
@@ -209,7 +208,7 @@ pub fn parse_request_head(buf: &mut BytesMut) -> Result<Option<RequestHead>, Wir
         std::str::from_utf8(&raw).map_err(|_| WireError::Malformed("invalid request target"))?,
         &uri,
     )?;
-    let headers = header_map(&head, &spans[..n])?;
+    let headers = header_map(&head, spans.as_slice())?;
     Ok(Some(RequestHead {
         method,
         uri,

@@ -20,7 +20,8 @@ use http::{Method, StatusCode, Version};
 
 use super::WireError;
 use super::fields::{
-    Span, TransferCoding, content_length, header_map, is_hop_by_hop, put, put_date, put_length,
+    Span, Spans, TransferCoding, content_length, header_map, is_hop_by_hop, put, put_date,
+    put_length,
 };
 use super::limits::{MAX_HEAD, MAX_RESPONSE_HEADERS};
 
@@ -124,8 +125,7 @@ pub fn parse_response_head(
     }
 
     let base = buf.as_ptr();
-    let mut kept = [Span::default(); MAX_RESPONSE_HEADERS];
-    let mut n_kept = 0;
+    let mut kept = Spans::new();
     for h in resp.headers.iter() {
         let name = h.name.as_bytes();
         let hop = is_hop_by_hop(name) || named.iter().any(|n| n.eq_ignore_ascii_case(name));
@@ -136,11 +136,10 @@ pub fn parse_response_head(
         if transfer_encoding && name.eq_ignore_ascii_case(b"content-length") {
             continue;
         }
-        kept[n_kept] = Span::of(base, h);
-        n_kept += 1;
+        kept.push(Span::of(base, h));
     }
     let head = buf.split_to(len).freeze();
-    let mut headers = header_map(&head, &kept[..n_kept])?;
+    let mut headers = header_map(&head, kept.as_slice())?;
 
     let upgrade = code == 101;
     let framing = if bodiless {

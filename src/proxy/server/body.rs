@@ -3,9 +3,9 @@
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
+use crate::http::io::TlsSocket;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedReadHalf;
 use tokio_rustls::server::TlsStream;
 
@@ -15,7 +15,7 @@ use super::h3_body::H3Body;
 use crate::http::wire::retain_trailers_in;
 
 /// The reading side of a TLS connection.
-pub type TlsRead = tokio::io::ReadHalf<TlsStream<TcpStream>>;
+pub type TlsRead = tokio::io::ReadHalf<TlsStream<TlsSocket>>;
 
 /// A client's request body.
 #[derive(Debug)]

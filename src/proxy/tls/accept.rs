@@ -16,6 +16,8 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
+use crate::http::io::TlsSocket;
+
 /// The largest ClientHello accepted. Browsers send 0.5–2 KiB (with a
 /// post-quantum key share); this leaves room for long lists of session
 /// tickets, server names and extensions while bounding what a pending
@@ -89,6 +91,6 @@ pub async fn finish(
     acceptor: &TlsAcceptor,
     stream: TcpStream,
     conn: ServerConnection,
-) -> io::Result<TlsStream<TcpStream>> {
-    acceptor.accept_with(stream, |c| *c = conn).await
+) -> io::Result<TlsStream<TlsSocket>> {
+    acceptor.accept_with(TlsSocket(stream), |c| *c = conn).await
 }

@@ -46,6 +46,7 @@ use tokio_rustls::server::TlsStream;
 use tracing::debug;
 
 use super::settings::TlsSettings;
+use crate::http::io::TlsSocket;
 use crate::routing::{ClientAuth, RouteTable};
 use offload::Offload;
 use pending::Pending;
@@ -151,7 +152,7 @@ fn server_config(
 
 /// A finished TLS handshake and what it established about the client.
 pub struct Accepted {
-    pub stream: TlsStream<TcpStream>,
+    pub stream: TlsStream<TlsSocket>,
     /// The client authentication setting the handshake ran under.
     pub client_auth: Option<u64>,
     /// The verified client certificate's subject, RFC 4514.
