@@ -10,6 +10,7 @@
 
 pub mod ai;
 mod cache;
+pub mod connections;
 mod histogram;
 pub mod live;
 mod route;

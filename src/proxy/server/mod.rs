@@ -75,12 +75,7 @@ pub struct Counted(metrics::Gauge);
 
 impl Counted {
     pub fn open(tls: bool, protocol: &'static str) -> Counted {
-        let listener = if tls { "https" } else { "http" };
-        let labels = crate::metrics::labels(&[("listener", listener), ("protocol", protocol)]);
-        metrics::counter!(crate::metrics::CONNECTIONS_TOTAL, labels.clone()).increment(1);
-        let gauge = metrics::gauge!(crate::metrics::CONNECTIONS_ACTIVE, labels);
-        gauge.increment(1.0);
-        Counted(gauge)
+        Counted(crate::metrics::connections::opened(tls, protocol))
     }
 }
 
