@@ -316,4 +316,29 @@ mod tests {
         assert_eq!(&buf[..], &sent[..]);
         assert!(buf.capacity() >= READ_CHUNK);
     }
+
+    #[tokio::test]
+    async fn a_tls_socket_sends_one_buffer_or_several_in_order() {
+        let (mut src, client) = pair().await;
+        let mut socket = TlsSocket(client);
+        let mut write = async |bufs: &[&[u8]]| {
+            let slices: Vec<IoSlice<'_>> = bufs.iter().map(|b| IoSlice::new(b)).collect();
+            let n =
+                std::future::poll_fn(|cx| Pin::new(&mut socket).poll_write_vectored(cx, &slices));
+            n.await.unwrap() // ok: test code
+        };
+        // Empty buffers around one: the one is sent (with `send`).
+        assert_eq!(write(&[b"", b"one,", b""]).await, 4);
+        // Several: all of them, in order (with `writev`).
+        assert_eq!(write(&[b"two,", b"", b"three"]).await, 9);
+        // Nothing to send.
+        assert_eq!(write(&[b"", b""]).await, 0);
+        assert!(socket.is_write_vectored());
+        let mut buf = BytesMut::new();
+        while buf.len() < 13 {
+            let n = std::future::poll_fn(|cx| src.poll_fill(&mut buf, cx)).await;
+            assert!(n.unwrap() > 0); // ok: test code
+        }
+        assert_eq!(&buf[..], b"one,two,three");
+    }
 }

@@ -276,8 +276,10 @@ impl Tracer {
         }
     }
 
-    /// Queues the spans of a finished request (sampled ones only).
-    pub fn finish(&self, ctx: &Context, request: &ServerSpan, children: &[ChildSpan]) {
+    /// Queues the spans of a finished request (sampled ones only). They
+    /// are taken, not cloned: their names and attributes move into the
+    /// queued spans as they are.
+    pub fn finish(&self, ctx: &Context, request: ServerSpan, children: Vec<ChildSpan>) {
         if !ctx.sampled {
             return;
         }
@@ -309,10 +311,10 @@ impl Tracer {
             parent_span_id: ctx.parent.map_or(SpanId::INVALID, SpanId::from_bytes),
             parent_span_is_remote: ctx.parent.is_some(),
             span_kind: SpanKind::Server,
-            name: request.name.clone(),
+            name: request.name,
             start_time: request.start,
             end_time: request.end,
-            attributes: request.attributes.clone(),
+            attributes: request.attributes,
             dropped_attributes_count: 0,
             events: SpanEvents::default(),
             links: SpanLinks::default(),
@@ -334,11 +336,11 @@ impl Tracer {
                 ),
                 parent_span_id: SpanId::from_bytes(ctx.span),
                 parent_span_is_remote: false,
-                span_kind: c.kind.clone(),
-                name: c.name.clone(),
+                span_kind: c.kind,
+                name: c.name,
                 start_time: c.start,
                 end_time: c.end,
-                attributes: c.attributes.clone(),
+                attributes: c.attributes,
                 dropped_attributes_count: 0,
                 events: SpanEvents::default(),
                 links: SpanLinks::default(),
@@ -517,9 +519,8 @@ mod tests {
         let tracer = unreachable_tracer();
         let ctx = tracer.context(&HeaderMap::new());
         assert!(ctx.sampled);
-        let span = server_span();
         for _ in 0..QUEUE + 100 {
-            tracer.finish(&ctx, &span, &[]);
+            tracer.finish(&ctx, server_span(), Vec::new());
         }
         let queued = || tracer.queue.spans.lock().unwrap().len(); // ok: test code
         assert_eq!(queued(), QUEUE);
@@ -536,8 +537,7 @@ mod tests {
     async fn the_export_task_ends_with_its_tracer() {
         let tracer = unreachable_tracer();
         let ctx = tracer.context(&HeaderMap::new());
-        let span = server_span();
-        tracer.finish(&ctx, &span, &[]);
+        tracer.finish(&ctx, server_span(), Vec::new());
         let queue = Arc::downgrade(&tracer.queue);
         drop(tracer);
         let started = std::time::Instant::now();

@@ -273,24 +273,23 @@ fn settings_are_checked() {
         let e = CompressPlugin::build_gzip(&c, &env).unwrap_err();
         assert_eq!(e.field, "gzip.types[1]", "{bad}");
     }
-    let p = CompressPlugin::build_brotli(&Brotli::default(), &env).unwrap();
+    let built = CompressPlugin::build_brotli(&Brotli::default(), &env);
+    let p = built.unwrap(); // ok: test code
     assert_eq!((p.name(), p.priority()), ("brotli", 996));
     assert!(p.has_response_phase());
 }
 
 fn gunzip(data: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    flate2::read::GzDecoder::new(data)
-        .read_to_end(&mut out)
-        .unwrap();
+    let read = flate2::read::GzDecoder::new(data).read_to_end(&mut out);
+    read.unwrap(); // ok: test code
     out
 }
 
 fn unbrotli(data: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    brotli::Decompressor::new(data, 4096)
-        .read_to_end(&mut out)
-        .unwrap();
+    let read = brotli::Decompressor::new(data, 4096).read_to_end(&mut out);
+    read.unwrap(); // ok: test code
     out
 }
 
@@ -303,19 +302,20 @@ fn encoders_stream_and_flush() {
         let mut e = Encoder::new(coding, 5, None);
         let mut out = Vec::new();
         for chunk in text.chunks(1000) {
-            e.write(chunk).unwrap();
+            e.write(chunk).unwrap(); // ok: test code
             if e.ready() > 0 {
                 out.extend_from_slice(&e.take());
             }
         }
         // A flush makes everything so far decodable without the end.
-        out.extend_from_slice(&e.flush().unwrap());
+        let flushed = e.flush().unwrap(); // ok: test code
+        out.extend_from_slice(&flushed);
         let mut partial = Vec::new();
         match coding {
             Coding::Gzip => {
                 let mut d = flate2::write::GzDecoder::new(Vec::new());
-                d.write_all(&out).unwrap();
-                d.flush().unwrap();
+                d.write_all(&out).unwrap(); // ok: test code
+                d.flush().unwrap(); // ok: test code
                 partial = d.get_ref().clone();
             }
             Coding::Brotli => {
@@ -350,9 +350,11 @@ fn encoders_stream_and_flush() {
             text.len()
         );
         // Nothing written since: nothing to flush.
-        assert!(e.flush().unwrap().is_empty());
-        e.write(b"the end\n").unwrap();
-        out.extend_from_slice(&e.finish().unwrap());
+        let flushed = e.flush().unwrap(); // ok: test code
+        assert!(flushed.is_empty());
+        e.write(b"the end\n").unwrap(); // ok: test code
+        let finished = e.finish().unwrap(); // ok: test code
+        out.extend_from_slice(&finished);
         let decoded = match coding {
             Coding::Gzip => gunzip(&out),
             Coding::Brotli => unbrotli(&out),

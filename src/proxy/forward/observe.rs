@@ -257,7 +257,7 @@ impl Exchange {
                     error: false,
                 });
             }
-            tracer.finish(ctx, &server, &children);
+            tracer.finish(ctx, server, children);
         }
         // The line borrows the request's values; they are freed after it
         // is formatted.
