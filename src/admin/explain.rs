@@ -139,6 +139,7 @@ pub fn explain(
         QueryError::Path(match e {
             PathError::InvalidEncoding => "invalid percent-encoding",
             PathError::EncodedSlash => "encoded slash (refused by --path-encoded-slashes=reject)",
+            PathError::Backslash => "backslash (refused by --path-encoded-slashes=reject)",
         })
     })?;
     let view = RequestView {

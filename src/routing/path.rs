@@ -12,7 +12,9 @@
 //! - `.` and `..` segments are resolved and repeated slashes merged;
 //! - `%2F` and `%5C` (an encoded `/` and `\`) follow [`EncodedSlashes`]:
 //!   kept encoded (and so not separators), refused, or decoded before the
-//!   segments are resolved. Never decoded for routing alone.
+//!   segments are resolved. Never decoded for routing alone. A bare `\`
+//!   (not URI syntax, but accepted by many parsers) is never a separator
+//!   either, and is refused where the encoded ones are.
 
 use std::borrow::Cow;
 
@@ -26,7 +28,7 @@ pub enum EncodedSlashes {
     /// most backends expect of an encoded slash).
     #[default]
     Keep,
-    /// The request is refused with `400`.
+    /// The request is refused with `400`, and so is one with a bare `\`.
     Reject,
     /// Decoded to `/` and `\` before `.` and `..` segments are resolved.
     Decode,
@@ -52,6 +54,8 @@ pub enum PathError {
     InvalidEncoding,
     #[error("encoded slash in the path")]
     EncodedSlash,
+    #[error("backslash in the path")]
+    Backslash,
 }
 
 fn hex(b: u8) -> Option<u8> {
@@ -81,6 +85,11 @@ fn suspect(path: &[u8]) -> bool {
 /// only when the path needs it.
 pub fn normalize_path(path: &str, slashes: EncodedSlashes) -> Result<Cow<'_, str>, PathError> {
     let bytes = path.as_bytes();
+    // A bare `\` is not URI syntax, and a backend that reads `%5C` as a
+    // separator reads it so too: the rule that refuses one refuses both.
+    if slashes == EncodedSlashes::Reject && bytes.contains(&b'\\') {
+        return Err(PathError::Backslash);
+    }
     if !suspect(bytes) {
         return Ok(Cow::Borrowed(path));
     }
@@ -230,6 +239,21 @@ mod tests {
         assert_eq!(
             normalize_path("/files/a%2Fb", EncodedSlashes::Keep).unwrap(),
             "/files/a%2Fb"
+        );
+    }
+
+    #[test]
+    fn bare_backslashes_are_never_separators_and_refused_with_encoded_ones() {
+        let p = "/public\\..\\admin";
+        assert_eq!(normalize_path(p, EncodedSlashes::Keep).unwrap(), p);
+        assert_eq!(normalize_path(p, EncodedSlashes::Decode).unwrap(), p);
+        assert_eq!(
+            normalize_path(p, EncodedSlashes::Reject),
+            Err(PathError::Backslash)
+        );
+        assert_eq!(
+            normalize_path("/plain/path", EncodedSlashes::Reject).unwrap(),
+            "/plain/path"
         );
     }
 

@@ -52,7 +52,8 @@ async fn encoded_dot_segments_are_resolved_before_routing(l: Listener) {
 }
 
 /// `%2F` and `%5C` are kept encoded by default: a segment, not a
-/// separator, both for routing and upstream. With `reject` they are 400;
+/// separator, both for routing and upstream. With `reject` they are 400,
+/// and so is a bare `\`;
 /// with `decode` they separate segments, for routing and upstream alike.
 async fn encoded_slashes_follow_the_configured_rule(l: Listener) {
     let s = Setup::start().await;
@@ -71,7 +72,7 @@ async fn encoded_slashes_follow_the_configured_rule(l: Listener) {
 
     let s = Setup::start_with("", |c| c.proxy.encoded_slashes = EncodedSlashes::Reject).await;
     let mut c = s.raw(l).await;
-    for target in ["/a%2fb", "/a%5Cb"] {
+    for target in ["/a%2fb", "/a%5Cb", "/public\\..\\admin"] {
         c.send(&format!("GET {target} HTTP/1.1\r\nHost: {HOST}\r\n\r\n"))
             .await;
         assert_eq!(c.response(false).await.status, 400, "{l:?} {target}");

@@ -121,6 +121,7 @@ pub(super) fn route(
         ProxyError::BadRequest(match e {
             PathError::InvalidEncoding => "invalid percent-encoding in the path",
             PathError::EncodedSlash => "encoded slash in the path",
+            PathError::Backslash => "backslash in the path",
         })
     })?;
     let view = RequestView {
