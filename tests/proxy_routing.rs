@@ -19,7 +19,7 @@ spec:
 #[tokio::test]
 async fn routes_by_host_path_method_header_and_query() {
     let names = [
-        "exact", "prefix", "wild", "any", "post", "canary", "v2", "regex",
+        "exact", "prefix", "wild", "any", "post", "canary", "v2", "regex", "trace",
     ];
     let mut backends = Vec::new();
     let mut manifests = String::new();
@@ -54,6 +54,9 @@ async fn routes_by_host_path_method_header_and_query() {
   - name: regex
     match: {paths: [{type: RegularExpression, value: "/items/[0-9]+"}]}
     backends: [{serviceName: regex, servicePort: 80}]
+  - name: trace
+    match: {paths: [{value: /debug}], methods: [TRACE]}
+    backends: [{serviceName: trace, servicePort: 80}]
 "#,
     ));
     manifests.push_str(&apiroute(
@@ -135,6 +138,8 @@ async fn routes_by_host_path_method_header_and_query() {
         ("GET", "a.b.example.com", "/public/x", &[], Some("any")),
         ("GET", "other.test", "/public", &[], Some("any")),
         ("GET", "other.test", "/private", &[], None),
+        // TRACE only reaches a route that names it.
+        ("TRACE", "shop.example.com", "/debug/x", &[], Some("trace")),
     ];
     for (method, host, path, headers, want) in cases {
         let r = request(http, method, host, path, headers).await;
@@ -151,6 +156,9 @@ async fn routes_by_host_path_method_header_and_query() {
             None => assert_eq!(r.status, StatusCode::NOT_FOUND, "{method} {host}{path}"),
         }
     }
+    // A route that serves every method does not serve TRACE.
+    let r = request(http, "TRACE", "shop.example.com", "/api/x", &[]).await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED, "{}", r.text());
     gw.shutdown().await;
 }
 

@@ -175,7 +175,8 @@ pub struct RouteMatch {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32))]
     pub paths: Vec<PathMatch>,
-    /// Any one of these methods matches. Empty means every method.
+    /// Any one of these methods matches. Empty means every method but
+    /// TRACE, which reaches only a route that names it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 9))]
     pub methods: Vec<HttpMethod>,

@@ -168,6 +168,13 @@ impl Route {
             && self.cookies.iter().all(|c| c.matches(req.headers))
     }
 
+    /// Whether the route names `method` among its methods, rather than
+    /// serving every method: how a route opts into one the gateway
+    /// otherwise refuses (`TRACE`).
+    pub fn names_method(&self, method: &Method) -> bool {
+        self.methods.contains(method)
+    }
+
     pub fn backends(&self) -> &[Backend] {
         &self.backends
     }

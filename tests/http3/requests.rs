@@ -122,6 +122,8 @@ async fn grpc_web_post_arrives_byte_exact() {
         .header("content-type", "application/grpc-web+proto")
         .header("content-length", message.len())
         .header("x-grpc-web", "1")
+        .header("cookie", "a=1")
+        .header("cookie", "b=2")
         .body(())
         .unwrap();
     let r = client.request(req, &message).await;
@@ -147,6 +149,8 @@ async fn grpc_web_post_arrives_byte_exact() {
         [message.len().to_string()]
     );
     assert_eq!(requests[0].headers("x-grpc-web"), ["1"]);
+    // HTTP/3's separate cookie fields are one for HTTP/1.1 (RFC 9114 §4.2.1).
+    assert_eq!(requests[0].headers("cookie"), ["a=1; b=2"]);
     assert!(
         requests[0].headers("transfer-encoding").is_empty(),
         "{head}"

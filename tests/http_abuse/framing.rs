@@ -5,7 +5,7 @@
 //! trailers).
 
 use super::common::wire::Listener;
-use super::{HOST, Setup, get};
+use super::{HOST, Setup, get, no_content_with_length};
 use crate::on_both_listeners;
 
 /// CL.TE, TE.CL and TE.TE: both framings, or codings that a next hop
@@ -175,7 +175,31 @@ async fn forbidden_trailers_are_dropped(l: Listener) {
     s.shutdown().await;
 }
 
+/// A `204` is told to the client without a length, whatever the upstream
+/// said, so the client cannot take the next answer for its body; the
+/// upstream's stray bytes after it are never read as a response either.
+async fn a_no_content_answer_has_no_length(l: Listener) {
+    let s = Setup::answering(no_content_with_length).await;
+    let mut c = s.raw(l).await;
+    c.send(&format!("{}{}", get("/204"), get("/next"))).await;
+    let r = c.response(false).await;
+    assert_eq!(r.status, 204, "{l:?} {r:?}");
+    assert_eq!(r.header("content-length"), None, "{l:?} {r:?}");
+    assert_eq!(r.header("x-kept"), Some("1"), "{r:?}");
+    let next = c.response(false).await;
+    assert_eq!(next.status, 200, "{l:?} {next:?}");
+    assert_eq!(next.text(), "fine");
+    let got = s.app.requests();
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_ne!(
+        got[0].conn, got[1].conn,
+        "the upstream connection is not reused"
+    );
+    s.shutdown().await;
+}
+
 on_both_listeners!(
+    a_no_content_answer_has_no_length,
     cl_te_desync_attempts_are_refused,
     codings_other_than_one_chunked_are_refused,
     broken_chunks_never_complete_a_request,

@@ -251,8 +251,9 @@ async fn h2_client(s: &Setup, l: Listener) -> Sender {
 }
 
 /// One host (RFC 9113 §8.3.1: `:authority` and a differing `host` make a
-/// request malformed), CONNECT refused (§8.5), and the upstream gets the
-/// one host.
+/// request malformed), CONNECT refused (§8.5), TRACE refused, and the
+/// upstream gets the one host, no `Proxy` field, and the cookies as one
+/// field (§8.2.3).
 async fn authority_and_connect_rules(l: Listener) {
     let s = Setup::start().await;
     let mut h2 = h2_client(&s, l).await;
@@ -271,9 +272,19 @@ async fn authority_and_connect_rules(l: Listener) {
         .unwrap();
     let r = h2.send_request(req).await.unwrap();
     assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED, "{l:?}");
+    let req = Request::builder()
+        .method(Method::TRACE)
+        .uri(format!("{scheme}://{HOST}/trace"))
+        .body(Empty::new())
+        .unwrap();
+    let r = h2.send_request(req).await.unwrap();
+    assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED, "{l:?}");
     assert_eq!(s.app.count(), 0);
     let req = Request::builder()
         .uri(format!("{scheme}://{HOST}/one"))
+        .header("proxy", "http://evil.example:3128")
+        .header("cookie", "a=1")
+        .header("cookie", "b=2")
         .body(Empty::new())
         .unwrap();
     let r = h2.send_request(req).await.unwrap();
@@ -282,6 +293,27 @@ async fn authority_and_connect_rules(l: Listener) {
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].line(), "GET /one HTTP/1.1");
     assert_eq!(got[0].headers("host"), [HOST]);
+    assert!(got[0].headers("proxy").is_empty(), "{:?}", got[0].text());
+    // HTTP/2's separate cookie fields are one for HTTP/1.1 (§8.2.3).
+    assert_eq!(got[0].headers("cookie"), ["a=1; b=2"]);
+    s.shutdown().await;
+}
+
+/// Over HTTP/2 too a `204` carries no length (RFC 9110 §8.6; a length
+/// with no DATA would be a malformed stream, RFC 9113 §8.1.1).
+async fn a_no_content_answer_has_no_length(l: Listener) {
+    let s = Setup::answering(super::no_content_with_length).await;
+    let mut h2 = h2_client(&s, l).await;
+    let scheme = if l == Listener::Tls { "https" } else { "http" };
+    let req = Request::builder()
+        .uri(format!("{scheme}://{HOST}/204"))
+        .body(Empty::new())
+        .unwrap();
+    let r = h2.send_request(req).await.unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT, "{l:?}");
+    assert!(!r.headers().contains_key("content-length"), "{r:?}");
+    let body = r.into_body().collect().await.unwrap().to_bytes();
+    assert!(body.is_empty());
     s.shutdown().await;
 }
 
@@ -320,4 +352,5 @@ on_both_listeners!(
     stalled_heads_and_idle_connections_time_out,
     authority_and_connect_rules,
     streams_not_read_release_the_upstream,
+    a_no_content_answer_has_no_length,
 );

@@ -179,14 +179,17 @@ async fn connect_and_asterisk_targets(l: Listener) {
 }
 
 /// Hop-by-hop fields and the client's framing never reach the upstream;
-/// forwarding fields are the proxy's own (RFC 9110 §7.6.1).
+/// forwarding fields are the proxy's own (RFC 9110 §7.6.1). Nor does
+/// `Proxy`, which CGI-style backends would use as their own outgoing
+/// proxy ("httpoxy").
 async fn hop_by_hop_and_forged_fields_are_replaced(l: Listener) {
     let s = Setup::start().await;
     let mut c = s.raw(l).await;
     c.send(&format!(
         "POST /h HTTP/1.1\r\nHost: {HOST}\r\nConnection: keep-alive, x-secret\r\nX-Secret: 1\r\n\
          Keep-Alive: timeout=9\r\nTE: trailers\r\nProxy-Connection: keep-alive\r\n\
-         X-Forwarded-For: 6.6.6.6\r\nX-Real-IP: 6.6.6.6\r\nUpgrade: h2c\r\nContent-Length: 2\r\n\r\nok"
+         X-Forwarded-For: 6.6.6.6\r\nX-Real-IP: 6.6.6.6\r\nUpgrade: h2c\r\n\
+         Proxy: http://evil.example:3128\r\nContent-Length: 2\r\n\r\nok"
     ))
     .await;
     assert_eq!(c.response(false).await.status, 200);
@@ -199,6 +202,8 @@ async fn hop_by_hop_and_forged_fields_are_replaced(l: Listener) {
         "proxy-connection",
         "6.6.6.6",
         "upgrade",
+        "proxy:",
+        "evil.example",
     ] {
         assert!(!text.contains(gone), "{gone} reached the upstream: {text}");
     }
@@ -208,7 +213,50 @@ async fn hop_by_hop_and_forged_fields_are_replaced(l: Listener) {
     s.shutdown().await;
 }
 
+/// `TRACE` is refused (its echo would show the client what the gateway
+/// added to its request); an `OPTIONS` with `Max-Forwards: 0` is answered
+/// by the gateway as its final recipient, and any other has one hop less
+/// when forwarded (RFC 9110 §7.6.2). Neither refusal ends the connection.
+async fn trace_and_max_forwards(l: Listener) {
+    let s = Setup::start().await;
+    let mut c = s.raw(l).await;
+    c.send(&format!(
+        "TRACE /t HTTP/1.1\r\nHost: {HOST}\r\nCookie: secret=1\r\n\r\n"
+    ))
+    .await;
+    let r = c.response(false).await;
+    assert_eq!(r.status, 405, "{l:?} {r:?}");
+    assert!(
+        r.header("allow")
+            .is_some_and(|a| a.contains("GET") && !a.contains("TRACE")),
+        "{r:?}"
+    );
+    c.send(&format!(
+        "OPTIONS /o HTTP/1.1\r\nHost: {HOST}\r\nMax-Forwards: 0\r\n\r\n"
+    ))
+    .await;
+    let r = c.response(false).await;
+    assert_eq!(r.status, 200, "{l:?} {r:?}");
+    assert!(r.header("allow").is_some(), "{r:?}");
+    assert_eq!(s.app.count(), 0, "{:?}", s.app.requests());
+
+    c.send(&format!(
+        "OPTIONS /o HTTP/1.1\r\nHost: {HOST}\r\nMax-Forwards: 3\r\n\r\n"
+    ))
+    .await;
+    assert_eq!(c.response(false).await.status, 200);
+    c.send(&get("/after")).await;
+    assert_eq!(c.response(false).await.status, 200);
+    let got = s.app.requests();
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(got[0].line(), "OPTIONS /o HTTP/1.1");
+    assert_eq!(got[0].headers("max-forwards"), ["2"]);
+    assert_eq!(got[1].line(), "GET /after HTTP/1.1");
+    s.shutdown().await;
+}
+
 on_both_listeners!(
+    trace_and_max_forwards,
     bytes_a_parser_could_misread_are_refused,
     bare_lf_heads_are_reframed,
     oversized_heads_and_targets_are_refused,

@@ -33,7 +33,17 @@ impl Setup {
     /// With `extra` lines under each route and the gateway's settings
     /// changed by `tune`.
     pub async fn start_with(extra: &str, tune: impl FnOnce(&mut GatewayConfig)) -> Setup {
-        let app = Capture::start().await;
+        Setup::start_full(extra, tune, Capture::start().await).await
+    }
+
+    /// With an `app` backend that answers its requests by `reply`.
+    pub async fn answering(
+        reply: impl Fn(&common::wire::Received) -> Vec<u8> + Send + Sync + 'static,
+    ) -> Setup {
+        Setup::start_full("", |_| {}, Capture::with(reply).await).await
+    }
+
+    async fn start_full(extra: &str, tune: impl FnOnce(&mut GatewayConfig), app: Capture) -> Setup {
         let admin = Capture::start().await;
         let manifests = format!(
             r#"{}{}---
@@ -111,4 +121,14 @@ spec:
 
 pub fn get(path: &str) -> String {
     format!("GET {path} HTTP/1.1\r\nHost: {HOST}\r\n\r\n")
+}
+
+/// An upstream answer that says how long the body of a `204` is, and
+/// sends one: what a client must not be told (RFC 9110 §8.6).
+pub fn no_content_with_length(r: &common::wire::Received) -> Vec<u8> {
+    if r.line().starts_with("GET /204 ") {
+        b"HTTP/1.1 204 No Content\r\ncontent-length: 5\r\nx-kept: 1\r\n\r\nhello".to_vec()
+    } else {
+        common::wire::ok("fine")
+    }
 }

@@ -18,6 +18,11 @@ static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port"
 static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+/// Not a field of HTTP, but CGI-style backends turn it into the
+/// `HTTP_PROXY` variable, which their own HTTP clients then use as their
+/// proxy ("httpoxy", CVE-2016-5385 and its kin): a client could send a
+/// backend's outgoing requests through a server of its choice.
+static PROXY: HeaderName = HeaderName::from_static("proxy");
 
 /// Whether the request asks to switch to WebSocket.
 pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
@@ -29,6 +34,16 @@ pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
                 .any(|p| p.trim().eq_ignore_ascii_case("websocket"))
         });
     upgrade && connection_has(headers, "upgrade")
+}
+
+/// A field value of digits only, as a number.
+pub(super) fn decimal(text: &[u8]) -> Option<u64> {
+    if text.is_empty() || text.len() > 18 || !text.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    text.iter().try_fold(0u64, |n, d| {
+        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })
 }
 
 fn connection_has(headers: &HeaderMap, token: &str) -> bool {
@@ -44,7 +59,8 @@ fn connection_has(headers: &HeaderMap, token: &str) -> bool {
 /// (the request's one host is written instead), the hop-by-hop ones
 /// (RFC 9110 §7.6.1), framing (the proxy frames the request itself),
 /// `Expect` (the proxy answers `100-continue` itself when it starts
-/// reading the body) and the forwarding headers (set below).
+/// reading the body), `Proxy` (see [`PROXY`]) and the forwarding headers
+/// (set below).
 fn is_replaced(name: &HeaderName) -> bool {
     [
         &header::HOST,
@@ -56,6 +72,7 @@ fn is_replaced(name: &HeaderName) -> bool {
         &header::TRANSFER_ENCODING,
         &header::CONTENT_LENGTH,
         &header::EXPECT,
+        &PROXY,
         &X_FORWARDED_FOR,
         &X_FORWARDED_PROTO,
         &X_FORWARDED_HOST,
@@ -194,7 +211,14 @@ impl Head for ForwardHead<'_> {
 impl ForwardHead<'_> {
     /// `Host` first, from the request's one host, then the client's
     /// headers that pass, then the forwarding headers.
-    fn headers_into(&self, out: &mut impl Sink, host: bool) {
+    ///
+    /// `h1`: the upstream speaks HTTP/1.1, which gets `Host`, and the
+    /// client's `Cookie` fields as one: HTTP/2 and HTTP/3 clients (browsers
+    /// among them) send each cookie as a field of its own, and those MUST
+    /// be joined with `; ` before they pass to HTTP/1.1 (RFC 9113 §8.2.3,
+    /// RFC 9114 §4.2.1), where a backend may read only the first (RFC 6265
+    /// §5.4 allows one).
+    fn headers_into(&self, out: &mut impl Sink, h1: bool) {
         let named: Vec<&str> = if self.headers.contains_key(header::CONNECTION) {
             self.headers
                 .get_all(header::CONNECTION)
@@ -206,9 +230,10 @@ impl ForwardHead<'_> {
         } else {
             Vec::new()
         };
-        if host && let Some(h) = self.host {
+        if h1 && let Some(h) = self.host {
             out.put(&header::HOST, h);
         }
+        let mut cookies_joined = false;
         if let Some(t) = self.trace {
             out.put_bytes(&TRACEPARENT, &t.traceparent);
         }
@@ -224,15 +249,49 @@ impl ForwardHead<'_> {
             if *name == header::UPGRADE && !self.upgrade {
                 continue;
             }
+            if *name == header::MAX_FORWARDS && *self.method == Method::OPTIONS {
+                // One hop fewer (RFC 9110 §7.6.2); a request that arrived
+                // with 0 was answered by the gateway. An invalid value
+                // goes on as it is.
+                if let Some(n) = decimal(value.as_bytes()).filter(|n| *n > 0) {
+                    out.put_bytes(name, itoa::Buffer::new().format(n - 1).as_bytes());
+                    continue;
+                }
+            }
             if !named.is_empty()
                 && named.iter().any(|n| n.eq_ignore_ascii_case(name.as_str()))
                 && *name != header::UPGRADE
             {
                 continue;
             }
+            if h1 && *name == header::COOKIE {
+                // A map yields a name's values one after another: the
+                // first writes them all.
+                if !cookies_joined {
+                    cookies_joined = true;
+                    self.joined_cookies(out);
+                }
+                continue;
+            }
             out.put(name, value);
         }
         self.forwarded(out);
+    }
+
+    /// The request's `Cookie` fields as one, joined with `; `.
+    fn joined_cookies(&self, out: &mut impl Sink) {
+        let mut values = self.headers.get_all(header::COOKIE).iter();
+        let Some(first) = values.next() else { return };
+        let Some(second) = values.next() else {
+            out.put(&header::COOKIE, first);
+            return;
+        };
+        let mut joined = first.as_bytes().to_vec();
+        for v in std::iter::once(second).chain(values) {
+            joined.extend_from_slice(b"; ");
+            joined.extend_from_slice(v.as_bytes());
+        }
+        out.put_bytes(&header::COOKIE, &joined);
     }
 
     /// Unless the client is a trusted proxy, forwarding headers it sent are
@@ -297,6 +356,20 @@ mod tests {
         h
     }
 
+    /// A GET of `/` with `h`, no host, upgrade, trust or trace.
+    fn plain<'a>(h: &'a HeaderMap, client: &'a ClientInfo) -> ForwardHead<'a> {
+        ForwardHead {
+            method: &Method::GET,
+            target: "/",
+            headers: h,
+            host: None,
+            client,
+            upgrade: false,
+            trust_forwarded: false,
+            trace: None,
+        }
+    }
+
     fn encode(
         h: &HeaderMap,
         host: Option<&HeaderValue>,
@@ -331,6 +404,7 @@ mod tests {
             ("upgrade", "h2c"),
             ("expect", "100-continue"),
             ("content-length", "999"),
+            ("proxy", "http://evil.example:3128"),
             ("x-kept", "yes"),
         ]);
         let host = HeaderValue::from_static("a.example");
@@ -347,10 +421,75 @@ mod tests {
             "upgrade",
             "expect",
             "999",
+            "proxy",
+            "evil",
         ] {
             assert!(!text.contains(gone), "{gone} must not be sent: {text}");
         }
         assert!(text.ends_with("content-length: 3\r\n\r\n"), "{text}");
+    }
+
+    #[test]
+    fn cookies_are_one_field_for_http1_and_stay_apart_for_http2() {
+        let h = map(&[("cookie", "a=1"), ("x-b", "2"), ("cookie", "c=3; d=4")]);
+        let text = encode(&h, None, false, false, RequestFraming::None);
+        assert_eq!(text.matches("cookie: ").count(), 1, "{text}");
+        assert!(text.contains("cookie: a=1; c=3; d=4\r\n"), "{text}");
+        let client = client();
+        let head = plain(&h, &client);
+        let over_h2: Vec<_> = head
+            .header_map(true)
+            .get_all("cookie")
+            .iter()
+            .cloned()
+            .collect();
+        assert_eq!(over_h2, ["a=1", "c=3; d=4"]);
+        let over_h1: Vec<_> = head
+            .header_map(false)
+            .get_all("cookie")
+            .iter()
+            .cloned()
+            .collect();
+        assert_eq!(over_h1, ["a=1; c=3; d=4"]);
+        // One cookie field goes as it is.
+        let one = map(&[("cookie", "a=1")]);
+        let text = encode(&one, None, false, false, RequestFraming::None);
+        assert!(text.contains("cookie: a=1\r\n"), "{text}");
+    }
+
+    #[test]
+    fn max_forwards_counts_down_on_options_only() {
+        let client = client();
+        let sent = |method: &Method, value: &str| {
+            let h = map(&[("max-forwards", value)]);
+            let head = ForwardHead {
+                method,
+                ..plain(&h, &client)
+            };
+            let mut out = Vec::new();
+            head.encode(&mut out, RequestFraming::None);
+            let over_h2 = head.header_map(true);
+            let text = String::from_utf8(out).unwrap(); // ok: test code
+            let line = text
+                .lines()
+                .find_map(|l| l.strip_prefix("max-forwards: "))
+                .map(str::to_owned);
+            let mapped = over_h2
+                .get("max-forwards")
+                .map(|v| v.to_str().unwrap().to_owned()); // ok: test code
+            assert_eq!(line, mapped, "HTTP/1.1 and HTTP/2 agree");
+            line
+        };
+        assert_eq!(sent(&Method::OPTIONS, "5").as_deref(), Some("4"));
+        assert_eq!(sent(&Method::OPTIONS, "1").as_deref(), Some("0"));
+        // Any other method ignores it (RFC 9110 §7.6.2 lets it).
+        assert_eq!(sent(&Method::GET, "5").as_deref(), Some("5"));
+        // Not a number: passed on as it came.
+        assert_eq!(sent(&Method::OPTIONS, "x1").as_deref(), Some("x1"));
+        assert_eq!(decimal(b"18446744073709551616"), None);
+        assert_eq!(decimal(b""), None);
+        assert_eq!(decimal(b"+1"), None);
+        assert_eq!(decimal(b"007"), Some(7));
     }
 
     #[test]
@@ -362,14 +501,8 @@ mod tests {
         assert!(!text.contains("b.test"), "{text}");
         let client = client();
         let head = ForwardHead {
-            method: &Method::GET,
-            target: "/",
-            headers: &h,
             host: Some(&host),
-            client: &client,
-            upgrade: false,
-            trust_forwarded: false,
-            trace: None,
+            ..plain(&h, &client)
         };
         let map = head.header_map(true);
         assert!(!map.contains_key("host"), "{map:?}");
@@ -456,14 +589,8 @@ mod tests {
                 keep_state,
             };
             let head = ForwardHead {
-                method: &Method::GET,
-                target: "/",
-                headers: &h,
-                host: None,
-                client: &client,
-                upgrade: false,
-                trust_forwarded: false,
                 trace: Some(&trace),
+                ..plain(&h, &client)
             };
             let mut out = Vec::new();
             head.encode(&mut out, RequestFraming::None);

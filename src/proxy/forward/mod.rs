@@ -148,8 +148,16 @@ impl Worker {
                 .headers_mut()
                 .insert(header::ALT_SVC, alt_svc.clone());
         }
+        // Whatever answered (upstream, cache, plugin), a 1xx or 204 has no
+        // content and may not say how long it is (RFC 9110 §8.6): a client
+        // that believed the length would read the next answer as this
+        // one's body.
+        let status = served.resp.status();
+        if status.is_informational() || status == StatusCode::NO_CONTENT {
+            served.resp.headers_mut().remove(header::CONTENT_LENGTH);
+        }
         let now = Instant::now();
-        let status = served.resp.status().as_u16();
+        let status = status.as_u16();
         let (metrics, name) = match &served.route {
             Some(r) => (&r.metrics, &*r.name),
             None => (unmatched(), UNMATCHED),
@@ -185,8 +193,8 @@ impl Worker {
         let settings = &self.shared.settings;
         let matched = match request::route(&self.shared.table, settings, &req, client.local_port) {
             Ok(m) => m,
-            Err(request::Unrouted::OptionsAsterisk) => {
-                return Served::unrouted(respond::options_asterisk());
+            Err(request::Unrouted::OwnOptions) => {
+                return Served::unrouted(respond::own_options());
             }
             Err(request::Unrouted::Error(e)) => {
                 debug!(host = ?req.headers().get(header::HOST), path = req.uri().path(), error = %e, "request not routed");

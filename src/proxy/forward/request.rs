@@ -1,6 +1,14 @@
 //! What a request is before it is routed: its one host, its normalized
 //! path, and the methods and targets no route serves.
 //!
+//! Methods refused: `CONNECT` (no route tunnels), and `TRACE` unless the
+//! route names it among its methods (its echo would show the client what
+//! the gateway added to its request: forwarding fields, verified
+//! client-certificate facts, an authentication plugin's identity
+//! headers). An `OPTIONS` that may not
+//! be forwarded (`*`, or `Max-Forwards: 0`, RFC 9110 §7.6.2) the gateway
+//! answers itself.
+//!
 //! One request has one host everywhere: the authority of an absolute-form
 //! target (RFC 9112 §3.2.2) or of HTTP/2's `:authority`, else `Host`. A
 //! request that names two different hosts is refused (RFC 9113 §8.3.1
@@ -48,8 +56,9 @@ impl Matched {
 
 /// Why a request has no route to follow.
 pub(super) enum Unrouted {
-    /// `OPTIONS *`: the gateway answers it itself.
-    OptionsAsterisk,
+    /// `OPTIONS *`, or `OPTIONS` with `Max-Forwards: 0`: the gateway
+    /// answers it itself.
+    OwnOptions,
     Error(ProxyError),
 }
 
@@ -89,6 +98,16 @@ fn one_host(req: &Request<ClientBody>) -> Result<Option<HeaderValue>, ProxyError
         .map_err(|_| ProxyError::BadRequest("invalid authority"))
 }
 
+/// The request's `Max-Forwards`, when it has one valid value.
+fn max_forwards(req: &Request<ClientBody>) -> Option<u64> {
+    let mut values = req.headers().get_all(header::MAX_FORWARDS).iter();
+    let v = values.next()?;
+    if values.next().is_some() {
+        return None;
+    }
+    super::head::decimal(v.as_bytes())
+}
+
 /// Finds the request's route, or why it has none; `port` is the local
 /// port it arrived on.
 pub(super) fn route(
@@ -97,12 +116,16 @@ pub(super) fn route(
     req: &Request<ClientBody>,
     port: u16,
 ) -> Result<Matched, Unrouted> {
-    if *req.method() == Method::CONNECT {
+    let method = req.method();
+    if *method == Method::CONNECT {
         return Err(ProxyError::MethodNotAllowed(Method::CONNECT).into());
     }
+    if *method == Method::OPTIONS && max_forwards(req) == Some(0) {
+        return Err(Unrouted::OwnOptions);
+    }
     if req.uri().path() == "*" {
-        return if *req.method() == Method::OPTIONS {
-            Err(Unrouted::OptionsAsterisk)
+        return if *method == Method::OPTIONS {
+            Err(Unrouted::OwnOptions)
         } else {
             Err(ProxyError::BadRequest("asterisk-form target is only for OPTIONS").into())
         };
@@ -134,6 +157,9 @@ pub(super) fn route(
     };
     let table = table.load();
     let route = table.find(&view).ok_or(ProxyError::NoRoute)?.clone();
+    if *method == Method::TRACE && !route.names_method(&Method::TRACE) {
+        return Err(ProxyError::MethodNotAllowed(Method::TRACE).into());
+    }
     let certs = table.certs();
     let client_auth = certs
         .has_client_auth()

@@ -16,18 +16,21 @@ static SSL_CLIENT_VERIFY: HeaderName = HeaderName::from_static("ssl-client-verif
 static SSL_CLIENT_SUBJECT_DN: HeaderName = HeaderName::from_static("ssl-client-subject-dn");
 
 /// Methods the gateway forwards, for `Allow` (RFC 9110 §10.2.1).
-const ALLOW: &str = "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS, TRACE";
+const ALLOW: &str = "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS";
 
-/// The answer to `OPTIONS *`: about the gateway itself, not about a
-/// route, so it is not forwarded (RFC 9110 §9.3.7).
-pub(super) fn options_asterisk() -> Response<ResponseBody> {
+/// The answer to an `OPTIONS` the gateway may not forward: `OPTIONS *`
+/// is about the gateway itself, not about a route (RFC 9110 §9.3.7), and
+/// one with `Max-Forwards: 0` is the gateway's to answer as its final
+/// recipient (RFC 9110 §7.6.2).
+pub(super) fn own_options() -> Response<ResponseBody> {
     let mut resp = Response::new(ResponseBody::empty());
     resp.headers_mut()
         .insert(header::ALLOW, HeaderValue::from_static(ALLOW));
     resp
 }
 
-/// `405` for `CONNECT`: no route tunnels.
+/// `405` for `CONNECT` (no route tunnels) and for `TRACE` on a route that
+/// does not name it.
 pub(super) fn method_not_allowed(e: &ProxyError) -> Response<ResponseBody> {
     let mut resp = crate::proxy::body::error_response(e);
     resp.headers_mut()
