@@ -4,6 +4,7 @@
 //! for the next request (RFC 9112 §6.1, §6.3, §7.1; RFC 9110 §6.5.1 for
 //! trailers).
 
+use super::common;
 use super::common::wire::Listener;
 use super::{HOST, Setup, get, no_content_with_length};
 use crate::on_both_listeners;
@@ -179,7 +180,7 @@ async fn forbidden_trailers_are_dropped(l: Listener) {
 /// said, so the client cannot take the next answer for its body; the
 /// upstream's stray bytes after it are never read as a response either.
 async fn a_no_content_answer_has_no_length(l: Listener) {
-    let s = Setup::answering(no_content_with_length).await;
+    let s = Setup::answering("", no_content_with_length).await;
     let mut c = s.raw(l).await;
     c.send(&format!("{}{}", get("/204"), get("/next"))).await;
     let r = c.response(false).await;
@@ -198,7 +199,41 @@ async fn a_no_content_answer_has_no_length(l: Listener) {
     s.shutdown().await;
 }
 
+/// A `101` that does not complete the WebSocket handshake the client
+/// asked for (no `Sec-WebSocket-Accept` computed from its key) is the
+/// upstream's error: the gateway never starts copying raw bytes, so what
+/// the client sends next cannot reach the backend past the routes.
+async fn a_switch_without_the_handshake_is_refused(l: Listener) {
+    let s = Setup::answering("    websocket: true\n", |r| {
+        if r.line().starts_with("GET /ws ") {
+            b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n"
+                .to_vec()
+        } else {
+            common::wire::ok("fine")
+        }
+    })
+    .await;
+    let mut c = s.raw(l).await;
+    c.send(&format!(
+        "GET /ws HTTP/1.1\r\nHost: {HOST}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    ))
+    .await;
+    let r = c.response(false).await;
+    assert_eq!(r.status, 502, "{l:?} {r:?}");
+    // Whatever the client sends now is HTTP to the gateway, or nothing.
+    c.send(&get("/admin/smuggled")).await;
+    let _ = c.fill().await;
+    let app = s.app.requests();
+    assert_eq!(app.len(), 1, "only the handshake reached the app: {app:?}");
+    for got in s.admin.requests() {
+        assert_eq!(got.headers("x-forwarded-for"), ["127.0.0.1"], "{got:?}");
+    }
+    s.shutdown().await;
+}
+
 on_both_listeners!(
+    a_switch_without_the_handshake_is_refused,
     a_no_content_answer_has_no_length,
     cl_te_desync_attempts_are_refused,
     codings_other_than_one_chunked_are_refused,

@@ -302,7 +302,7 @@ async fn authority_and_connect_rules(l: Listener) {
 /// Over HTTP/2 too a `204` carries no length (RFC 9110 §8.6; a length
 /// with no DATA would be a malformed stream, RFC 9113 §8.1.1).
 async fn a_no_content_answer_has_no_length(l: Listener) {
-    let s = Setup::answering(super::no_content_with_length).await;
+    let s = Setup::answering("", super::no_content_with_length).await;
     let mut h2 = h2_client(&s, l).await;
     let scheme = if l == Listener::Tls { "https" } else { "http" };
     let req = Request::builder()

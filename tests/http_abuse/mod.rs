@@ -36,11 +36,13 @@ impl Setup {
         Setup::start_full(extra, tune, Capture::start().await).await
     }
 
-    /// With an `app` backend that answers its requests by `reply`.
+    /// With `extra` lines under each route, and an `app` backend that
+    /// answers its requests by `reply`.
     pub async fn answering(
+        extra: &str,
         reply: impl Fn(&common::wire::Received) -> Vec<u8> + Send + Sync + 'static,
     ) -> Setup {
-        Setup::start_full("", |_| {}, Capture::with(reply).await).await
+        Setup::start_full(extra, |_| {}, Capture::with(reply).await).await
     }
 
     async fn start_full(extra: &str, tune: impl FnOnce(&mut GatewayConfig), app: Capture) -> Setup {

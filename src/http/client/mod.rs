@@ -58,6 +58,8 @@ pub enum UpstreamError {
     Idle(Duration),
     #[error("unexpected 101 response")]
     UnexpectedSwitch,
+    #[error("a 101 response that does not complete the WebSocket handshake asked for")]
+    InvalidSwitch,
     #[error("the response took longer than {0:?}")]
     Expired(Duration),
 }

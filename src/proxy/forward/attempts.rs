@@ -13,7 +13,7 @@ use tokio::io::AsyncWriteExt;
 use tracing::debug;
 
 use super::Worker;
-use super::head::ForwardHead;
+use super::head::{ForwardHead, completes_websocket_handshake};
 use super::observe::AttemptRecord;
 use crate::http::client::{self, Deadlines, Outgoing, UpstreamBody, UpstreamError};
 use crate::metrics::{UPSTREAM_EJECTIONS, UPSTREAM_RETRIES};
@@ -202,7 +202,7 @@ pub(super) async fn send(
                     if route.load_balancer == LoadBalancer::PeakEwma {
                         endpoint.observe_latency(now - sent, now_ns);
                     }
-                    let resp = switch(endpoint.addr(), resp, client_upgrade.take())?;
+                    let resp = switch(endpoint.addr(), head, resp, client_upgrade.take())?;
                     return Ok(finish(route, keys, &endpoint, in_flight, resp));
                 }
                 (format!("status {status}"), Ok(resp))
@@ -291,14 +291,24 @@ fn body_gone() -> ProxyError {
 }
 
 /// A `101` answer joins the client's switched connection to the
-/// upstream's; the response the client gets has no body.
+/// upstream's, once it completes the handshake the request asked for (see
+/// [`completes_websocket_handshake`]); the response the client gets
+/// has no body. Any other `101` is the upstream's error, and its
+/// connection is dropped.
 fn switch(
     addr: SocketAddr,
+    head: &ForwardHead<'_>,
     mut resp: Response<UpstreamBody>,
     client: Option<ClientUpgrade>,
 ) -> Result<Response<UpstreamBody>, ProxyError> {
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         return Ok(resp);
+    }
+    if client.is_some() && !completes_websocket_handshake(head.headers, resp.headers()) {
+        return Err(ProxyError::Upstream {
+            addr,
+            source: UpstreamError::InvalidSwitch,
+        });
     }
     let switched = match resp.body_mut() {
         UpstreamBody::Switched(s) => s.take(),

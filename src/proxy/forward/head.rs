@@ -36,6 +36,38 @@ pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
     upgrade && connection_has(headers, "upgrade")
 }
 
+static SEC_WEBSOCKET_KEY: HeaderName = HeaderName::from_static("sec-websocket-key");
+static SEC_WEBSOCKET_ACCEPT: HeaderName = HeaderName::from_static("sec-websocket-accept");
+
+/// Whether a `101` completes the WebSocket handshake that `request`
+/// asked for: `Upgrade: websocket`, and the `Sec-WebSocket-Accept` that
+/// only a server that read this request's key computes (RFC 6455 §4.2.2).
+///
+/// Why the gateway checks what the client will check anyway: once it
+/// switches, it copies bytes both ways and no longer reads HTTP. A backend
+/// that answers `101` when it did not upgrade (an endpoint that echoes a
+/// status it is given, say) would leave the client a raw channel to that
+/// backend's HTTP server, past the gateway's routes and plugins.
+pub fn completes_websocket_handshake(request: &HeaderMap, response: &HeaderMap) -> bool {
+    use base64::Engine as _;
+    let upgraded = response
+        .get_all(header::UPGRADE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.trim().eq_ignore_ascii_case("websocket"));
+    let Some(key) = request.get(&SEC_WEBSOCKET_KEY) else {
+        return false;
+    };
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY);
+    ctx.update(key.as_bytes());
+    ctx.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
+    let expected = base64::engine::general_purpose::STANDARD.encode(ctx.finish());
+    upgraded
+        && response
+            .get(&SEC_WEBSOCKET_ACCEPT)
+            .is_some_and(|v| v.as_bytes() == expected.as_bytes())
+}
+
 /// A field value of digits only, as a number.
 pub(super) fn decimal(text: &[u8]) -> Option<u64> {
     if text.is_empty() || text.len() > 18 || !text.iter().all(u8::is_ascii_digit) {
@@ -427,6 +459,30 @@ mod tests {
             assert!(!text.contains(gone), "{gone} must not be sent: {text}");
         }
         assert!(text.ends_with("content-length: 3\r\n\r\n"), "{text}");
+    }
+
+    #[test]
+    fn only_the_handshake_asked_for_completes_a_switch() {
+        // RFC 6455 §1.3's example.
+        let request = map(&[("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")]);
+        let good = map(&[
+            ("upgrade", "websocket"),
+            ("sec-websocket-accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+        ]);
+        assert!(completes_websocket_handshake(&request, &good));
+        let no_upgrade = map(&[("sec-websocket-accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")]);
+        assert!(!completes_websocket_handshake(&request, &no_upgrade));
+        let other = map(&[
+            ("upgrade", "h2c"),
+            ("sec-websocket-accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+        ]);
+        assert!(!completes_websocket_handshake(&request, &other));
+        let wrong = map(&[
+            ("upgrade", "websocket"),
+            ("sec-websocket-accept", "AAAAAAAAAAAAAAAAAAAAAAAAAAA="),
+        ]);
+        assert!(!completes_websocket_handshake(&request, &wrong));
+        assert!(!completes_websocket_handshake(&HeaderMap::new(), &good));
     }
 
     #[test]
