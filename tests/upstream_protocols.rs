@@ -138,8 +138,21 @@ impl Drop for ProtoBackend {
     }
 }
 
+/// What a [`ProtoBackend`] answers.
+#[derive(Clone, Copy)]
+enum Reply {
+    /// [`grpc_reply`], at once.
+    Grpc,
+    /// The number of body bytes it got, once it read them all.
+    Count,
+}
+
 impl ProtoBackend {
     async fn start(tls: Option<Arc<rustls::ServerConfig>>) -> ProtoBackend {
+        ProtoBackend::start_with(tls, Reply::Grpc).await
+    }
+
+    async fn start_with(tls: Option<Arc<rustls::ServerConfig>>, reply: Reply) -> ProtoBackend {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let task = tokio::spawn(async move {
@@ -150,7 +163,7 @@ impl ProtoBackend {
                 let tls = tls.clone();
                 tokio::spawn(async move {
                     match tls {
-                        None => serve(stream, TlsFacts::default()).await,
+                        None => serve(stream, TlsFacts::default(), reply).await,
                         Some(config) => {
                             let Ok(s) =
                                 tokio_rustls::TlsAcceptor::from(config).accept(stream).await
@@ -162,7 +175,7 @@ impl ProtoBackend {
                                 sni: conn.server_name().map(str::to_owned),
                                 client_cert: conn.peer_certificates().is_some(),
                             };
-                            serve(s, facts).await;
+                            serve(s, facts, reply).await;
                         }
                     }
                 });
@@ -172,13 +185,24 @@ impl ProtoBackend {
     }
 }
 
-async fn serve<S>(stream: S, facts: TlsFacts)
+async fn serve<S>(stream: S, facts: TlsFacts, reply: Reply)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let svc = service_fn(move |req| {
+    let svc = service_fn(move |req: Request<Incoming>| {
         let facts = facts.clone();
-        async move { Ok::<_, Infallible>(grpc_reply(&req, &facts)) }
+        async move {
+            Ok::<_, Infallible>(match reply {
+                Reply::Grpc => grpc_reply(&req, &facts),
+                Reply::Count => {
+                    let n = match req.into_body().collect().await {
+                        Ok(b) => b.to_bytes().len(),
+                        Err(_) => 0,
+                    };
+                    Response::new(BodyExt::boxed(Full::new(Bytes::from(format!("got {n}")))))
+                }
+            })
+        }
     });
     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
         .serve_connection(TokioIo::new(stream), svc)
@@ -555,4 +579,47 @@ async fn app_protocol_https_and_grpcs_reach_tls_backends() {
     assert_eq!(headers["x-sni"], "grpcs.default.svc");
     assert_eq!(trailers["grpc-status"], "0");
     gw.shutdown().await;
+}
+
+/// Through hyper's client too (TLS backends, HTTP/2 or HTTP/1.1 by ALPN),
+/// the request timeout counts only time without progress while the body
+/// uploads: a steady upload twice as long completes, a stalled one is the
+/// client's 408.
+#[tokio::test]
+async fn uploads_to_tls_backends_are_timed_by_their_progress() {
+    let ca = Ca::new("upstream CA");
+    let cert = ca.issue(&["api.internal"], "api.internal");
+    for alpn in [&[&b"h2"[..]][..], &[&b"http/1.1"[..]][..]] {
+        let backend =
+            ProtoBackend::start_with(Some(server_config(&cert, None, alpn)), Reply::Count).await;
+        let m = https_route(
+            backend.addr,
+            Some(&ca.pem),
+            None,
+            "caSecretRef: {name: upstream-ca}, sni: api.internal",
+        );
+        let mut config = test_config(1);
+        config.proxy.request_timeout = std::time::Duration::from_millis(700);
+        let gw = TestGateway::start_with(&m, config).await;
+
+        let mut c = common::wire::Raw::to(&gw, common::wire::Listener::Plain).await;
+        c.send("POST /up HTTP/1.1\r\nHost: secure.test\r\nContent-Length: 14000\r\n\r\n")
+            .await;
+        for _ in 0..14 {
+            c.send(&"x".repeat(1000)).await;
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        let r = c.response(false).await;
+        assert_eq!(r.status, 200, "{alpn:?}: {r:?}");
+        assert_eq!(r.text(), "got 14000", "{alpn:?}");
+
+        let mut c = common::wire::Raw::to(&gw, common::wire::Listener::Plain).await;
+        c.send(&format!(
+            "POST /stalled HTTP/1.1\r\nHost: secure.test\r\nContent-Length: 5000\r\n\r\n{}",
+            "x".repeat(1000)
+        ))
+        .await;
+        assert_eq!(c.response(false).await.status, 408, "{alpn:?}");
+        gw.shutdown().await;
+    }
 }

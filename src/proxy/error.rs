@@ -21,6 +21,9 @@ pub enum ClientFault {
     Framing,
     /// The client went away before sending its whole body.
     Aborted,
+    /// The client sent none of the rest of its body for the request
+    /// timeout (see `http::client::pace`).
+    Stalled,
 }
 
 /// Why a request could not be forwarded.
@@ -94,6 +97,7 @@ impl ProxyError {
             ProxyError::Client(ClientFault::Aborted) => {
                 StatusCode::from_u16(CLIENT_CLOSED_REQUEST).unwrap_or(StatusCode::BAD_REQUEST)
             }
+            ProxyError::Client(ClientFault::Stalled) => StatusCode::REQUEST_TIMEOUT,
             ProxyError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::ClientCertificateRequired => StatusCode::FORBIDDEN,
             ProxyError::Misdirected => StatusCode::MISDIRECTED_REQUEST,
@@ -123,6 +127,7 @@ impl ProxyError {
             ProxyError::UpstreamTimeout { .. } => "upstream request timeout",
             ProxyError::Client(ClientFault::Framing) => "invalid request body",
             ProxyError::Client(ClientFault::Aborted) => "request body incomplete",
+            ProxyError::Client(ClientFault::Stalled) => "request body stalled",
             ProxyError::BodyTooLarge { limit } => {
                 return format!("the body may be at most {limit} bytes").into();
             }
@@ -138,7 +143,10 @@ impl ProxyError {
             ProxyError::Connect { .. }
             | ProxyError::ConnectTimeout { .. }
             | ProxyError::UpstreamTimeout { .. } => true,
-            ProxyError::Upstream { source, .. } => !matches!(source, UpstreamError::ClientBody),
+            ProxyError::Upstream { source, .. } => !matches!(
+                source,
+                UpstreamError::ClientBody | UpstreamError::ClientBodyStalled(_)
+            ),
             _ => false,
         }
     }

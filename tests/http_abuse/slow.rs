@@ -157,7 +157,58 @@ async fn client_faults_never_eject_an_endpoint(l: Listener) {
     s.shutdown().await;
 }
 
+/// While a body uploads, the request timeout counts only time without
+/// progress: a steady upload longer than the timeout completes; one that
+/// stalls gets 408, the client's fault, however often, and the endpoint
+/// stays in.
+async fn uploads_are_timed_by_their_progress(l: Listener) {
+    let extra = "    healthCheck: {passive: {consecutiveFailures: 2, baseEjectionTime: 60s}}\n";
+    let s = Setup::start_with(extra, |c| {
+        c.proxy.request_timeout = Duration::from_millis(700);
+    })
+    .await;
+    // 14 chunks, one every 100 ms: twice the timeout in all.
+    let mut c = s.raw(l).await;
+    c.send(&format!(
+        "POST /up HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 14000\r\n\r\n"
+    ))
+    .await;
+    for _ in 0..14 {
+        c.send(&"x".repeat(1000)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = c.response(false).await;
+    assert_eq!(r.status, 200, "{l:?}: a steady upload was cut: {r:?}");
+    let got = s.app.requests();
+    assert_eq!(got.len(), 1);
+    assert!(got[0].bytes.ends_with(&[b'x'; 14000]), "{l:?}");
+
+    for _ in 0..3 {
+        let mut c = s.raw(l).await;
+        c.send(&format!(
+            "POST /stalled HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 5000\r\n\r\n{}",
+            "x".repeat(1000)
+        ))
+        .await;
+        let started = std::time::Instant::now();
+        let r = c.response(false).await;
+        assert_eq!(r.status, 408, "{l:?}: {r:?}");
+        assert!(started.elapsed() >= Duration::from_millis(600), "{l:?}");
+    }
+    let mut c = s.raw(l).await;
+    c.send(&get("/fine")).await;
+    assert_eq!(
+        c.response(false).await.status,
+        200,
+        "{l:?}: the endpoint was blamed"
+    );
+    let routes = admin_get(&s.gw, "/routes").await.text();
+    assert!(!routes.contains("\"ejected\""), "{routes}");
+    s.shutdown().await;
+}
+
 on_both_listeners!(
+    uploads_are_timed_by_their_progress,
     slowloris_heads_are_cut,
     slow_readers_release_everything,
     idle_connections_by_the_thousand_are_closed,

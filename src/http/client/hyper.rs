@@ -25,6 +25,7 @@ use tokio::net::TcpStream;
 use tracing::debug;
 
 use super::body::{Switched, UpstreamBody};
+use super::pace::{Pace, Paced, Stalled};
 use super::{Deadlines, Error, Head, OutBody, PoolConfig, UpstreamError};
 
 /// How a backend is spoken to through hyper.
@@ -64,7 +65,7 @@ enum Sender<B> {
 
 /// One worker's connections to protocol backends.
 pub struct Clients<B> {
-    conns: Mutex<HashMap<Key, Entry<B>>>,
+    conns: Mutex<HashMap<Key, Entry<Paced<B>>>>,
     config: PoolConfig,
 }
 
@@ -85,13 +86,13 @@ where
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Entry<B>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Entry<Paced<B>>>> {
         self.conns.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// A connection that can take a request now: the shared HTTP/2 one,
     /// or an idle HTTP/1.1 one whose previous response has completed.
-    fn take(&self, key: Key, now: Instant) -> Option<Sender<B>> {
+    fn take(&self, key: Key, now: Instant) -> Option<Sender<Paced<B>>> {
         let mut conns = self.lock();
         match conns.get_mut(&key)? {
             Entry::H2(s) if !s.is_closed() => Some(Sender::H2(s.clone())),
@@ -108,7 +109,7 @@ where
         }
     }
 
-    fn put(&self, key: Key, sender: Sender<B>, now: Instant) {
+    fn put(&self, key: Key, sender: Sender<Paced<B>>, now: Instant) {
         let mut conns = self.lock();
         match sender {
             Sender::H2(s) => {
@@ -236,6 +237,7 @@ where
     // the backend may have chosen HTTP/2.
     let upgrade = head.upgrade();
     let key = (proto.id ^ u64::from(upgrade), addr);
+    let pace = Pace::new(deadlines.started);
     let exchange = async {
         let sender = match clients.take(key, deadlines.started) {
             Some(s) => s,
@@ -245,7 +247,7 @@ where
         let body = body
             .take()
             .ok_or(Error::Request("request body already sent"))?;
-        let req = request(head, proto, addr, body, http2)?;
+        let req = request(head, proto, addr, Paced::new(body, pace.clone()), http2)?;
         let upstream = |e| Error::Exchange {
             addr,
             source: UpstreamError::Hyper(e),
@@ -264,13 +266,29 @@ where
             }
         }
     };
-    let deadline = tokio::time::Instant::from_std(deadlines.started + deadlines.request);
-    let mut resp = tokio::time::timeout_at(deadline, exchange)
-        .await
-        .unwrap_or(Err(Error::Timeout {
-            addr,
-            timeout: deadlines.request,
-        }))?;
+    // The deadline follows the body's pace (see `super::pace`).
+    let mut deadline = tokio::time::Instant::from_std(deadlines.started + deadlines.request);
+    let mut exchange = std::pin::pin!(exchange);
+    let mut resp = loop {
+        if let Ok(r) = tokio::time::timeout_at(deadline, exchange.as_mut()).await {
+            break r?;
+        }
+        match pace.recheck(deadlines.request, tokio::time::Instant::now()) {
+            Ok(later) => deadline = later,
+            Err(Stalled::Client) => {
+                return Err(Error::Exchange {
+                    addr,
+                    source: UpstreamError::ClientBodyStalled(deadlines.request),
+                });
+            }
+            Err(Stalled::Upstream) => {
+                return Err(Error::Timeout {
+                    addr,
+                    timeout: deadlines.request,
+                });
+            }
+        }
+    };
     let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
     let switched = if switching {
         if !upgrade {

@@ -14,6 +14,7 @@ mod body;
 mod conn;
 pub mod fetch;
 mod hyper;
+mod pace;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -36,6 +37,7 @@ use super::io::Source;
 use super::timer::LazyDeadline;
 use super::wire::{self, BodyFraming, RequestFraming, ResponseHead, WireError};
 use conn::Conn;
+use pace::{Pace, Paced, Stalled};
 
 /// Why an exchange with an upstream failed after connecting.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +52,8 @@ pub enum UpstreamError {
     Truncated,
     #[error("the client's request body failed")]
     ClientBody,
+    #[error("the client sent none of the rest of its body for {0:?}")]
+    ClientBodyStalled(Duration),
     #[error(transparent)]
     Hyper(#[from] ::hyper::Error),
     #[error("TLS handshake failed: {0}")]
@@ -228,6 +232,7 @@ pub async fn send<P: Peer + 'static, B: OutBody>(
         addr,
         timeout: deadlines.request,
     };
+    let pace = Pace::new(deadlines.started);
     let exchange = async {
         let replayable = matches!(body, Some(ReqBody::Inline(_)));
         let mut conn = match pool.take(addr, deadlines.started) {
@@ -236,7 +241,16 @@ pub async fn send<P: Peer + 'static, B: OutBody>(
         };
         conn.last_used = deadlines.started;
         loop {
-            let attempt = exchange(&mut conn, head, method, body, deadline).await;
+            let attempt = exchange(
+                &mut conn,
+                head,
+                method,
+                body,
+                deadline,
+                &pace,
+                deadlines.request,
+            )
+            .await;
             match attempt {
                 Ok(ok) => return Ok((conn, ok)),
                 // A kept-alive connection the server closed just before our
@@ -337,6 +351,18 @@ async fn within<F: Future>(deadline: &mut LazyDeadline, f: F) -> Option<F::Outpu
 
 type Writer = tokio::task::JoinHandle<Result<tokio::net::tcp::OwnedWriteHalf, UpstreamError>>;
 
+/// A body writer that stops when its exchange fails: it would otherwise
+/// go on reading the client and holding the upstream connection.
+struct WriterGuard(Option<Writer>);
+
+impl Drop for WriterGuard {
+    fn drop(&mut self) {
+        if let Some(w) = self.0.take() {
+            w.abort();
+        }
+    }
+}
+
 /// What woke an exchange waiting for its response head.
 enum Event {
     Read(std::io::Result<usize>),
@@ -346,12 +372,18 @@ enum Event {
 
 /// Writes the request and reads the response head on `conn`, by
 /// `deadline`.
+///
+/// While the body streams the deadline follows its [`Pace`]: only time
+/// without progress counts, and the upstream has `timeout` from the body's
+/// end. The body's writer is stopped when the exchange fails.
 async fn exchange<B: OutBody>(
     conn: &mut Conn,
     head: &[u8],
     method: &Method,
     body: &mut Option<ReqBody<B>>,
     deadline: tokio::time::Instant,
+    pace: &Arc<Pace>,
+    timeout: Duration,
 ) -> Result<(ResponseHead, Option<Writer>), Attempt> {
     let Some(mut w) = conn.write.take() else {
         return Err(Attempt::Stale(UpstreamError::ClosedEarly));
@@ -363,7 +395,7 @@ async fn exchange<B: OutBody>(
         }
         none => none.insert(LazyDeadline::new(deadline)),
     };
-    let mut writer = None;
+    let mut writer = WriterGuard(None);
     let write = match body.take() {
         Some(ReqBody::Inline(bytes)) => {
             let r = if bytes.is_empty() {
@@ -386,7 +418,8 @@ async fn exchange<B: OutBody>(
         }) => {
             let r = within(timer, w.write_all(head)).await;
             if let Some(Ok(())) = r {
-                writer = Some(tokio::spawn(body::write_body(w, body, first, chunked)));
+                let body = Paced::new(body, pace.clone());
+                writer.0 = Some(tokio::spawn(body::write_body(w, body, first, chunked)));
             }
             r
         }
@@ -403,7 +436,7 @@ async fn exchange<B: OutBody>(
         if !conn.buf.is_empty() || received {
             match wire::parse_response_head(&mut conn.buf, method) {
                 Ok(Some(head)) if head.status.is_informational() && !head.upgrade => continue,
-                Ok(Some(head)) => return Ok((head, writer)),
+                Ok(Some(head)) => return Ok((head, writer.0.take())),
                 Ok(None) => {}
                 Err(e) => return Err(Attempt::Failed(e.into())),
             }
@@ -415,7 +448,7 @@ async fn exchange<B: OutBody>(
             // A request body that fails on the client's side ends the
             // exchange at once, as the client's fault: the upstream would
             // only wait for the rest of it.
-            if let Some(w) = writer.as_mut()
+            if let Some(w) = writer.0.as_mut()
                 && let Poll::Ready(done) = Pin::new(w).poll(cx)
             {
                 return Poll::Ready(Event::Written(done));
@@ -428,9 +461,20 @@ async fn exchange<B: OutBody>(
         .await;
         let filled = match event {
             Event::Read(r) => r,
-            Event::Expired => return Err(Attempt::TimedOut),
+            Event::Expired => match pace.recheck(timeout, tokio::time::Instant::now()) {
+                Ok(later) => {
+                    if let Some(t) = conn.deadline.as_mut() {
+                        t.set(later);
+                    }
+                    continue;
+                }
+                Err(Stalled::Client) => {
+                    return Err(Attempt::Failed(UpstreamError::ClientBodyStalled(timeout)));
+                }
+                Err(Stalled::Upstream) => return Err(Attempt::TimedOut),
+            },
             Event::Written(done) => {
-                writer = None;
+                writer.0 = None;
                 match done {
                     Ok(Ok(w)) => conn.write = Some(w),
                     Ok(Err(UpstreamError::ClientBody)) => {

@@ -67,6 +67,13 @@ fn client_fault(e: ProxyError, probe: Option<&FaultProbe>) -> ProxyError {
                 ..
             },
         ) => ProxyError::Client(ClientFault::Aborted),
+        (
+            None,
+            ProxyError::Upstream {
+                source: UpstreamError::ClientBodyStalled(_),
+                ..
+            },
+        ) => ProxyError::Client(ClientFault::Stalled),
         _ => e,
     }
 }
