@@ -237,7 +237,11 @@ where
     // the backend may have chosen HTTP/2.
     let upgrade = head.upgrade();
     let key = (proto.id ^ u64::from(upgrade), addr);
-    let pace = Pace::new(deadlines.started);
+    // Only a body still to come has a pace to follow.
+    let pace = body
+        .as_ref()
+        .is_some_and(|b| !b.is_end_stream())
+        .then(|| Pace::new(deadlines.started));
     let exchange = async {
         let sender = match clients.take(key, deadlines.started) {
             Some(s) => s,
@@ -273,7 +277,11 @@ where
         if let Ok(r) = tokio::time::timeout_at(deadline, exchange.as_mut()).await {
             break r?;
         }
-        match pace.recheck(deadlines.request, tokio::time::Instant::now()) {
+        let rechecked = match &pace {
+            Some(p) => p.recheck(deadlines.request, tokio::time::Instant::now()),
+            None => Err(Stalled::Upstream),
+        };
+        match rechecked {
             Ok(later) => deadline = later,
             Err(Stalled::Client) => {
                 return Err(Error::Exchange {

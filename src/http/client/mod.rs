@@ -232,7 +232,6 @@ pub async fn send<P: Peer + 'static, B: OutBody>(
         addr,
         timeout: deadlines.request,
     };
-    let pace = Pace::new(deadlines.started);
     let exchange = async {
         let replayable = matches!(body, Some(ReqBody::Inline(_)));
         let mut conn = match pool.take(addr, deadlines.started) {
@@ -241,16 +240,7 @@ pub async fn send<P: Peer + 'static, B: OutBody>(
         };
         conn.last_used = deadlines.started;
         loop {
-            let attempt = exchange(
-                &mut conn,
-                head,
-                method,
-                body,
-                deadline,
-                &pace,
-                deadlines.request,
-            )
-            .await;
+            let attempt = exchange(&mut conn, head, method, body, deadlines).await;
             match attempt {
                 Ok(ok) => return Ok((conn, ok)),
                 // A kept-alive connection the server closed just before our
@@ -381,10 +371,11 @@ async fn exchange<B: OutBody>(
     head: &[u8],
     method: &Method,
     body: &mut Option<ReqBody<B>>,
-    deadline: tokio::time::Instant,
-    pace: &Arc<Pace>,
-    timeout: Duration,
+    deadlines: Deadlines,
 ) -> Result<(ResponseHead, Option<Writer>), Attempt> {
+    let deadline = tokio::time::Instant::from_std(deadlines.started + deadlines.request);
+    // Only a body still to come has a pace to follow.
+    let mut pace = None;
     let Some(mut w) = conn.write.take() else {
         return Err(Attempt::Stale(UpstreamError::ClosedEarly));
     };
@@ -418,7 +409,9 @@ async fn exchange<B: OutBody>(
         }) => {
             let r = within(timer, w.write_all(head)).await;
             if let Some(Ok(())) = r {
-                let body = Paced::new(body, pace.clone());
+                let p = Pace::new(deadlines.started);
+                let body = Paced::new(body, Some(p.clone()));
+                pace = Some(p);
                 writer.0 = Some(tokio::spawn(body::write_body(w, body, first, chunked)));
             }
             r
@@ -461,7 +454,11 @@ async fn exchange<B: OutBody>(
         .await;
         let filled = match event {
             Event::Read(r) => r,
-            Event::Expired => match pace.recheck(timeout, tokio::time::Instant::now()) {
+            Event::Expired => match pace
+                .as_ref()
+                .map_or(Err(Stalled::Upstream), |p: &Arc<Pace>| {
+                    p.recheck(deadlines.request, tokio::time::Instant::now())
+                }) {
                 Ok(later) => {
                     if let Some(t) = conn.deadline.as_mut() {
                         t.set(later);
@@ -469,7 +466,9 @@ async fn exchange<B: OutBody>(
                     continue;
                 }
                 Err(Stalled::Client) => {
-                    return Err(Attempt::Failed(UpstreamError::ClientBodyStalled(timeout)));
+                    return Err(Attempt::Failed(UpstreamError::ClientBodyStalled(
+                        deadlines.request,
+                    )));
                 }
                 Err(Stalled::Upstream) => return Err(Attempt::TimedOut),
             },

@@ -82,15 +82,16 @@ impl Pace {
     }
 }
 
-/// A request body that reports its progress to a [`Pace`].
+/// A request body that reports its progress to a [`Pace`], when it has
+/// one (a body that is already complete needs none).
 #[derive(Debug)]
 pub struct Paced<B> {
     inner: B,
-    pace: Arc<Pace>,
+    pace: Option<Arc<Pace>>,
 }
 
 impl<B> Paced<B> {
-    pub fn new(inner: B, pace: Arc<Pace>) -> Self {
+    pub fn new(inner: B, pace: Option<Arc<Pace>>) -> Self {
         Paced { inner, pace }
     }
 }
@@ -104,7 +105,9 @@ impl<B: Body<Data = Bytes> + Unpin> Body for Paced<B> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        let pace = &self.pace;
+        let Some(pace) = &self.pace else {
+            return polled;
+        };
         match &polled {
             Poll::Pending => pace.waiting.store(true, Ordering::Relaxed),
             Poll::Ready(Some(Ok(_))) => {
@@ -160,7 +163,7 @@ mod tests {
         let start = Instant::now();
         let pace = Pace::new(start.into_std());
         let (tx, rx) = mpsc::channel(4);
-        let mut paced = Paced::new(Client(rx), pace.clone());
+        let mut paced = Paced::new(Client(rx), Some(pace.clone()));
         let at = |s: u64| start + Duration::from_secs(s);
 
         // Nothing read yet: the deadline is the request's own, and once it
