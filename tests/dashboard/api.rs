@@ -141,6 +141,9 @@ async fn explain_agrees_with_where_the_proxy_sends_requests() {
         ("GET", "agree.example.com", "/x", vec![]),
         ("GET", "unknown.agree.test", "/", vec![]),
         ("GET", "broken.agree.test", "/", vec![]),
+        // Answered by the gateway whatever the route.
+        ("TRACE", host, "/catalog", vec![]),
+        ("OPTIONS", host, "/catalog", vec!["max-forwards:0"]),
     ];
     for (method, h, path, headers) in cases {
         let pairs: Vec<(&str, &str)> = headers.iter().map(|x| x.split_once(':').unwrap()).collect();
@@ -149,6 +152,11 @@ async fn explain_agrees_with_where_the_proxy_sends_requests() {
             .admin_json(&explain_query(h, path, method, &headers))
             .await;
         let what = format!("{method} {h}{path} {headers:?}");
+        if let Some(status) = e["answeredByGateway"]["status"].as_u64() {
+            assert_eq!(u64::from(proxied.status.as_u16()), status, "{what}: {e}");
+            continue;
+        }
+        assert!(e["answeredByGateway"].is_null(), "{what}: {e}");
         match e["route"].as_str() {
             None => assert_eq!(proxied.status, 404, "{what}: explain says no route"),
             Some(route) => {

@@ -53,6 +53,12 @@ pub fn put_date(out: &mut Vec<u8>) {
 
 /// A `Content-Length` value: digits only, no sign, at most 19 of them.
 pub fn content_length(v: &[u8]) -> Option<u64> {
+    digits(v)
+}
+
+/// A field value of `1*DIGIT` (`Content-Length`, `Max-Forwards`), around
+/// optional whitespace: no sign, at most 19 digits.
+pub fn digits(v: &[u8]) -> Option<u64> {
     let v = v.trim_ascii();
     if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
         return None;

@@ -105,7 +105,7 @@ fn max_forwards(req: &Request<ClientBody>) -> Option<u64> {
     if values.next().is_some() {
         return None;
     }
-    super::head::decimal(v.as_bytes())
+    crate::http::wire::digits(v.as_bytes())
 }
 
 /// Finds the request's route, or why it has none; `port` is the local
