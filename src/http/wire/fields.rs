@@ -51,6 +51,26 @@ pub fn put_date(out: &mut Vec<u8>) {
     });
 }
 
+/// A request's `Cookie` fields as one value, joined with `; `: HTTP/2 and
+/// HTTP/3 clients (browsers among them) send each cookie as a field of its
+/// own, and those MUST be joined before they pass to HTTP/1.1 (RFC 9113
+/// §8.2.3, RFC 9114 §4.2.1), where a server may read only the first (RFC
+/// 6265 §5.4 allows one). One field is returned as it is.
+pub fn cookie_value(headers: &HeaderMap) -> Option<HeaderValue> {
+    let mut values = headers.get_all(header::COOKIE).iter();
+    let first = values.next()?;
+    let Some(second) = values.next() else {
+        return Some(first.clone());
+    };
+    let mut joined = first.as_bytes().to_vec();
+    for v in std::iter::once(second).chain(values) {
+        joined.extend_from_slice(b"; ");
+        joined.extend_from_slice(v.as_bytes());
+    }
+    // Valid field values joined by "; " are a valid field value.
+    HeaderValue::from_bytes(&joined).ok()
+}
+
 /// A `Content-Length` value: digits only, no sign, at most 19 of them.
 pub fn content_length(v: &[u8]) -> Option<u64> {
     digits(v)

@@ -21,8 +21,8 @@ mod response;
 
 pub use chunked::{Chunk, ChunkedDecoder, encode_chunk, encode_last_chunk, put_size};
 pub use fields::{
-    Span, TransferCoding, allowed_in_trailers, content_length, digits, header_map, is_hop_by_hop,
-    put, put_date, put_length, retain_trailers, retain_trailers_in,
+    Span, TransferCoding, allowed_in_trailers, content_length, cookie_value, digits, header_map,
+    is_hop_by_hop, put, put_date, put_length, retain_trailers, retain_trailers_in,
 };
 pub use request::{RequestFraming, RequestHead, Target, parse_request_head};
 pub use response::{

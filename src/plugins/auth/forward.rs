@@ -38,6 +38,7 @@ use tracing::warn;
 use super::trust::{LazyTarget, Trust};
 use crate::api::ForwardAuth;
 use crate::http::client::fetch::{self, FetchError, Options, Request, Target};
+use crate::http::wire::cookie_value;
 use crate::plugins::{BuildEnv, ConfigError, Outcome, Plugin, Rejection, RequestCtx};
 
 const FIELD: &str = "forwardAuth";
@@ -123,6 +124,13 @@ impl ForwardAuthPlugin {
     fn call_headers(&self, ctx: &RequestCtx<'_>) -> Option<HeaderMap> {
         let mut h = HeaderMap::new();
         for name in &self.request_headers {
+            // The call is HTTP/1.1: cookies go as one field.
+            if *name == header::COOKIE {
+                if let Some(v) = cookie_value(ctx.headers) {
+                    h.insert(name.clone(), v);
+                }
+                continue;
+            }
             for value in ctx.headers.get_all(name) {
                 h.append(name.clone(), value.clone());
             }
@@ -490,6 +498,13 @@ mod tests {
         let tenants: Vec<_> = call.get_all("x-tenant").iter().collect();
         assert_eq!(tenants, ["a", "b"]);
         assert!(call.get("cookie").is_none());
+        // Listed, an HTTP/2 client's separate cookies go as one field.
+        let mut listed = c.clone();
+        listed.request_headers = vec!["Cookie".into()];
+        h.append("cookie", HeaderValue::from_static("theme=dark"));
+        let with_cookies = concrete(&listed).call_headers(&ctx(&h, None)).unwrap(); // ok: test code
+        let cookies: Vec<_> = with_cookies.get_all("cookie").iter().collect();
+        assert_eq!(cookies, ["secret=1; theme=dark"]);
         assert_eq!(call["x-forwarded-method"], "DELETE");
         assert_eq!(call["x-forwarded-proto"], "http");
         assert_eq!(call["x-forwarded-host"], "shop.test");

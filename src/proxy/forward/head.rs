@@ -7,7 +7,7 @@ use http::Method;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use crate::http::client::Head;
-use crate::http::wire::{RequestFraming, digits, put, put_length};
+use crate::http::wire::{RequestFraming, cookie_value, digits, put, put_length};
 use crate::proxy::server::ClientInfo;
 use crate::telemetry::trace::{TRACEPARENT, TRACESTATE};
 
@@ -235,11 +235,7 @@ impl ForwardHead<'_> {
     /// headers that pass, then the forwarding headers.
     ///
     /// `h1`: the upstream speaks HTTP/1.1, which gets `Host`, and the
-    /// client's `Cookie` fields as one: HTTP/2 and HTTP/3 clients (browsers
-    /// among them) send each cookie as a field of its own, and those MUST
-    /// be joined with `; ` before they pass to HTTP/1.1 (RFC 9113 §8.2.3,
-    /// RFC 9114 §4.2.1), where a backend may read only the first (RFC 6265
-    /// §5.4 allows one).
+    /// client's `Cookie` fields as one (see [`cookie_value`]).
     fn headers_into(&self, out: &mut impl Sink, h1: bool) {
         let named: Vec<&str> = if self.headers.contains_key(header::CONNECTION) {
             self.headers
@@ -291,29 +287,15 @@ impl ForwardHead<'_> {
                 // first writes them all.
                 if !cookies_joined {
                     cookies_joined = true;
-                    self.joined_cookies(out);
+                    if let Some(v) = cookie_value(self.headers) {
+                        out.put(name, &v);
+                    }
                 }
                 continue;
             }
             out.put(name, value);
         }
         self.forwarded(out);
-    }
-
-    /// The request's `Cookie` fields as one, joined with `; `.
-    fn joined_cookies(&self, out: &mut impl Sink) {
-        let mut values = self.headers.get_all(header::COOKIE).iter();
-        let Some(first) = values.next() else { return };
-        let Some(second) = values.next() else {
-            out.put(&header::COOKIE, first);
-            return;
-        };
-        let mut joined = first.as_bytes().to_vec();
-        for v in std::iter::once(second).chain(values) {
-            joined.extend_from_slice(b"; ");
-            joined.extend_from_slice(v.as_bytes());
-        }
-        out.put_bytes(&header::COOKIE, &joined);
     }
 
     /// Unless the client is a trusted proxy, forwarding headers it sent are
