@@ -344,3 +344,56 @@ async fn hosts_that_ask_for_client_certificates_are_not_offered_http3() {
     assert_eq!(backend.count(), 1);
     gw.shutdown().await;
 }
+
+/// The edge rules of the other listeners hold over HTTP/3: TRACE is
+/// refused (its route does not name it), `Proxy` never reaches the
+/// backend, `Max-Forwards: 0` on OPTIONS is the gateway's to answer, and a
+/// 204 carries no length.
+#[tokio::test]
+async fn trace_proxy_max_forwards_and_no_content_as_over_tcp() {
+    let backend = Capture::with(|r| {
+        if r.line().starts_with("GET /204 ") {
+            b"HTTP/1.1 204 No Content\r\ncontent-length: 5\r\n\r\nhello".to_vec()
+        } else {
+            common::wire::ok("fine")
+        }
+    })
+    .await;
+    let manifests = service("app", &[backend.addr]) + &limited_route("edge", "", None);
+    let gw = TestGateway::start_with(&manifests, h3_on()).await;
+    let mut client = H3::open(gw.https(), "edge.test").await;
+
+    let trace = Request::builder()
+        .method("TRACE")
+        .uri("https://edge.test/t")
+        .body(())
+        .unwrap();
+    assert_eq!(
+        client.request(trace, b"").await.status,
+        StatusCode::METHOD_NOT_ALLOWED
+    );
+    let options = Request::builder()
+        .method("OPTIONS")
+        .uri("https://edge.test/o")
+        .header("max-forwards", "0")
+        .body(())
+        .unwrap();
+    let r = client.request(options, b"").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.header("allow").is_some());
+    assert_eq!(backend.count(), 0, "{:?}", backend.requests());
+
+    let proxied = Request::get("https://edge.test/p")
+        .header("proxy", "http://evil.example:3128")
+        .body(())
+        .unwrap();
+    assert_eq!(client.request(proxied, b"").await.status, StatusCode::OK);
+    let r = client.get("edge.test", "/204").await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert_eq!(r.header("content-length"), None);
+    assert!(r.body.is_empty());
+    let got = backend.requests();
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(got[0].headers("proxy").is_empty(), "{}", got[0].text());
+    gw.shutdown().await;
+}
