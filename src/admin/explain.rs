@@ -11,10 +11,10 @@ use std::fmt::Write as _;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use serde_json::{Value, json};
 
-use crate::http::wire::digits;
+use crate::proxy::OwnAnswer;
 use crate::routing::{
-    EncodedSlashes, PathError, RequestView, Route, RouteTable, TableSpec, form_decode,
-    normalize_host, normalize_path,
+    EncodedSlashes, PathError, RequestView, RouteTable, TableSpec, form_decode, normalize_host,
+    normalize_path,
 };
 
 /// Why a request to explain cannot be read. The message names the
@@ -118,35 +118,6 @@ fn encode(s: &str) -> String {
     out
 }
 
-/// What the gateway answers itself instead of the route, by the proxy's
-/// rules (see `proxy::forward::request`), so that an explanation says what
-/// the request gets.
-fn own_answer(method: &Method, headers: &HeaderMap, route: Option<&Route>) -> Option<Value> {
-    let max_forwards = || {
-        let mut values = headers.get_all(http::header::MAX_FORWARDS).iter();
-        match (values.next(), values.next()) {
-            (Some(v), None) => digits(v.as_bytes()),
-            _ => None,
-        }
-    };
-    let (status, why) = if *method == Method::CONNECT {
-        (405, "CONNECT: no route tunnels")
-    } else if *method == Method::OPTIONS && max_forwards() == Some(0) {
-        (
-            200,
-            "OPTIONS with Max-Forwards: 0 is answered by the gateway, its final recipient",
-        )
-    } else if *method == Method::TRACE && route.is_some_and(|r| !r.names_method(&Method::TRACE)) {
-        (
-            405,
-            "TRACE reaches only a route that names it in its methods",
-        )
-    } else {
-        return None;
-    };
-    Some(json!({"status": status, "why": why}))
-}
-
 /// The explanation of `req` against `table` (built from `spec`), as the
 /// admin port serves it.
 pub fn explain(
@@ -221,7 +192,9 @@ pub fn explain(
         .and_then(|r| r.https_redirect)
         .map(|c| c.as_u16())
         .into();
-    out["answeredByGateway"] = own_answer(&req.method, &req.headers, chosen.map(|r| &**r)).into();
+    out["answeredByGateway"] = OwnAnswer::of(&req.method, &req.headers, chosen.map(|r| &**r))
+        .map(|a| json!({"status": a.status().as_u16(), "why": a.why()}))
+        .into();
     out["plugins"] = plugins.into();
     out["backends"] = backends.into();
     Ok(out)

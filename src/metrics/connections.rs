@@ -14,8 +14,8 @@ use std::time::Instant;
 
 use metrics::{Counter, Gauge};
 
-use super::route::seconds;
-use super::{CONNECTIONS_ACTIVE, CONNECTIONS_TOTAL, REFRESH, labels};
+use super::route::{fresh, seconds};
+use super::{CONNECTIONS_ACTIVE, CONNECTIONS_TOTAL, labels};
 
 struct Handles {
     tls: bool,
@@ -40,8 +40,8 @@ fn opened_in(cache: &Mutex<Vec<Handles>>, tls: bool, protocol: &'static str, now
     let at = all
         .iter()
         .position(|h| h.tls == tls && h.protocol == protocol);
-    let fresh = at.filter(|&i| now_s.saturating_sub(all[i].registered_at) < REFRESH.as_secs());
-    let i = match (fresh, at) {
+    let current = at.filter(|&i| fresh(all[i].registered_at, now_s));
+    let i = match (current, at) {
         (Some(i), _) => i,
         (None, stale) => {
             let listener = if tls { "https" } else { "http" };
@@ -145,7 +145,7 @@ mod tests {
             assert_eq!(value(&r, CONNECTIONS_TOTAL, "h1"), 1);
             assert_eq!(value(&r, CONNECTIONS_TOTAL, "h2"), 3);
             // Old handles are registered again, into the same series.
-            let later = 10 + REFRESH.as_secs();
+            let later = 10 + crate::metrics::REFRESH.as_secs();
             let _later = opened_in(&cache, true, "h2", later);
             assert_eq!(r.lookups.load(Ordering::Relaxed), 6);
             assert_eq!(value(&r, CONNECTIONS_TOTAL, "h2"), 4);

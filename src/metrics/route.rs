@@ -29,6 +29,12 @@ pub(super) fn seconds(now: Instant) -> u64 {
     now.saturating_duration_since(epoch()).as_secs()
 }
 
+/// Whether handles registered at `registered_at` are still in use at
+/// `now_s` (both from [`seconds`]), or must be registered again.
+pub(super) fn fresh(registered_at: u64, now_s: u64) -> bool {
+    now_s.saturating_sub(registered_at) < REFRESH.as_secs()
+}
+
 /// Status-class counters, each registered on first use, so a route that
 /// never answers 1xx has no 1xx series. Index 5 is "no status" (an error).
 type ByClass = [OnceLock<Counter>; 6];
@@ -81,7 +87,7 @@ impl RouteMetrics {
         let now_s = seconds(now);
         let guard = self.handles.load();
         if let Some(h) = guard.as_deref()
-            && now_s.saturating_sub(h.registered_at) < REFRESH.as_secs()
+            && fresh(h.registered_at, now_s)
         {
             return f(h);
         }
@@ -204,7 +210,7 @@ impl PluginMetrics {
         let guard = self.handles.load();
         let fresh = guard
             .as_deref()
-            .is_some_and(|h| now_s.saturating_sub(h.registered_at) < REFRESH.as_secs());
+            .is_some_and(|h| fresh(h.registered_at, now_s));
         if !fresh {
             drop(guard);
             let time_labels = if full_detail() {

@@ -34,7 +34,7 @@ mod tls;
 
 pub use body::ResponseBody;
 pub use error::ProxyError;
-pub use forward::Shared;
+pub use forward::{OwnAnswer, Shared};
 pub use health::HealthChecks;
 pub use listener::{Ports, ProxyServer};
 pub use settings::{Http2Settings, Http3Settings, ProxySettings, TlsSettings};

@@ -30,6 +30,8 @@ mod plugins;
 mod request;
 mod respond;
 
+pub use request::OwnAnswer;
+
 use std::borrow::Cow;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};

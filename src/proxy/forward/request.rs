@@ -18,7 +18,7 @@
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use http::{HeaderValue, Method, Request, header};
+use http::{HeaderMap, HeaderValue, Method, Request, header};
 
 use crate::proxy::error::ProxyError;
 use crate::proxy::server::ClientBody;
@@ -98,9 +98,67 @@ fn one_host(req: &Request<ClientBody>) -> Result<Option<HeaderValue>, ProxyError
         .map_err(|_| ProxyError::BadRequest("invalid authority"))
 }
 
-/// The request's `Max-Forwards`, when it has one valid value.
-fn max_forwards(req: &Request<ClientBody>) -> Option<u64> {
-    let mut values = req.headers().get_all(header::MAX_FORWARDS).iter();
+/// A request the gateway answers itself, whatever its route: the one
+/// statement of these rules, which the pipeline and `explain` share.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OwnAnswer {
+    /// `CONNECT`: no route tunnels (405).
+    Connect,
+    /// `TRACE` on a route that does not name it (405).
+    Trace,
+    /// `OPTIONS` with `Max-Forwards: 0`: the gateway is its final
+    /// recipient (200, RFC 9110 §7.6.2).
+    Options,
+}
+
+impl OwnAnswer {
+    /// What the client gets.
+    pub fn status(self) -> http::StatusCode {
+        match self {
+            OwnAnswer::Connect | OwnAnswer::Trace => http::StatusCode::METHOD_NOT_ALLOWED,
+            OwnAnswer::Options => http::StatusCode::OK,
+        }
+    }
+
+    pub fn why(self) -> &'static str {
+        match self {
+            OwnAnswer::Connect => "CONNECT: no route tunnels",
+            OwnAnswer::Trace => "TRACE reaches only a route that names it in its methods",
+            OwnAnswer::Options => {
+                "OPTIONS with Max-Forwards: 0 is answered by the gateway, its final recipient"
+            }
+        }
+    }
+
+    /// Whether the gateway answers a request of `method` and `headers`
+    /// itself. `route` is the one it would take: `None` before routing,
+    /// when only the rules that need no route apply.
+    pub fn of(method: &Method, headers: &HeaderMap, route: Option<&Route>) -> Option<OwnAnswer> {
+        if *method == Method::CONNECT {
+            Some(OwnAnswer::Connect)
+        } else if *method == Method::OPTIONS && max_forwards(headers) == Some(0) {
+            Some(OwnAnswer::Options)
+        } else if *method == Method::TRACE && route.is_some_and(|r| !r.names_method(method)) {
+            Some(OwnAnswer::Trace)
+        } else {
+            None
+        }
+    }
+}
+
+impl From<OwnAnswer> for Unrouted {
+    fn from(a: OwnAnswer) -> Self {
+        match a {
+            OwnAnswer::Options => Unrouted::OwnOptions,
+            OwnAnswer::Connect => ProxyError::MethodNotAllowed(Method::CONNECT).into(),
+            OwnAnswer::Trace => ProxyError::MethodNotAllowed(Method::TRACE).into(),
+        }
+    }
+}
+
+/// A request's `Max-Forwards`, when it has one valid value.
+fn max_forwards(headers: &HeaderMap) -> Option<u64> {
+    let mut values = headers.get_all(header::MAX_FORWARDS).iter();
     let v = values.next()?;
     if values.next().is_some() {
         return None;
@@ -117,11 +175,8 @@ pub(super) fn route(
     port: u16,
 ) -> Result<Matched, Unrouted> {
     let method = req.method();
-    if *method == Method::CONNECT {
-        return Err(ProxyError::MethodNotAllowed(Method::CONNECT).into());
-    }
-    if *method == Method::OPTIONS && max_forwards(req) == Some(0) {
-        return Err(Unrouted::OwnOptions);
+    if let Some(a) = OwnAnswer::of(method, req.headers(), None) {
+        return Err(a.into());
     }
     if req.uri().path() == "*" {
         return if *method == Method::OPTIONS {
@@ -157,8 +212,8 @@ pub(super) fn route(
     };
     let table = table.load();
     let route = table.find(&view).ok_or(ProxyError::NoRoute)?.clone();
-    if *method == Method::TRACE && !route.names_method(&Method::TRACE) {
-        return Err(ProxyError::MethodNotAllowed(Method::TRACE).into());
+    if let Some(a) = OwnAnswer::of(method, req.headers(), Some(&route)) {
+        return Err(a.into());
     }
     let certs = table.certs();
     let client_auth = certs
