@@ -38,7 +38,15 @@ async fn routes_by_host_and_path_to_the_right_backend() {
     );
     assert!(seen.contains("\r\nhost: shop.test\r\n"), "{seen}");
     assert!(seen.contains("\r\nx-forwarded-proto: https\r\n"), "{seen}");
-    assert!(seen.ends_with("\r\n\r\n"), "no body: {seen}");
+    // A GET whose stream ends after its head has no body and no framing:
+    // the head is all the backend receives.
+    assert_eq!(
+        seen.find("\r\n\r\n"),
+        Some(seen.len() - 4),
+        "no body: {seen}"
+    );
+    assert!(!seen.contains("transfer-encoding"), "{seen}");
+    assert!(!seen.contains("content-length"), "{seen}");
     let seen = only_request(&shop);
     assert!(seen.starts_with("GET /cart HTTP/1.1\r\n"), "{seen}");
     gw.shutdown().await;

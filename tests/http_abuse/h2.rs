@@ -229,6 +229,39 @@ async fn stalled_heads_and_idle_connections_time_out(l: Listener) {
     s.shutdown().await;
 }
 
+/// A GET whose stream ends in an empty DATA frame after its head, as
+/// some clients send it, has no body: the upstream gets the head alone,
+/// without a chunked framing of nothing.
+async fn an_end_after_the_head_is_no_body(l: Listener) {
+    let s = Setup::start().await;
+    let mut c = raw_h2(&s, l).await;
+    let mut batch = frame(
+        HEADERS,
+        END_HEADERS,
+        1,
+        &get_block(l == Listener::Tls, "/late-end"),
+    );
+    batch.extend(frame(DATA, END_STREAM, 1, &[]));
+    c.send_bytes(&batch).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while s.app.requests().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "{l:?}: nothing reached the backend"
+        );
+        assert!(c.fill().await, "{l:?}: connection closed");
+    }
+    let seen = s.app.requests()[0].text();
+    assert!(
+        seen.starts_with("GET /late-end HTTP/1.1\r\n"),
+        "{l:?}: {seen}"
+    );
+    assert_eq!(seen.find("\r\n\r\n"), Some(seen.len() - 4), "{l:?}: {seen}");
+    assert!(!seen.contains("transfer-encoding"), "{l:?}: {seen}");
+    assert!(!seen.contains("content-length"), "{l:?}: {seen}");
+    s.shutdown().await;
+}
+
 type Sender = http2::SendRequest<Empty<Bytes>>;
 
 /// An HTTP/2 client connection through hyper.
@@ -353,4 +386,5 @@ on_both_listeners!(
     authority_and_connect_rules,
     streams_not_read_release_the_upstream,
     a_no_content_answer_has_no_length,
+    an_end_after_the_head_is_no_body,
 );
