@@ -7,12 +7,28 @@
 //! timer fires before the recorded deadline it is re-armed to it, so it
 //! costs one timer operation per period instead of two per request.
 //! Moving the deadline earlier re-arms it at once.
+//!
+//! [`within`] is `tokio::time::timeout` for steps that are usually done
+//! at once (a response head handed to a QUIC stream's buffer): it reads
+//! the clock and builds a timer only when the step has to wait.
 
-use std::future::Future;
-use std::pin::Pin;
-use std::task::Context;
+use std::future::{Future, IntoFuture};
+use std::pin::{Pin, pin};
+use std::task::{Context, Poll};
+use std::time::Duration;
 
+use tokio::time::error::Elapsed;
 use tokio::time::{Instant, Sleep};
+
+/// `fut`'s output, or [`Elapsed`] when it waited `limit` without one. The
+/// limit counts from the first time `fut` had to wait.
+pub async fn within<F: IntoFuture>(limit: Duration, fut: F) -> Result<F::Output, Elapsed> {
+    let mut fut = pin!(fut.into_future());
+    if let Poll::Ready(out) = std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await {
+        return Ok(out);
+    }
+    tokio::time::timeout(limit, fut).await
+}
 
 #[derive(Debug)]
 pub struct LazyDeadline {
@@ -51,9 +67,24 @@ impl LazyDeadline {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn within_times_only_what_waits() {
+        let limit = Duration::from_secs(1);
+        assert_eq!(within(limit, async { 7 }).await.ok(), Some(7));
+        let start = Instant::now();
+        let slow = tokio::time::sleep(Duration::from_secs(5));
+        assert!(within(limit, slow).await.is_err());
+        assert_eq!(start.elapsed(), limit);
+        let start = Instant::now();
+        let late = async {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            8
+        };
+        assert_eq!(within(limit, late).await.ok(), Some(8));
+        assert_eq!(start.elapsed(), Duration::from_millis(500));
+    }
 
     async fn expired(d: &mut LazyDeadline) -> bool {
         std::future::poll_fn(|cx| std::task::Poll::Ready(d.poll_expired(cx))).await

@@ -18,7 +18,9 @@
 //! finish (the listener bounds that by the shutdown grace period), then
 //! closes.
 
+use std::pin::pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -26,12 +28,13 @@ use h3::error::{Code, StreamError};
 use h3::server::{RequestResolver, RequestStream};
 use http::{HeaderMap, HeaderName, Response, StatusCode, header};
 use http_body_util::BodyExt;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::time::{Instant, sleep_until, timeout};
 use tracing::debug;
 
 use super::h3_body::H3Body;
 use super::{ClientBody, ClientInfo, Counted, Handler, SendTimeout, Server};
+use crate::http::timer::within;
 
 /// How long a connection being closed may wait for its client to close
 /// it after GOAWAY, so that the last responses are delivered.
@@ -41,29 +44,59 @@ type Conn = h3::server::Connection<h3_quinn::Connection, Bytes>;
 type Resolver = RequestResolver<h3_quinn::Connection, Bytes>;
 type SendStream = RequestStream<h3_quinn::SendStream<Bytes>, Bytes>;
 
-/// Requests open on a connection, and when the last one ended.
-#[derive(Clone, Copy)]
+/// Requests open on a connection, and when the last one ended. A
+/// request's start and end are an uncontended addition each; the clock is
+/// read, and a closing connection woken, only when the last open request
+/// ends.
 struct Activity {
-    open: usize,
-    since: Instant,
+    open: AtomicUsize,
+    /// When the count last fell to zero, in nanoseconds from `origin`.
+    since: AtomicU64,
+    origin: Instant,
+    /// Woken when the count falls to zero.
+    idle: Notify,
+}
+
+impl Activity {
+    fn new(origin: Instant) -> Activity {
+        Activity {
+            open: AtomicUsize::new(0),
+            since: AtomicU64::new(0),
+            origin,
+            idle: Notify::new(),
+        }
+    }
+
+    fn open(&self) -> usize {
+        self.open.load(Ordering::Acquire)
+    }
+
+    fn since(&self) -> Instant {
+        self.origin + Duration::from_nanos(self.since.load(Ordering::Acquire))
+    }
 }
 
 /// Counts a request open until dropped.
-struct Open(Arc<watch::Sender<Activity>>);
+struct Open(Arc<Activity>);
 
 impl Open {
-    fn new(activity: &Arc<watch::Sender<Activity>>) -> Open {
-        activity.send_modify(|a| a.open += 1);
+    fn new(activity: &Arc<Activity>) -> Open {
+        activity.open.fetch_add(1, Ordering::AcqRel);
         Open(activity.clone())
     }
 }
 
 impl Drop for Open {
     fn drop(&mut self) {
-        self.0.send_modify(|a| {
-            a.open = a.open.saturating_sub(1);
-            a.since = Instant::now();
-        });
+        let a = &self.0;
+        if a.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let since = Instant::now().saturating_duration_since(a.origin);
+            a.since.store(
+                u64::try_from(since.as_nanos()).unwrap_or(u64::MAX),
+                Ordering::Release,
+            );
+            a.idle.notify_waiters();
+        }
     }
 }
 
@@ -100,10 +133,7 @@ pub async fn serve<H: Handler>(
     };
     let client = Arc::new(client);
     let origin = Instant::now();
-    let activity = Arc::new(watch::Sender::new(Activity {
-        open: 0,
-        since: origin,
-    }));
+    let activity = Arc::new(Activity::new(origin));
     let mut ever_opened = false;
     let mut tick = std::pin::pin!(sleep_until(origin + settings.header_read_timeout));
     loop {
@@ -128,21 +158,21 @@ pub async fn serve<H: Handler>(
             }
             () = &mut tick => {
                 let now = Instant::now();
-                let a = *activity.borrow();
                 let limit = if ever_opened {
                     settings.keepalive_timeout
                 } else {
                     settings.header_read_timeout
                 };
-                if a.open > 0 {
+                let since = activity.since();
+                if activity.open() > 0 {
                     tick.as_mut().reset(now + limit);
-                } else if now >= a.since + limit {
+                } else if now >= since + limit {
                     // No request runs, so only GOAWAY's sending can wait.
                     let _ = timeout(GOODBYE, goodbye(&mut conn, &server, &client, &activity)).await;
                     let _ = timeout(GOODBYE, quic.closed()).await;
                     return;
                 } else {
-                    tick.as_mut().reset(a.since + limit);
+                    tick.as_mut().reset(since + limit);
                 }
             }
         }
@@ -158,22 +188,28 @@ async fn goodbye<H: Handler>(
     conn: &mut Conn,
     server: &Arc<Server<H>>,
     client: &Arc<ClientInfo>,
-    activity: &Arc<watch::Sender<Activity>>,
+    activity: &Arc<Activity>,
 ) {
     // One past the last accepted stream: every request accepted so far
     // is processed.
     if conn.shutdown(1).await.is_err() {
         return;
     }
-    let mut idle = activity.subscribe();
     let mut accepting = true;
     loop {
+        // Listening before looking, so that the last request's end is
+        // not missed between the two.
+        let mut idle = pin!(activity.idle.notified());
+        idle.as_mut().enable();
+        if activity.open() == 0 {
+            return;
+        }
         tokio::select! {
             accepted = conn.accept(), if accepting => match accepted {
                 Ok(Some(resolver)) => spawn_request(resolver, server, client, activity),
                 Ok(None) | Err(_) => accepting = false,
             },
-            _ = idle.wait_for(|a| a.open == 0) => return,
+            () = idle => {}
         }
     }
 }
@@ -182,15 +218,18 @@ fn spawn_request<H: Handler>(
     resolver: Resolver,
     server: &Arc<Server<H>>,
     client: &Arc<ClientInfo>,
-    activity: &Arc<watch::Sender<Activity>>,
+    activity: &Arc<Activity>,
 ) {
     let open = Open::new(activity);
     let server = server.clone();
     let client = client.clone();
-    tokio::spawn(async move {
+    // Boxed where it is built: a task's future is copied as it is
+    // spawned, and overwritten by its output when it ends, both at its
+    // full size.
+    tokio::spawn(crate::boxed::pinned(move || async move {
         request(resolver, &server, &client).await;
         drop(open);
-    });
+    }));
 }
 
 /// Reads one request's head, hands the request to the handler and sends
@@ -198,21 +237,21 @@ fn spawn_request<H: Handler>(
 async fn request<H: Handler>(resolver: Resolver, server: &Server<H>, client: &ClientInfo) {
     let settings = &server.settings;
     let peer = client.peer_ip;
-    let (req, stream) =
-        match timeout(settings.header_read_timeout, resolver.resolve_request()).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => {
-                debug!(%peer, error = %e, "HTTP/3 request refused");
-                if let Some(status) = refusal(&e) {
-                    server.handler.refused(status);
-                }
-                return;
+    let (req, stream) = match within(settings.header_read_timeout, resolver.resolve_request()).await
+    {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            debug!(%peer, error = %e, "HTTP/3 request refused");
+            if let Some(status) = refusal(&e) {
+                server.handler.refused(status);
             }
-            Err(_) => {
-                debug!(%peer, "HTTP/3 request head not complete within the header read timeout");
-                return;
-            }
-        };
+            return;
+        }
+        Err(_) => {
+            debug!(%peer, "HTTP/3 request head not complete within the header read timeout");
+            return;
+        }
+    };
     let (mut send, recv) = stream.split();
     let declared = content_length(req.headers()).and_then(|d| {
         if has_connection_fields(req.headers()) {
@@ -268,7 +307,7 @@ where
     let (mut parts, mut body) = resp.into_parts();
     strip_connection_fields(&mut parts.headers);
     let head = Response::from_parts(parts, ());
-    timeout(send_timeout, send.send_response(head))
+    within(send_timeout, send.send_response(head))
         .await
         .map_err(|_| SendError::Stalled)??;
     while let Some(frame) = body.frame().await {
@@ -281,9 +320,9 @@ where
         };
         let sent = match frame.into_data() {
             Ok(data) if data.is_empty() => continue,
-            Ok(data) => timeout(send_timeout, send.send_data(data)).await,
+            Ok(data) => within(send_timeout, send.send_data(data)).await,
             Err(frame) => match frame.into_trailers() {
-                Ok(trailers) => timeout(send_timeout, send.send_trailers(trailers)).await,
+                Ok(trailers) => within(send_timeout, send.send_trailers(trailers)).await,
                 Err(_) => continue,
             },
         };
@@ -295,7 +334,7 @@ where
             }
         }
     }
-    timeout(send_timeout, send.finish())
+    within(send_timeout, send.finish())
         .await
         .map_err(|_| SendError::Stalled)??;
     Ok(())
