@@ -145,6 +145,9 @@ enum Reply {
     Grpc,
     /// The number of body bytes it got, once it read them all.
     Count,
+    /// The request's framing fields and body length, as
+    /// `framing te=.. cl=.. body=..`.
+    Framing,
 }
 
 impl ProtoBackend {
@@ -200,6 +203,20 @@ where
                         Err(_) => 0,
                     };
                     Response::new(BodyExt::boxed(Full::new(Bytes::from(format!("got {n}")))))
+                }
+                Reply::Framing => {
+                    let field = |name: &str| {
+                        req.headers()
+                            .get(name)
+                            .map_or(String::new(), |v| v.to_str().unwrap().to_owned()) // ok: test code
+                    };
+                    let (te, cl) = (field("transfer-encoding"), field("content-length"));
+                    let n = match req.into_body().collect().await {
+                        Ok(b) => b.to_bytes().len(),
+                        Err(_) => 0,
+                    };
+                    let text = format!("framing te={te} cl={cl} body={n}\n");
+                    Response::new(BodyExt::boxed(Full::new(Bytes::from(text))))
                 }
             })
         }
@@ -620,6 +637,70 @@ async fn uploads_to_tls_backends_are_timed_by_their_progress() {
         ))
         .await;
         assert_eq!(c.response(false).await.status, 408, "{alpn:?}");
+        gw.shutdown().await;
+    }
+}
+
+/// An HTTP/2 `GET` whose stream ends in an empty DATA frame after its head
+/// reaches TLS backends, through hyper's client over HTTP/1.1 and HTTP/2,
+/// without a body or body framing, as it does plain HTTP/1.1 backends
+/// (`http_abuse::h2`).
+#[tokio::test]
+async fn an_end_after_the_head_is_no_body_for_tls_backends() {
+    let ca = Ca::new("upstream CA");
+    let cert = ca.issue(&["api.internal"], "api.internal");
+    for alpn in [&[&b"http/1.1"[..]][..], &[&b"h2"[..]][..]] {
+        let backend =
+            ProtoBackend::start_with(Some(server_config(&cert, None, alpn)), Reply::Framing).await;
+        let m = https_route(
+            backend.addr,
+            Some(&ca.pem),
+            None,
+            "caSecretRef: {name: upstream-ca}, sni: api.internal",
+        );
+        let gw = TestGateway::start(&m).await;
+        // A first request leaves a connection to the backend pooled, so
+        // the next is sent on at once.
+        let mut c = common::wire::Raw::to(&gw, common::wire::Listener::Plain).await;
+        c.send("GET /warm HTTP/1.1\r\nHost: secure.test\r\n\r\n")
+            .await;
+        assert_eq!(c.response(false).await.text(), "framing te= cl= body=0\n");
+        let frame = |kind: u8, flags: u8, payload: &[u8]| {
+            let len = payload.len();
+            let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+            f.extend_from_slice(&1u32.to_be_bytes());
+            f.extend_from_slice(payload);
+            f
+        };
+        // GET http://secure.test/late: static-table and literal fields.
+        let mut block = vec![0x82, 0x86, 0x04, 5];
+        block.extend_from_slice(b"/late");
+        block.extend_from_slice(&[0x01, 11]);
+        block.extend_from_slice(b"secure.test");
+        let mut bytes = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        bytes.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+        bytes.extend(frame(0x1, 0x4, &block));
+        bytes.extend(frame(0x0, 0x1, &[]));
+        let mut c = common::wire::Raw::to(&gw, common::wire::Listener::Plain).await;
+        c.send_bytes(&bytes).await;
+        let seen = loop {
+            let text = String::from_utf8_lossy(&c.buf).into_owned();
+            if let Some(line) = text
+                .split_once("framing ")
+                .and_then(|(_, rest)| rest.split_once('\n'))
+            {
+                break line.0.to_owned();
+            }
+            assert!(c.fill().await, "{alpn:?}: closed: {text:?}");
+        };
+        assert_eq!(seen, "te= cl= body=0", "{alpn:?}");
+        gw.shutdown().await;
+
+        // HTTP/3 ends a GET's stream with a FIN after its HEADERS frame.
+        let gw = TestGateway::start_with(&m, crate::http3::h3_on()).await;
+        let mut h3 = crate::http3::H3::open(gw.https(), "secure.test").await;
+        let r = h3.get("secure.test", "/late").await;
+        assert_eq!(r.text(), "framing te= cl= body=0\n", "{alpn:?}");
         gw.shutdown().await;
     }
 }

@@ -45,12 +45,12 @@ fn config(http3: Option<Http3Settings>) -> GatewayConfig {
     cfg
 }
 
-fn h3_on() -> GatewayConfig {
+pub(crate) fn h3_on() -> GatewayConfig {
     config(Some(Http3Settings::default()))
 }
 
 /// An HTTP/3 client connection.
-struct H3 {
+pub(crate) struct H3 {
     send: h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>,
     quic: quinn::Connection,
     _endpoint: quinn::Endpoint,
@@ -65,7 +65,7 @@ fn client_endpoint() -> quinn::Endpoint {
 }
 
 impl H3 {
-    async fn open(addr: SocketAddr, sni: &str) -> H3 {
+    pub(crate) async fn open(addr: SocketAddr, sni: &str) -> H3 {
         let endpoint = client_endpoint();
         let quic = endpoint.connect(addr, sni).unwrap().await.unwrap();
         let (mut driver, send) = h3::client::new(h3_quinn::Connection::new(quic.clone()))
@@ -95,7 +95,7 @@ impl H3 {
         read_response(&mut stream).await
     }
 
-    async fn get(&mut self, host: &str, path: &str) -> Reply {
+    pub(crate) async fn get(&mut self, host: &str, path: &str) -> Reply {
         let req = Request::get(format!("https://{host}{path}"))
             .body(())
             .unwrap();

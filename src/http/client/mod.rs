@@ -147,38 +147,21 @@ async fn classify<B: OutBody>(
     method: &Method,
     mut body: B,
 ) -> Result<(RequestFraming, ReqBody<B>), BodyFailed> {
-    let no_body = || {
+    if body.is_end_stream() {
         let framing = if matches!(*method, Method::POST | Method::PUT | Method::PATCH) {
             RequestFraming::Length(0)
         } else {
             RequestFraming::None
         };
-        Ok((framing, ReqBody::Inline(Bytes::new())))
-    };
-    if body.is_end_stream() {
-        return no_body();
+        return Ok((framing, ReqBody::Inline(Bytes::new())));
     }
     let exact = body.size_hint().exact();
     let framing = exact.map_or(RequestFraming::Chunked, RequestFraming::Length);
     let chunked = framing == RequestFraming::Chunked;
-    // Empty DATA frames carry nothing, so they are skipped: an HTTP/2
-    // stream may end in one after its head.
-    let polled = std::future::poll_fn(|cx| {
-        loop {
-            match Pin::new(&mut body).poll_frame(cx) {
-                Poll::Ready(Some(Ok(f))) if f.data_ref().is_some_and(Bytes::is_empty) => {}
-                polled => return Poll::Ready(polled),
-            }
-        }
-    })
-    .await;
+    let polled = std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx))).await;
     let first = match polled {
         Poll::Ready(Some(Ok(frame))) => Some(frame),
         Poll::Ready(Some(Err(_))) => return Err(BodyFailed),
-        // A stream that ends where its head does, which HTTP/2 and
-        // HTTP/3 may signal after the head (an empty DATA frame, a FIN
-        // of its own): no body, so no chunked framing of nothing.
-        Poll::Ready(None) if exact.is_none_or(|n| n == 0) => return no_body(),
         Poll::Ready(None) | Poll::Pending => None,
     };
     if let (Some(frame), Some(n)) = (&first, exact)

@@ -28,6 +28,8 @@ pub struct RequestBody {
     /// Where a failure of the client's is recorded; only for bodies that
     /// are still to be read.
     fault: Option<FaultProbe>,
+    /// What [`RequestBody::settle`] read, given out first.
+    first: Option<Box<Result<Frame<Bytes>, ClientBodyError>>>,
 }
 
 /// Tells whether, and how, the client failed its request body. Shared
@@ -131,6 +133,44 @@ impl RequestBody {
             inner: Some(inner),
             limit,
             fault,
+            first: None,
+        }
+    }
+
+    /// Looks at an HTTP/2 or HTTP/3 body without waiting. Those protocols
+    /// may mark a request's end after its head (an empty DATA frame with
+    /// END_STREAM, a QUIC FIN of its own), so a `GET` is not known to have
+    /// no body when its head arrives. A body that has already ended
+    /// becomes none: both upstream clients then send the request without
+    /// body framing (rather than a chunked framing of nothing) and may
+    /// retry it. A frame read here is given out first. HTTP/1.1 bodies are
+    /// framed by their head and not looked at.
+    pub async fn settle(&mut self) {
+        let Some(inner) = self.inner.as_mut() else {
+            return;
+        };
+        let may_end_here = matches!(inner, ClientBody::Hyper(_) | ClientBody::H3(_))
+            && !inner.is_end_stream()
+            && inner.size_hint().exact().is_none_or(|n| n == 0);
+        if !may_end_here {
+            return;
+        }
+        let polled = std::future::poll_fn(|cx| {
+            loop {
+                match Pin::new(&mut *inner).poll_frame(cx) {
+                    Poll::Ready(Some(Ok(f))) if f.data_ref().is_some_and(Bytes::is_empty) => {}
+                    polled => return Poll::Ready(polled),
+                }
+            }
+        })
+        .await;
+        match polled {
+            Poll::Ready(None) => {
+                self.inner = Some(ClientBody::Empty);
+                self.fault = None;
+            }
+            Poll::Ready(Some(frame)) => self.first = Some(Box::new(frame)),
+            Poll::Pending => {}
         }
     }
 
@@ -167,7 +207,10 @@ impl Body for RequestBody {
         let Some(inner) = this.inner.as_mut() else {
             return Poll::Ready(None);
         };
-        let frame = ready!(Pin::new(inner).poll_frame(cx));
+        let frame = match this.first.take() {
+            Some(first) => Some(*first),
+            None => ready!(Pin::new(inner).poll_frame(cx)),
+        };
         if let Some(probe) = &this.fault {
             match &frame {
                 Some(Err(e)) => probe.record(e),
@@ -201,7 +244,9 @@ impl Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.exceeded().is_none() && self.inner.as_ref().is_none_or(Body::is_end_stream)
+        self.exceeded().is_none()
+            && self.first.is_none()
+            && self.inner.as_ref().is_none_or(Body::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {

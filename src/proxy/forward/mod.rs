@@ -378,7 +378,8 @@ impl Worker {
         let client_upgrade = websocket.then(|| ClientUpgrade::on(&mut req));
 
         let (mut parts, body) = req.into_parts();
-        let body = RequestBody::new(body, changes.as_ref().and_then(|c| c.body_limit));
+        let mut body = RequestBody::new(body, changes.as_ref().and_then(|c| c.body_limit));
+        body.settle().await;
         *body_facts = Some((body.is_end_stream().then_some(0), body.fault_probe()));
         if let Some(auth) = &matched.client_auth {
             respond::client_certificate_headers(&mut parts.headers, auth.is_some(), client);
