@@ -31,8 +31,8 @@ RUN cargo install cargo-chef --locked --version "${CARGO_CHEF_VERSION}"
 WORKDIR /src
 
 # 1. The recipe. The build context is what .dockerignore lets through:
-#    Cargo.toml, Cargo.lock, src/, benches/ (targets the manifest names) and
-#    examples/ (the demo's manifests are compiled in).
+#    Cargo.toml, Cargo.lock, src/, benches/ (targets the manifest names),
+#    examples/ (the demo's manifests are compiled in) and vendor/.
 FROM chef AS planner
 COPY . .
 RUN cargo chef prepare --recipe-path recipe.json
@@ -42,6 +42,9 @@ RUN cargo chef prepare --recipe-path recipe.json
 #    builds, hence the lock.
 FROM chef AS builder
 COPY --from=planner /src/recipe.json recipe.json
+# A patched dependency (Cargo.toml's [patch.crates-io]) is a dependency
+# like the others: the recipe names it, the layer builds it.
+COPY vendor vendor
 RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,target=/usr/local/cargo/git,sharing=locked \
     cargo chef cook --locked --release --bin sluicegate --recipe-path recipe.json

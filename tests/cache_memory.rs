@@ -4,9 +4,7 @@
 //! allocated bytes within 10% of the bound. A counting allocator measures
 //! what is really allocated, not what the storage believes it holds.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -16,32 +14,10 @@ use sluicegate::cache::freshness::{self, Settings};
 use sluicegate::cache::key;
 use sluicegate::cache::store::memory::{MemValue, Memory};
 
-struct Counting;
-
-static ALLOCATED: AtomicIsize = AtomicIsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATED.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        ALLOCATED.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATED.fetch_add(
-            new_size as isize - layout.size() as isize,
-            Ordering::Relaxed,
-        );
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+mod counting;
 
 #[global_allocator]
-static A: Counting = Counting;
+static A: counting::Counting = counting::Counting;
 
 /// A stored 1 KiB response as the proxy makes one.
 fn entry(i: u64, now: SystemTime) -> (key::KeyId, MemValue) {
@@ -94,7 +70,7 @@ fn entry(i: u64, now: SystemTime) -> (key::KeyId, MemValue) {
 }
 
 fn allocated() -> isize {
-    ALLOCATED.load(Ordering::Relaxed)
+    counting::allocated()
 }
 
 #[test]
