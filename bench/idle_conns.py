@@ -6,7 +6,8 @@ Opens COUNT connections of each KIND to HOST:PORT and leaves them idle:
   h1-fresh   connected, nothing sent (the header read timeout applies)
   h1-kept    one request answered, then idle (the keep-alive timeout)
   h2-fresh   the HTTP/2 preface and SETTINGS, then idle
-  tls-h1-kept, tls-h2-fresh
+  h2-kept    the preface and SETTINGS, one GET answered, then idle
+  tls-h1-kept, tls-h2-fresh, tls-h2-kept
              the same over TLS to TLS_PORT (ALPN http/1.1 or h2; the
              certificate is not verified)
 Then reads the proxy's RSS from /proc/PID/status (before, with all of them
@@ -16,7 +17,8 @@ how many it closed.
 Usage: idle_conns.py --pid PID --port PORT [--tls-port TLS_PORT]
                      [--host 127.0.0.1] [--count 10000]
                      [--kinds h1-fresh,h1-kept,h2-fresh]
-                     [--request-host bench.local] [--wait 120]
+                     [--request-host bench.local] [--request-path /]
+                     [--wait 120]
 Prints one JSON object. Needs a file-descriptor limit above COUNT.
 """
 
@@ -53,7 +55,31 @@ def tls_context(alpn):
     return TLS_CONTEXTS[alpn]
 
 
-async def open_one(host, port, kind, request_host, tls_port=None):
+def h2_get(authority, path):
+    """A HEADERS frame on stream 1: GET PATH for AUTHORITY, ending the
+    stream. HPACK: the static table's :method GET and :scheme http, then
+    :path and :authority as literals without indexing (no Huffman coding;
+    each shorter than 127 bytes)."""
+    block = b"\x82\x86"
+    for index, value in ((4, path.encode()), (1, authority.encode())):
+        block += bytes([index, len(value)]) + value
+    head = len(block).to_bytes(3, "big") + b"\x01\x05" + (1).to_bytes(4, "big")
+    return head + block
+
+
+async def h2_answered(reader):
+    """Reads frames until stream 1 ends (END_STREAM on HEADERS or DATA)."""
+    while True:
+        head = await reader.readexactly(9)
+        length = int.from_bytes(head[:3], "big")
+        kind, flags = head[3], head[4]
+        stream = int.from_bytes(head[5:9], "big") & 0x7FFFFFFF
+        await reader.readexactly(length)
+        if stream == 1 and kind in (0, 1) and flags & 1:
+            return
+
+
+async def open_one(host, port, kind, request_host, request_path, tls_port=None):
     if kind.startswith("tls-"):
         kind = kind[len("tls-"):]
         alpn = "h2" if kind.startswith("h2") else "http/1.1"
@@ -64,7 +90,7 @@ async def open_one(host, port, kind, request_host, tls_port=None):
         reader, writer = await asyncio.open_connection(host, port)
     if kind == "h1-kept":
         writer.write(
-            f"GET / HTTP/1.1\r\nHost: {request_host}\r\n\r\n".encode()
+            f"GET {request_path} HTTP/1.1\r\nHost: {request_host}\r\n\r\n".encode()
         )
         await writer.drain()
         head = await reader.readuntil(b"\r\n\r\n")
@@ -79,6 +105,10 @@ async def open_one(host, port, kind, request_host, tls_port=None):
         await writer.drain()
         # The server's SETTINGS frame header.
         await reader.readexactly(9)
+    elif kind == "h2-kept":
+        writer.write(PREFACE + SETTINGS + h2_get(request_host, request_path))
+        await writer.drain()
+        await h2_answered(reader)
     return reader, writer
 
 
@@ -106,6 +136,7 @@ async def main():
     p.add_argument("--count", type=int, default=10000)
     p.add_argument("--kinds", default="h1-fresh,h1-kept,h2-fresh")
     p.add_argument("--request-host", default="bench.local")
+    p.add_argument("--request-path", default="/")
     p.add_argument("--wait", type=float, default=120)
     p.add_argument("--batch", type=int, default=200)
     a = p.parse_args()
@@ -126,7 +157,9 @@ async def main():
             n = min(a.batch, a.count - i)
             conns += await asyncio.gather(
                 *(
-                    open_one(a.host, a.port, kind, a.request_host, a.tls_port)
+                    open_one(
+                        a.host, a.port, kind, a.request_host, a.request_path, a.tls_port
+                    )
                     for _ in range(n)
                 )
             )
