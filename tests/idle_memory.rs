@@ -25,6 +25,8 @@ static A: counting::Counting = counting::Counting;
 
 const HOST: &str = "idle.test";
 const CONNECTIONS: usize = 200;
+/// Longer than an idle HTTP/1.1 connection keeps its read buffer (1 s).
+const SETTLE: Duration = Duration::from_millis(1500);
 
 #[derive(Clone, Copy, Debug)]
 enum Kind {
@@ -128,9 +130,11 @@ async fn held_per_connection(gw: &TestGateway, kind: Kind) -> isize {
     let get = h2_get();
     let clients = std::thread::spawn(move || {
         // Warm-up: lazily built state (metric handles, the upstream
-        // connection) is not a connection's.
+        // connection) is not a connection's. The wait lets these settle as
+        // the measured ones will, and the previous kind's connections,
+        // closed by their clients, be gone.
         let warm: Vec<TcpStream> = (0..4).map(|_| open(addr, kind, &get)).collect();
-        std::thread::sleep(Duration::from_millis(300));
+        std::thread::sleep(SETTLE);
         let mut conns = Vec::with_capacity(CONNECTIONS);
         let before = counting::allocated();
         for _ in 0..CONNECTIONS {
@@ -140,7 +144,7 @@ async fn held_per_connection(gw: &TestGateway, kind: Kind) -> isize {
         // then waiting for the next request; an HTTP/1.1 connection
         // releases its read buffer after a second of that) before reading
         // again.
-        std::thread::sleep(Duration::from_millis(1500));
+        std::thread::sleep(SETTLE);
         let after = counting::allocated();
         drop((warm, conns));
         (after - before) / CONNECTIONS as isize
