@@ -157,7 +157,7 @@ async fn held_per_connection(gw: &TestGateway, kind: Kind) -> isize {
 }
 
 /// The bounds, in bytes per connection, about a third above what the test
-/// profile measures (4.5 to 5.6 KiB). With h2 as published, HTTP/2 kept a
+/// profile measures (4.6 to 5.4 KiB). With h2 as published, HTTP/2 kept a
 /// 16 KiB write buffer, an 8 KiB read buffer and a 4 KiB HPACK buffer per
 /// idle connection, and after a request its streams' slabs: 33 and 37 KiB
 /// (vendor/h2/PATCHES.md).
