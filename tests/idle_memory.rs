@@ -44,9 +44,18 @@ const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const SETTINGS: [u8; 9] = [0, 0, 0, 4, 0, 0, 0, 0, 0];
 const SETTINGS_ACK: [u8; 9] = [0, 0, 0, 4, 1, 0, 0, 0, 0];
 
+/// `Mozilla/5.0 (X11; Linux x86_64) idle-memory-test`, Huffman-coded
+/// (RFC 7541 Appendix B), as browsers send their header values.
+const USER_AGENT_HUFFMAN: [u8; 37] = [
+    0xd0, 0x7f, 0x66, 0xa2, 0x81, 0xb0, 0xda, 0xe0, 0x53, 0xfa, 0xfc, 0x08, 0x7e, 0xd4, 0xce, 0x6a,
+    0xad, 0xf2, 0xa7, 0x97, 0x9c, 0x89, 0xc6, 0xbf, 0xb5, 0x0d, 0x25, 0x05, 0x5a, 0x92, 0xd2, 0x7b,
+    0x3d, 0x2c, 0x92, 0xa1, 0x3f,
+];
+
 /// A HEADERS frame on stream 1 (END_STREAM, END_HEADERS): GET /idle. HPACK:
 /// the static table's `:method GET` and `:scheme http`, then `:path` and
-/// `:authority` as literals without indexing.
+/// `:authority` as literals without indexing, and a Huffman-coded
+/// `user-agent` (static name 58), which makes the decoder take its buffer.
 fn h2_get() -> Vec<u8> {
     let mut block = vec![0x82, 0x86];
     for (index, value) in [(4u8, "/idle"), (1, HOST)] {
@@ -54,6 +63,8 @@ fn h2_get() -> Vec<u8> {
         block.push(value.len() as u8);
         block.extend_from_slice(value.as_bytes());
     }
+    block.extend_from_slice(&[0x0f, 58 - 15, 0x80 | USER_AGENT_HUFFMAN.len() as u8]);
+    block.extend_from_slice(&USER_AGENT_HUFFMAN);
     let mut frame = (block.len() as u32).to_be_bytes()[1..].to_vec();
     frame.extend_from_slice(&[1, 5, 0, 0, 0, 1]);
     frame.extend_from_slice(&block);

@@ -256,6 +256,11 @@ impl Decoder {
             }
         }
 
+        // The block's strings are split off the buffer; what is left of it
+        // is let go with them (they keep it until they are dropped), so
+        // that an idle connection holds none. The next block takes a new one.
+        self.buffer = BytesMut::new();
+
         Ok(())
     }
 
