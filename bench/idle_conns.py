@@ -55,14 +55,23 @@ def tls_context(alpn):
     return TLS_CONTEXTS[alpn]
 
 
+# "Mozilla/5.0 (X11; Linux x86_64) idle-memory-test", Huffman-coded
+# (RFC 7541 Appendix B), as browsers send their header values.
+USER_AGENT_HUFFMAN = bytes.fromhex(
+    "d07f66a281b0dae053fafc087ed4ce6aadf2a7979c89c6bfb50d25055a92d27b3d2c92a13f"
+)
+
+
 def h2_get(authority, path):
     """A HEADERS frame on stream 1: GET PATH for AUTHORITY, ending the
-    stream. HPACK: the static table's :method GET and :scheme http, then
-    :path and :authority as literals without indexing (no Huffman coding;
-    each shorter than 127 bytes)."""
+    stream. HPACK: the static table's :method GET and :scheme http, :path
+    as a literal without indexing, :authority as a literal to be indexed
+    (each shorter than 127 bytes) and a Huffman-coded user-agent (static
+    name 58) to be indexed, as browsers send them."""
     block = b"\x82\x86"
-    for index, value in ((4, path.encode()), (1, authority.encode())):
+    for index, value in ((4, path.encode()), (0x40 | 1, authority.encode())):
         block += bytes([index, len(value)]) + value
+    block += bytes([0x40 | 58, 0x80 | len(USER_AGENT_HUFFMAN)]) + USER_AGENT_HUFFMAN
     head = len(block).to_bytes(3, "big") + b"\x01\x05" + (1).to_bytes(4, "big")
     return head + block
 

@@ -53,17 +53,19 @@ const USER_AGENT_HUFFMAN: [u8; 37] = [
 ];
 
 /// A HEADERS frame on stream 1 (END_STREAM, END_HEADERS): GET /idle. HPACK:
-/// the static table's `:method GET` and `:scheme http`, then `:path` and
-/// `:authority` as literals without indexing, and a Huffman-coded
-/// `user-agent` (static name 58), which makes the decoder take its buffer.
+/// the static table's `:method GET` and `:scheme http`, `:path` as a
+/// literal without indexing, `:authority` as a literal to be indexed and a
+/// Huffman-coded `user-agent` (static name 58) to be indexed, as browsers
+/// send them: the decoder takes its buffer for the user agent and keeps
+/// both headers in its table.
 fn h2_get() -> Vec<u8> {
     let mut block = vec![0x82, 0x86];
-    for (index, value) in [(4u8, "/idle"), (1, HOST)] {
+    for (index, value) in [(4u8, "/idle"), (0x40 | 1, HOST)] {
         block.push(index);
         block.push(value.len() as u8);
         block.extend_from_slice(value.as_bytes());
     }
-    block.extend_from_slice(&[0x0f, 58 - 15, 0x80 | USER_AGENT_HUFFMAN.len() as u8]);
+    block.extend_from_slice(&[0x40 | 58, 0x80 | USER_AGENT_HUFFMAN.len() as u8]);
     block.extend_from_slice(&USER_AGENT_HUFFMAN);
     let mut frame = (block.len() as u32).to_be_bytes()[1..].to_vec();
     frame.extend_from_slice(&[1, 5, 0, 0, 0, 1]);

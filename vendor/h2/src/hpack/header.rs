@@ -61,6 +61,23 @@ impl Header<Option<HeaderName>> {
 }
 
 impl Header {
+    /// The same header with its bytes in allocations of its own, for the
+    /// decoder's table. A decoded pseudo-header shares the buffer it was
+    /// read or Huffman-decoded into, and a table entry, kept for the
+    /// connection's life, would keep that whole buffer. (A field's value is
+    /// a copy already: see `new`.)
+    pub fn detached(&self) -> Header {
+        fn own(v: &BytesStr) -> BytesStr {
+            BytesStr(Bytes::copy_from_slice(v.0.as_ref()))
+        }
+        match self {
+            Header::Authority(v) => Header::Authority(own(v)),
+            Header::Scheme(v) => Header::Scheme(own(v)),
+            Header::Path(v) => Header::Path(own(v)),
+            other => other.clone(),
+        }
+    }
+
     pub fn new(name: Bytes, value: Bytes) -> Result<Header, DecoderError> {
         if name.is_empty() {
             return Err(DecoderError::NeedMore(NeedMore::UnexpectedEndOfStream));
