@@ -319,6 +319,25 @@ async fn app_protocol_and_annotations_choose_http2() {
 
 /// Manifests for an HTTPS backend route: the CA Secret (Opaque, `ca.crt`)
 /// and client certificate Secret as given.
+/// A TLS backend offering `alpn`, answering with `reply`, and the manifests
+/// of a route to it that verifies its certificate against `ca` (SNI
+/// `api.internal`).
+async fn verified_tls_backend(
+    ca: &Ca,
+    cert: &Cert,
+    alpn: &[&[u8]],
+    reply: Reply,
+) -> (ProtoBackend, String) {
+    let backend = ProtoBackend::start_with(Some(server_config(cert, None, alpn)), reply).await;
+    let m = https_route(
+        backend.addr,
+        Some(&ca.pem),
+        None,
+        "caSecretRef: {name: upstream-ca}, sni: api.internal",
+    );
+    (backend, m)
+}
+
 fn https_route(backend: SocketAddr, ca: Option<&str>, client: Option<&Cert>, tls: &str) -> String {
     let mut m = service_at("secure", backend, None);
     if let Some(ca) = ca {
@@ -607,14 +626,7 @@ async fn uploads_to_tls_backends_are_timed_by_their_progress() {
     let ca = Ca::new("upstream CA");
     let cert = ca.issue(&["api.internal"], "api.internal");
     for alpn in [&[&b"h2"[..]][..], &[&b"http/1.1"[..]][..]] {
-        let backend =
-            ProtoBackend::start_with(Some(server_config(&cert, None, alpn)), Reply::Count).await;
-        let m = https_route(
-            backend.addr,
-            Some(&ca.pem),
-            None,
-            "caSecretRef: {name: upstream-ca}, sni: api.internal",
-        );
+        let (_backend, m) = verified_tls_backend(&ca, &cert, alpn, Reply::Count).await;
         let mut config = test_config(1);
         config.proxy.request_timeout = std::time::Duration::from_millis(700);
         let gw = TestGateway::start_with(&m, config).await;
@@ -650,14 +662,7 @@ async fn an_end_after_the_head_is_no_body_for_tls_backends() {
     let ca = Ca::new("upstream CA");
     let cert = ca.issue(&["api.internal"], "api.internal");
     for alpn in [&[&b"http/1.1"[..]][..], &[&b"h2"[..]][..]] {
-        let backend =
-            ProtoBackend::start_with(Some(server_config(&cert, None, alpn)), Reply::Framing).await;
-        let m = https_route(
-            backend.addr,
-            Some(&ca.pem),
-            None,
-            "caSecretRef: {name: upstream-ca}, sni: api.internal",
-        );
+        let (_backend, m) = verified_tls_backend(&ca, &cert, alpn, Reply::Framing).await;
         let gw = TestGateway::start(&m).await;
         // A first request leaves a connection to the backend pooled, so
         // the next is sent on at once.
