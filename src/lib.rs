@@ -18,6 +18,7 @@ pub mod crypto;
 pub mod demo;
 pub mod gateway;
 pub mod http;
+pub mod memory;
 pub mod metrics;
 pub mod plugins;
 pub mod proxy;

@@ -251,6 +251,7 @@ impl ProxyServer {
                 .spawn(move || {
                     crate::http::dns::set_thread_default(resolver);
                     runtime.block_on(async move {
+                        crate::memory::spawn_collector();
                         // Every listener of this worker, each an accept
                         // loop; more arrive on `commands`.
                         let mut serving: FuturesUnordered<Pin<Box<dyn Future<Output = ()>>>> =
