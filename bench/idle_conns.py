@@ -10,15 +10,18 @@ Opens COUNT connections of each KIND to HOST:PORT and leaves them idle:
   tls-h1-kept, tls-h2-fresh, tls-h2-kept
              the same over TLS to TLS_PORT (ALPN http/1.1 or h2; the
              certificate is not verified)
-Then reads the proxy's RSS from /proc/PID/status (before, with all of them
-open), and waits up to WAIT seconds for the proxy to close them, counting
-how many it closed.
+Then reads the proxy's RSS from /proc/PID/status (before, and SETTLE
+seconds after the last one opened, while all of them are idle), and waits
+up to WAIT seconds for the proxy to close them, counting how many it
+closed. The settling time lets the proxy give back what the opening burst
+freed (its allocator purges pages a second or two after they fall free);
+it must stay below the proxy's idle timeouts.
 
 Usage: idle_conns.py --pid PID --port PORT [--tls-port TLS_PORT]
                      [--host 127.0.0.1] [--count 10000]
                      [--kinds h1-fresh,h1-kept,h2-fresh]
                      [--request-host bench.local] [--request-path /]
-                     [--wait 120]
+                     [--wait 120] [--settle 5]
 Prints one JSON object. Needs a file-descriptor limit above COUNT.
 """
 
@@ -148,6 +151,7 @@ async def main():
     p.add_argument("--request-path", default="/")
     p.add_argument("--wait", type=float, default=120)
     p.add_argument("--batch", type=int, default=200)
+    p.add_argument("--settle", type=float, default=5)
     a = p.parse_args()
     if "tls-" in a.kinds and a.tls_port is None:
         p.error("the tls- kinds need --tls-port")
@@ -173,7 +177,7 @@ async def main():
                 )
             )
         opened = time.monotonic() - start
-        await asyncio.sleep(1)
+        await asyncio.sleep(a.settle)
         with_them = rss_kb(a.pid)
         deadline = time.monotonic() + a.wait
         closed = await asyncio.gather(*(closed_within(r, deadline) for r, _ in conns))
