@@ -6,9 +6,9 @@
 //! holding nothing but idle keep-alive connections, makes no such call: the
 //! burst's buffers stayed resident for as long as the worker stayed quiet
 //! (after 10,000 idle connections had been closed, 25-38 MB more than
-//! before them; with the collection, 2-4 MB). Each runtime thread therefore asks the allocator to
-//! collect every [`PERIOD`], which also returns what a busy thread freed
-//! more than the allocator's delay ago.
+//! before them; with the collection, 1-3 MB). Each runtime thread
+//! therefore asks the allocator to collect every [`PERIOD`], which also
+//! returns what a busy thread freed more than the allocator's delay ago.
 //!
 //! The library does not choose the allocator, so the binary installs the
 //! call with [`set_collector`]; without one (tests, embedders) nothing
