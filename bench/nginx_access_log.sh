@@ -15,6 +15,7 @@
 # Usage: bench/nginx_access_log.sh
 # Settings (environment): ROUNDS=16 DURATION=3s WARMUP=1s CONNECTIONS=64
 #   PROXY_CPU=0 LOAD_CPU=1 BASE_PORT=18610 (three ports from it)
+#   KEEP=1 keeps the configurations and the log directory
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-16}
