@@ -29,19 +29,24 @@ BACKEND_PORT=$BASE_PORT
 PLAIN_PORT=$((BASE_PORT + 1))
 LOGGED_PORT=$((BASE_PORT + 2))
 
-for tool in nginx wrk taskset; do
+for tool in nginx wrk taskset curl shuf seq; do
     command -v "$tool" >/dev/null || { echo "needs $tool" >&2; exit 1; }
 done
 
-TMP=$(mktemp -d)
-LOG=$(mktemp -d /dev/shm/nginx-access-log.XXXXXX)
+TMP= LOG=
 PIDS=()
 cleanup() {
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
-    [[ -n ${KEEP:-} ]] || rm -rf "$TMP" "$LOG"
+    if [[ ${KEEP:-0} != 1 ]]; then
+        rm -rf "$TMP" "$LOG"
+    else
+        echo "kept: $TMP $LOG" >&2
+    fi
 }
 trap cleanup EXIT
+TMP=$(mktemp -d)
+LOG=$(mktemp -d /dev/shm/nginx-access-log.XXXXXX)
 
 # conf DIR PORT HTTP LOCATION: an nginx configuration with one worker;
 # HTTP is added to the http block (its access_log directive, if any: an
@@ -112,17 +117,19 @@ for r in $(seq 1 "$ROUNDS"); do
         [[ $name == logged ]] && port=$LOGGED_PORT
         load "$port" "$WARMUP" >/dev/null
         rps=$(load "$port" "$DURATION")
+        [[ -n $rps ]] || { echo "wrk measured nothing against nginx ($name)" >&2; exit 1; }
         echo "round $r $name $rps req/s" >&2
         echo "$r $name $rps" >>"$TMP/results"
     done
     lines=$((lines + $(wc -l <"$LOG/access.log")))
     : >"$LOG/access.log"
 done
-echo "access log lines written: $lines (up to 128 KB of each round's last lines were still in nginx's buffer)"
+echo "access log lines in the file: $lines (nginx writes its buffer when 128 KB fill it, so a round's last lines are counted with the next round's, and the last round's are not counted)"
 
 awk '{ rps[$1, $2] = $3 } END {
         for (r = 1; (r, "plain") in rps; r++) print rps[r, "logged"] / rps[r, "plain"]
     }' "$TMP/results" | sort -n | awk '{ a[NR] = $1 } END {
-        printf "nginx with its access log / without, requests/s: median of %d per-round ratios %.3f (range %.3f-%.3f)\n", NR, a[int((NR + 1) / 2)], a[1], a[NR]
+        m = NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2
+        printf "nginx with its access log / without, requests/s: median of %d per-round ratios %.3f (range %.3f-%.3f)\n", NR, m, a[1], a[NR]
     }'
 awk '{ s[$2] += $3; n[$2]++ } END { printf "mean requests/s: plain %.0f, logged %.0f\n", s["plain"] / n["plain"], s["logged"] / n["logged"] }' "$TMP/results"

@@ -89,8 +89,9 @@ fn log_directives(level: &str) -> String {
 /// Makes mimalloc give back what this thread freed: retired pages, and
 /// ranges free for longer than its purge delay.
 fn collect_freed_memory() {
-    // SAFETY: `mi_collect` only walks the calling thread's own heap and the
-    // allocator's arenas; it takes no pointers and may be called anytime.
+    // SAFETY: `mi_collect` takes no pointers and may be called at any time
+    // from any thread: it walks the calling thread's own heap, then purges
+    // the process's arenas under the allocator's own locks.
     unsafe { libmimalloc_sys::mi_collect(false) }
 }
 
