@@ -317,8 +317,6 @@ async fn app_protocol_and_annotations_choose_http2() {
     gw.shutdown().await;
 }
 
-/// Manifests for an HTTPS backend route: the CA Secret (Opaque, `ca.crt`)
-/// and client certificate Secret as given.
 /// A TLS backend offering `alpn`, answering with `reply`, and the manifests
 /// of a route to it that verifies its certificate against `ca` (SNI
 /// `api.internal`).
@@ -338,6 +336,8 @@ async fn verified_tls_backend(
     (backend, m)
 }
 
+/// Manifests for an HTTPS backend route: the CA Secret (Opaque, `ca.crt`)
+/// and client certificate Secret as given.
 fn https_route(backend: SocketAddr, ca: Option<&str>, client: Option<&Cert>, tls: &str) -> String {
     let mut m = service_at("secure", backend, None);
     if let Some(ca) = ca {

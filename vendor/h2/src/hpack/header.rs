@@ -62,10 +62,10 @@ impl Header<Option<HeaderName>> {
 
 impl Header {
     /// The same header with its bytes in allocations of its own, for the
-    /// decoder's table. A decoded pseudo-header shares the buffer it was
-    /// read or Huffman-decoded into, and a table entry, kept for the
-    /// connection's life, would keep that whole buffer. (A field's value is
-    /// a copy already: see `new`.)
+    /// decoder's table. A decoded pseudo-header (`:protocol` included)
+    /// shares the buffer it was read or Huffman-decoded into, and a table
+    /// entry, kept for the connection's life, would keep that whole buffer.
+    /// (A field's value is a copy already: see `new`.)
     pub fn detached(&self) -> Header {
         fn own(v: &BytesStr) -> BytesStr {
             BytesStr(Bytes::copy_from_slice(v.0.as_ref()))
@@ -74,6 +74,12 @@ impl Header {
             Header::Authority(v) => Header::Authority(own(v)),
             Header::Scheme(v) => Header::Scheme(own(v)),
             Header::Path(v) => Header::Path(own(v)),
+            Header::Protocol(p) => {
+                match Protocol::try_from(Bytes::copy_from_slice(p.as_str().as_bytes())) {
+                    Ok(p) => Header::Protocol(p),
+                    Err(_) => Header::Protocol(p.clone()),
+                }
+            }
             other => other.clone(),
         }
     }
