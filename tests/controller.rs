@@ -14,12 +14,12 @@ use common::{Backend, test_config};
 use http::StatusCode;
 use serde_json::{Value, json};
 use sluicegate::controller::{Controller, ControllerConfig, Publish};
-use sluicegate::source::kube::{KubeSource, WatchScope};
+use sluicegate::source::kube::WatchScope;
 use sluicegate::status::lease::LeaseConfig;
 
-const WAIT: Duration = Duration::from_secs(10);
+pub(crate) const WAIT: Duration = Duration::from_secs(10);
 
-fn service(ns: &str, name: &str) -> Value {
+pub(crate) fn service(ns: &str, name: &str) -> Value {
     json!({
         "apiVersion": "v1", "kind": "Service",
         "metadata": {"name": name, "namespace": ns},
@@ -30,7 +30,7 @@ fn service(ns: &str, name: &str) -> Value {
 /// The one EndpointSlice of Service `svc`, with its endpoints on the
 /// loopback ports of `backends` (all on one port: a slice has one port
 /// per name).
-fn slice(ns: &str, svc: &str, backend: SocketAddr, ready: bool) -> Value {
+pub(crate) fn slice(ns: &str, svc: &str, backend: SocketAddr, ready: bool) -> Value {
     slice_named(ns, svc, &format!("{svc}-abc"), backend, ready)
 }
 
@@ -47,7 +47,7 @@ fn slice_named(ns: &str, svc: &str, name: &str, backend: SocketAddr, ready: bool
     })
 }
 
-fn ingress(ns: &str, name: &str, host: &str, svc: &str) -> Value {
+pub(crate) fn ingress(ns: &str, name: &str, host: &str, svc: &str) -> Value {
     json!({
         "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
         "metadata": {"name": name, "namespace": ns},
@@ -81,7 +81,7 @@ fn seed(api: &ApiServer, backend: SocketAddr) {
     api.apply(api_route("shop", "web", "shop.test", "web", json!({})));
 }
 
-fn config(publish: Publish, lease: Option<LeaseConfig>) -> ControllerConfig {
+pub(crate) fn config(publish: Publish, lease: Option<LeaseConfig>) -> ControllerConfig {
     ControllerConfig {
         gateway: test_config(1),
         scope: WatchScope::default(),
@@ -108,7 +108,11 @@ async fn admin(c: &Controller, path: &str) -> StatusCode {
 }
 
 /// GETs `host/` until the reply satisfies `ok`; returns the last body.
-async fn until(c: &Controller, host: &str, ok: impl Fn(StatusCode, &str) -> bool) -> String {
+pub(crate) async fn until(
+    c: &Controller,
+    host: &str,
+    ok: impl Fn(StatusCode, &str) -> bool,
+) -> String {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let r = common::get(c.gateway().http_addr(), host, "/").await;
@@ -684,126 +688,6 @@ async fn only_watched_namespaces_and_our_class_are_served() {
         "{other}"
     );
     c.shutdown().await;
-}
-
-/// A `kubernetes.io/tls` Secret as the API server stores it (base64 data).
-fn tls_secret(ns: &str, name: &str, c: &common::tls::Cert) -> Value {
-    use k8s_openapi::ByteString;
-    let secret = k8s_openapi::api::core::v1::Secret {
-        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
-            name: Some(name.into()),
-            namespace: Some(ns.into()),
-            ..Default::default()
-        },
-        type_: Some("kubernetes.io/tls".into()),
-        data: Some(
-            [
-                ("tls.crt".to_owned(), ByteString(c.pem.clone().into_bytes())),
-                ("tls.key".to_owned(), ByteString(c.key.clone().into_bytes())),
-            ]
-            .into(),
-        ),
-        ..Default::default()
-    };
-    let mut v = serde_json::to_value(secret).unwrap();
-    v["apiVersion"] = json!("v1");
-    v["kind"] = json!("Secret");
-    v
-}
-
-#[tokio::test]
-async fn certificates_follow_tls_secrets_and_unrelated_secrets_are_not_listed() {
-    let api = ApiServer::start().await;
-    let blue = Backend::named("blue").await;
-    let (first, renewed) = (
-        common::tls::cert(&["shop.test"]),
-        common::tls::cert(&["shop.test"]),
-    );
-    api.apply(service("shop", "web"));
-    api.apply(slice("shop", "web", blue.addr, true));
-    api.apply(tls_secret("shop", "web-tls", &first));
-    api.apply(json!({
-        "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-        "metadata": {"name": "db-password", "namespace": "shop"},
-        "data": {"password": "aHVudGVyMg=="}
-    }));
-    let mut ing = ingress("shop", "web", "shop.test", "web");
-    ing["spec"]["tls"] = json!([{"hosts": ["shop.test"], "secretName": "web-tls"}]);
-    api.apply(ing);
-    let mut cfg = config(Publish::Nothing, None);
-    cfg.gateway.https_addr = Some("127.0.0.1:0".parse().unwrap());
-    let c = Controller::start(cfg, api.client()).await.unwrap();
-    let https = c.gateway().https_addr().unwrap();
-    assert_eq!(
-        until(&c, "shop.test", |s, _| s.is_redirection())
-            .await
-            .get(..3),
-        Some("308")
-    );
-    let s = common::tls::connect(https, Some("shop.test"), &[]).await;
-    assert_eq!(common::tls::presented(&s), first.der);
-
-    // cert-manager renews the Secret: new handshakes get the new one.
-    api.apply(tls_secret("shop", "web-tls", &renewed));
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let s = common::tls::connect(https, Some("shop.test"), &[]).await;
-        if common::tls::presented(&s) == renewed.der {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "renewal not applied"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    // Secret types that never hold certificates are not even listed.
-    let secret_reads: Vec<_> = api
-        .requests()
-        .into_iter()
-        .filter(|r| r.path.contains("/secrets"))
-        .collect();
-    assert!(!secret_reads.is_empty());
-    for r in &secret_reads {
-        let selector = r.param("fieldSelector").unwrap_or_default();
-        for excluded in ["helm.sh/release.v1", "kubernetes.io/service-account-token"] {
-            assert!(
-                selector.contains(&format!("type!={excluded}")),
-                "{} {}",
-                r.path,
-                r.query
-            );
-        }
-    }
-    c.shutdown().await;
-}
-
-#[tokio::test]
-async fn only_certificate_values_of_secrets_are_kept() {
-    let api = ApiServer::start().await;
-    api.apply(json!({
-        "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-        "metadata": {"name": "mixed", "namespace": "shop",
-                     "annotations": {"note": "large"}},
-        "data": {"password": "aHVudGVyMg==", "ca.crt": "Y2E="}
-    }));
-    api.apply(json!({
-        "apiVersion": "v1", "kind": "Secret", "type": "helm.sh/release.v1",
-        "metadata": {"name": "sh.helm.release.v1.shop.v1", "namespace": "shop"},
-        "data": {"release": "aHVnZQ=="}
-    }));
-    let source = KubeSource::start(api.client(), &WatchScope::default());
-    tokio::time::timeout(WAIT, source.wait_synced())
-        .await
-        .expect("synced");
-    source.read(|state| {
-        let names: Vec<_> = state.secrets.keys().map(|k| k.name.clone()).collect();
-        assert_eq!(names, ["mixed"], "Helm release records are not listed");
-        let mixed = state.secrets.values().next().unwrap();
-        let keys: Vec<_> = mixed.data.as_ref().unwrap().keys().cloned().collect();
-        assert_eq!(keys, ["ca.crt"], "other values are dropped on arrival");
-        assert!(mixed.metadata.annotations.is_none());
-    });
 }
 
 #[tokio::test]

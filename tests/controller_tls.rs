@@ -5,6 +5,7 @@
 
 use crate::apiserver;
 use crate::common;
+use crate::controller_secrets::tls_secret;
 
 use std::time::Duration;
 
@@ -18,16 +19,6 @@ use sluicegate::status::lease::LeaseConfig;
 use sluicegate::translate::ObjectKey;
 
 const WAIT: Duration = Duration::from_secs(10);
-
-fn tls_secret(ns: &str, name: &str, c: &common::tls::Cert) -> Value {
-    use base64::Engine;
-    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
-    json!({
-        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
-        "metadata": {"name": name, "namespace": ns},
-        "data": {"tls.crt": b64(&c.pem), "tls.key": b64(&c.key)}
-    })
-}
 
 fn seed(api: &ApiServer, backend: std::net::SocketAddr, cert: &common::tls::Cert) {
     api.apply(json!({

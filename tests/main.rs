@@ -16,6 +16,7 @@ mod client_auth;
 mod compression;
 mod controller;
 mod controller_gateway_api;
+mod controller_secrets;
 mod controller_tls;
 mod crd_schema;
 mod dashboard;
