@@ -74,12 +74,8 @@ impl Header {
             Header::Authority(v) => Header::Authority(own(v)),
             Header::Scheme(v) => Header::Scheme(own(v)),
             Header::Path(v) => Header::Path(own(v)),
-            Header::Protocol(p) => {
-                match Protocol::try_from(Bytes::copy_from_slice(p.as_str().as_bytes())) {
-                    Ok(p) => Header::Protocol(p),
-                    Err(_) => Header::Protocol(p.clone()),
-                }
-            }
+            // `From<&str>` copies the text into a buffer of its own.
+            Header::Protocol(p) => Header::Protocol(Protocol::from(p.as_str())),
             other => other.clone(),
         }
     }
