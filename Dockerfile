@@ -38,13 +38,20 @@ COPY . .
 RUN cargo chef prepare --recipe-path recipe.json
 
 # 2. Dependencies only, from the recipe: this layer is reused until the
-#    recipe changes. The registry cache is shared by parallel platform
-#    builds, hence the lock.
+#    recipe or the profile changes. The registry cache is shared by
+#    parallel platform builds, hence the lock.
 FROM chef AS builder
 COPY --from=planner /src/recipe.json recipe.json
 # A patched dependency (Cargo.toml's [patch.crates-io]) is a dependency
 # like the others: the recipe names it, the layer builds it.
 COPY vendor vendor
+# Profile-guided optimisation (bench/pgo.sh records the profile): the
+# dependencies and the crate are compiled with it, in both steps, so that
+# the second reuses the first's artifacts. Functions the profile does not
+# match (changed since, or of the other architecture) are compiled as
+# without it.
+COPY pgo pgo
+ENV RUSTFLAGS="-Cprofile-use=/src/pgo/sluicegate.profdata"
 RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,target=/usr/local/cargo/git,sharing=locked \
     cargo chef cook --locked --release --bin sluicegate --recipe-path recipe.json

@@ -30,7 +30,7 @@
 # Settings (environment):
 #   PROXY_CPU=0 LOAD_CPU=1 CONNECTIONS=64 THREADS=1 DURATION=10s WARMUP=3s
 #   ROUNDS=3 BODY_SIZE=1024 BOUND=64Mi ENTRIES=100000
-#   SLUICEGATE_BIN (else `cargo build --release`), PORT_BASE=18180
+#   SLUICEGATE_BIN (else scripts/build-release.sh), PORT_BASE=18180
 #   KEEP_TMP=1 keeps the temporary directory
 
 set -euo pipefail
@@ -121,9 +121,8 @@ choose REDIS_PORT
 if [[ -n ${SLUICEGATE_BIN:-} ]]; then
     SG=$SLUICEGATE_BIN
 else
-    log "building sluicegate (release)"
-    (cd "$ROOT" && cargo build --release --bin sluicegate --quiet) || die "cargo build failed"
-    SG=${CARGO_TARGET_DIR:-$ROOT/target}/release/sluicegate
+    log "building sluicegate (release, as the image: scripts/build-release.sh)"
+    SG=$("$ROOT/scripts/build-release.sh") || die "cargo build failed"
 fi
 [[ -x $SG ]] || die "no sluicegate binary at $SG"
 

@@ -18,9 +18,9 @@ cd "$(dirname "$0")/.."
 
 ROUTES=${ROUTES:-10000}
 RUNS=${RUNS:-10}
-BIN=${SLUICEGATE:-target/release/sluicegate}
-if [[ -z "${SLUICEGATE:-}" ]]; then
-  cargo build --release --locked --bin sluicegate
+BIN=${SLUICEGATE:-}
+if [[ -z "$BIN" ]]; then
+  BIN=$(scripts/build-release.sh)
 fi
 
 DIR=$(mktemp -d)

@@ -10,7 +10,7 @@
 #
 # Settings (environment): PROXY_CPU=0 LOAD_CPU=1 CONNECTIONS=64 THREADS=1
 # DURATION=10s WARMUP=3s ROUNDS=3 ROUTES="none local redis keyauth"
-# SLUICEGATE_BIN (else `cargo build --release`), PORT_BASE=19080.
+# SLUICEGATE_BIN (else scripts/build-release.sh), PORT_BASE=19080.
 # The backend (nginx `return 200 "ok"`), redis-server and wrk share
 # LOAD_CPU; the proxy runs alone on PROXY_CPU.
 
@@ -38,8 +38,7 @@ NGINX=$(command -v nginx)
 if [[ -n ${SLUICEGATE_BIN:-} ]]; then
     SG=$SLUICEGATE_BIN
 else
-    (cd "$ROOT" && cargo build --release --quiet --bin sluicegate)
-    SG=${CARGO_TARGET_DIR:-$ROOT/target}/release/sluicegate
+    SG=$("$ROOT/scripts/build-release.sh")
 fi
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/sluicegate-plugins.XXXXXX")

@@ -87,7 +87,7 @@
 #                              binary (named "baseline") in every round,
 #                              so that two builds are compared in one run;
 #                              the medians of per-round ratios are printed
-#   CARGO_TARGET_DIR           where `cargo build --release` puts it
+#   CARGO_TARGET_DIR           where scripts/build-release.sh builds it
 #   NGINX_FORWARDED=0          1: nginx also sets X-Forwarded-For/-Proto/-Host/
 #                              -Port and X-Real-IP, as Sluicegate always does
 #   SG_LOG_LEVEL               Sluicegate log filter (default warn; info in
@@ -258,9 +258,8 @@ if [[ -n ${SLUICEGATE_BIN:-} ]]; then
     [[ -x $SLUICEGATE_BIN ]] || die "SLUICEGATE_BIN=$SLUICEGATE_BIN is not executable"
     SG=$SLUICEGATE_BIN
 else
-    log "building sluicegate (release)"
-    (cd "$ROOT" && cargo build --release --bin sluicegate --quiet) || die "cargo build failed"
-    SG=${CARGO_TARGET_DIR:-$ROOT/target}/release/sluicegate
+    log "building sluicegate (release, as the image: scripts/build-release.sh)"
+    SG=$("$ROOT/scripts/build-release.sh") || die "cargo build failed"
     [[ -x $SG ]] || die "built binary not found at $SG"
 fi
 

@@ -24,6 +24,13 @@ stages the `builder` stage needs, in a temporary folder:
     cp target/release/... /PATH    skipped, as is running /PATH afterwards
                                    (they need the release binary).
 
+Environment set with ENV is not passed to the replayed commands (a type
+check does not compile with RUSTFLAGS' code-generation options, and would
+only check the dependencies again under another fingerprint). A profile
+named by `-Cprofile-use=PATH` in RUSTFLAGS must however exist in the
+stage's file system when a cargo command runs: a profile the build context
+leaves out would fail `docker build`.
+
 Type checking instead of release builds keeps the replay to about a minute
 once dependencies are checked, where a release build with fat LTO takes
 over ten on two cores; what can rot (targets, context, lock file, features)
@@ -281,7 +288,19 @@ class Replay:
         cwd.mkdir(parents=True, exist_ok=True)
         for part in text.split("&&"):
             argv = shlex.split(expand(part.strip(), env))
+            if argv[:1] == ["cargo"]:
+                self.check_profiles(stage, env, ins.line)
             self.command(argv, cwd, ins.line)
+
+    def check_profiles(self, stage: str, env: dict[str, str], line: int) -> None:
+        """Fails when RUSTFLAGS names a profile the stage does not hold."""
+        for flag in shlex.split(env.get("RUSTFLAGS", "")):
+            if flag.startswith("-Cprofile-use="):
+                path = flag.split("=", 1)[1]
+                if not self.root_path(stage, path, self.workdirs[stage]).is_file():
+                    raise ReplayError(
+                        f"line {line}: RUSTFLAGS names the profile {path}, which the stage does not hold"
+                    )
 
     def command(self, argv: list[str], cwd: Path, line: int) -> None:
         shown = shlex.join(argv)
