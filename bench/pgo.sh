@@ -37,7 +37,7 @@
 # before a release.
 #
 # Settings (environment): STAGES="compare observe tls plugins cache h2",
-# STAGE_DURATION=4s, PGO_PROFILE (default pgo/sluicegate.profdata),
+# STAGE_DURATION=4s (whole seconds: h2load takes a number of seconds), PGO_PROFILE (default pgo/sluicegate.profdata),
 # LLVM_PROFDATA.
 
 set -euo pipefail
@@ -45,6 +45,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 STAGES=${STAGES:-compare observe tls plugins cache h2}
 STAGE_DURATION=${STAGE_DURATION:-4s}
+[[ $STAGE_DURATION =~ ^[0-9]+s$ ]] || { echo "error: STAGE_DURATION must be whole seconds, e.g. 4s" >&2; exit 2; }
 PGO_PROFILE=${PGO_PROFILE:-$ROOT/pgo/sluicegate.profdata}
 TRIPLE=$(rustc -vV | awk '/^host:/ {print $2}')
 DATA=$(mktemp -d "${TMPDIR:-/tmp}/sluicegate-pgo.XXXXXX")

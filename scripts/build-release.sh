@@ -6,7 +6,7 @@
 #   SG=$(scripts/build-release.sh)
 #
 # The profile-guided build has its own target directory
-# (target/pgo-release): RUSTFLAGS are part of every artifact's
+# (target/pgo-release/<host triple>/release/): RUSTFLAGS are part of every artifact's
 # fingerprint, and sharing target/ with plain builds would rebuild
 # everything each time one follows the other. PGO=0 builds without the
 # profile, into target/.
