@@ -47,6 +47,17 @@ Strict-Transport-Security: max-age=31536000\r\n\
 Keep-Alive: timeout=5\r\n\r\n";
 
 fn parse(c: &mut Criterion) {
+    // Each head must parse whole, or the figures would be an error path's.
+    assert!(matches!(
+        parse_request_head(&mut BytesMut::from(REQUEST)),
+        Ok(Some(_))
+    ));
+    for head in [NGINX_RESPONSE, APP_RESPONSE] {
+        assert!(matches!(
+            parse_response_head(&mut BytesMut::from(head), &Method::GET),
+            Ok(Some(_))
+        ));
+    }
     let mut g = c.benchmark_group("wire");
     let mut buf = BytesMut::with_capacity(8192);
     g.bench_function("parse_request_head", |b| {
