@@ -60,7 +60,7 @@
 #   DURATION=10s WARMUP=3s     measured run / discarded warm-up run
 #   ROUNDS=3                   alternating nginx/Sluicegate rounds
 #   RESTART=1                  fresh proxy processes each round (compare,
-#                              observe); 0 keeps the first ones
+#                              observe, tls); 0 keeps the first ones
 #   ACCESS_LOG_SINK=file       observe: the access log goes to a file in
 #                              memory (/dev/shm), or with "stdout" to a pipe
 #                              read by a process on LOAD_CPU, the way a
@@ -989,6 +989,18 @@ tls() {
         tls_check "$NGINX_TLS_PORT" "$kind" "nginx"
         tls_check "$SG_TLS_PORT" "$kind" "sluicegate"
         for r in $(seq 1 "$ROUNDS"); do
+            # Fresh processes each round, as in compare: one process kept
+            # for a whole run puts the luck of where it landed in memory
+            # into every round (two Sluicegates of the same build measured
+            # 20-22 and 22-26 us per request here).
+            if ((r > 1)) && [[ ${RESTART:-1} == 1 ]]; then
+                stop "$NGINX_PID"
+                start_nginx_proxy "$kind"
+                stop "$SG_PID"
+                SG_OPTS=(--default-certificate default/bench-tls)
+                start_sluicegate "$TMP/tls-$kind" 1 "$TMP/sluicegate-tls-$kind.log"
+                SG_OPTS=()
+            fi
             for t in "${tests[@]}"; do
                 [[ ${t#*:} == "$kind" ]] || continue
                 test=${t%%:*}
